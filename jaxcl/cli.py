@@ -1,0 +1,69 @@
+"""Command line: `jaxcl run SWEEP.toml --out RUN_DIR [--set field=value]...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="jaxcl", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run (or continue) a sweep into a run directory")
+    run.add_argument("sweep", help="sweep TOML file with [base] and [grid] tables")
+    run.add_argument("--out", required=True, help="run directory")
+    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                     help="override a Config field in every config of the grid (repeatable)")
+    run.add_argument("--max-parallel", type=int, default=None,
+                     help="at most this many configs per compiled batch (memory bound)")
+    run.add_argument("--force-new", action="store_true",
+                     help="move an existing run directory of another sweep aside and start anew")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dist = run.add_argument_group("multi-process (jax.distributed)")
+    dist.add_argument("--coordinator", default=None, metavar="HOST:PORT")
+    dist.add_argument("--num-processes", type=int, default=None)
+    dist.add_argument("--process-id", type=int, default=None)
+    dist.add_argument("--distributed", action="store_true",
+                      help="call jax.distributed.initialize() with auto-detection (Slurm, TPU)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from jaxcl.config import ConfigError
+
+    try:
+        if args.cmd == "run":
+            return _run(args)
+    except ConfigError as e:  # includes RunDirError
+        print(f"jaxcl: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args) -> int:
+    from jaxcl import sweep as sweep_mod
+    from jaxcl.config import ConfigError
+
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise ConfigError(f"--max-parallel = {args.max_parallel}: must be >= 1")
+    sw = sweep_mod.load(args.sweep, args.set)  # every config validated before jax starts
+    if args.coordinator or args.distributed:
+        import jax
+
+        jax.distributed.initialize(coordinator_address=args.coordinator,
+                                   num_processes=args.num_processes, process_id=args.process_id)
+    from jaxcl import runner
+
+    n = len(sw.configs())
+    print(f"jaxcl: {n} configs in {len(sweep_mod.group_by_static(sw.configs()))} shape groups "
+          f"-> {args.out}", flush=True)
+    summary = runner.run(sw, args.out, max_parallel=args.max_parallel, force_new=args.force_new,
+                         progress=False if args.no_progress else None)
+    print(f"jaxcl: {len(summary.done)} done, {len(summary.skipped)} already done, "
+          f"{len(summary.failed)} failed in {summary.seconds:.1f}s -> {args.out}", flush=True)
+    return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Validated, frozen run configuration (SPEC §1–4) and its split into static and traced parts."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import typing
+from typing import Any, NamedTuple
+
+_STEPS_RE = re.compile(r"^\s*(?:(\d+(?:\.\d*)?)\s*\*\s*)?(T3|T4)\s*$")
+
+
+class ConfigError(ValueError):
+    """A configuration field has a bad value; the message names the field and the value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every knob of one training run. Fields left as None resolve to the SPEC's conventions.
+
+    Shape fields (d, d1, m, L, K, dictionary, log_every, ...) are static under jit; the rest
+    are stacked into traced arrays so that one compile serves a whole grid (see `hparams`).
+    """
+
+    # --- data model (SPEC §1)
+    d: int = 9
+    d1: int | None = None  # convention: 2d
+    dictionary: str = "qr"  # "qr" (orthonormal columns from QR of a Gaussian) or "identity"
+    L: int = 4
+    K: int = 64
+    eps_max: float = 1.0
+    ratio: float = 0.25  # eps_min / eps_max
+    major_fraction: float = 5 / 9
+    C_z: float = 4.0
+    feature_scale: float = 1.0
+    sigma_xi: float | None = None  # convention: sqrt(log d) / d
+    # --- encoder (SPEC §2)
+    m: int | None = None  # default round(d ** C_m)
+    C_m: float = 1.5
+    init_mass: float = 0.1
+    # --- objective and training (SPEC §3)
+    tau: float | None = None  # convention: log d
+    lam: float = 0.03
+    eta: float = 1.0
+    steps: int | str = 1000  # an int, "T3", "T4" or e.g. "0.5*T4"
+    log_every: int = 50
+    stage1_steps: int | None = None  # None: eq. 41 rule
+    c_b: float = 0.2
+    bias_rate: float = 1e-3
+    stage3_bias: str = "track"  # "track" (b ∝ ‖w‖) or "freeze" (Sun et al.)
+    # --- pruning (SPEC §4)
+    prune_fraction: float = 0.0
+    # --- observables (SPEC §5)
+    gamma_c0: float = 5e-4
+    probe_samples: int = 512
+    probe_ridge: float = 1e-3
+    # --- numerics
+    matmul_dtype: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_types(self)
+        _require(self.d >= 3, "d", self.d, "must be >= 3 (log log d must be positive)")
+        if self.d1 is not None:
+            _require(self.d1 >= self.d, "d1", self.d1, f"must be >= d = {self.d}")
+        _require(self.dictionary in ("qr", "identity"), "dictionary", self.dictionary,
+                 "must be 'qr' or 'identity'")
+        _require(self.L >= 1, "L", self.L, "must be >= 1")
+        _require(self.K >= 2, "K", self.K, "must be >= 2 (in-batch negatives)")
+        _require(self.eps_max > 0, "eps_max", self.eps_max, "must be > 0")
+        _require(0 < self.ratio <= 1, "ratio", self.ratio, "must be in (0, 1]")
+        _require(0 < self.major_fraction <= 1, "major_fraction", self.major_fraction,
+                 "must be in (0, 1]")
+        _require(self.C_z > 0, "C_z", self.C_z, "must be > 0")
+        _require(self.feature_scale > 0, "feature_scale", self.feature_scale, "must be > 0")
+        if self.sigma_xi is not None:
+            _require(self.sigma_xi >= 0, "sigma_xi", self.sigma_xi, "must be >= 0")
+        if self.m is not None:
+            _require(self.m >= 1, "m", self.m, "must be >= 1")
+        else:
+            _require(self.C_m > 0, "C_m", self.C_m, "must be > 0")
+            _require(round(self.d**self.C_m) >= 1, "C_m", self.C_m, "gives m < 1")
+        _require(self.init_mass > 0, "init_mass", self.init_mass, "must be > 0")
+        if self.tau is not None:
+            _require(self.tau > 0, "tau", self.tau, "must be > 0")
+        _require(self.lam >= 0, "lam", self.lam, "must be >= 0")
+        _require(self.eta > 0, "eta", self.eta, "must be > 0")
+        if isinstance(self.steps, str):
+            _require(_STEPS_RE.match(self.steps) is not None, "steps", self.steps,
+                     "must be an int, 'T3', 'T4' or '<x>*T3' / '<x>*T4'")
+        _require(self.n_steps >= 1, "steps", self.steps, "resolves to fewer than 1 step")
+        _require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
+        if self.stage1_steps is not None:
+            _require(self.stage1_steps >= 1, "stage1_steps", self.stage1_steps, "must be >= 1")
+        _require(self.c_b >= 0, "c_b", self.c_b, "must be >= 0")
+        _require(self.bias_rate >= 0, "bias_rate", self.bias_rate, "must be >= 0")
+        _require(self.stage3_bias in ("track", "freeze"), "stage3_bias", self.stage3_bias,
+                 "must be 'track' or 'freeze'")
+        _require(0 <= self.prune_fraction < 1, "prune_fraction", self.prune_fraction,
+                 "must be in [0, 1)")
+        _require(self.gamma_c0 >= 0, "gamma_c0", self.gamma_c0, "must be >= 0")
+        _require(self.probe_samples >= 2, "probe_samples", self.probe_samples, "must be >= 2")
+        _require(self.probe_ridge > 0, "probe_ridge", self.probe_ridge, "must be > 0")
+        _require(self.matmul_dtype in ("float32", "bfloat16"), "matmul_dtype",
+                 self.matmul_dtype, "must be 'float32' or 'bfloat16'")
+        _require(self.seed >= 0, "seed", self.seed, "must be >= 0")
+
+    # ---- derived values (properties, never written back)
+    @property
+    def D1(self) -> int:
+        return 2 * self.d if self.d1 is None else self.d1
+
+    @property
+    def M_neurons(self) -> int:
+        return round(self.d**self.C_m) if self.m is None else self.m
+
+    @property
+    def TAU(self) -> float:
+        return math.log(self.d) if self.tau is None else self.tau
+
+    @property
+    def SIGMA_XI(self) -> float:
+        return math.sqrt(math.log(self.d)) / self.d if self.sigma_xi is None else self.sigma_xi
+
+    @property
+    def eps_min(self) -> float:
+        return self.ratio * self.eps_max
+
+    @property
+    def n_major(self) -> int:
+        return min(self.d, max(1, round(self.major_fraction * self.d)))
+
+    @property
+    def T3(self) -> float:
+        return self.d**1.01 / self.eta
+
+    @property
+    def T4(self) -> float:
+        return self.d**1.99 / self.eta
+
+    @property
+    def n_steps(self) -> int:
+        if isinstance(self.steps, int):
+            return self.steps
+        mult, which = _STEPS_RE.match(self.steps).groups()
+        base = self.T3 if which == "T3" else self.T4
+        return int(math.ceil((float(mult) if mult else 1.0) * base))
+
+    @property
+    def n_prune(self) -> int:
+        return int(round(self.prune_fraction * self.M_neurons))
+
+    def resolved(self) -> dict[str, Any]:
+        """Every field with conventions filled in, plus derived quantities (for final/*.json)."""
+        out = dataclasses.asdict(self)
+        out.update(d1=self.D1, m=self.M_neurons, tau=self.TAU, sigma_xi=self.SIGMA_XI,
+                   steps=self.n_steps, steps_spec=self.steps, eps_min=self.eps_min,
+                   n_major=self.n_major, T3=self.T3, T4=self.T4)
+        return out
+
+    @property
+    def config_id(self) -> str:
+        """Readable and unique: shape/ratio/seed prefix plus a hash of every resolved field."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        h = hashlib.sha256(blob.encode()).hexdigest()[:10]
+        return f"d{self.d}_m{self.M_neurons}_r{self.ratio:g}_s{self.seed}_{h}"
+
+    def static(self) -> "Static":
+        return Static(d=self.d, d1=self.D1, m=self.M_neurons, L=self.L, K=self.K,
+                      dictionary=self.dictionary, log_every=self.log_every,
+                      stage3_freeze=self.stage3_bias == "freeze",
+                      probe_samples=self.probe_samples, matmul_dtype=self.matmul_dtype)
+
+    def hparams(self) -> "HParams":
+        return HParams(seed=self.seed, eps_max=self.eps_max, eps_min=self.eps_min,
+                       n_major=self.n_major, C_z=self.C_z, feature_scale=self.feature_scale,
+                       sigma_xi=self.SIGMA_XI, init_mass=self.init_mass, tau=self.TAU,
+                       lam=self.lam, eta=self.eta, steps=self.n_steps,
+                       stage1_steps=-1 if self.stage1_steps is None else self.stage1_steps,
+                       c_b=self.c_b, bias_rate=self.bias_rate, n_prune=self.n_prune,
+                       gamma_c0=self.gamma_c0, probe_ridge=self.probe_ridge)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"{where}: unknown field {key!r} (value {values[key]!r}); "
+                                  f"known fields: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+class Static(NamedTuple):
+    """The hashable, shape-determining part of a config: one compile per distinct value."""
+
+    d: int
+    d1: int
+    m: int
+    L: int
+    K: int
+    dictionary: str
+    log_every: int
+    stage3_freeze: bool
+    probe_samples: int
+    matmul_dtype: str
+
+
+class HParams(NamedTuple):
+    """The traced, per-config part of a config; fields are scalars (stacked to (n,) by vmap)."""
+
+    seed: Any
+    eps_max: Any
+    eps_min: Any
+    n_major: Any
+    C_z: Any
+    feature_scale: Any
+    sigma_xi: Any
+    init_mass: Any
+    tau: Any
+    lam: Any
+    eta: Any
+    steps: Any
+    stage1_steps: Any
+    c_b: Any
+    bias_rate: Any
+    n_prune: Any
+    gamma_c0: Any
+    probe_ridge: Any
+
+
+_INT_HPARAMS = ("seed", "n_major", "steps", "stage1_steps", "n_prune")
+
+
+def stack_hparams(configs: list[Config]):
+    """Stack per-config hyperparameters into (n,) numpy arrays (int32 / float32)."""
+    import numpy as np
+
+    hps = [c.hparams() for c in configs]
+    return HParams(*[
+        np.asarray([getattr(h, f) for h in hps],
+                   dtype=np.int32 if f in _INT_HPARAMS else np.float32)
+        for f in HParams._fields
+    ])
+
+
+def _require(ok: bool, field: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"field {field!r} = {value!r}: {why}")
+
+
+def _check_types(cfg: Config) -> None:
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        allowed = typing.get_args(hints[f.name]) or (hints[f.name],)
+        if value is None and type(None) in allowed:
+            continue
+        ok = False
+        for t in allowed:
+            if t is int and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            elif t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+                ok = math.isfinite(value)
+            elif t is str and isinstance(value, str):
+                ok = True
+            elif t is bool and isinstance(value, bool):
+                ok = True
+        if not ok:
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            raise ConfigError(f"field {f.name!r} = {value!r}: expected {names}, "
+                              f"got {type(value).__name__}")

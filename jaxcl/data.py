@@ -1,0 +1,69 @@
+"""Sparse-coding data with majority and minority features, and positive pairs (SPEC §1, Def. 3.1)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def dictionary(key, d: int, d1: int, kind: str):
+    """Orthonormal dictionary M (d1, d) and its complement M_perp (d1, d1 - d).
+
+    "qr": Q of a Gaussian (d1, d1) matrix; "identity": the standard basis (statistically
+    equivalent, since Gaussian init and isotropic noise are rotation invariant).
+    """
+    if kind == "identity":
+        basis_D1xD1 = jnp.eye(d1, dtype=jnp.float32)
+    else:
+        q_D1xD1, r_D1xD1 = jnp.linalg.qr(jax.random.normal(key, (d1, d1), jnp.float32))
+        # Sign-fix so Q is the Haar-distributed factor (not biased by the QR convention).
+        basis_D1xD1 = q_D1xD1 * jnp.sign(jnp.diagonal(r_D1xD1))[None, :]
+    return basis_D1xD1[:, :d], basis_D1xD1[:, d:]
+
+
+def frequencies(d: int, n_major, eps_max, eps_min):
+    """ε_j: the first n_major features are majority (ε_max), the rest minority (ε_min)."""
+    return jnp.where(jnp.arange(d) < n_major, eps_max, eps_min).astype(jnp.float32)
+
+
+def presence_prob(eps_D, C_z, d: int):
+    """p_j = min(1, ε_j C_z log log d / d)  (Def. 3.1: Θ(ε_j log log d / d))."""
+    return jnp.minimum(1.0, eps_D * C_z * jnp.log(jnp.log(float(d))) / d)
+
+
+def sample_codes(key, p_D, K: int, feature_scale):
+    """Signed feature coefficients per sample, (K, d); zero where the feature is absent."""
+    k_present, k_sign = jax.random.split(key)
+    d = p_D.shape[0]
+    present_KxD = jax.random.uniform(k_present, (K, d)) < p_D[None, :]
+    sign_KxD = jnp.where(jax.random.bernoulli(k_sign, 0.5, (K, d)), 1.0, -1.0)
+    return jnp.where(present_KxD, sign_KxD * feature_scale, 0.0).astype(jnp.float32)
+
+
+def place(key, coef_KxD, M_D1xD, L: int, sigma_xi, identity: bool):
+    """One view: each present feature on a uniformly drawn token, plus N(0, σ_ξ² I) noise.
+
+    x^(ℓ) = M z^(ℓ) + ξ^(ℓ) (SPEC §1); returns X of shape (K, L, d1).
+    """
+    k_pos, k_noise = jax.random.split(key)
+    K, d = coef_KxD.shape
+    d1 = M_D1xD.shape[0]
+    pos_KxD = jax.random.randint(k_pos, (K, d), 0, L)
+    z_KxLxD = coef_KxD[:, None, :] * jax.nn.one_hot(pos_KxD, L, axis=1, dtype=jnp.float32)
+    if identity:  # M = first d standard basis vectors: no matmul needed
+        signal_KxLxD1 = jnp.pad(z_KxLxD, ((0, 0), (0, 0), (0, d1 - d)))
+    else:
+        signal_KxLxD1 = jnp.einsum("kld,ed->kle", z_KxLxD, M_D1xD)
+    return signal_KxLxD1 + sigma_xi * jax.random.normal(k_noise, (K, L, d1), jnp.float32)
+
+
+def sample_pairs(key, M_D1xD, p_D, L: int, K: int, feature_scale, sigma_xi, identity: bool):
+    """K positive pairs (X_k, X'_k): same signed features, redrawn positions, fresh noise.
+
+    Returns (Xa, Xb, coef) with Xa, Xb of shape (K, L, d1) and coef (K, d).
+    """
+    k_code, k_a, k_b = jax.random.split(key, 3)
+    coef_KxD = sample_codes(k_code, p_D, K, feature_scale)
+    xa_KxLxD1 = place(k_a, coef_KxD, M_D1xD, L, sigma_xi, identity)
+    xb_KxLxD1 = place(k_b, coef_KxD, M_D1xD, L, sigma_xi, identity)
+    return xa_KxLxD1, xb_KxLxD1, coef_KxD

@@ -1,0 +1,237 @@
+"""Run-directory layout and crash-safe I/O: every file is written whole or not at all.
+
+    RUN_DIR/
+      sweep.toml            copy of the sweep file
+      manifest.json         sweep fingerprint, config list and each config's state
+      status/<id>.json      one config's state, written by the process that owns it
+      rows/<id>.jsonl       one config's logged chunks (merged into results.jsonl)
+      final/<id>.npz|json   final arrays and fully resolved config (SPEC §7)
+      results.jsonl         tidy table: one row per config per logged chunk
+      figure1.png           Figure 1 style heatmaps
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+import time
+from typing import Any, Iterable
+
+import numpy as np
+
+from jaxcl.config import Config, ConfigError
+
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+
+
+class RunDirError(ConfigError):
+    """The run directory cannot be used for this sweep; nothing in it was changed."""
+
+
+class DiskFullError(OSError):
+    """No space left: the file being written was discarded, earlier files are intact."""
+
+
+def _jsonable(x: Any):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def dumps(obj: Any, **kw) -> str:
+    return json.dumps(_jsonable(obj), **kw)
+
+
+def atomic_write(path: str, write) -> None:
+    """Writes via a temporary file in the same directory, fsync, then rename over `path`."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if e.errno == errno.ENOSPC:
+            raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}; "
+                                "the earlier version of the file is intact") from None
+        raise
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_text(path, dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Rows of a .jsonl file; a torn last line (a crash mid-append) is dropped."""
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
+class RunDir:
+    """One sweep's run directory. Only the owning process writes a config's files."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def p(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    # ---- creation and identity
+    @classmethod
+    def prepare(cls, path: str, sweep, configs: list[Config], *, force_new: bool = False,
+                is_main: bool = True) -> "RunDir":
+        """Opens `path` for `sweep`, creating it if new; refuses a directory of another sweep.
+
+        With force_new, an existing directory is moved aside to `<path>.prev-<time>` (never
+        deleted) and a fresh one is started.
+        """
+        rd = cls(path)
+        ids = [c.config_id for c in configs]
+        if os.path.exists(rd.p("manifest.json")):
+            with open(rd.p("manifest.json")) as f:
+                old = json.load(f)
+            if old.get("config_ids") != ids:
+                if not force_new:
+                    raise RunDirError(
+                        f"run directory {path!r} was made by a different sweep "
+                        f"({_describe_diff(old.get('fingerprint', {}), sweep.fingerprint())}); "
+                        "use another --out, or --force-new to move it aside and start anew")
+                rd._move_aside(is_main)
+        elif os.path.isdir(path) and os.listdir(path):
+            if not force_new:
+                raise RunDirError(f"run directory {path!r} exists, is not empty and has no "
+                                  "manifest.json: not a jaxcl run directory; use another --out")
+            rd._move_aside(is_main)
+        if is_main and not os.path.exists(rd.p("manifest.json")):
+            for sub in ("final", "rows", "status"):
+                os.makedirs(rd.p(sub), exist_ok=True)
+            write_text(rd.p("sweep.toml"), sweep.text)
+            rd.write_manifest(sweep, configs)
+        return rd
+
+    def _move_aside(self, is_main: bool) -> None:
+        if is_main:
+            dest = f"{self.path}.prev-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(self.path, dest)
+            print(f"jaxcl: moved the existing run directory aside to {dest}")
+
+    def write_manifest(self, sweep, configs: list[Config]) -> None:
+        states = {c.config_id: self.status(c.config_id) for c in configs}
+        write_json(self.p("manifest.json"), {
+            "fingerprint": sweep.fingerprint(),
+            "fingerprint_hash": sweep.fingerprint_hash(),
+            "config_ids": [c.config_id for c in configs],
+            "configs": states,
+            "counts": {s: sum(v["state"] == s for v in states.values())
+                       for s in (PENDING, RUNNING, DONE, FAILED)},
+        })
+
+    # ---- per-config state
+    def status(self, config_id: str) -> dict:
+        path = self.p("status", config_id + ".json")
+        if os.path.exists(path):
+            with open(path) as f:
+                st = json.load(f)
+            if st["state"] != DONE or self.has_final(config_id):
+                return st
+        return {"state": PENDING}
+
+    def set_status(self, config_id: str, state: str, **info) -> None:
+        write_json(self.p("status", config_id + ".json"), {"state": state, **info})
+
+    def has_final(self, config_id: str) -> bool:
+        return all(os.path.exists(self.p("final", config_id + ext)) for ext in (".npz", ".json"))
+
+    # ---- rows
+    def reset_rows(self, config_id: str, keep_until_step: int = -1) -> None:
+        """Drops rows past `keep_until_step` (all rows for -1), e.g. when a config restarts."""
+        path = self.p("rows", config_id + ".jsonl")
+        kept = [r for r in read_jsonl(path) if r["step"] <= keep_until_step]
+        write_text(path, "".join(dumps(r) + "\n" for r in kept))
+
+    def append_rows(self, config_id: str, rows: Iterable[dict]) -> None:
+        text = "".join(dumps(r) + "\n" for r in rows)
+        if not text:
+            return
+        try:
+            with open(self.p("rows", config_id + ".jsonl"), "a") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise DiskFullError(errno.ENOSPC, "no space left on device while logging "
+                                    f"rows of {config_id}") from None
+            raise
+
+    def merge_results(self, configs: list[Config]) -> int:
+        """Concatenates every config's rows, in grid order, into results.jsonl (atomically)."""
+        parts = []
+        for c in configs:
+            path = self.p("rows", c.config_id + ".jsonl")
+            parts.extend(dumps(r) + "\n" for r in read_jsonl(path))
+        write_text(self.p("results.jsonl"), "".join(parts))
+        return len(parts)
+
+    # ---- finals (SPEC §7)
+    def write_final(self, cfg: Config, arrays: dict[str, np.ndarray], info: dict) -> None:
+        """final/<id>.npz (w0, w, b, M, eps) then final/<id>.json; the json marks completion."""
+        cid = cfg.config_id
+        atomic_write(self.p("final", cid + ".npz"),
+                     lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+        write_json(self.p("final", cid + ".json"),
+                   {**cfg.resolved(), "config_id": cid, **info})
+
+    def load_final(self, config_id: str) -> tuple[dict[str, np.ndarray], dict]:
+        with np.load(self.p("final", config_id + ".npz")) as z:
+            arrays = {k: z[k] for k in z.files}
+        with open(self.p("final", config_id + ".json")) as f:
+            return arrays, json.load(f)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _describe_diff(old: dict, new: dict) -> str:
+    a, b = _flatten(old), _flatten(new)
+    diffs = [f"{k}: {a.get(k, '<unset>')!r} there vs {b.get(k, '<unset>')!r} here"
+             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "fields that differ: " + "; ".join(diffs) if diffs else "its config list differs"

@@ -1,0 +1,120 @@
+"""Sweep files: a TOML `[base]` table of Config fields and a `[grid]` table of lists, expanded
+to validated configs and grouped by everything that changes shapes (one compile per group)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import tomllib
+from collections import OrderedDict
+from typing import Any
+
+from jaxcl.config import Config, ConfigError, Static
+
+_TABLES = ("base", "grid", "sweep")
+_SWEEP_OPTIONS = {"name": str, "max_parallel": int}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A parsed sweep: base fields, grid lists, `--set` overrides, and sweep-level options."""
+
+    base: dict
+    grid: dict
+    overrides: dict
+    options: dict
+    text: str = ""
+
+    def configs(self) -> list[Config]:
+        """The grid's product, each point validated; errors name the field, value and point."""
+        keys = list(self.grid)
+        out, seen = [], {}
+        for values in itertools.product(*(self.grid[k] for k in keys)):
+            point = dict(zip(keys, values))
+            fields = {**self.base, **point, **self.overrides}
+            where = "grid point " + json.dumps(point) if point else "[base]"
+            try:
+                cfg = Config.from_dict(fields, where=where)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            except TypeError as e:  # pragma: no cover - from_dict checks names first
+                raise ConfigError(f"{where}: {e}") from None
+            if cfg.config_id in seen:
+                raise ConfigError(f"grid points {seen[cfg.config_id]} and {json.dumps(point)} "
+                                  f"give the same config ({cfg.config_id})")
+            seen[cfg.config_id] = json.dumps(point)
+            out.append(cfg)
+        return out
+
+    def fingerprint(self) -> dict:
+        """What identifies the sweep in a run directory: every field that shapes its results."""
+        return {"base": self.base, "grid": self.grid, "overrides": self.overrides}
+
+    def fingerprint_hash(self) -> str:
+        blob = json.dumps(self.fingerprint(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """`field=value` with value read as a TOML literal (so 0.5, 3, "T4", true), else a string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected field=value")
+    key, raw = (s.strip() for s in item.split("=", 1))
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty field name")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def loads(text: str, overrides: dict | None = None, source: str = "<sweep>") -> Sweep:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: malformed TOML: {e}") from None
+    for key, value in doc.items():
+        if key not in _TABLES or not isinstance(value, dict):
+            raise ConfigError(f"{source}: unknown top-level entry {key!r} (value {value!r}); "
+                              f"a sweep has tables {', '.join('[' + t + ']' for t in _TABLES)}")
+    grid = doc.get("grid", {})
+    for key, value in grid.items():
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{source}: [grid] field {key!r} = {value!r}: expected a non-empty "
+                              f"list of values")
+    options = doc.get("sweep", {})
+    for key, value in options.items():
+        if key not in _SWEEP_OPTIONS:
+            raise ConfigError(f"{source}: [sweep] unknown option {key!r} (value {value!r}); "
+                              f"known: {', '.join(_SWEEP_OPTIONS)}")
+        if not isinstance(value, _SWEEP_OPTIONS[key]) or isinstance(value, bool):
+            raise ConfigError(f"{source}: [sweep] option {key!r} = {value!r}: expected "
+                              f"{_SWEEP_OPTIONS[key].__name__}")
+    if options.get("max_parallel", 1) < 1:
+        raise ConfigError(f"{source}: [sweep] option 'max_parallel' = "
+                          f"{options['max_parallel']!r}: must be >= 1")
+    sweep = Sweep(base=doc.get("base", {}), grid=grid, overrides=dict(overrides or {}),
+                  options=options, text=text)
+    sweep.configs()  # validate every point now, before anything compiles
+    return sweep
+
+
+def load(path: str, sets: list[str] | None = None) -> Sweep:
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode()
+    except OSError as e:
+        raise ConfigError(f"sweep file {path!r}: {e.strerror}") from None
+    overrides = dict(parse_set(s) for s in (sets or []))
+    return loads(text, overrides, source=path)
+
+
+def group_by_static(configs: list[Config]) -> "OrderedDict[Static, list[Config]]":
+    """Configs that share shapes share one compiled, vmapped program; grid order is kept."""
+    groups: OrderedDict[Static, list[Config]] = OrderedDict()
+    for cfg in configs:
+        groups.setdefault(cfg.static(), []).append(cfg)
+    return groups

@@ -1,0 +1,183 @@
+"""Pure init/step/train for one config: GD on W, the bias schedule (eq. 70), T_1/T_2, pruning.
+
+Everything here acts on a single config; the sweep driver vmaps it over a grid and shards the
+vmapped axis. Metrics are reduced every `log_every` steps inside jit (STYLE §6).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxcl import observables
+from jaxcl.config import HParams, Static
+from jaxcl.data import dictionary, frequencies, presence_prob, sample_pairs
+from jaxcl.loss import nce_from_embeddings
+from jaxcl.model import attention, encode_attended
+
+# Streams folded out of a config's seed key; fixed so results never depend on batching.
+_DICT, _INIT, _DATA, _EVAL = 0, 1, 2, 3
+
+
+class State(NamedTuple):
+    """Whole training state of one config (all that a checkpoint must hold)."""
+
+    w: Any  # (m, d1) neuron weights
+    b: Any  # (m,) biases
+    w0: Any  # (m, d1) initial weights
+    M: Any  # (d1, d) dictionary
+    eps: Any  # (d,) feature frequencies ε_j
+    opt_state: Any  # optax state of plain GD
+    t: Any  # int32 steps taken
+    stage: Any  # int32 1, 2 or 3
+    T1: Any  # int32, -1 until reached
+    T2: Any  # int32, -1 until reached
+    n2_T1: Any  # (m,) ‖w_i(T_1)‖², for the eq. 67 test
+    key: Any  # (2,) uint32 base key of the config
+
+
+class StepMetrics(NamedTuple):
+    loss: Any  # L_aug (eq. 2) before the update
+    nce: Any  # InfoNCE part only
+    acc: Any  # in-batch top-1 retrieval accuracy
+
+
+def _optimizer(hp: HParams):
+    return optax.sgd(hp.eta)  # plain GD; λ enters through the loss (eq. 2)
+
+
+def init(static: Static, hp: HParams) -> State:
+    """Draws M, W^(0) ~ N(0, σ0² I) with Σ_i‖w_i‖² ≈ init_mass·τ/d in expectation (SPEC §2), b = 0."""
+    key = jax.random.PRNGKey(hp.seed)
+    M_D1xD, _ = dictionary(jax.random.fold_in(key, _DICT), static.d, static.d1, static.dictionary)
+    eps_D = frequencies(static.d, hp.n_major, hp.eps_max, hp.eps_min)
+    sigma0 = jnp.sqrt(hp.init_mass * hp.tau / (static.d * static.m * static.d1))
+    w0_MxD1 = sigma0 * jax.random.normal(jax.random.fold_in(key, _INIT), (static.m, static.d1))
+    return State(w=w0_MxD1, b=jnp.zeros(static.m), w0=w0_MxD1, M=M_D1xD, eps=eps_D,
+                 opt_state=_optimizer(hp).init(w0_MxD1), t=jnp.int32(0), stage=jnp.int32(1),
+                 T1=jnp.int32(-1), T2=jnp.int32(-1), n2_T1=jnp.zeros(static.m), key=key)
+
+
+def prune_mask(w_MxD1, n_prune):
+    """1 for kept neurons, 0 for the n_prune smallest ‖w_i‖ (SPEC §4; ties broken by index)."""
+    rank_M = jnp.argsort(jnp.argsort(jnp.sum(w_MxD1 * w_MxD1, axis=1)))
+    return (rank_M >= n_prune).astype(w_MxD1.dtype)
+
+
+def batch(static: Static, hp: HParams, state: State, stream: int, index):
+    """The positive pairs of step/chunk `index` of a stream; depends only on (seed, stream, index)."""
+    key = jax.random.fold_in(jax.random.fold_in(state.key, stream), index)
+    p_D = presence_prob(state.eps, hp.C_z, static.d)
+    return sample_pairs(key, state.M, p_D, static.L, static.K, hp.feature_scale, hp.sigma_xi,
+                        static.dictionary == "identity")
+
+
+def update_bias(static: Static, hp: HParams, state: State, w_new):
+    """Bias schedule: b = 0 in stage 1, eq. 70 in stage 2, b ∝ ‖w‖ (or frozen) in stage 3.
+
+    Returns (b, stage, T1, T2, n2_T1) after the step that produced w_new.
+    """
+    log_d = jnp.log(float(static.d))
+    n2_old_M = jnp.sum(state.w * state.w, axis=1)
+    n2_new_M = jnp.sum(w_new * w_new, axis=1)
+    n2_0_M = jnp.sum(state.w0 * state.w0, axis=1)
+    growth_M = jnp.sqrt(n2_new_M / jnp.maximum(n2_old_M, 1e-30))
+    t_new = state.t + 1
+
+    g1 = (1.0 + hp.eps_min * hp.C_z * log_d) ** 2  # eq. 41
+    reach1 = jnp.where(hp.stage1_steps > 0, t_new >= hp.stage1_steps,
+                       jnp.all(n2_new_M >= g1 * n2_0_M))
+    enter2 = (state.stage == 1) & reach1
+    reach2 = jnp.any(n2_new_M >= static.d * state.n2_T1)  # eq. 67
+    enter3 = (state.stage == 2) & reach2
+
+    b_at_T1_M = hp.c_b * jnp.sqrt(log_d / static.d) * jnp.sqrt(n2_new_M)
+    b_stage2_M = jnp.maximum(state.b * (1.0 + hp.bias_rate), state.b * growth_M)  # eq. 70
+    b_stage3_M = state.b if static.stage3_freeze else state.b * growth_M
+    b_M = jnp.where(state.stage == 1, jnp.where(enter2, b_at_T1_M, 0.0),
+                    jnp.where(state.stage == 2, b_stage2_M, b_stage3_M))
+    stage = state.stage + enter2.astype(jnp.int32) + enter3.astype(jnp.int32)
+    T1 = jnp.where(enter2, t_new, state.T1)
+    T2 = jnp.where(enter3, t_new, state.T2)
+    n2_T1_M = jnp.where(enter2, n2_new_M, state.n2_T1)
+    return b_M, stage, T1, T2, n2_T1_M
+
+
+def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]:
+    """One GD step W ← (1 − ηλ)W − η∇L(W ⊙ mask) and the bias update; a no-op once t ≥ steps."""
+    xa_KxLxD1, xb_KxLxD1, _ = batch(static, hp, state, _DATA, state.t)
+    # W_Q = W_K = W_V = I are frozen, so H is data: computed once, outside the gradient.
+    ha_KxLxD1, hb_KxLxD1 = attention(xa_KxLxD1), attention(xb_KxLxD1)
+    mask_M = prune_mask(state.w, hp.n_prune)
+    dtype = jnp.dtype(static.matmul_dtype)
+    # StopGrad view: embedded once, outside the differentiated function (no backward pass).
+    fb_KxM = encode_attended(state.w * mask_M[:, None], state.b, hb_KxLxD1, dtype)
+
+    def objective(w_MxD1):
+        fa_KxM = encode_attended(w_MxD1 * mask_M[:, None], state.b, ha_KxLxD1, dtype)
+        nce, acc = nce_from_embeddings(fa_KxM, fb_KxM, hp.tau)
+        return nce + 0.5 * hp.lam * jnp.sum(w_MxD1 * w_MxD1), (nce, acc)  # eq. 2
+
+    (loss, (nce, acc)), grad_MxD1 = jax.value_and_grad(objective, has_aux=True)(state.w)
+    updates, opt_state = _optimizer(hp).update(grad_MxD1, state.opt_state, state.w)
+    w_new = optax.apply_updates(state.w, updates)
+    b, stage, T1, T2, n2_T1 = update_bias(static, hp, state, w_new)
+    new = state._replace(w=w_new, b=b, opt_state=opt_state, t=state.t + 1, stage=stage,
+                         T1=T1, T2=T2, n2_T1=n2_T1)
+    active = state.t < hp.steps
+    new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
+    return new, StepMetrics(loss=loss, nce=nce, acc=acc)
+
+
+def _scan_body(static: Static, hp: HParams, carry, _):
+    """One step inside a chunk: accumulate metrics of active steps, note the first NaN/Inf."""
+    state, sums, bad_step = carry
+    active = state.t < hp.steps
+    t = state.t
+    state, m = step(static, hp, state)
+    sums = StepMetrics(*[s + jnp.where(active, x, 0.0) for s, x in zip(sums, m)])
+    bad_step = jnp.where((bad_step < 0) & active & ~jnp.isfinite(m.loss), t, bad_step)
+    return (state, sums, bad_step), active.astype(jnp.float32)
+
+
+def run_chunk(static: Static, hp: HParams, state: State) -> tuple[State, dict]:
+    """`log_every` steps under lax.scan; returns the new state and this chunk's reduced metrics."""
+    t_start = state.t
+    zeros = StepMetrics(*(jnp.float32(0.0) for _ in StepMetrics._fields))
+    (state, sums, bad_step), active = jax.lax.scan(
+        functools.partial(_scan_body, static, hp), (state, zeros, jnp.int32(-1)), None,
+        length=static.log_every)
+    n = jnp.maximum(jnp.sum(active), 1.0)
+    metrics = {
+        "step": state.t,
+        "logged": t_start < hp.steps,  # False for chunks after this config finished
+        "loss": sums.loss / n,
+        "nce": sums.nce / n,
+        "acc": sums.acc / n,
+        "finite": (bad_step < 0) & jnp.all(jnp.isfinite(state.w)),
+        "bad_step": bad_step,
+        "stage": state.stage,
+        "T1": state.T1,
+        "T2": state.T2,
+    }
+    eval_x, _, _ = batch(static, hp, state, _EVAL, state.t)
+    metrics.update(observables.chunk_summary(state.w, state.b, state.M, hp.n_major, eval_x))
+    return state, metrics
+
+
+def train(static: Static, hp: HParams, n_chunks: int) -> tuple[State, dict]:
+    """init, then `n_chunks` chunks under lax.scan; metrics stacked per chunk (not per step)."""
+    state = init(static, hp)
+
+    def body(state, _):
+        return run_chunk(static, hp, state)
+
+    return jax.lax.scan(body, state, None, length=n_chunks)
+
+
+def n_chunks_for(steps: int, log_every: int) -> int:
+    return -(-steps // log_every)

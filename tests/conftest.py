@@ -1,0 +1,17 @@
+"""Strict, fast tests: rank promotion raises, and 2 CPU devices so sharding is always exercised."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=2").strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """Keyword arguments for a tiny, fast config shared by many tests (one compile per shape)."""
+    return dict(d=5, m=6, L=3, K=8, steps=40, log_every=10)

@@ -1,0 +1,97 @@
+"""Every bad input of SPEC §7 is refused, naming the field and value, before anything compiles."""
+
+import dataclasses
+
+import pytest
+
+from jaxcl import runner
+from jaxcl.cli import main
+from jaxcl.config import Config, ConfigError
+from jaxcl.sweep import loads
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+    """Fails the test if the engine tries to build its compiled programs."""
+    def boom(*a, **k):
+        raise AssertionError("compiled before the bad input was refused")
+    monkeypatch.setattr(runner, "compiled", boom)
+
+
+BAD = [  # (sweep text, words the error must contain)
+    ("[base]\nd = 9\nbogus = 1\n", ["bogus", "1"]),
+    ("[base]\nd = 9.5\n", ["'d'", "9.5"]),
+    ("[base]\nd = \"nine\"\n", ["'d'", "nine"]),
+    ("[base]\nsteps = true\n", ["'steps'", "True"]),
+    ("[base]\nd = 2\n", ["'d'", "2"]),
+    ("[grid]\nratio = [0.5, 0.0]\n", ["'ratio'", "0.0"]),
+    ("[grid]\nratio = [1.5]\n", ["'ratio'", "1.5"]),
+    ("[base]\nm = 0\n", ["'m'", "0"]),
+    ("[base]\ntau = -1.0\n", ["'tau'", "-1.0"]),
+    ("[base]\ntau = 0\n", ["'tau'", "0"]),
+    ("[base]\neta = 0.0\n", ["'eta'", "0.0"]),
+    ("[base]\neta = -0.1\n", ["'eta'", "-0.1"]),
+    ("[base]\nsteps = \"T5\"\n", ["'steps'", "T5"]),
+    ("[base\nd = 9\n", ["malformed TOML"]),
+    ("[grid]\nratio = 0.5\n", ["'ratio'", "0.5", "list"]),
+    ("[oops]\nd = 9\n", ["oops"]),
+]
+
+
+@pytest.mark.parametrize("text,words", BAD, ids=[w[0] for _, w in BAD])
+def test_bad_sweep_refused_before_compile(tmp_path, capsys, no_compile, text, words):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        loads(text)
+    for w in words:
+        assert w in str(e.value)
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_set_override_refused(tmp_path, capsys, no_compile):
+    path = tmp_path / "ok.toml"
+    path.write_text("[base]\nd = 9\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "r"), "--set", "ratio=2"]) == 2
+    assert "'ratio'" in capsys.readouterr().err
+
+
+def test_different_sweep_in_run_dir_refused_and_untouched(tmp_path, capsys, no_compile, tiny):
+    """A run dir made by another sweep is refused naming what differs; nothing is changed."""
+    from jaxcl.rundir import RunDir
+
+    first = loads("[base]\nd = 5\nm = 6\n[grid]\nseed = [0, 1]\n")
+    RunDir.prepare(str(tmp_path / "run"), first, first.configs())
+    (tmp_path / "run" / "final" / "keep.npz").write_bytes(b"precious")
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    path = tmp_path / "other.toml"
+    path.write_text("[base]\nd = 5\nm = 6\n[grid]\nseed = [0, 2]\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "different sweep" in err and "grid.seed" in err
+    after = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_defaults_resolve_to_conventions():
+    import math
+
+    c = Config(d=16)
+    r = c.resolved()
+    assert r["d1"] == 32 and r["m"] == round(16**1.5)
+    assert r["tau"] == pytest.approx(math.log(16))
+    assert r["sigma_xi"] == pytest.approx(math.sqrt(math.log(16)) / 16)
+    assert r["n_major"] == round(16 * 5 / 9)
+    assert Config(d=9, eta=0.5, steps="T4").n_steps == math.ceil(9**1.99 / 0.5)
+    assert Config(d=9, eta=0.5, steps="0.5*T3").n_steps == math.ceil(0.5 * 9**1.01 / 0.5)
+
+
+def test_config_is_frozen_and_id_changes_with_any_field():
+    c = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.d = 10
+    assert Config(lam=0.031).config_id != c.config_id
+    assert Config().config_id == c.config_id

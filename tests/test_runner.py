@@ -1,0 +1,98 @@
+"""The CLI end to end on a tiny grid: run-directory layout (SPEC §7), resume, divergence."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxcl.cli import main
+from jaxcl.sweep import loads, parse_set
+
+SWEEP = """
+[base]
+d = 5
+m = 6
+L = 3
+K = 8
+steps = 40
+log_every = 10
+
+[grid]
+ratio = [0.5, 1.0]
+seed = [0, 1, 2]
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    (root / "sweep.toml").write_text(SWEEP)
+    assert main(["run", str(root / "sweep.toml"), "--out", str(root / "out"),
+                 "--set", "lam=0.02", "--no-progress"]) == 0
+    return root / "out"
+
+
+def test_layout_and_final_arrays(run_dir):
+    finals = sorted(p.name for p in (run_dir / "final").iterdir())
+    assert len(finals) == 12  # 6 configs x (npz + json)
+    for name in finals:
+        if not name.endswith(".json"):
+            continue
+        info = json.loads((run_dir / "final" / name).read_text())
+        for field in ("seed", "ratio", "d", "d1", "m", "T1", "T2", "lam", "tau", "eta"):
+            assert field in info
+        assert info["lam"] == 0.02 and info["d1"] == 10 and info["m"] == 6
+        with np.load(run_dir / "final" / name.replace(".json", ".npz")) as z:
+            assert z["w0"].shape == (6, 10) and z["w"].shape == (6, 10)
+            assert z["b"].shape == (6,) and z["M"].shape == (10, 5) and z["eps"].shape == (5,)
+            np.testing.assert_allclose(z["M"].T @ z["M"], np.eye(5), atol=1e-5)
+            np.testing.assert_allclose(z["eps"], [1, 1, 1, info["ratio"], info["ratio"]])
+    assert (run_dir / "figure1.png").stat().st_size > 10_000
+    assert (run_dir / "sweep.toml").read_text() == SWEEP
+
+
+def test_results_table_is_tidy(run_dir):
+    rows = [json.loads(l) for l in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 * 4  # one row per config per logged chunk
+    keys = set(rows[0])
+    assert all(set(r) == keys for r in rows)
+    for col in ("config_id", "step", "loss", "acc", "cov_major", "cov_minor", "alive_frac",
+                "T1", "T2", "ratio", "seed", "lam"):
+        assert col in keys
+    assert sorted({r["step"] for r in rows}) == [10, 20, 30, 40]
+
+
+def test_rerun_skips_done_configs(run_dir, capsys):
+    before = {p: p.stat().st_mtime_ns for p in (run_dir / "final").iterdir()}
+    assert main(["run", str(run_dir.parent / "sweep.toml"), "--out", str(run_dir),
+                 "--set", "lam=0.02", "--no-progress"]) == 0
+    assert "6 already done" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "final").iterdir()} == before
+
+
+def test_diverging_config_fails_others_finish(tmp_path):
+    (tmp_path / "s.toml").write_text(SWEEP.replace("seed = [0, 1, 2]", "eta = [1.0, 1e30]"))
+    assert main(["run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 1
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    states = manifest["configs"]
+    failed = {k: v for k, v in states.items() if v["state"] == "failed"}
+    assert len(failed) == 2 and sum(v["state"] == "done" for v in states.values()) == 2
+    assert all("non-finite" in v["reason"] and "step" in v["reason"] for v in failed.values())
+    for cid in failed:
+        assert not os.path.exists(tmp_path / "o" / "final" / (cid + ".npz"))
+
+
+def test_parse_set_reads_toml_literals():
+    assert parse_set("eta=0.5") == ("eta", 0.5)
+    assert parse_set("steps=T4") == ("steps", "T4")
+    assert parse_set("steps=\"T4\"") == ("steps", "T4")
+    assert parse_set("m = 30") == ("m", 30)
+
+
+def test_grid_is_product_and_set_applies_everywhere():
+    sw = loads(SWEEP, overrides={"K": 16})
+    cfgs = sw.configs()
+    assert len(cfgs) == 6 and {c.K for c in cfgs} == {16}
+    assert {(c.ratio, c.seed) for c in cfgs} == {(r, s) for r in (0.5, 1.0) for s in (0, 1, 2)}
