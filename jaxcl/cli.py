@@ -51,6 +51,8 @@ def _run(args) -> int:
     if args.coordinator or args.distributed:
         import jax
 
+        # CPU processes need gloo for the cross-process barriers (GPU/TPU have their own).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=args.coordinator,
                                    num_processes=args.num_processes, process_id=args.process_id)
     from jaxcl import runner

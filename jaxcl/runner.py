@@ -76,23 +76,37 @@ def _scalar(x):
 
 
 class Progress:
-    """Config-steps/s and ETA on a tqdm bar; silent when stderr is not a terminal."""
+    """Two live bars, the whole sweep and the current group, in config-steps with rate and ETA.
+
+    Silent when stderr is not a terminal (or when disabled), and on processes other than 0.
+    """
 
     def __init__(self, total: int, enabled: bool | None):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, unit="cfg·step", unit_scale=True, dynamic_ncols=True,
-                        disable=(not sys.stderr.isatty()) if enabled is None else not enabled,
-                        desc="sweep")
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        enabled = enabled and jax.process_index() == 0
+        self._tqdm = tqdm
+        self._kw = dict(unit="cfg·step", unit_scale=True, dynamic_ncols=True,
+                        disable=not enabled)
+        self.total = tqdm(total=total, desc="sweep", position=0, **self._kw)
+        self.bar = None
 
-    def group(self, desc: str):
-        self.bar.set_description(desc)
+    def group(self, desc: str, total: int):
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = self._tqdm(total=total, desc=desc, position=1, leave=False, **self._kw)
 
     def update(self, n: int):
-        self.bar.update(n)
+        self.total.update(n)
+        if self.bar is not None:
+            self.bar.update(n)
 
     def close(self):
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+        self.total.close()
 
 
 def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSharding,
@@ -100,7 +114,10 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSha
     """Trains one block of same-shape configs to the end, writing what this process owns."""
     n_dev = sharding.mesh.size
     n = len(cfgs)
-    n_pad = -(-n // n_dev) * n_dev  # padding rows repeat the last config, never written
+    # Padding rows repeat the last config and are never written. At least 2 configs per device:
+    # XLA compiles a size-1 vmapped batch to different kernels, and a config's result must not
+    # depend on how the grid was chunked (SPEC §7).
+    n_pad = max(2, -(-n // n_dev)) * n_dev
     hp = jax.tree.map(lambda x: global_array(x, sharding),
                       stack_hparams(cfgs + [cfgs[-1]] * (n_pad - n)))
     init_fn, chunk_fn = compiled(static, sharding)
@@ -147,12 +164,14 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
     t0 = time.perf_counter()
     configs = sweep.configs()  # validated before anything compiles
     is_main = jax.process_index() == 0
-    rd = RunDir.prepare(out, sweep, configs, force_new=force_new, is_main=is_main)
+    # Only process 0 checks and creates the directory; the others wait, then read it.
+    rd = (RunDir.prepare(out, sweep, configs, force_new=force_new) if is_main else RunDir(out))
     _barrier("prepare")
     summary = Summary(done=[], failed={}, skipped=[], seconds=0.0)
     todo = []
     for c in configs:
         (summary.skipped if rd.status(c.config_id)["state"] == DONE else todo).append(c)
+    _barrier("planned")  # every process must plan from the same statuses
     if summary.skipped:
         log(f"jaxcl: {len(summary.skipped)} of {len(configs)} configs already done, skipping them")
     sharding = config_mesh()
@@ -161,11 +180,10 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
     bar = Progress(sum(c.n_steps for c in todo), progress)
     try:
         for gi, (static, group) in enumerate(groups.items()):
+            bar.group(f"group {gi + 1}/{len(groups)} d={static.d} m={static.m} "
+                      f"({len(group)} configs)", sum(c.n_steps for c in group))
             for start in range(0, len(group), max_parallel):
-                block = group[start:start + max_parallel]
-                bar.group(f"group {gi + 1}/{len(groups)} d={static.d} m={static.m} "
-                          f"[{start + len(block)}/{len(group)}]")
-                run_block(rd, static, block, sharding, bar, summary)
+                run_block(rd, static, group[start:start + max_parallel], sharding, bar, summary)
     finally:
         bar.close()
     _barrier("trained")
