@@ -128,6 +128,7 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSha
     state = init_fn(hp)
     n_chunks = train.n_chunks_for(max(c.n_steps for c in cfgs), static.log_every)
     failed: dict[int, str] = {}
+    row_base = {i: {**cfgs[i].resolved(), "config_id": cfgs[i].config_id} for i in owned}
     for k in range(n_chunks):
         state, metrics = chunk_fn(hp, state)
         local = local_rows(metrics)
@@ -139,7 +140,7 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSha
                 failed[i] = _divergence(m)
                 rd.set_status(cfgs[i].config_id, FAILED, reason=failed[i])
                 continue
-            row = {**cfgs[i].resolved(), "config_id": cfgs[i].config_id,
+            row = {**row_base[i],
                    **{k: _scalar(v) for k, v in m.items() if k not in ("logged", "finite")}}
             rd.append_rows(cfgs[i].config_id, [row])
         progress.update(sum(min(static.log_every, max(0, c.n_steps - k * static.log_every))
@@ -184,6 +185,8 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
                       f"({len(group)} configs)", sum(c.n_steps for c in group))
             for start in range(0, len(group), max_parallel):
                 run_block(rd, static, group[start:start + max_parallel], sharding, bar, summary)
+                if is_main and jax.process_count() == 1:  # a live view for whoever is watching
+                    rd.write_manifest(sweep, configs)
     finally:
         bar.close()
     _barrier("trained")
