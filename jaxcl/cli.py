@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from jaxcl.config import ConfigError
+    from jaxcl.rundir import DiskFullError
 
     try:
         if args.cmd == "run":
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:  # includes RunDirError
         print(f"jaxcl: error: {e}", file=sys.stderr)
         return 2
+    except DiskFullError as e:
+        print(f"jaxcl: error: {e.strerror}. Free some space and rerun the same command to "
+              "continue.", file=sys.stderr)
+        return 3
     return 0
 
 

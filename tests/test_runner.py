@@ -96,3 +96,32 @@ def test_grid_is_product_and_set_applies_everywhere():
     cfgs = sw.configs()
     assert len(cfgs) == 6 and {c.K for c in cfgs} == {16}
     assert {(c.ratio, c.seed) for c in cfgs} == {(r, s) for r in (0.5, 1.0) for s in (0, 1, 2)}
+
+
+def test_full_disk_is_a_clear_error_and_keeps_earlier_files(tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing a final: exit 3 with a message; files already written stay intact."""
+    import errno
+
+    from jaxcl import rundir
+
+    (tmp_path / "s.toml").write_text(SWEEP)
+    out = tmp_path / "o"
+    real_replace = os.replace
+    writes = []
+
+    def replace_then_fill(src, dst):  # the disk fills up after the first final npz
+        if str(dst).endswith(".npz"):
+            writes.append(dst)
+            if len(writes) > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(rundir.os, "replace", replace_then_fill)
+    assert main(["run", str(tmp_path / "s.toml"), "--out", str(out), "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "no space left" in err and "rerun the same command" in err
+    assert sorted(p.name for p in (out / "final").iterdir()) == sorted(
+        [os.path.basename(writes[0]), os.path.basename(writes[0]).replace(".npz", ".json")])
+    assert not [p for p in out.rglob("*.tmp")]  # no half-written leftovers
+    with np.load(writes[0]) as z:
+        assert z["w"].shape == (6, 10)
