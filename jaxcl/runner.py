@@ -44,6 +44,29 @@ def compiled(static: Static, sharding: NamedSharding):
     return init_fn, chunk_fn
 
 
+def auto_max_parallel(static: Static, cfg: Config, sharding: NamedSharding,
+                      headroom: float = 0.7) -> int | None:
+    """How many configs of this shape fit in device memory at once, or None if unbounded.
+
+    Reads the accelerator's `bytes_limit` (None on CPU, where nothing is chunked) and the
+    compiled chunk program's memory analysis for two configs per device.
+    """
+    stats = jax.devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    if not limit:
+        return None
+    n = 2 * sharding.mesh.size
+    hp = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      stack_hparams([cfg] * n))
+    init_fn, chunk_fn = compiled(static, sharding)
+    state = jax.eval_shape(init_fn, hp)
+    mem = chunk_fn.lower(hp, state).compile().memory_analysis()
+    per_device = (mem.argument_size_in_bytes + mem.output_size_in_bytes
+                  + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+    per_config = max(1, per_device // 2)
+    return max(1, int(headroom * limit // per_config)) * sharding.mesh.size
+
+
 def global_array(x: np.ndarray, sharding: NamedSharding):
     """A (n, ...) host array as a global array sharded on axis 0 (works across processes)."""
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
@@ -176,15 +199,16 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
     if summary.skipped:
         log(f"jaxcl: {len(summary.skipped)} of {len(configs)} configs already done, skipping them")
     sharding = config_mesh()
-    max_parallel = max_parallel or sweep.options.get("max_parallel") or len(configs)
+    max_parallel = max_parallel or sweep.options.get("max_parallel")
     groups = group_by_static(todo)
     bar = Progress(sum(c.n_steps for c in todo), progress)
     try:
         for gi, (static, group) in enumerate(groups.items()):
             bar.group(f"group {gi + 1}/{len(groups)} d={static.d} m={static.m} "
                       f"({len(group)} configs)", sum(c.n_steps for c in group))
-            for start in range(0, len(group), max_parallel):
-                run_block(rd, static, group[start:start + max_parallel], sharding, bar, summary)
+            block = max_parallel or auto_max_parallel(static, group[0], sharding) or len(group)
+            for start in range(0, len(group), block):
+                run_block(rd, static, group[start:start + block], sharding, bar, summary)
                 if is_main and jax.process_count() == 1:  # a live view for whoever is watching
                     rd.write_manifest(sweep, configs)
     finally:

@@ -125,3 +125,28 @@ def test_full_disk_is_a_clear_error_and_keeps_earlier_files(tmp_path, monkeypatc
     assert not [p for p in out.rglob("*.tmp")]  # no half-written leftovers
     with np.load(writes[0]) as z:
         assert z["w"].shape == (6, 10)
+
+
+def test_auto_max_parallel_from_device_memory(monkeypatch, tiny):
+    """On an accelerator the block size follows from bytes_limit and the compiled program."""
+    import jax
+
+    from jaxcl import runner
+    from jaxcl.config import Config
+
+    sharding = runner.config_mesh()
+    cfg = Config(**tiny)
+    assert runner.auto_max_parallel(cfg.static(), cfg, sharding) is None  # CPU: unbounded
+
+    class FakeDevice:
+        def memory_stats(self):
+            return {"bytes_limit": limit}
+
+    monkeypatch.setattr(runner.jax, "devices", lambda *a: [FakeDevice()])
+    limit = 1 << 30
+    big = runner.auto_max_parallel(cfg.static(), cfg, sharding)
+    limit = 1 << 24
+    small = runner.auto_max_parallel(cfg.static(), cfg, sharding)
+    n_dev = sharding.mesh.size
+    assert big % n_dev == 0 and small % n_dev == 0
+    assert 62 < big / small < 66  # proportional to memory: 2^30 / 2^24 = 64
