@@ -13,22 +13,11 @@ import numpy as np
 import pytest
 
 from jaxcl import runner
+from tiny import tiny_sweep
 from jaxcl.sweep import loads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SWEEP = """
-[base]
-d = 5
-m = 6
-L = 3
-K = 8
-steps = 30
-log_every = 10
-
-[grid]
-ratio = [0.5, 1.0]
-seed = [0, 1, 2]
-"""
+SWEEP = tiny_sweep(steps=30)
 
 
 def jaxcl_cmd(*args, devices=2):

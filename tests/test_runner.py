@@ -7,21 +7,10 @@ import numpy as np
 import pytest
 
 from jaxcl.cli import main
+from tiny import tiny_sweep
 from jaxcl.sweep import loads, parse_set
 
-SWEEP = """
-[base]
-d = 5
-m = 6
-L = 3
-K = 8
-steps = 40
-log_every = 10
-
-[grid]
-ratio = [0.5, 1.0]
-seed = [0, 1, 2]
-"""
+SWEEP = tiny_sweep(steps=40)
 
 
 @pytest.fixture(scope="module")
