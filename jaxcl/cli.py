@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 
@@ -19,6 +20,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force-new", action="store_true",
                      help="move an existing run directory of another sweep aside and start anew")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ck = run.add_argument_group("checkpoints (run options: they never change config ids)")
+    ck.add_argument("--checkpoint-every-steps", type=int, default=None, metavar="N",
+                    help="checkpoint at the first chunk boundary past every N steps (0: off; "
+                    "default 0, or [sweep] checkpoint_every_steps)")
+    ck.add_argument("--checkpoint-every-seconds", type=float, default=None, metavar="S",
+                    help="checkpoint once S seconds passed since the last one (0: off; "
+                    "default 300, or [sweep] checkpoint_every_seconds)")
+    ck.add_argument("--keep-checkpoints", type=int, default=None, metavar="K",
+                    help="keep the last K checkpoints of a block (default 3, or [sweep] "
+                    "keep_checkpoints)")
     dist = run.add_argument_group("multi-process (jax.distributed)")
     dist.add_argument("--coordinator", default=None, metavar="HOST:PORT")
     dist.add_argument("--num-processes", type=int, default=None)
@@ -29,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    args.argv = argv  # to print the resume command after an interruption
     from jaxcl.config import ConfigError
     from jaxcl.rundir import DiskFullError
 
@@ -46,8 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _checkpoint_options(args, options: dict):
+    """CLI flags override the sweep file's [sweep] options, which override the defaults."""
+    from jaxcl.checkpoint import CheckpointOptions
+
+    picked = {"every_steps": (args.checkpoint_every_steps, "checkpoint_every_steps"),
+              "every_seconds": (args.checkpoint_every_seconds, "checkpoint_every_seconds"),
+              "keep": (args.keep_checkpoints, "keep_checkpoints")}
+    return CheckpointOptions(**{k: flag if flag is not None else options[key]
+                                for k, (flag, key) in picked.items()
+                                if flag is not None or key in options})
+
+
 def _run(args) -> int:
     from jaxcl import sweep as sweep_mod
+    from jaxcl.checkpoint import Interrupted
     from jaxcl.config import ConfigError
 
     if args.max_parallel is not None and args.max_parallel < 1:
@@ -65,8 +91,15 @@ def _run(args) -> int:
     n = len(sw.configs())
     print(f"jaxcl: {n} configs in {len(sweep_mod.group_by_static(sw.configs()))} shape groups "
           f"-> {args.out}", flush=True)
-    summary = runner.run(sw, args.out, max_parallel=args.max_parallel, force_new=args.force_new,
-                         progress=False if args.no_progress else None)
+    ckpt = _checkpoint_options(args, sw.options)
+    try:
+        summary = runner.run(sw, args.out, max_parallel=args.max_parallel,
+                             force_new=args.force_new,
+                             progress=False if args.no_progress else None, checkpoints=ckpt)
+    except Interrupted as e:
+        print(f"jaxcl: {e}.\njaxcl: to resume, run the same command again:\n  "
+              f"{shlex.join(['jaxcl'] + list(args.argv))}", file=sys.stderr, flush=True)
+        return 128 + e.signum
     print(f"jaxcl: {len(summary.done)} done, {len(summary.skipped)} already done, "
           f"{len(summary.failed)} failed in {summary.seconds:.1f}s -> {args.out}", flush=True)
     return 1 if summary.failed else 0

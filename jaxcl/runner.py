@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxcl import train
+from jaxcl import checkpoint, train
 from jaxcl.config import Config, Static, stack_hparams
 from jaxcl.rundir import DONE, FAILED, RUNNING, RunDir
 from jaxcl.sweep import Sweep, group_by_static
@@ -27,6 +27,8 @@ class Summary:
     failed: dict[str, str]
     skipped: list[str]
     seconds: float
+    checkpoints: int = 0  # saved in this invocation
+    checkpoint_seconds: float = 0.0  # wall time spent saving them
 
 
 def config_mesh() -> NamedSharding:
@@ -51,7 +53,7 @@ def auto_max_parallel(static: Static, cfg: Config, sharding: NamedSharding,
     Reads the accelerator's `bytes_limit` (None on CPU, where nothing is chunked) and the
     compiled chunk program's memory analysis for two configs per device.
     """
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
     if not limit:
         return None
@@ -133,8 +135,14 @@ class Progress:
 
 
 def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSharding,
-              progress: Progress, summary: Summary) -> None:
-    """Trains one block of same-shape configs to the end, writing what this process owns."""
+              progress: Progress, summary: Summary,
+              ckpt: checkpoint.CheckpointOptions = checkpoint.CheckpointOptions(),
+              stop: checkpoint.StopSignal | None = None) -> None:
+    """Trains one block of same-shape configs to the end, writing what this process owns.
+
+    Resumes from the block's latest good checkpoint if there is one, saves checkpoints at chunk
+    boundaries as `ckpt` says, and on a stop request saves and raises checkpoint.Interrupted.
+    """
     n_dev = sharding.mesh.size
     n = len(cfgs)
     # Padding rows repeat the last config and are never written. At least 2 configs per device:
@@ -145,14 +153,29 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSha
                       stack_hparams(cfgs + [cfgs[-1]] * (n_pad - n)))
     init_fn, chunk_fn = compiled(static, sharding)
     owned = [i for i in owned_indices(sharding, n_pad) if i < n]
-    for i in owned:
-        rd.reset_rows(cfgs[i].config_id)
-        rd.set_status(cfgs[i].config_id, RUNNING)
-    state = init_fn(hp)
     n_chunks = train.n_chunks_for(max(c.n_steps for c in cfgs), static.log_every)
+    store = checkpoint.BlockCheckpoints(rd.path, [c.config_id for c in cfgs], n_pad, ckpt)
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                            jax.eval_shape(init_fn, hp))
+    restored = store.restore_latest(abstract, sharding)
+    chunk0, ckpt_step = (restored[1]["chunk"], restored[1]["step"]) if restored else (0, -1)
     failed: dict[int, str] = {}
     row_base = {i: {**cfgs[i].resolved(), "config_id": cfgs[i].config_id} for i in owned}
-    for k in range(n_chunks):
+    for i in owned:
+        cid = cfgs[i].config_id
+        st = rd.status(cid)
+        # A config that failed before the checkpoint stays failed (its status file says when).
+        if restored and st["state"] == FAILED and st.get("step", ckpt_step + 1) <= ckpt_step:
+            failed[i] = st["reason"]
+        else:
+            rd.set_status(cid, RUNNING)
+        rd.reset_rows(cid, keep_until_step=ckpt_step)  # rows past the checkpoint come again
+    state = restored[0] if restored else init_fn(hp)
+    if restored:
+        print(f"jaxcl: resuming {n} configs from the checkpoint at step {ckpt_step} "
+              f"({store.dir})", flush=True)
+    progress.update(sum(min(c.n_steps, chunk0 * static.log_every) for c in cfgs))
+    for k in range(chunk0, n_chunks):
         state, metrics = chunk_fn(hp, state)
         local = local_rows(metrics)
         for i in owned:
@@ -161,13 +184,25 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSha
                 continue
             if not m["finite"]:
                 failed[i] = _divergence(m)
-                rd.set_status(cfgs[i].config_id, FAILED, reason=failed[i])
+                rd.set_status(cfgs[i].config_id, FAILED, reason=failed[i],
+                              step=(k + 1) * static.log_every)
                 continue
             row = {**row_base[i],
-                   **{k: _scalar(v) for k, v in m.items() if k not in ("logged", "finite")}}
+                   **{name: _scalar(v) for name, v in m.items() if name not in ("logged", "finite")}}
             rd.append_rows(cfgs[i].config_id, [row])
         progress.update(sum(min(static.log_every, max(0, c.n_steps - k * static.log_every))
                             for c in cfgs))
+        step = (k + 1) * static.log_every
+        if k + 1 < n_chunks:
+            stopping = _agree(stop is not None and stop.requested)
+            if stopping or _agree(store.due(step)):
+                store.save(step, k + 1, state)
+            if stopping:
+                raise checkpoint.Interrupted(
+                    stop.signum, f"at step {step} of {n_chunks * static.log_every} of a block "
+                    f"of {n} configs; checkpoint saved in {store.dir}")
+    summary.checkpoint_seconds += store.seconds_saving
+    summary.checkpoints += store.n_saved
     final = local_rows({"w0": state.w0, "w": state.w, "b": state.b, "M": state.M,
                         "eps": state.eps, "T1": state.T1, "T2": state.T2})
     for i in owned:
@@ -180,11 +215,32 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSha
                        {"T1": int(f["T1"]), "T2": int(f["T2"])})
         rd.set_status(cid, DONE)
         summary.done.append(cid)
+    _barrier("block")
+    if jax.process_index() == 0:
+        store.remove()  # every final of the block is written: its checkpoints are redundant
 
 
 def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: bool = False,
-        progress: bool | None = None, log=print) -> Summary:
-    """Runs every config of `sweep` not yet done in `out`; returns what happened."""
+        progress: bool | None = None, log=print,
+        checkpoints: checkpoint.CheckpointOptions | None = None) -> Summary:
+    """Runs every config of `sweep` not yet done in `out`, resuming from checkpoints.
+
+    Args:
+      sweep: the parsed sweep.
+      out: the run directory (created, or continued if it holds this sweep).
+      max_parallel: at most this many configs per compiled block.
+      force_new: move a run directory of another sweep aside instead of refusing it.
+      progress: progress bar on/off (None: on when stderr is a terminal).
+      log: where messages go.
+      checkpoints: when to checkpoint (default CheckpointOptions()).
+
+    Returns:
+      What was done, skipped and failed.
+
+    Raises:
+      checkpoint.Interrupted: after SIGTERM/SIGINT, once a checkpoint is saved and the
+        results merged; running the same command again resumes.
+    """
     t0 = time.perf_counter()
     configs = sweep.configs()  # validated before anything compiles
     is_main = jax.process_index() == 0
@@ -202,15 +258,27 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
     max_parallel = max_parallel or sweep.options.get("max_parallel")
     groups = group_by_static(todo)
     bar = Progress(sum(c.n_steps for c in todo), progress)
+    ckpt = checkpoints or checkpoint.CheckpointOptions()
     try:
-        for gi, (static, group) in enumerate(groups.items()):
-            bar.group(f"group {gi + 1}/{len(groups)} d={static.d} m={static.m} "
-                      f"({len(group)} configs)", sum(c.n_steps for c in group))
-            block = max_parallel or auto_max_parallel(static, group[0], sharding) or len(group)
-            for start in range(0, len(group), block):
-                run_block(rd, static, group[start:start + block], sharding, bar, summary)
-                if is_main and jax.process_count() == 1:  # a live view for whoever is watching
-                    rd.write_manifest(sweep, configs)
+        with checkpoint.StopSignal() as stop:
+            for gi, (static, group) in enumerate(groups.items()):
+                bar.group(f"group {gi + 1}/{len(groups)} d={static.d} m={static.m} "
+                          f"({len(group)} configs)", sum(c.n_steps for c in group))
+                size = max_parallel or auto_max_parallel(static, group[0], sharding) or len(group)
+                for start in range(0, len(group), size):
+                    if _agree(stop.requested):  # between blocks: nothing to save
+                        raise checkpoint.Interrupted(stop.signum, "between blocks")
+                    run_block(rd, static, group[start:start + size], sharding, bar, summary,
+                              ckpt, stop)
+                    if is_main and jax.process_count() == 1:  # a live view for the watcher
+                        rd.write_manifest(sweep, configs)
+    except checkpoint.Interrupted:
+        bar.close()
+        _barrier("interrupted")
+        if is_main:  # flush: results.jsonl and the manifest reflect every finished chunk
+            rd.merge_results(configs)
+            rd.write_manifest(sweep, configs)
+        raise
     finally:
         bar.close()
     _barrier("trained")
@@ -232,6 +300,15 @@ def _divergence(m: dict) -> str:
     if m["bad_step"] >= 0:
         return f"non-finite loss at step {int(m['bad_step'])}"
     return f"non-finite weights by step {int(m['step'])}"
+
+
+def _agree(flag: bool) -> bool:
+    """True if any process says so: every process must take part in a checkpoint save."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def _barrier(name: str) -> None:

@@ -14,7 +14,9 @@ from typing import Any
 from jaxcl.config import Config, ConfigError, Static
 
 _TABLES = ("base", "grid", "sweep")
-_SWEEP_OPTIONS = {"name": str, "max_parallel": int}
+_SWEEP_OPTIONS = {"name": str, "max_parallel": int,  # run options, not in the fingerprint
+                  "checkpoint_every_steps": int, "checkpoint_every_seconds": int,
+                  "keep_checkpoints": int}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -131,7 +131,7 @@ def test_auto_max_parallel_from_device_memory(monkeypatch, tiny):
         def memory_stats(self):
             return {"bytes_limit": limit}
 
-    monkeypatch.setattr(runner.jax, "devices", lambda *a: [FakeDevice()])
+    monkeypatch.setattr(runner.jax, "local_devices", lambda *a: [FakeDevice()])
     limit = 1 << 30
     big = runner.auto_max_parallel(cfg.static(), cfg, sharding)
     limit = 1 << 24

@@ -1,0 +1,309 @@
+"""Checkpoint-and-resume: SIGKILL at random points, SIGTERM, damaged checkpoints, a full disk,
+mismatched sweeps and blocks. Every resumed run must end bitwise equal to an uninterrupted one."""
+
+import errno
+import functools
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxcl import checkpoint, runner, train
+from jaxcl.cli import main
+from jaxcl.config import stack_hparams
+from jaxcl.sweep import loads
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Same shapes and log_every as test_runner's sweep, so the in-process compile is shared.
+# 3 configs on 2 devices: the padding row is exercised too.
+SWEEP = """
+[base]
+d = 5
+m = 6
+L = 3
+K = 8
+steps = 600
+log_every = 10
+
+[grid]
+seed = [0, 1, 2]
+"""
+EVERY_CHUNK = ["--checkpoint-every-steps", "10", "--checkpoint-every-seconds", "0"]
+
+
+def _args(sweep, out, *extra):
+    return ["run", str(sweep), "--out", str(out), "--no-progress", *extra]
+
+
+def _finals(out) -> dict:
+    arrays = {}
+    for path in sorted(glob.glob(os.path.join(out, "final", "*.npz"))):
+        with np.load(path) as z:
+            arrays[os.path.basename(path)] = {k: z[k] for k in z.files}
+    return arrays
+
+
+def _rows(out) -> list:
+    with open(os.path.join(out, "results.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _assert_same_as(reference, out):
+    ref_arrays, ref_rows = reference
+    got = _finals(out)
+    assert sorted(got) == sorted(ref_arrays) and len(got) == 3
+    for name, arrays in ref_arrays.items():
+        for k, v in arrays.items():
+            assert np.array_equal(got[name][k], v), (name, k)  # bitwise, not allclose
+    assert _rows(out) == ref_rows  # no row lost or repeated across resumes
+    blocks = glob.glob(os.path.join(out, "checkpoints", "*"))
+    assert not [b for b in blocks if not b.endswith(".damaged")]  # removed once done
+
+
+def _ckpt_steps(out) -> list[int]:
+    """Committed checkpoint steps (orbax's temporary directories have non-numeric names)."""
+    return sorted(int(e) for d in glob.glob(os.path.join(out, "checkpoints", "*"))
+                  for e in os.listdir(d) if e.isdigit())
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sweep") / "s.toml"
+    path.write_text(SWEEP)
+    return path
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    """A persistent compilation cache shared by the subprocesses: each would otherwise spend
+    most of its time compiling the same two programs."""
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+@pytest.fixture(scope="module")
+def reference(sweep_file, jax_cache, tmp_path_factory):
+    """An uninterrupted CLI run (default options: no checkpoint in so short a run)."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    proc = _cli(sweep_file, out, cache=jax_cache)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return _finals(out), _rows(out)
+
+
+def _cli(sweep_file, out, *extra, cache=None):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    if cache:
+        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return subprocess.Popen([sys.executable, "-m", "jaxcl.cli", *_args(sweep_file, out, *extra)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(proc, ready, deadline):
+    while not ready():
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, "subprocess too slow"
+        time.sleep(0.02)
+    return True
+
+
+def test_sigkill_at_random_points_then_resume_is_bitwise_identical(sweep_file, reference,
+                                                                   jax_cache, tmp_path):
+    out = tmp_path / "out"
+    rng = random.Random(1234)
+    deadline = time.monotonic() + 120
+    target = 0
+    for _ in range(3):
+        # Kill once a checkpoint past the previous kill is committed, plus a random delay so
+        # the kill lands anywhere: mid-chunk, mid-append of rows, mid-save of a checkpoint.
+        target += rng.choice([40, 80, 120])
+        proc = _cli(sweep_file, out, *EVERY_CHUNK, cache=jax_cache)
+        try:
+            alive = _wait_for(proc, lambda: (_ckpt_steps(out) or [0])[-1] >= target, deadline)
+            assert alive, proc.communicate()
+            time.sleep(rng.uniform(0.0, 0.15))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    proc = _cli(sweep_file, out, *EVERY_CHUNK, cache=jax_cache)
+    _, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    assert proc.returncode == 0, err
+    _assert_same_as(reference, out)
+
+
+def test_sigterm_saves_exits_nonzero_and_resumes_identically(sweep_file, reference, jax_cache,
+                                                             tmp_path, capsys):
+    out = tmp_path / "out"
+    # No periodic checkpoints: the only one is the one SIGTERM asks for.
+    proc = _cli(sweep_file, out, "--checkpoint-every-seconds", "0", cache=jax_cache)
+    rows = out / "rows"
+    _wait_for(proc, lambda: rows.is_dir() and any(p.stat().st_size for p in rows.iterdir()),
+              time.monotonic() + 60)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted by SIGTERM at step" in err and "checkpoint saved" in err
+    assert "run the same command again" in err and f"--out {out}" in err
+    steps = _ckpt_steps(out)
+    assert len(steps) == 1 and 0 < steps[0] < 600
+    flushed = _rows(out)  # results.jsonl was merged on the way out
+    assert len(flushed) >= 3 and max(r["step"] for r in flushed) <= steps[0]
+    capsys.readouterr()
+    assert main(_args(sweep_file, out, "--checkpoint-every-seconds", "0")) == 0
+    assert f"from the checkpoint at step {steps[0]}" in capsys.readouterr().out
+    _assert_same_as(reference, out)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after_saves(monkeypatch, n):
+    """Makes the n-th checkpoint save the last thing a run does (as if the machine died)."""
+    real = checkpoint.BlockCheckpoints.save
+
+    def save(self, *args, **kw):
+        real(self, *args, **kw)
+        if self.n_saved >= n:
+            raise _Crash
+
+    monkeypatch.setattr(checkpoint.BlockCheckpoints, "save", save)
+
+
+def test_corrupted_latest_checkpoint_falls_back_with_warning(sweep_file, reference, tmp_path,
+                                                             monkeypatch, capsys):
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _crash_after_saves(m, 3)
+        with pytest.raises(_Crash):
+            main(_args(sweep_file, out, *EVERY_CHUNK))
+    assert _ckpt_steps(out) == [10, 20, 30]
+    # Garble bytes in the middle of the latest step's array data (OCDBT checksums catch it).
+    (data,) = glob.glob(os.path.join(out, "checkpoints", "*", "30", "state", "d", "*"))
+    with open(data, "r+b") as f:
+        f.seek(os.path.getsize(data) // 2)
+        f.write(b"\xff" * 16)
+    capsys.readouterr()
+    assert main(_args(sweep_file, out, *EVERY_CHUNK)) == 0
+    cap = capsys.readouterr()
+    assert "30 cannot be restored" in cap.err and "falling back to the previous one" in cap.err
+    assert "from the checkpoint at step 20" in cap.out
+    assert glob.glob(os.path.join(out, "checkpoints", "*.damaged", "30-*"))  # kept, not deleted
+    _assert_same_as(reference, out)
+
+
+def test_full_disk_is_a_clear_error_and_earlier_checkpoints_survive(sweep_file, reference,
+                                                                    tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    real = ocp.CheckpointManager.save
+    calls = []
+
+    def save(self, *args, **kw):
+        calls.append(1)
+        if len(calls) >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(ocp.CheckpointManager, "save", save)
+        assert main(_args(sweep_file, out, *EVERY_CHUNK)) == 3
+    err = capsys.readouterr().err
+    assert "no space left on device while saving the checkpoint at step 30" in err
+    assert "earlier checkpoints there are intact" in err
+    assert _ckpt_steps(out) == [10, 20]
+    assert main(_args(sweep_file, out, *EVERY_CHUNK)) == 0
+    assert "from the checkpoint at step 20" in capsys.readouterr().out
+    _assert_same_as(reference, out)
+
+
+def test_other_sweep_refused_and_other_blocks_checkpoints_never_restored(sweep_file, tmp_path,
+                                                                         monkeypatch, capsys):
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _crash_after_saves(m, 2)
+        with pytest.raises(_Crash):
+            main(_args(sweep_file, out, *EVERY_CHUNK))
+    (block,) = glob.glob(os.path.join(out, "checkpoints", "*"))
+    before = sorted(os.listdir(block))
+    capsys.readouterr()
+    # A different sweep in the same run directory: refused before anything runs.
+    assert main(_args(sweep_file, out, "--set", "lam=0.05")) == 2
+    err = capsys.readouterr().err
+    assert "different sweep" in err and "lam" in err and "0.05" in err and "--force-new" in err
+    assert sorted(os.listdir(block)) == before
+    # Another block (e.g. --max-parallel 2 splits these 3 configs) has its own directory, and
+    # a checkpoint planted under its name is refused on restore, never loaded into its rows.
+    cfgs = loads(SWEEP).configs()[:2]
+    planted = os.path.join(out, "checkpoints", checkpoint.block_id([c.config_id for c in cfgs]))
+    shutil.copytree(block, planted)
+    sharding = runner.config_mesh()
+    hp = stack_hparams(cfgs)
+    abstract = jax.eval_shape(jax.vmap(functools.partial(train.init, cfgs[0].static())), hp)
+    warnings = []
+    store = checkpoint.BlockCheckpoints(str(out), [c.config_id for c in cfgs], 2,
+                                        checkpoint.CheckpointOptions(), warn=warnings.append)
+    assert store.dir == planted and store.restore_latest(abstract, sharding) is None
+    assert "belongs to another block" in warnings[0] and "starts from step 0" in warnings[-1]
+
+
+def test_checkpoint_schedule_and_signal_handlers_restored():
+    opts = checkpoint.CheckpointOptions(every_steps=25, every_seconds=0)
+    store = checkpoint.BlockCheckpoints("/nonexistent", ["a"], 1, opts)
+    saved = []
+    for s in range(10, 110, 10):
+        if store.due(s):
+            saved.append(s)
+            store.last_step = s
+    assert saved == [30, 50, 80, 100]  # the first chunk boundary at or past each multiple
+    timed = checkpoint.BlockCheckpoints("/nonexistent", ["a"], 1,
+                                        checkpoint.CheckpointOptions(every_seconds=1e-9))
+    assert timed.due(10)
+    with pytest.raises(Exception, match="keep"):
+        checkpoint.CheckpointOptions(keep=0)
+
+    def mine(signum, frame):
+        pass
+
+    old = signal.signal(signal.SIGTERM, mine)
+    try:
+        with checkpoint.StopSignal() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert stop.requested and stop.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_failed_config_stays_failed_across_a_resume(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(SWEEP.replace("seed = [0, 1, 2]", "eta = [1.0, 1e30, 0.5]"))
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _crash_after_saves(m, 2)
+        with pytest.raises(_Crash):
+            main(_args(sweep, out, *EVERY_CHUNK))
+    manifest = lambda: json.loads((out / "manifest.json").read_text())["configs"]  # noqa: E731
+    statuses = {p.name: json.loads(p.read_text()) for p in (out / "status").iterdir()}
+    (before,) = [st for st in statuses.values() if st["state"] == "failed"]
+    assert before["reason"].startswith("non-finite loss at step")
+    assert main(_args(sweep, out, *EVERY_CHUNK)) == 1
+    failed = {k: v for k, v in manifest().items() if v["state"] == "failed"}
+    # The original reason, not a later symptom of the NaNs the restored state carries.
+    assert list(failed.values()) == [before]
+    assert sum(v["state"] == "done" for v in manifest().values()) == 2
+    rows = _rows(out)
+    assert sorted(r["step"] for r in rows) == sorted(2 * list(range(10, 610, 10)))
