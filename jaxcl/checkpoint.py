@@ -108,7 +108,9 @@ class BlockCheckpoints:
 
     def __init__(self, run_dir: str, config_ids: list[str], n_rows: int,
                  options: CheckpointOptions, warn: Callable[[str], None] | None = None):
-        """Args:
+        """Names the block's checkpoint directory; nothing is read or written yet.
+
+        Args:
           run_dir: the run directory; checkpoints go to `run_dir/checkpoints/<block_id>/`.
           config_ids: the block's configs, in row order (its identity).
           n_rows: rows of the vmapped arrays, padding included.
