@@ -30,10 +30,12 @@ def _chunk_counts(a_CxD, valid_C, c1, c2):
     ord_CxD = observables.ordinary_mask(a_CxD, c2) & valid_C[:, None]  # eq. 16
     lucky_CxD = observables.lucky_mask(a_CxD, c1, c2) & valid_C[:, None]  # eq. 17
     single_CxD = observables.pure_mask(ord_CxD)
-    n0_C = jnp.minimum(jnp.sum(ord_CxD, axis=1), N0_BINS - 1)
-    hist_H = jnp.zeros(N0_BINS, jnp.int32).at[n0_C].add(valid_C.astype(jnp.int32))
+    n0_C = jnp.sum(ord_CxD, axis=1, dtype=jnp.int32)
+    hist_H = jnp.zeros(N0_BINS, jnp.int32).at[jnp.minimum(n0_C, N0_BINS - 1)].add(
+        valid_C.astype(jnp.int32))
+    n0sq = jnp.sum(n0_C.astype(jnp.float32) ** 2)  # Σ_i |N_i(0)|², for the variance
     return (jnp.sum(ord_CxD, axis=0, dtype=jnp.int32), jnp.sum(lucky_CxD, axis=0, dtype=jnp.int32),
-            jnp.sum(single_CxD, axis=0, dtype=jnp.int32), hist_H)
+            jnp.sum(single_CxD, axis=0, dtype=jnp.int32), hist_H, n0sq)
 
 
 def _one_seed(d: int, m: int, chunk: int, seed, c1_R, c2_R):
@@ -48,7 +50,8 @@ def _one_seed(d: int, m: int, chunk: int, seed, c1_R, c2_R):
         return jax.tree.map(jnp.add, acc, per_ratio(a_CxD, valid_C, c1_R, c2_R))
 
     n_r = c1_R.shape[0]
-    zeros = (jnp.zeros((n_r, d), jnp.int32),) * 3 + (jnp.zeros((n_r, N0_BINS), jnp.int32),)
+    zeros = ((jnp.zeros((n_r, d), jnp.int32),) * 3
+             + (jnp.zeros((n_r, N0_BINS), jnp.int32), jnp.zeros(n_r, jnp.float32)))
     return jax.lax.fori_loop(0, n_chunks, body, zeros)
 
 
@@ -63,8 +66,8 @@ def count(d: int, m: int, seeds: list[int], ratios: list[float], gamma_c0: float
     """Init counts for every (seed, ratio) at one (d, m).
 
     Returns:
-      numpy arrays ordinary, lucky, single of shape (seeds, ratios, d) and N0_hist of shape
-      (seeds, ratios, N0_BINS).
+      numpy arrays ordinary, lucky, single of shape (seeds, ratios, d), N0_hist of shape
+      (seeds, ratios, N0_BINS) (last bin: N0_BINS − 1 or more) and Σ_i |N_i(0)|² (seeds, ratios).
     """
     c = np.array([theory.thresholds(r, gamma_c0) for r in ratios], np.float32)
     out = _compiled(d, m, len(seeds), len(ratios))(np.asarray(seeds, np.int32), c[:, 0], c[:, 1])
@@ -83,7 +86,7 @@ def run(ds: list[int], C_m: float, ratios: list[float], seeds: list[int],
     for d in ds:
         m = round(d**C_m)
         t0 = time.perf_counter()
-        ordinary, lucky, single, hist = count(d, m, seeds, ratios, gamma_c0)
+        ordinary, lucky, single, hist, n0sq = count(d, m, seeds, ratios, gamma_c0)
         seconds[d] = time.perf_counter() - t0
         log(f"jaxcl init-stats: d={d} m={m}: {len(seeds)} seeds x {len(ratios)} ratios "
             f"in {seconds[d]:.1f}s")
@@ -96,7 +99,8 @@ def run(ds: list[int], C_m: float, ratios: list[float], seeds: list[int],
                     "lucky_counts": lucky[si, ri].tolist(),
                     "single_counts": single[si, ri].tolist(),
                     "N0_hist": h.tolist(),
-                    "N0_mean": float((np.arange(N0_BINS) * h).sum() / m),
+                    "N0_mean": float(ordinary[si, ri].sum() / m),  # Σ_j |M_j| = Σ_i |N_i(0)|
+                    "N0_sq_mean": float(n0sq[si, ri] / m),
                 })
             e = theory.expected_counts(d, m, r, gamma_c0)
             expected.append({"d": d, "m": m, "ratio": r, **e,
@@ -143,7 +147,7 @@ def agreement(stats: dict) -> list[dict]:
 
     Σ_j |M_j*| and Σ_j #{i : N_i(0) = {j}} are Binomial(m, d·p) per seed (the events are
     disjoint across j, independent across neurons); Σ_j |M_j| = Σ_i |N_i(0)| is a sum of m
-    i.i.d. per-neuron counts whose variance is estimated from the |N_i(0)| histogram.
+    i.i.d. per-neuron counts whose variance is estimated from Σ_i |N_i(0)|².
     """
     exp = {(e["d"], e["ratio"]): e for e in stats["expected"]}
     groups: dict = {}
@@ -162,9 +166,8 @@ def agreement(stats: dict) -> list[dict]:
             row[key] = (total, mean, (total - mean) / max(math.hypot(sd, mc_sd), 1e-12))
         total = sum(sum(r["ordinary_counts"]) for r in recs)
         mean = n * m * d * e["p_ordinary"]
-        h = np.sum([r["N0_hist"] for r in recs], axis=0).astype(np.float64)
-        k = np.arange(len(h))
-        var = (h * k**2).sum() / h.sum() - ((h * k).sum() / h.sum()) ** 2
+        var = (np.mean([r["N0_sq_mean"] for r in recs])
+               - np.mean([r["N0_mean"] for r in recs]) ** 2)
         row["ordinary"] = (total, mean, (total - mean) / max(math.sqrt(n * m * var), 1e-12))
         out.append(row)
     return out

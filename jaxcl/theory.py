@@ -14,6 +14,7 @@ event about u alone, with U_j = u_j² = A_ij²/S_i ~ Beta(1/2, (d−1)/2):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -114,8 +115,12 @@ def p_ordinary(d: int, c2: float) -> float:
     return float(tail_U(d, c2 * math.log(d) / d))
 
 
+@functools.lru_cache(maxsize=2)
 def _max_other(d: int, n_mc: int, seed: int, chunk: int = 4096) -> np.ndarray:
-    """n_mc draws of V = max_j v_j² for v uniform on S^{d−2} (the d − 1 other coordinates)."""
+    """n_mc draws of V = max_j v_j² for v uniform on S^{d−2} (the d − 1 other coordinates).
+
+    Cached: the lucky and single-feature probabilities of every ratio share one draw per d.
+    """
     rng = np.random.default_rng(seed)
     out = []
     for start in range(0, n_mc, chunk):
@@ -125,10 +130,17 @@ def _max_other(d: int, n_mc: int, seed: int, chunk: int = 4096) -> np.ndarray:
     return np.concatenate(out)
 
 
-def p_alone(d: int, c_big: float, c2: float, n_mc: int = 20000, seed: int = 0):
+def default_n_mc(d: int) -> int:
+    """Monte Carlo draws of V: many (the lower tail of V matters at ratio < 1), ≤ 4e8 normals."""
+    return int(min(200_000, max(20_000, 4e8 // d)))
+
+
+def p_alone(d: int, c_big: float, c2: float, n_mc: int | None = None, seed: int = 0):
     """P(U_j ≥ c_big log d/d and u_j'² ≤ c2 log d/d ∀ j' ≠ j), by the 1-D Monte Carlo above.
 
-    c_big = c1 gives the lucky set (eq. 17); c_big = c2 gives N_i(0) = {j}.
+    c_big = c1 gives the lucky set (eq. 17); c_big = c2 gives N_i(0) = {j}. The standard error
+    is that of the sample mean; when the event needs a rare V (ratio < 1 at large d) few
+    draws carry the estimate and both it and its standard error are rough.
 
     Returns:
       (estimate, standard error).
@@ -136,8 +148,11 @@ def p_alone(d: int, c_big: float, c2: float, n_mc: int = 20000, seed: int = 0):
     x1, x2 = c_big * math.log(d) / d, c2 * math.log(d) / d
     if x1 >= 1.0:
         return 0.0, 0.0
-    v = _max_other(d, n_mc, seed)
-    h = tail_U(d, np.maximum(x1, 1.0 - x2 / v))  # exact given V
+    v = _max_other(d, n_mc or default_n_mc(d), seed)
+    s = 1.0 - x2 / v
+    h = np.full(v.shape, float(tail_U(d, x1)))
+    above = s > x1
+    h[above] = tail_U(d, s[above])  # exact given V
     return float(h.mean()), float(h.std() / math.sqrt(len(h)))
 
 
@@ -150,19 +165,18 @@ def expected_counts(d: int, m: int, ratio: float, gamma_c0: float = 5e-4,
       m: number of neurons.
       ratio: ε_min/ε_max.
       gamma_c0: γc0 of the thresholds.
-      n_mc: Monte Carlo draws for the coupled (lucky / single) probabilities; default
-        min(20000, max(2000, 2e7 / d)) (the inner probability is exact, so few suffice).
+      n_mc: Monte Carlo draws of V for the coupled (lucky / single) probabilities; default
+        default_n_mc(d).
       seed: their seed.
 
     Returns:
       ordinary (E|M_j|), lucky (E|M_j*|), lucky_se, N0 (E|N_i(0)|), single
       (E #{i : N_i(0) = {j}}), single_se, and the per-neuron probabilities p_*.
     """
-    n_mc = n_mc or int(min(20000, max(2000, 2e7 // d)))
     c1, c2 = thresholds(ratio, gamma_c0)
     p_ord = p_ordinary(d, c2)
     p_lucky, se_lucky = p_alone(d, c1, c2, n_mc, seed)
-    p_single, se_single = p_alone(d, c2, c2, n_mc, seed + 1)
+    p_single, se_single = p_alone(d, c2, c2, n_mc, seed)
     return {"ordinary": m * p_ord, "lucky": m * p_lucky, "lucky_se": m * se_lucky,
             "N0": d * p_ord, "single": m * p_single, "single_se": m * se_single,
             "p_ordinary": p_ord, "p_lucky": p_lucky, "p_single": p_single}
