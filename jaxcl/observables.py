@@ -237,6 +237,14 @@ def final_observables(static, hp, state) -> dict:
                    & (purity_M > 0.25)[:, None])
     coverage_D = jnp.max(c_MxD, axis=0)
     cov_major, cov_minor = _major_minor_means(coverage_D, hp.n_major)
+    # Pruned neurons (SPEC §4) only decay, so they keep their random initial direction and
+    # would count in the coverage; the *_kept values use the final prune mask's neurons only.
+    from jaxcl.train import prune_mask  # train imports this module
+
+    kept_M = prune_mask(state.w, hp.n_prune) > 0
+    c_kept_MxD = jnp.where(kept_M[:, None], c_MxD, 0.0)
+    cov_major_kept, cov_minor_kept = _major_minor_means(jnp.max(c_kept_MxD, axis=0), hp.n_major)
+    purity_kept = jnp.sum(jnp.where(kept_M, purity_M, 0.0)) / jnp.maximum(jnp.sum(kept_M), 1)
 
     x_NxLxD1, y_NxD = probe_batch(static, hp, state)
     f_NxM = encode(state.w, state.b, x_NxLxD1)
@@ -262,6 +270,9 @@ def final_observables(static, hp, state) -> dict:
         "purity": jnp.mean(purity_M),
         "cov_major": cov_major,
         "cov_minor": cov_minor,
+        "cov_major_kept": cov_major_kept,
+        "cov_minor_kept": cov_minor_kept,
+        "purity_kept": purity_kept,
         "noise_frac": jnp.mean(noise_frac(state.w, state.M)),
         "probe_bacc": bacc_D,
         "probe_major": probe_major,

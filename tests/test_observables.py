@@ -25,6 +25,7 @@ probe_samples = 256
 [grid]
 ratio = [0.5, 1.0]
 seed = [0, 1]
+prune_fraction = [0.0, 0.2]
 """
 
 
@@ -72,6 +73,12 @@ def test_sets_match_numpy(run_dir):
         assert obs["purity"] == pytest.approx(c2.max(1).mean(), rel=1e-4)
         assert obs["cov_major"] == pytest.approx(c2.max(0)[major].mean(), rel=1e-4)
         assert obs["cov_minor"] == pytest.approx(c2.max(0)[~major].mean(), rel=1e-4)
+        kept = np.ones(m, bool)
+        kept[np.argsort((z["w"] ** 2).sum(1), kind="stable")[:round(info["prune_fraction"] * m)]] = 0
+        ck = np.where(kept[:, None], c2, 0.0)
+        assert obs["cov_major_kept"] == pytest.approx(ck.max(0)[major].mean(), rel=1e-4)
+        assert obs["cov_minor_kept"] == pytest.approx(ck.max(0)[~major].mean(), rel=1e-4)
+        assert obs["purity_kept"] == pytest.approx(c2.max(1)[kept].mean(), rel=1e-4)
         noise = 1 - ((z["w"] @ z["M"]) ** 2).sum(1) / (z["w"] ** 2).sum(1)
         assert obs["noise_frac"] == pytest.approx(noise.mean(), rel=1e-3, abs=1e-6)
         assert info["T1"] == obs["T1"] and info["T2"] == obs["T2"]
