@@ -17,18 +17,22 @@ probe_samples = 256
 [grid]
 d = [5, 7]
 ratio = [0.5, 1.0]
-prune_fraction = [0.0, 0.3]
+seed = [0, 1]
+prune_fraction = [0.0, 0.2]
 """
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("rep")
-    # d = 7 has the shapes of test_observables' run: one compile less in a full test session
+    # d = 7 has the shapes (and the 8-config batch) of test_observables' run: its compiled
+    # programs are reused in a full test session
     (root / "s.toml").write_text(SWEEP)
     out = root / "out"
     assert main(["run", str(root / "s.toml"), "--out", str(out), "--no-progress"]) == 0
-    initstats.write(initstats.run([8, 16], 1.5, [1.0], [0, 1], log=lambda *_: None), str(out))
+    # the same init-stats shapes as test_theory (its compile is then shared)
+    initstats.write(initstats.run([12, 24], 2.5, [0.75, 1.0], [0, 1, 2], log=lambda *_: None),
+                    str(out))
     assert main(["report", str(out)]) == 0
     return out
 
