@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxcl import checkpoint, train
+from jaxcl import checkpoint, observables, train
 from jaxcl.config import Config, Static, stack_hparams
 from jaxcl.rundir import DONE, FAILED, RUNNING, RunDir
 from jaxcl.sweep import Sweep, group_by_static
@@ -205,6 +205,7 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSha
     summary.checkpoints += store.n_saved
     final = local_rows({"w0": state.w0, "w": state.w, "b": state.b, "M": state.M,
                         "eps": state.eps, "T1": state.T1, "T2": state.T2})
+    obs = local_rows(observables.final_fn(static)(hp, state))  # SPEC §5, final json
     for i in owned:
         cid = cfgs[i].config_id
         if i in failed:
@@ -212,7 +213,8 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSha
             continue
         f = final[i]
         rd.write_final(cfgs[i], {k: f[k] for k in ("w0", "w", "b", "M", "eps")},
-                       {"T1": int(f["T1"]), "T2": int(f["T2"])})
+                       {"T1": int(f["T1"]), "T2": int(f["T2"]),
+                        "observables": observables.to_json(obs[i])})
         rd.set_status(cid, DONE)
         summary.done.append(cid)
     _barrier("block")

@@ -166,6 +166,7 @@ def run_chunk(static: Static, hp: HParams, state: State) -> tuple[State, dict]:
     }
     eval_x, _, _ = batch(static, hp, state, _EVAL, state.t)
     metrics.update(observables.chunk_summary(state.w, state.b, state.M, hp.n_major, eval_x))
+    metrics.update(observables.set_summary(state.w, state.b, state.w0, state.M, hp))
     return state, metrics
 
 

@@ -32,3 +32,59 @@ def info_nce(w, b, Xa, Xb, tau, lam, fb=None):
     mx = s.max(axis=1, keepdims=True)
     lse = (mx + np.log(np.exp(s - mx).sum(axis=1, keepdims=True)))[:, 0]
     return np.mean(lse - np.diag(s)) + 0.5 * lam * np.sum(w * w)
+
+
+# ---- SPEC §5 observables, from saved arrays (w0, w, b, M, eps), in float64 loops
+
+
+def sets(w0, w, b, M, eps, gamma_c0=5e-4):
+    """Ordinary/lucky sets at init (eqs. 16-17), N_i(0), N_i(T), F_i(T) as Python sets."""
+    d = M.shape[1]
+    r = eps.min() / eps.max()
+    c1, c2 = 2 * (1 + gamma_c0) / r**2, 2 * (1 - gamma_c0) * r**2
+    t = np.log(d) / d
+
+    def learned(v):
+        a = M.T @ np.asarray(v, np.float64)
+        s = float(a @ a)
+        return {j for j in range(d) if a[j] ** 2 >= c2 * t * s}, a, s
+
+    out = {"M": [set() for _ in range(d)], "Mstar": [set() for _ in range(d)], "N0": [], "N": [],
+           "F": []}
+    for i in range(w.shape[0]):
+        n0, a0, s0 = learned(w0[i])
+        out["N0"].append(n0)
+        for j in n0:
+            out["M"][j].add(i)
+        for j in range(d):
+            if a0[j] ** 2 >= c1 * t * s0 and all(a0[k] ** 2 <= c2 * t * s0
+                                                   for k in range(d) if k != j):
+                out["Mstar"][j].add(i)
+        n, a, _ = learned(w[i])
+        out["N"].append(n)
+        out["F"].append({j for j in range(d) if abs(a[j]) > b[i]})
+    return out
+
+
+def probe(f_tr, y_tr, f_te, y_te, ridge):
+    """Ridge probe on standardized |f|, midpoint cut, balanced accuracy (NaN if undefined)."""
+    g_tr, g_te = np.abs(f_tr), np.abs(f_te)
+    mu, sd = g_tr.mean(0), g_tr.std(0)
+    keep = sd > 1e-12
+    z_tr = (g_tr[:, keep] - mu[keep]) / sd[keep]
+    z_te = (g_te[:, keep] - mu[keep]) / sd[keep]
+    n = z_tr.shape[0]
+    out = []
+    for j in range(y_tr.shape[1]):
+        y = y_tr[:, j].astype(float)
+        beta = np.linalg.lstsq(z_tr.T @ z_tr + n * ridge * np.eye(z_tr.shape[1]),
+                               z_tr.T @ (y - y.mean()), rcond=None)[0]
+        p = z_tr @ beta
+        yt = y_te[:, j].astype(bool)
+        if y.sum() in (0, n) or yt.sum() in (0, len(yt)):
+            out.append(np.nan)
+            continue
+        cut = 0.5 * (p[y == 1].mean() + p[y == 0].mean())
+        hat = z_te @ beta > cut
+        out.append(0.5 * ((hat & yt).sum() / yt.sum() + (~hat & ~yt).sum() / (~yt).sum()))
+    return np.array(out)

@@ -1,0 +1,346 @@
+"""`jaxcl report RUN_DIR`: report.md with Theorem 3.3 exponent tables (measured, 95% interval,
+theory, finite-d expectation), stage times, init counts vs expectation, the pruning study, and
+PNG plots. Reads only the run directory's plain files (final/*.json, results.jsonl, init_stats)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from collections import defaultdict
+
+import numpy as np
+
+from jaxcl import fit, report_plots, theory
+from jaxcl.rundir import read_jsonl, write_text
+
+# (key, label, observable -> per-config value, theory exponent fn, expectation key, bound kind)
+QUANTITIES = [
+    ("lucky", "|M_j*| (eq. 17, init)", lambda o: np.mean(o["lucky_counts"]),
+     lambda c, r, g: theory.omega1(c, r, g), "lucky", "lower"),
+    ("ordinary", "|M_j| (eq. 16, init)", lambda o: np.mean(o["ordinary_counts"]),
+     lambda c, r, g: theory.omega2(c, r, g), "ordinary", "upper"),
+    ("N", "mean |N_i(T)|", lambda o: np.mean(o["N_sizes"]),
+     lambda c, r, g: theory.n_exponent(r, g), "N0", "upper"),
+    ("pure", "pure count P_j(T)", lambda o: np.mean(o["pure_counts"]),
+     lambda c, r, g: theory.omega1(c, r, g), "single", "lower"),
+]
+
+
+def load_finals(run_dir: str) -> list[dict]:
+    """Every final/<id>.json that carries an `observables` key."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "final", "*.json"))):
+        with open(path) as f:
+            info = json.load(f)
+        if "observables" in info:
+            out.append(info)
+    return out
+
+
+def _md(text: str) -> str:
+    """A table cell: pipes escaped."""
+    return text.replace("|", "\\|")
+
+
+def _md_row(*cells: str) -> str:
+    return "| " + " | ".join(_md(c) for c in cells) + " |"
+
+
+def _f(x, nd=3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:.{nd}g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def _ms(v) -> str:
+    v = [x for x in v if x is not None and math.isfinite(x)]
+    if not v:
+        return "—"
+    return f"{np.mean(v):.3g} ± {np.std(v):.2g}" if len(v) > 1 else f"{v[0]:.3g}"
+
+
+def _verdict(f: fit.Fit, theta: float, bound: str) -> str:
+    if not f.ok:
+        return "no fit"
+    if f.lo <= theta <= f.hi:
+        where = "interval contains theory"
+    else:
+        where = "below theory" if f.hi < theta else "above theory"
+    ok = f.hi >= theta if bound == "lower" else f.lo <= theta
+    if ok:
+        return f"{where}; slope consistent with the {bound} bound"
+    return (f"{where}; slope {'below' if bound == 'lower' else 'above'} the {bound} bound's "
+            "exponent over this d range")
+
+
+def _expectations(keys) -> dict:
+    """theory.expected_counts per (d, m, ratio, gamma_c0), computed once."""
+    return {k: theory.expected_counts(*k) for k in sorted(set(keys))}
+
+
+def scaling_section(finals: list[dict], out_dir: str, lines: list[str]) -> None:
+    """Exponent table and log-log plot over d, per (ratio, C_m) with no pruning."""
+    base = [f for f in finals if f["prune_fraction"] == 0] or finals
+    series = defaultdict(list)
+    for f in base:
+        series[(f["ratio"], f["C_m"], f["gamma_c0"])].append(f)
+    exp = _expectations((f["d"], f["m"], f["ratio"], f["gamma_c0"]) for f in base)
+    lines += ["## Scaling exponents (Theorem 3.3, Lemma C.1)", "",
+              "Slope of log(seed mean) on log d; 95% bootstrap interval over seeds. `theory` is "
+              "the exponent of SPEC §6 (a bound: lucky and pure counts are lower bounds Ω(d^ω1), "
+              "|M_j| and |N_i| upper bounds); `finite-d` is the slope of the exact expected count "
+              "at the same d under Gaussian init (for |N_i(T)| and P_j(T): of their values at init, "
+              "E|N_i(0)| and E#{i : N_i(0) = {j}}). These are asymptotic bounds with unknown "
+              "constants: a slope past the exponent over a short d range is evidence, not proof.",
+              "", "| quantity | ratio | C_m | measured | 95% interval | theory | finite-d | "
+              "verdict vs theory |", "|---|---|---|---|---|---|---|---|"]
+    warnings, panels, summary = [], [], defaultdict(list)
+    for key, label, get, theta_fn, ekey, bound in QUANTITIES:
+        panel = {"title": label, "ylabel": label, "series": []}
+        for (ratio, C_m, g), fs in sorted(series.items()):
+            by_d = defaultdict(list)
+            for f in fs:
+                by_d[f["d"]].append(float(get(f["observables"])))
+            ds = sorted(by_d)
+            ft = fit.fit_exponent(by_d, name=f"{label} at ratio {ratio:g}")
+            warnings += ft.warnings
+            theta = theta_fn(C_m, ratio, g)
+            m_of = {f["d"]: f["m"] for f in fs}
+            e = [exp[(d, m_of[d], ratio, g)][ekey] for d in ds]
+            e_slope = fit.fit_curve(ft.d_used, [e[ds.index(d)] for d in ft.d_used])
+            tag = f"{label} @ {ratio:g}"
+            if ft.ok:
+                summary["theory in interval" if ft.lo <= theta <= ft.hi
+                        else "theory outside interval"].append(tag)
+                if math.isfinite(e_slope):
+                    summary["finite-d slope in interval" if ft.lo <= e_slope <= ft.hi
+                            else "finite-d slope outside interval"].append(tag)
+            lines.append(f"| {_md(label)} | {ratio:g} | {C_m:g} | {_f(ft.slope)} | "
+                         f"[{_f(ft.lo)}, {_f(ft.hi)}] | {theta:.3g} | {_f(e_slope)} | "
+                         f"{_verdict(ft, theta, bound)} |")
+            panel["series"].append({"label": f"ratio {ratio:g}", "d": ds,
+                                    "mean": [np.mean(by_d[d]) for d in ds],
+                                    "sd": [np.std(by_d[d]) for d in ds], "fit": ft,
+                                    "theory": theta, "expected": e})
+        panels.append(panel)
+    report_plots.scaling(os.path.join(out_dir, "scaling.png"), panels)
+    lines += ["", "**In plain words:**", ""]
+    lines += [f"- {k} ({len(v)}): {', '.join(v)}" for k, v in sorted(summary.items())]
+    lines += ["", "![scaling](scaling.png)", ""]
+    if warnings:
+        lines += ["**Fit warnings:**", ""] + [f"- {w}" for w in warnings] + [""]
+    lines += ["Measured init counts vs their finite-d expectation (mean over features and seeds):",
+              "", _md_row("d", "m", "ratio", "|M_j|", "E|M_j|", "|M_j*|", "E|M_j*|", "|N_i(0)|",
+                          "E|N_i(0)|"),
+              "|---|---|---|---|---|---|---|---|---|"]
+    for (ratio, C_m, g), fs in sorted(series.items()):
+        for d in sorted({f["d"] for f in fs}):
+            at = [f for f in fs if f["d"] == d]
+            e = exp[(d, at[0]["m"], ratio, g)]
+            o = [f["observables"] for f in at]
+            lines.append(f"| {d} | {at[0]['m']} | {ratio:g} | "
+                         f"{_f(np.mean([np.mean(x['ordinary_counts']) for x in o]))} | "
+                         f"{_f(e['ordinary'])} | {_f(np.mean([np.mean(x['lucky_counts']) for x in o]))}"
+                         f" | {_f(e['lucky'])} | {_f(np.mean([np.mean(x['N0_sizes']) for x in o]))}"
+                         f" | {_f(e['N0'])} |")
+    lines.append("")
+
+
+def stages_section(finals: list[dict], lines: list[str]) -> None:
+    """T_1, T_2 and alive fraction per (d, ratio, α) against SPEC §6's scales."""
+    lines += ["## Stage times and liveness", "",
+              "T_1 and T_2 are seed means over configs that reached them; `scale` is "
+              "d log d/(η log log d) (T_2: divided by ε_max), constant 1.", "",
+              "| d | ratio | α | seeds | T_1 | T_1/scale | T_2 reached | T_2 | T_2/scale | "
+              "alive (final) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    groups = defaultdict(list)
+    for f in finals:
+        groups[(f["d"], f["ratio"], f["prune_fraction"])].append(f)
+    dead = []
+    for (d, ratio, a), fs in sorted(groups.items()):
+        t1 = [f["T1"] for f in fs if f["T1"] > 0]
+        t2 = [f["T2"] for f in fs if f["T2"] > 0]
+        s1 = theory.T1_scale(d, fs[0]["eta"])
+        s2 = theory.T2_scale(d, fs[0]["eta"], fs[0]["eps_max"])
+        alive = [f["observables"]["alive_frac"] for f in fs]
+        dead += [f["config_id"] for f in fs if f["observables"]["alive_frac"] < 0.5]
+        lines.append(f"| {d} | {ratio:g} | {a:g} | {len(fs)} | {_f(np.mean(t1) if t1 else None)} | "
+                     f"{_f(np.mean(t1) / s1 if t1 else None)} | {len(t2)}/{len(fs)} | "
+                     f"{_f(np.mean(t2) if t2 else None)} | {_f(np.mean(t2) / s2 if t2 else None)} "
+                     f"| {_ms(alive)} |")
+    lines.append("")
+    if dead:
+        lines += [f"**{len(dead)} config(s) have fewer than half their neurons alive** (flagged, "
+                  f"not findings): {', '.join(dead[:10])}{' ...' if len(dead) > 10 else ''}", ""]
+    else:
+        lines += ["Every config ends with at least half of its neurons alive.", ""]
+
+
+def init_section(stats: dict, out_dir: str, lines: list[str]) -> None:
+    """Init-only counts at large d against their finite-d expectations and the exponents."""
+    from jaxcl import initstats
+
+    C_m, g = stats["C_m"], stats["gamma_c0"]
+    lines += [f"## Init-only counts (C_m = {C_m:g}, large d)", "",
+              "Totals over features and seeds, with the z-score (measured − expected)/sd under "
+              "the exact sampling law (jaxcl.initstats.agreement). Lucky sets at ratio < 1 need "
+              "ω1 > 0 to be non-empty.", "",
+              _md_row("d", "m", "ratio", "seeds", "Σ|M_j|", "E", "z", "Σ|M_j*|", "E", "z",
+                      "Σ#{N_i(0)={j}}", "E", "z"),
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in initstats.agreement(stats):
+        cells = []
+        for key in ("ordinary", "lucky", "single"):
+            t, e, z = row[key]
+            cells += [str(t), _f(e, 4), f"{z:+.2f}"]
+        lines.append(f"| {row['d']} | {row['m']} | {row['ratio']:g} | {row['seeds']} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "| quantity | ratio | measured slope | 95% interval | theory | finite-d | "
+              "verdict vs theory |", "|---|---|---|---|---|---|---|"]
+    exp = {(e["d"], e["ratio"]): e for e in stats["expected"]}
+    panels, warnings = [], []
+    for key, label, theta_fn, ekey, bound in (
+            ("lucky_counts", "|M_j*|", lambda r: theory.omega1(C_m, r, g), "lucky", "lower"),
+            ("ordinary_counts", "|M_j|", lambda r: theory.omega2(C_m, r, g), "ordinary", "upper"),
+            ("single_counts", "#{N_i(0) = {j}}", lambda r: theory.omega1(C_m, r, g), "single",
+             "lower")):
+        panel = {"title": f"{label} at init", "ylabel": label, "series": []}
+        for ratio in sorted({r["ratio"] for r in stats["records"]}):
+            by_d = defaultdict(list)
+            for r in stats["records"]:
+                if r["ratio"] == ratio:
+                    by_d[r["d"]].append(float(np.mean(r[key])))
+            ds = sorted(by_d)
+            ft = fit.fit_exponent(by_d, name=f"init {label} at ratio {ratio:g}")
+            warnings += ft.warnings
+            e = [exp[(d, ratio)][ekey] for d in ds]
+            lines.append(f"| {_md(label)} | {ratio:g} | {_f(ft.slope)} | [{_f(ft.lo)}, {_f(ft.hi)}] | "
+                         f"{theta_fn(ratio):.3g} | "
+                         f"{_f(fit.fit_curve(ft.d_used, [e[ds.index(d)] for d in ft.d_used]))} | "
+                         f"{_verdict(ft, theta_fn(ratio), bound)} |")
+            panel["series"].append({"label": f"ratio {ratio:g}", "d": ds,
+                                    "mean": [np.mean(by_d[d]) for d in ds],
+                                    "sd": [np.std(by_d[d]) for d in ds], "fit": ft,
+                                    "theory": theta_fn(ratio), "expected": e})
+        panels.append(panel)
+    report_plots.scaling(os.path.join(out_dir, "init_scaling.png"), panels)
+    lines += ["", "![init scaling](init_scaling.png)", ""]
+    if warnings:
+        lines += ["**Fit warnings:**", ""] + [f"- {w}" for w in warnings] + [""]
+
+
+def figures_section(run_dir: str, finals: list[dict], lines: list[str]) -> None:
+    """Figure 1 heatmap, coverage over training, |N_i| histograms."""
+    from jaxcl import plots
+
+    base = [f for f in finals if f["prune_fraction"] == 0] or finals
+    d0 = min(f["d"] for f in base)
+    chosen = {}
+    for f in sorted(base, key=lambda f: f["seed"]):
+        if f["d"] == d0:
+            chosen.setdefault(f["ratio"], f)
+    panels = []
+    for ratio, f in sorted(chosen.items()):
+        with np.load(os.path.join(run_dir, "final", f["config_id"] + ".npz")) as z:
+            panels.append((f"ε_min/ε_max = {ratio:g} (d {d0}, seed {f['seed']})",
+                           plots.cos2_np(z["w"], z["M"]), f["n_major"]))
+    plots.figure1(panels, os.path.join(run_dir, "report_figure1.png"))
+    lines += ["## Figures", "", f"Figure 1 (cos² of the first 13 neurons, d = {d0}):", "",
+              "![figure 1](report_figure1.png)", ""]
+
+    rows = read_jsonl(os.path.join(run_dir, "results.jsonl"))
+    by_id = {f["config_id"]: f for f in finals}
+    curves = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        f = by_id.get(r["config_id"])
+        if f is not None:
+            curves[(f["ratio"], f["d"], f["prune_fraction"])][r["step"]].append(
+                (r["cov_major"], r["cov_minor"]))
+    cov_panels = []
+    for ratio in sorted({k[0] for k in curves}):
+        panel = {"title": f"ratio {ratio:g}", "curves": []}
+        for (r, d, a), by_step in sorted(curves.items()):
+            if r != ratio:
+                continue
+            steps = sorted(by_step)
+            fs = [f for f in finals if (f["ratio"], f["d"], f["prune_fraction"]) == (r, d, a)]
+            t1 = [f["T1"] for f in fs if f["T1"] > 0]
+            t2 = [f["T2"] for f in fs if f["T2"] > 0]
+            panel["curves"].append({
+                "label": f"d {d}" + (f" α {a:g}" if a else ""), "step": steps,
+                "major": [np.mean([x[0] for x in by_step[s]]) for s in steps],
+                "minor": [np.mean([x[1] for x in by_step[s]]) for s in steps],
+                "T1": np.mean(t1) if t1 else None, "T2": np.mean(t2) if t2 else None})
+        cov_panels.append(panel)
+    if cov_panels:
+        report_plots.coverage(os.path.join(run_dir, "coverage.png"), cov_panels)
+        lines += ["Coverage of majority (solid) and minority (dashed) features over training, seed "
+                  "means, T_1/T_2 marked:", "", "![coverage](coverage.png)", ""]
+    d_max = max(f["d"] for f in base)
+    hist = []
+    for ratio in sorted({f["ratio"] for f in base}):
+        fs = [f for f in base if f["ratio"] == ratio and f["d"] == d_max]
+        hist.append({"title": f"ratio {ratio:g} (d {d_max}, {len(fs)} seeds)",
+                     "N0": sum((f["observables"]["N0_sizes"] for f in fs), []),
+                     "N": sum((f["observables"]["N_sizes"] for f in fs), [])})
+    report_plots.histograms(os.path.join(run_dir, "N_hist.png"), hist)
+    lines += ["|N_i| at init and at the end, per ratio:", "", "![N histograms](N_hist.png)", ""]
+    lines += ["Fate of lucky neurons and of the initial sets (seed means): share of i ∈ M_j* "
+              "ending with N_i = {j}; share of neurons with N_i(T) ⊆ N_i(0); mean Jaccard of "
+              "N_i(0) and N_i(T).", "", "| d | ratio | α | lucky (total) | kept pure | "
+              "N(T) ⊆ N(0) | Jaccard |", "|---|---|---|---|---|---|---|"]
+    groups = defaultdict(list)
+    for f in finals:
+        groups[(f["d"], f["ratio"], f["prune_fraction"])].append(f["observables"])
+    for (d, ratio, a), o in sorted(groups.items()):
+        lines.append(f"| {d} | {ratio:g} | {a:g} | {_ms([x['lucky_total'] for x in o])} | "
+                     f"{_ms([x['lucky_kept_frac'] for x in o])} | "
+                     f"{_ms([x['N_subset_frac'] for x in o])} | "
+                     f"{_ms([x['N_jaccard_mean'] for x in o])} |")
+    lines.append("")
+
+
+def write_report(run_dir: str, init_stats: str | None = None) -> str:
+    """Writes RUN_DIR/report.md and its PNGs; returns the report's path.
+
+    Args:
+      run_dir: a run directory (final/*.json with observables, results.jsonl), and/or a
+        directory holding init_stats.json.
+      init_stats: path of an init_stats.json to include (default RUN_DIR/init_stats.json).
+
+    Returns:
+      Path of report.md.
+    """
+    finals = load_finals(run_dir)
+    init_path = init_stats or os.path.join(run_dir, "init_stats.json")
+    stats = None
+    if os.path.exists(init_path):
+        with open(init_path) as f:
+            stats = json.load(f)
+    if not finals and stats is None:
+        from jaxcl.config import ConfigError
+
+        raise ConfigError(f"run directory {run_dir!r}: no final/*.json with observables and no "
+                          "init_stats.json: nothing to report")
+    lines = [f"# jaxcl report: {os.path.abspath(run_dir)}", ""]
+    if finals:
+        ds = sorted({f["d"] for f in finals})
+        lines += [f"{len(finals)} finished configs; d ∈ {ds}; ratios "
+                  f"{sorted({f['ratio'] for f in finals})}; prune fractions "
+                  f"{sorted({f['prune_fraction'] for f in finals})}; seeds per point "
+                  f"{sorted({f['seed'] for f in finals})}.", ""]
+        stages_section(finals, lines)
+        if len(ds) >= 2:
+            scaling_section(finals, run_dir, lines)
+        if len({f["prune_fraction"] for f in finals}) >= 2:
+            from jaxcl import report_pruning  # it imports this module's table helpers
+
+            report_pruning.pruning_section(finals, run_dir, lines)
+        figures_section(run_dir, finals, lines)
+    if stats is not None:
+        init_section(stats, run_dir, lines)
+    path = os.path.join(run_dir, "report.md")
+    write_text(path, "\n".join(lines) + "\n")
+    return path
