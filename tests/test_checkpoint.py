@@ -307,3 +307,30 @@ def test_failed_config_stays_failed_across_a_resume(tmp_path, monkeypatch, capsy
     assert sum(v["state"] == "done" for v in manifest().values()) == 2
     rows = _rows(out)
     assert sorted(r["step"] for r in rows) == sorted(2 * list(range(10, 610, 10)))
+
+
+def test_restore_with_another_padding_repads_rows(tmp_path):
+    """A checkpoint saved with another device count (another padded row count) still restores."""
+    cfgs = loads(SWEEP).configs()[:2]
+    ids = [c.config_id for c in cfgs]
+    sharding = runner.config_mesh()
+    one = jax.eval_shape(functools.partial(train.init, cfgs[0].static()), cfgs[0].hparams())
+    rng = np.random.default_rng(0)
+
+    def rows(n):
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct((n,) + a.shape, a.dtype,
+                                                           sharding=sharding), one)
+
+    saved = jax.tree.map(lambda a: runner.global_array(
+        rng.normal(size=a.shape).astype(a.dtype), sharding), rows(2))
+    opts = checkpoint.CheckpointOptions()
+    checkpoint.BlockCheckpoints(str(tmp_path), ids, 2, opts).save(10, 1, saved)
+    warnings = []
+    state, meta = checkpoint.BlockCheckpoints(str(tmp_path), ids, 4, opts,
+                                              warn=warnings.append).restore_latest(rows(4),
+                                                                                   sharding)
+    assert meta["step"] == 10 and "another device count" in warnings[0]
+    for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(saved)):
+        assert got.sharding == sharding
+        got, want = np.asarray(got), np.asarray(want)
+        assert np.array_equal(got[:2], want) and np.array_equal(got[2], want[1])
