@@ -43,7 +43,8 @@ class Config:
     init_mass: float = 0.1
     # --- objective and training (SPEC §3)
     tau: float | None = None  # convention: log d
-    lam: float = 0.03
+    lam: float | None = None  # None: lam_at_9 scaled with the feature growth rate (see LAM)
+    lam_at_9: float = 0.03
     eta: float = 1.0
     steps: int | str = 1000  # an int, "T3", "T4" or e.g. "0.5*T4"
     log_every: int = 50
@@ -86,7 +87,9 @@ class Config:
         _require(self.init_mass > 0, "init_mass", self.init_mass, "must be > 0")
         if self.tau is not None:
             _require(self.tau > 0, "tau", self.tau, "must be > 0")
-        _require(self.lam >= 0, "lam", self.lam, "must be >= 0")
+        if self.lam is not None:
+            _require(self.lam >= 0, "lam", self.lam, "must be >= 0")
+        _require(self.lam_at_9 >= 0, "lam_at_9", self.lam_at_9, "must be >= 0")
         _require(self.eta > 0, "eta", self.eta, "must be > 0")
         if isinstance(self.steps, str):
             _require(_STEPS_RE.match(self.steps) is not None, "steps", self.steps,
@@ -126,6 +129,19 @@ class Config:
         return math.sqrt(math.log(self.d)) / self.d if self.sigma_xi is None else self.sigma_xi
 
     @property
+    def LAM(self) -> float:
+        """Weight decay λ. By default λ keeps the ratio it has at d = 9 to a feature's per-step
+        growth rate η ε_j C_z log log d / (d τ) (eq. 45, with the 1/τ of the InfoNCE gradient),
+        so that majority features outgrow it and minority ones do not at every d."""
+        if self.lam is not None:
+            return self.lam
+
+        def rate(d: int, tau: float) -> float:
+            return math.log(math.log(d)) / (d * tau)
+
+        return self.lam_at_9 * (rate(self.d, self.TAU) / rate(9, math.log(9)))
+
+    @property
     def eps_min(self) -> float:
         return self.ratio * self.eps_max
 
@@ -156,7 +172,7 @@ class Config:
     def resolved(self) -> dict[str, Any]:
         """Every field with conventions filled in, plus derived quantities (for final/*.json)."""
         out = dataclasses.asdict(self)
-        out.update(d1=self.D1, m=self.M_neurons, tau=self.TAU, sigma_xi=self.SIGMA_XI,
+        out.update(d1=self.D1, m=self.M_neurons, tau=self.TAU, sigma_xi=self.SIGMA_XI, lam=self.LAM,
                    steps=self.n_steps, steps_spec=self.steps, eps_min=self.eps_min,
                    n_major=self.n_major, T3=self.T3, T4=self.T4)
         return out
@@ -178,7 +194,7 @@ class Config:
         return HParams(seed=self.seed, eps_max=self.eps_max, eps_min=self.eps_min,
                        n_major=self.n_major, C_z=self.C_z, feature_scale=self.feature_scale,
                        sigma_xi=self.SIGMA_XI, init_mass=self.init_mass, tau=self.TAU,
-                       lam=self.lam, eta=self.eta, steps=self.n_steps,
+                       lam=self.LAM, eta=self.eta, steps=self.n_steps,
                        stage1_steps=-1 if self.stage1_steps is None else self.stage1_steps,
                        c_b=self.c_b, bias_rate=self.bias_rate, n_prune=self.n_prune,
                        gamma_c0=self.gamma_c0, probe_ridge=self.probe_ridge)

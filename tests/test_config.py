@@ -85,6 +85,11 @@ def test_defaults_resolve_to_conventions():
     assert r["tau"] == pytest.approx(math.log(16))
     assert r["sigma_xi"] == pytest.approx(math.sqrt(math.log(16)) / 16)
     assert r["n_major"] == round(16 * 5 / 9)
+    # λ keeps its d = 9 ratio to eq. 45's growth rate log log d / (d τ)
+    assert Config(d=9).LAM == 0.03
+    g = lambda d: math.log(math.log(d)) / (d * math.log(d))
+    assert Config(d=64).LAM == pytest.approx(0.03 * g(64) / g(9))
+    assert Config(d=64, lam=0.1).LAM == 0.1 and Config(d=64, lam=0.1).resolved()["lam"] == 0.1
     assert Config(d=9, eta=0.5, steps="T4").n_steps == math.ceil(9**1.99 / 0.5)
     assert Config(d=9, eta=0.5, steps="0.5*T3").n_steps == math.ceil(0.5 * 9**1.01 / 0.5)
 

@@ -71,8 +71,8 @@ def test_pruned_neurons_get_only_weight_decay(tiny):
     pruned = np.asarray(train.prune_mask(st0.w, c.n_prune)) == 0
     assert pruned.sum() == 3
     np.testing.assert_allclose(np.asarray(st1.w)[pruned],
-                               (1 - c.eta * c.lam) * np.asarray(st0.w)[pruned], rtol=1e-6)
-    assert not np.allclose(np.asarray(st1.w)[~pruned], (1 - c.eta * c.lam) * np.asarray(st0.w)[~pruned])
+                               (1 - c.eta * c.LAM) * np.asarray(st0.w)[pruned], rtol=1e-6)
+    assert not np.allclose(np.asarray(st1.w)[~pruned], (1 - c.eta * c.LAM) * np.asarray(st0.w)[~pruned])
 
 
 def _state_with(c, w_old, w0, b, stage, n2_T1):
