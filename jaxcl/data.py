@@ -9,16 +9,32 @@ import jax.numpy as jnp
 def dictionary(key, d: int, d1: int, kind: str):
     """Orthonormal dictionary M (d1, d) and its complement M_perp (d1, d1 - d).
 
-    "qr": Q of a Gaussian (d1, d1) matrix; "identity": the standard basis (statistically
-    equivalent, since Gaussian init and isotropic noise are rotation invariant).
+    "qr": Q of a Gaussian (d1, d1) matrix (Haar distributed); "identity": the standard basis
+    (statistically equivalent, since Gaussian init and isotropic noise are rotation invariant).
     """
     if kind == "identity":
         basis_D1xD1 = jnp.eye(d1, dtype=jnp.float32)
     else:
-        q_D1xD1, r_D1xD1 = jnp.linalg.qr(jax.random.normal(key, (d1, d1), jnp.float32))
-        # Sign-fix so Q is the Haar-distributed factor (not biased by the QR convention).
-        basis_D1xD1 = q_D1xD1 * jnp.sign(jnp.diagonal(r_D1xD1))[None, :]
+        basis_D1xD1 = orthonormalize(jax.random.normal(key, (d1, d1), jnp.float32))
     return basis_D1xD1[:, :d], basis_D1xD1[:, d:]
+
+
+def orthonormalize(g_NxN):
+    """Q of the QR decomposition of g with R's diagonal positive (Gram–Schmidt, applied twice).
+
+    That Q is Haar distributed when g is Gaussian. Written with matmuls instead of LAPACK's
+    geqrf: under vmap with several CPU devices, the batched LAPACK kernel waits on the shared
+    intra-op thread pool that the other devices' programs occupy, and deadlocks.
+    """
+    n = g_NxN.shape[1]
+
+    def column(j, q_NxN):
+        v_N = g_NxN[:, j]
+        for _ in range(2):  # the second pass restores orthogonality lost to rounding
+            v_N = v_N - q_NxN @ (q_NxN.T @ v_N)  # columns >= j of q are still zero
+        return q_NxN.at[:, j].set(v_N / jnp.linalg.norm(v_N))
+
+    return jax.lax.fori_loop(0, n, column, jnp.zeros_like(g_NxN))
 
 
 def frequencies(d: int, n_major, eps_max, eps_min):
