@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.extend.random import threefry_2x32
 
 
 def dictionary(key, d: int, d1: int, kind: str):
@@ -56,6 +60,22 @@ def sample_codes(key, p_D, K: int, feature_scale):
     return jnp.where(present_KxD, sign_KxD * feature_scale, 0.0).astype(jnp.float32)
 
 
+def standard_normal(key, shape):
+    """N(0, 1) draws made as `jax.random.normal` makes them (√2·erfinv of a uniform on (−1, 1)).
+
+    The bits come from Threefry-2x32 with both output words of each hash used, as in JAX's
+    original (non-partitionable) scheme; the default partitionable scheme XORs the two words
+    into one, doing twice the hashing. The noise is most of the sampling cost, so this matters.
+    """
+    key_2 = jax.random.key_data(key)
+    bits_N = threefry_2x32((key_2[0], key_2[1]), jax.lax.iota(jnp.uint32, math.prod(shape)))
+    # 23 random mantissa bits -> a float in [1, 2) -> [0, 1) -> [lo, 1), as jax.random.uniform.
+    unit_N = jax.lax.bitcast_convert_type((bits_N >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0
+    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    u_N = jnp.maximum(lo, unit_N * (1.0 - lo) + lo)
+    return jnp.reshape(np.float32(math.sqrt(2.0)) * jax.scipy.special.erfinv(u_N), shape)
+
+
 def place(key, coef_KxD, M_D1xD, L: int, sigma_xi, identity: bool):
     """One view: each present feature on a uniformly drawn token, plus N(0, σ_ξ² I) noise.
 
@@ -70,7 +90,7 @@ def place(key, coef_KxD, M_D1xD, L: int, sigma_xi, identity: bool):
         signal_KxLxD1 = jnp.pad(z_KxLxD, ((0, 0), (0, 0), (0, d1 - d)))
     else:
         signal_KxLxD1 = jnp.einsum("kld,ed->kle", z_KxLxD, M_D1xD)
-    return signal_KxLxD1 + sigma_xi * jax.random.normal(k_noise, (K, L, d1), jnp.float32)
+    return signal_KxLxD1 + sigma_xi * standard_normal(k_noise, (K, L, d1))
 
 
 def sample_pairs(key, M_D1xD, p_D, L: int, K: int, feature_scale, sigma_xi, identity: bool):

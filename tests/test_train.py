@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxcl
 from jaxcl import train
 from jaxcl.config import Config, stack_hparams
 
@@ -158,3 +159,20 @@ def test_metrics_are_per_chunk(figure1_small):
     # training helps: loss at the end below the first chunk's and retrieval better than chance
     assert np.all(metrics["loss"][:, -1] < metrics["loss"][:, 0])
     assert np.all(metrics["acc"][:, -1] > 2.0 / cfgs[0].K)
+
+
+@pytest.mark.parametrize("prune_fraction", [0.0, 0.5])
+def test_step_is_gradient_descent_on_info_nce(tiny, prune_fraction):
+    """step's hand-written chain rule through BReLU equals autodiff of the public info_nce."""
+    c = Config(**{**tiny, "prune_fraction": prune_fraction})
+    static, hp = c.static(), c.hparams()
+    st0 = train.init(static, hp)
+    st0 = st0._replace(b=jnp.full(static.m, 0.02))  # exercise BReLU's dead zone too
+    xa, xb, _ = train.batch(static, hp, st0, train._DATA, st0.t)
+    mask = train.prune_mask(st0.w, c.n_prune)[:, None]
+    grad = jax.grad(lambda w: jaxcl.info_nce(w * mask, st0.b, xa, xb, c.TAU, 0.0)
+                    + 0.5 * c.lam * jnp.sum(w * w))(st0.w)
+    st1, metrics = train.step(static, hp, st0)
+    np.testing.assert_allclose(st1.w, st0.w - c.eta * grad, rtol=1e-5, atol=1e-8)
+    want = jaxcl.info_nce(st0.w * mask, st0.b, xa, xb, c.TAU, 0.0) + 0.5 * c.lam * jnp.sum(st0.w**2)
+    np.testing.assert_allclose(metrics.loss, want, rtol=1e-5)
