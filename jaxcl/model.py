@@ -40,9 +40,13 @@ def weight_grad(dpre_NxLxM, h_NxLxD1, matmul_dtype=jnp.float32):
 
 
 def embed(pre_NxLxM, b_M):
-    """h_i(X) = Σ_r BReLU_{b_i}(pre_{r,i})  (eq. 3): (..., L, m) -> (..., m)."""
+    """h_i(X) = Σ_r BReLU_{b_i}(pre_{r,i})  (eq. 3): (..., L, m) -> (..., m).
+
+    Written as s − clip(s, −b, b), equal to BReLU_b(s) for b ≥ 0 (biases never go negative);
+    XLA on CPU fuses this form without materializing broadcasts of the ReLUs' zeros.
+    """
     b_b = jnp.reshape(b_M, (1,) * (pre_NxLxM.ndim - 1) + b_M.shape)
-    return brelu(pre_NxLxM, b_b).sum(axis=-2)
+    return jnp.sum(pre_NxLxM - jnp.clip(pre_NxLxM, -b_b, b_b), axis=-2)
 
 
 def encode_attended(w_MxD1, b_M, h_NxLxD1, matmul_dtype=jnp.float32):

@@ -128,7 +128,7 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     (nce, acc), dfa_KxM = jax.value_and_grad(
         lambda fa: nce_from_embeddings(fa, fb_KxM, hp.tau), has_aux=True)(fa_KxM)
     # BReLU_b'(s) = 1 where |s| > b, else 0 (eq. 3); ∇_W of eq. 2 adds the weight decay's λW.
-    dpre_KxLxM = jnp.where(jnp.abs(pre_KxLxM) > b_1x1xM, dfa_KxM[:, None, :], 0.0)
+    dpre_KxLxM = (jnp.abs(pre_KxLxM) > b_1x1xM).astype(jnp.float32) * dfa_KxM[:, None, :]
     grad_MxD1 = (weight_grad(dpre_KxLxM, ha_KxLxD1, dtype) * mask_M[:, None]
                  + hp.lam * state.w)
     loss = nce + 0.5 * hp.lam * jnp.sum(state.w * state.w)  # eq. 2
