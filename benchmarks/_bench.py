@@ -62,8 +62,9 @@ class Options:
     dictionary: str = "qr"
     matmul_dtype: str = "float32"
     mem_budget_gb: float = 4.0  # skip a combo whose compiled footprint exceeds this
-    time_budget_s: float = 60.0  # skip a combo whose estimated timing time exceeds this
+    time_budget_s: float = 120.0  # skip a combo whose estimated timing time exceeds this
     out_dir: str = "benchmarks/results"
+    breakdown: tuple | None = (64, 16)  # (d, n) whose step time is split by part
 
 
 def flops_per_config_step(K: int, L: int, d: int, d1: int, m: int, identity: bool) -> dict:
@@ -133,7 +134,14 @@ def _rss_mb() -> float:
     return r / 2**20 if sys.platform == "darwin" else r / 2**10
 
 
-def bench_one(opt: Options, d: int, n: int, sharding) -> dict:
+def _square_matmul(size: int):
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(f(a))
+    return lambda: f(a)
+
+
+def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
     """Times the vmapped engine and the loop on n configs of size d, interleaved."""
     cfgs = _configs(opt, d, n)
     static = cfgs[0].static()
@@ -179,12 +187,14 @@ def bench_one(opt: Options, d: int, n: int, sharding) -> dict:
 
     jax.block_until_ready(run_v())  # warm-up
     jax.block_until_ready(run_l())
-    tv, tl, tb = [], [], []
-    for _ in range(opt.repeats):
+    square = _square_matmul(big)
+    tv, tl, tb, tp = [], [], [], []
+    for _ in range(opt.repeats):  # interleaved, so all four see the same machine load
         tv.append(_time(run_v))
         tl.append(_time(run_l))
         tb.append(_time(bmm, xs, ws))
-    tv, tl, tb = (float(np.median(x)) for x in (tv, tl, tb))
+        tp.append(_time(square))
+    tv, tl, tb, tp = (float(np.median(x)) for x in (tv, tl, tb, tp))
     fl = flops_per_config_step(K, L, static.d, d1, m, opt.dictionary == "identity")
     cs_v, cs_l = n * opt.steps / tv, n * opt.steps / tl
     return {
@@ -196,9 +206,61 @@ def bench_one(opt: Options, d: int, n: int, sharding) -> dict:
         "flops_per_cfg_step": fl, "vmapped_flops_per_s": fl["total"] * cs_v,
         "loop_flops_per_s": fl["total"] * cs_l,
         "shape_matmul_flops_per_s": 2 * n_pad * K * L * d1 * m / tb,
+        "square_matmul_flops_per_s": 2 * big**3 / tp,
         "mem_vmapped_bytes": _memory(v_compiled), "mem_loop_bytes": _memory(l_compiled),
         "rss_peak_mb": _rss_mb(),
     }
+
+
+def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
+    """Seconds per vmapped step spent in each part of `train.step`, timed apart (interleaved,
+    median), over n configs of size d: where the step's time goes besides the FLOP model.
+
+    "step" is a `run_chunk` call divided by its steps (state updated in place, as in training;
+    it includes the chunk's observables); the parts are jitted alone, so "rest" (by difference)
+    also absorbs what fusion across the parts saves.
+    """
+    from jaxcl import model
+
+    cfgs = _configs(opt, d, n)
+    static = cfgs[0].static()
+    hp = stack_hparams(cfgs)
+    state = jax.jit(jax.vmap(functools.partial(train.init, static)))(hp)
+    dtype = jnp.dtype(static.matmul_dtype)
+
+    def sample(hp, st):
+        return train.batch(static, hp, st, train._DATA, st.t)[:2]
+
+    def forward(w, ha, hb):
+        return model.preactivations(w, ha, dtype), model.preactivations(w, hb, dtype)
+
+    def backward(dpre, ha):
+        return model.weight_grad(dpre, ha, dtype)
+
+    V = lambda f: jax.jit(jax.vmap(f))  # noqa: E731
+    xa, xb = V(sample)(hp, state)
+    ha, hb = V(lambda a, b: (model.attention(a), model.attention(b)))(xa, xb)
+    pre, _ = V(forward)(state.w, ha, hb)
+    parts = {
+        "step": (V(functools.partial(train.run_chunk, static)), (hp, state)),
+        "sampling (both views)": (V(sample), (hp, state)),
+        "attention (both views)": (V(lambda a, b: (model.attention(a), model.attention(b))),
+                                   (xa, xb)),
+        "forward matmuls (both views)": (V(forward), (state.w, ha, hb)),
+        "backward matmul (anchor view)": (V(backward), (pre, ha)),
+        "prune mask": (V(lambda w, k: train.prune_mask(w, k)), (state.w, hp.n_prune)),
+    }
+    for f, a in parts.values():
+        jax.block_until_ready(f(*a))
+    times = {k: [] for k in parts}
+    for _ in range(repeats or max(opt.repeats, 7)):
+        for k, (f, a) in parts.items():
+            times[k].append(_time(f, *a))
+    out = {k: float(np.median(v)) for k, v in times.items()}
+    out["step"] /= static.log_every
+    out["rest (BReLU, InfoNCE, update, bias; by difference)"] = (
+        out["step"] - sum(v for k, v in out.items() if k != "step"))
+    return out
 
 
 def _estimate(opt: Options, d: int, n: int, peak: float) -> tuple[float, float]:
@@ -224,7 +286,8 @@ def run(opt: Options, log=print) -> dict:
     hdr = (f"{'d':>4} {'m':>5} {'n':>3} | {'vmapped':>9} {'loop':>9} {'x':>5} | "
            f"{'comp_v':>6} {'comp_l':>6} | {'GFLOP/s':>7} {'%peak':>5} {'%bmm':>5} | "
            f"{'mem_MB':>7} {'rss_MB':>7}")
-    log("config-steps/s (median), compile s, achieved FLOP/s vs matmul peak, memory")
+    log("config-steps/s (median), compile s, achieved FLOP/s vs the square matmul (%peak) and "
+        "vs the step's batched matmul shape alone (%bmm), memory from memory_analysis and RSS")
     log(hdr)
     for d in opt.ds:
         for n in opt.ns:
@@ -236,8 +299,8 @@ def run(opt: Options, log=print) -> dict:
                 skipped.append({"d": d, "n_configs": n, "reason": why})
                 log(f"{d:>4} {'':>5} {n:>3} | skipped: {why}")
                 continue
-            r = bench_one(opt, d, n, sharding)
-            r["pct_peak"] = 100 * r["vmapped_flops_per_s"] / peak0
+            r = bench_one(opt, d, n, sharding, big)
+            r["pct_peak"] = 100 * r["vmapped_flops_per_s"] / r["square_matmul_flops_per_s"]
             r["pct_shape_matmul"] = 100 * r["vmapped_flops_per_s"] / r["shape_matmul_flops_per_s"]
             rows.append(r)
             mem = r["mem_vmapped_bytes"]
@@ -248,20 +311,28 @@ def run(opt: Options, log=print) -> dict:
                 f"{r['pct_shape_matmul']:>5.1f} | "
                 f"{(mem or 0) / 2**20:>7.1f} {r['rss_peak_mb']:>7.0f}")
     peak1 = matmul_peak(big, opt.repeats)
-    peak = float(np.median([peak0, peak1]))
-    for r in rows:  # final figures against the median of the peaks measured before and after
-        r["pct_peak"] = 100 * r["vmapped_flops_per_s"] / peak
-    log(f"float32 matmul peak again: {peak1 / 1e9:.1f} GFLOP/s; roofline % uses {peak / 1e9:.1f}")
+    log(f"float32 matmul peak again: {peak1 / 1e9:.1f} GFLOP/s (each row's %peak uses the "
+        f"{big}x{big} matmul timed interleaved with that row)")
+    parts = None
+    if opt.breakdown:
+        bd, bn = opt.breakdown
+        parts = breakdown(opt, bd, bn)
+        fl = flops_per_config_step(64, 4, bd, 2 * bd, round(bd**opt.C_m),
+                                   opt.dictionary == "identity")["total"]
+        log(f"time per vmapped step at d={bd}, n={bn} ({bn} x {fl / 1e6:.1f} MFLOP), by part:")
+        for k, v in parts.items():
+            log(f"  {k:<52} {v * 1e3:8.2f} ms  {100 * v / parts['step']:5.1f}%")
     exps = fit_exponents(rows)
     for key, e in exps.items():
         log(f"time per config-step ~ d^{e['exponent']:.2f} ({key}, n={e['n_configs']}, "
             f"d={e['ds']})")
     return {"info": info, "options": dataclasses.asdict(opt), "command": " ".join(sys.argv),
             "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "matmul_peak_flops_per_s": {"size": big, "before": peak0, "after": peak1,
-                                        "used": peak},
+            "matmul_peak_flops_per_s": {"size": big, "before": peak0, "after": peak1},
             "flop_model": __doc__[__doc__.index("FLOP model"):].strip(),
-            "rows": rows, "skipped": skipped, "d_exponents": exps}
+            "rows": rows, "skipped": skipped, "d_exponents": exps,
+            "breakdown_s_per_step": parts and {"d": opt.breakdown[0], "n_configs": opt.breakdown[1],
+                                               **parts}}
 
 
 def fit_exponents(rows: list[dict]) -> dict:

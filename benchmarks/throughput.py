@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--dictionary", choices=["qr", "identity"], default="qr")
     ap.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--mem-budget-gb", type=float, default=4.0)
-    ap.add_argument("--time-budget-s", type=float, default=60.0)
+    ap.add_argument("--time-budget-s", type=float, default=120.0)
     ap.add_argument("--cpu-devices", type=int,
                     help="split the CPU into this many JAX devices (sets XLA_FLAGS; CPU only)")
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
