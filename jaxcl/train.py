@@ -17,7 +17,7 @@ from jaxcl import observables
 from jaxcl.config import HParams, Static
 from jaxcl.data import dictionary, frequencies, presence_prob, sample_pairs
 from jaxcl.loss import nce_from_embeddings
-from jaxcl.model import attention, embed, preactivations, weight_grad
+from jaxcl.model import attention, embed_nonneg_bias, preactivations, weight_grad
 
 # Streams folded out of a config's seed key; fixed so results never depend on batching.
 _DICT, _INIT, _DATA, _EVAL = 0, 1, 2, 3
@@ -122,9 +122,9 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     # the cheap rest (InfoNCE of the embeddings) and the chain rule through BReLU and the matmul
     # is written out: one forward matmul per view and one backward matmul for the anchor view
     # alone (the StopGrad view needs no backward pass).
-    fb_KxM = embed(preactivations(wm_MxD1, hb_KxLxD1, dtype), state.b)
+    fb_KxM = embed_nonneg_bias(preactivations(wm_MxD1, hb_KxLxD1, dtype), state.b)
     pre_KxLxM = preactivations(wm_MxD1, ha_KxLxD1, dtype)
-    fa_KxM = embed(pre_KxLxM, state.b)
+    fa_KxM = embed_nonneg_bias(pre_KxLxM, state.b)
     (nce, acc), dfa_KxM = jax.value_and_grad(
         lambda fa: nce_from_embeddings(fa, fb_KxM, hp.tau), has_aux=True)(fa_KxM)
     # BReLU_b'(s) = 1 where |s| > b, else 0 (eq. 3); ∇_W of eq. 2 adds the weight decay's λW.
