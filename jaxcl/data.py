@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.extend.random import threefry_2x32
 
 
 def dictionary(key, d: int, d1: int, kind: str):
     """Orthonormal dictionary M (d1, d) and its complement M_perp (d1, d1 - d).
 
-    "qr": Q of a Gaussian (d1, d1) matrix; "identity": the standard basis (statistically
-    equivalent, since Gaussian init and isotropic noise are rotation invariant).
+    "qr": Q of a Gaussian (d1, d1) matrix (Haar distributed); "identity": the standard basis
+    (statistically equivalent, since Gaussian init and isotropic noise are rotation invariant).
     """
     if kind == "identity":
         basis_D1xD1 = jnp.eye(d1, dtype=jnp.float32)
     else:
-        q_D1xD1, r_D1xD1 = jnp.linalg.qr(jax.random.normal(key, (d1, d1), jnp.float32))
-        # Sign-fix so Q is the Haar-distributed factor (not biased by the QR convention).
-        basis_D1xD1 = q_D1xD1 * jnp.sign(jnp.diagonal(r_D1xD1))[None, :]
+        basis_D1xD1 = orthonormalize(jax.random.normal(key, (d1, d1), jnp.float32))
     return basis_D1xD1[:, :d], basis_D1xD1[:, d:]
+
+
+def orthonormalize(g_NxN):
+    """Q of the QR decomposition of g with R's diagonal positive (Gram–Schmidt, applied twice).
+
+    That Q is Haar distributed when g is Gaussian. Written with matmuls instead of LAPACK's
+    geqrf: under vmap with several CPU devices, the batched LAPACK kernel waits on the shared
+    intra-op thread pool that the other devices' programs occupy, and deadlocks.
+    """
+    n = g_NxN.shape[1]
+
+    def column(j, q_NxN):
+        v_N = g_NxN[:, j]
+        for _ in range(2):  # the second pass restores orthogonality lost to rounding
+            v_N = v_N - q_NxN @ (q_NxN.T @ v_N)  # columns >= j of q are still zero
+        return q_NxN.at[:, j].set(v_N / jnp.linalg.norm(v_N))
+
+    return jax.lax.fori_loop(0, n, column, jnp.zeros_like(g_NxN))
 
 
 def frequencies(d: int, n_major, eps_max, eps_min):
@@ -40,6 +60,22 @@ def sample_codes(key, p_D, K: int, feature_scale):
     return jnp.where(present_KxD, sign_KxD * feature_scale, 0.0).astype(jnp.float32)
 
 
+def standard_normal(key, shape):
+    """N(0, 1) draws made as `jax.random.normal` makes them (√2·erfinv of a uniform on (−1, 1)).
+
+    The bits come from Threefry-2x32 with both output words of each hash used, as in JAX's
+    original (non-partitionable) scheme; the default partitionable scheme XORs the two words
+    into one, doing twice the hashing. The noise is most of the sampling cost, so this matters.
+    """
+    key_2 = jax.random.key_data(key)
+    bits_N = threefry_2x32((key_2[0], key_2[1]), jax.lax.iota(jnp.uint32, math.prod(shape)))
+    # 23 random mantissa bits -> a float in [1, 2) -> [0, 1) -> [lo, 1), as jax.random.uniform.
+    unit_N = jax.lax.bitcast_convert_type((bits_N >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0
+    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    u_N = jnp.maximum(lo, unit_N * (1.0 - lo) + lo)
+    return jnp.reshape(np.float32(math.sqrt(2.0)) * jax.scipy.special.erfinv(u_N), shape)
+
+
 def place(key, coef_KxD, M_D1xD, L: int, sigma_xi, identity: bool):
     """One view: each present feature on a uniformly drawn token, plus N(0, σ_ξ² I) noise.
 
@@ -54,7 +90,7 @@ def place(key, coef_KxD, M_D1xD, L: int, sigma_xi, identity: bool):
         signal_KxLxD1 = jnp.pad(z_KxLxD, ((0, 0), (0, 0), (0, d1 - d)))
     else:
         signal_KxLxD1 = jnp.einsum("kld,ed->kle", z_KxLxD, M_D1xD)
-    return signal_KxLxD1 + sigma_xi * jax.random.normal(k_noise, (K, L, d1), jnp.float32)
+    return signal_KxLxD1 + sigma_xi * standard_normal(k_noise, (K, L, d1))
 
 
 def sample_pairs(key, M_D1xD, p_D, L: int, K: int, feature_scale, sigma_xi, identity: bool):

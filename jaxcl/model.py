@@ -18,13 +18,46 @@ def brelu(s, b):
     return jax.nn.relu(s - b) - jax.nn.relu(-s - b)
 
 
-def encode_attended(w_MxD1, b_M, h_NxLxD1, matmul_dtype=jnp.float32):
-    """h_i(X) = Σ_r BReLU_{b_i}(⟨w_i, H_r⟩)  (eq. 3), from precomputed H of shape (..., L, d1)."""
-    pre_NxLxM = jnp.einsum("...ld,md->...lm", h_NxLxD1.astype(matmul_dtype),
-                           w_MxD1.astype(matmul_dtype),
-                           preferred_element_type=jnp.float32)
+def preactivations(w_MxD1, h_NxLxD1, matmul_dtype=jnp.float32):
+    """⟨w_i, H_r⟩ for every token: (..., L, d1) -> (..., L, m), as one (N·L, d1) × (d1, m) matmul.
+
+    Operands are cast to `matmul_dtype`; products accumulate in float32.
+    """
+    d1 = h_NxLxD1.shape[-1]
+    h_RxD1 = jnp.reshape(h_NxLxD1, (-1, d1)).astype(matmul_dtype)
+    pre_RxM = jax.lax.dot_general(h_RxD1, w_MxD1.astype(matmul_dtype), (((1,), (1,)), ((), ())),
+                                  preferred_element_type=jnp.float32)
+    return jnp.reshape(pre_RxM, h_NxLxD1.shape[:-1] + w_MxD1.shape[:1])
+
+
+def weight_grad(dpre_NxLxM, h_NxLxD1, matmul_dtype=jnp.float32):
+    """Σ over samples and tokens of dpre_{·,r,i} H_r: the W-gradient of `preactivations`, (m, d1)."""
+    m, d1 = dpre_NxLxM.shape[-1], h_NxLxD1.shape[-1]
+    dpre_RxM = jnp.reshape(dpre_NxLxM, (-1, m)).astype(matmul_dtype)
+    h_RxD1 = jnp.reshape(h_NxLxD1, (-1, d1)).astype(matmul_dtype)
+    return jax.lax.dot_general(dpre_RxM, h_RxD1, (((0,), (0,)), ((), ())),
+                               preferred_element_type=jnp.float32)
+
+
+def embed(pre_NxLxM, b_M):
+    """h_i(X) = Σ_r BReLU_{b_i}(pre_{r,i})  (eq. 3): (..., L, m) -> (..., m)."""
     b_b = jnp.reshape(b_M, (1,) * (pre_NxLxM.ndim - 1) + b_M.shape)
     return brelu(pre_NxLxM, b_b).sum(axis=-2)
+
+
+def embed_nonneg_bias(pre_NxLxM, b_M):
+    """`embed` for b ≥ 0 (always so in training), as Σ_r (s − clip(s, −b, b)).
+
+    Equal to BReLU_b(s) when b ≥ 0; XLA on CPU fuses this form without materializing
+    broadcasts of the ReLUs' zeros, which makes the training step about 10% faster.
+    """
+    b_b = jnp.reshape(b_M, (1,) * (pre_NxLxM.ndim - 1) + b_M.shape)
+    return jnp.sum(pre_NxLxM - jnp.clip(pre_NxLxM, -b_b, b_b), axis=-2)
+
+
+def encode_attended(w_MxD1, b_M, h_NxLxD1, matmul_dtype=jnp.float32):
+    """h_i(X) = Σ_r BReLU_{b_i}(⟨w_i, H_r⟩)  (eq. 3), from precomputed H of shape (..., L, d1)."""
+    return embed(preactivations(w_MxD1, h_NxLxD1, matmul_dtype), b_M)
 
 
 def encode(w, b, X):

@@ -17,7 +17,7 @@ from jaxcl import observables
 from jaxcl.config import HParams, Static
 from jaxcl.data import dictionary, frequencies, presence_prob, sample_pairs
 from jaxcl.loss import nce_from_embeddings
-from jaxcl.model import attention, encode_attended
+from jaxcl.model import attention, embed_nonneg_bias, preactivations, weight_grad
 
 # Streams folded out of a config's seed key; fixed so results never depend on batching.
 _DICT, _INIT, _DATA, _EVAL = 0, 1, 2, 3
@@ -64,7 +64,9 @@ def init(static: Static, hp: HParams) -> State:
 
 def prune_mask(w_MxD1, n_prune):
     """1 for kept neurons, 0 for the n_prune smallest ‖w_i‖ (SPEC §4; ties broken by index)."""
-    rank_M = jnp.argsort(jnp.argsort(jnp.sum(w_MxD1 * w_MxD1, axis=1)))
+    m = w_MxD1.shape[0]
+    order_M = jnp.argsort(jnp.sum(w_MxD1 * w_MxD1, axis=1))  # stable: ties by index
+    rank_M = jnp.zeros(m, jnp.int32).at[order_M].set(jnp.arange(m, dtype=jnp.int32))
     return (rank_M >= n_prune).astype(w_MxD1.dtype)
 
 
@@ -76,9 +78,11 @@ def batch(static: Static, hp: HParams, state: State, stream: int, index):
                         static.dictionary == "identity")
 
 
-def update_bias(static: Static, hp: HParams, state: State, w_new):
+def update_bias(static: Static, hp: HParams, state: State, w_new, mask_M=None):
     """Bias schedule: b = 0 in stage 1, eq. 70 in stage 2, b ∝ ‖w‖ (or frozen) in stage 3.
 
+    Stage 1 ends when every neuron the pruning mask keeps has grown as eq. 41 says (pruned
+    neurons only decay, so counting them would keep stage 1 going forever).
     Returns (b, stage, T1, T2, n2_T1) after the step that produced w_new.
     """
     log_d = jnp.log(float(static.d))
@@ -87,10 +91,12 @@ def update_bias(static: Static, hp: HParams, state: State, w_new):
     n2_0_M = jnp.sum(state.w0 * state.w0, axis=1)
     growth_M = jnp.sqrt(n2_new_M / jnp.maximum(n2_old_M, 1e-30))
     t_new = state.t + 1
+    if mask_M is None:
+        mask_M = jnp.ones_like(n2_new_M)
 
     g1 = (1.0 + hp.eps_min * hp.C_z * log_d) ** 2  # eq. 41
     reach1 = jnp.where(hp.stage1_steps > 0, t_new >= hp.stage1_steps,
-                       jnp.all(n2_new_M >= g1 * n2_0_M))
+                       jnp.all((n2_new_M >= g1 * n2_0_M) | (mask_M == 0)))
     enter2 = (state.stage == 1) & reach1
     reach2 = jnp.any(n2_new_M >= static.d * state.n2_T1)  # eq. 67
     enter3 = (state.stage == 2) & reach2
@@ -114,18 +120,25 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     ha_KxLxD1, hb_KxLxD1 = attention(xa_KxLxD1), attention(xb_KxLxD1)
     mask_M = prune_mask(state.w, hp.n_prune)
     dtype = jnp.dtype(static.matmul_dtype)
-    # StopGrad view: embedded once, outside the differentiated function (no backward pass).
-    fb_KxM = encode_attended(state.w * mask_M[:, None], state.b, hb_KxLxD1, dtype)
-
-    def objective(w_MxD1):
-        fa_KxM = encode_attended(w_MxD1 * mask_M[:, None], state.b, ha_KxLxD1, dtype)
-        nce, acc = nce_from_embeddings(fa_KxM, fb_KxM, hp.tau)
-        return nce + 0.5 * hp.lam * jnp.sum(w_MxD1 * w_MxD1), (nce, acc)  # eq. 2
-
-    (loss, (nce, acc)), grad_MxD1 = jax.value_and_grad(objective, has_aux=True)(state.w)
+    wm_MxD1 = state.w * mask_M[:, None]
+    b_1x1xM = jnp.reshape(state.b, (1, 1, -1))
+    # W enters only through the pre-activations ⟨w_i ⊙ mask_i, H_r⟩, so autodiff is applied to
+    # the cheap rest (InfoNCE of the embeddings) and the chain rule through BReLU and the matmul
+    # is written out: one forward matmul per view and one backward matmul for the anchor view
+    # alone (the StopGrad view needs no backward pass).
+    fb_KxM = embed_nonneg_bias(preactivations(wm_MxD1, hb_KxLxD1, dtype), state.b)
+    pre_KxLxM = preactivations(wm_MxD1, ha_KxLxD1, dtype)
+    fa_KxM = embed_nonneg_bias(pre_KxLxM, state.b)
+    (nce, acc), dfa_KxM = jax.value_and_grad(
+        lambda fa: nce_from_embeddings(fa, fb_KxM, hp.tau), has_aux=True)(fa_KxM)
+    # BReLU_b'(s) = 1 where |s| > b, else 0 (eq. 3); ∇_W of eq. 2 adds the weight decay's λW.
+    dpre_KxLxM = (jnp.abs(pre_KxLxM) > b_1x1xM).astype(jnp.float32) * dfa_KxM[:, None, :]
+    grad_MxD1 = (weight_grad(dpre_KxLxM, ha_KxLxD1, dtype) * mask_M[:, None]
+                 + hp.lam * state.w)
+    loss = nce + 0.5 * hp.lam * jnp.sum(state.w * state.w)  # eq. 2
     updates, opt_state = _optimizer(hp).update(grad_MxD1, state.opt_state, state.w)
     w_new = optax.apply_updates(state.w, updates)
-    b, stage, T1, T2, n2_T1 = update_bias(static, hp, state, w_new)
+    b, stage, T1, T2, n2_T1 = update_bias(static, hp, state, w_new, mask_M)
     new = state._replace(w=w_new, b=b, opt_state=opt_state, t=state.t + 1, stage=stage,
                          T1=T1, T2=T2, n2_T1=n2_T1)
     active = state.t < hp.steps

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcl.data import dictionary, frequencies, presence_prob, sample_pairs
+from jaxcl.data import dictionary, frequencies, orthonormalize, presence_prob, sample_pairs
 
 
 @pytest.mark.parametrize("kind", ["qr", "identity"])
@@ -51,3 +51,11 @@ def test_pairs_share_signed_features_and_have_the_stated_statistics():
     # noise: isotropic N(0, σ²) in the complement
     noise = (xa @ Mp).ravel()
     assert abs(noise.std() / sigma - 1) < 0.03
+
+
+def test_qr_dictionary_is_the_sign_fixed_qr_factor():
+    """Gram–Schmidt gives LAPACK's Q with R's diagonal made positive (the Haar-distributed factor)."""
+    g = jax.random.normal(jax.random.PRNGKey(3), (24, 24), jnp.float32)
+    q, r = np.linalg.qr(np.asarray(g, np.float64))
+    q = q * np.sign(np.diagonal(r))[None, :]
+    np.testing.assert_allclose(np.asarray(orthonormalize(g)), q, atol=2e-5)

@@ -1,0 +1,369 @@
+"""Throughput, roofline and scaling of jaxcl's training step (issue 6); the logic behind
+`benchmarks/throughput.py`.
+
+What is measured, for each d (at C_m = 1.5, so m = round(d^1.5), d1 = 2d) and n_configs:
+
+- vmapped: the engine's own path, `runner.compiled(static, runner.config_mesh())`, i.e.
+  jit(vmap(run_chunk)) with the config axis sharded over every device, on n configs that
+  differ in seed. Padding rows (n not a multiple of the device count) count as wasted work.
+- loop: a Python loop over the same n configs, one jitted, unvmapped `run_chunk` at a time
+  (dispatched asynchronously, one block at the end: the most favourable way to run a loop).
+- Both run `steps` training steps per call (one chunk, `log_every = steps`), and are timed
+  interleaved in the same process; each figure is the median of `repeats` calls. Compile time
+  (lower + compile) is measured separately.
+- matmul peak, measured in the same run: a large square float32 matmul (the roofline), and a
+  batched matmul of the step's own shape, n × (K·L, d1) @ (d1, m), timed interleaved with the
+  step (what XLA reaches on these shapes alone).
+- memory: `compiled.memory_analysis()` of the vmapped chunk (arguments + outputs + temporaries
+  − aliased), and the process's peak RSS.
+
+FLOP model per config-step (K samples, L tokens, d features, d1 ambient dim, m neurons);
+elementwise work (BReLU, softmax, RNG, the update) is not counted:
+
+    forward, both views       2 · (2 K L d1 m)
+    backward, anchor view     2 K L d1 m          (∂W only: StopGrad view and H need none)
+    attention, both views     2 · (4 K L² d1)     (X Xᵀ and softmax(·) X per sample)
+    InfoNCE logits + grad     2 · (2 K² m)        (Fa Fbᵀ and ∂Fa = ∂S Fb)
+    sampling matmul           2 · (2 K L d d1)    (Z Mᵀ per view; 0 with dictionary="identity")
+
+The roofline figure is achieved FLOP/s (model FLOPs × config-steps/s) over the measured peak.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+import math
+import os
+import platform
+import re
+import resource
+import socket
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcl import runner, train
+from jaxcl.config import Config, stack_hparams
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    ds: tuple = (16, 32, 64, 128)
+    ns: tuple = (1, 4, 16, 64)
+    C_m: float = 1.5
+    steps: int = 10  # training steps per timed call
+    repeats: int = 5
+    dictionary: str = "qr"
+    matmul_dtype: str = "float32"
+    mem_budget_gb: float = 4.0  # skip a combo whose compiled footprint exceeds this
+    time_budget_s: float = 120.0  # skip a combo whose estimated timing time exceeds this
+    out_dir: str = "benchmarks/results"
+    breakdown: tuple | None = (64, 16)  # (d, n) whose step time is split by part
+
+
+def flops_per_config_step(K: int, L: int, d: int, d1: int, m: int, identity: bool) -> dict:
+    """The FLOP model of the module docstring, term by term (per config, per training step)."""
+    terms = {
+        "forward_both_views": 2 * (2 * K * L * d1 * m),
+        "backward_anchor_view": 2 * K * L * d1 * m,
+        "attention_both_views": 2 * (4 * K * L * L * d1),
+        "infonce": 2 * (2 * K * K * m),
+        "sampling_matmul": 0 if identity else 2 * (2 * K * L * d * d1),
+    }
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def machine_info() -> dict:
+    """Backend, devices and a short machine id for the results file name."""
+    devs = jax.devices()
+    backend = jax.default_backend()
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = re.findall(r"model name\s*:\s*(.*)", f.read())
+            cpu = names[0].strip() if names else cpu
+    except OSError:
+        pass
+    kind = devs[0].device_kind if backend != "cpu" else cpu
+    slug = re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")[:40] or "unknown"
+    cores = os.cpu_count()
+    mid = f"{backend}-{slug}-{cores}c" if backend == "cpu" else f"{backend}-{slug}-x{len(devs)}"
+    return {"machine": mid, "backend": backend, "device_kind": devs[0].device_kind,
+            "n_devices": len(devs), "cpu": cpu, "cpu_count": cores,
+            "hostname": socket.gethostname(), "jax": jax.__version__,
+            "python": sys.version.split()[0]}
+
+
+def _time(fn, *args) -> float:
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t
+
+
+def matmul_peak(n: int, repeats: int) -> float:
+    """FLOP/s of an (n, n) @ (n, n) float32 matmul, median of `repeats`."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(f(a))
+    return 2 * n**3 / float(np.median([_time(f, a) for _ in range(repeats)]))
+
+
+def _configs(opt: Options, d: int, n: int) -> list[Config]:
+    return [Config(d=d, C_m=opt.C_m, steps=10**9, log_every=opt.steps, seed=s,
+                   dictionary=opt.dictionary, matmul_dtype=opt.matmul_dtype) for s in range(n)]
+
+
+def _memory(compiled) -> int | None:
+    try:
+        ma = compiled.memory_analysis()
+        return int(ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
+                   - ma.alias_size_in_bytes)
+    except Exception:  # memory_analysis is optional per backend
+        return None
+
+
+def _rss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 2**10
+
+
+def _square_matmul(size: int):
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(f(a))
+    return lambda: f(a)
+
+
+def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
+    """Times the vmapped engine and the loop on n configs of size d, interleaved."""
+    cfgs = _configs(opt, d, n)
+    static = cfgs[0].static()
+    n_dev = sharding.mesh.size
+    n_pad = -(-n // n_dev) * n_dev
+    hp = jax.tree.map(lambda x: runner.global_array(x, sharding),
+                      stack_hparams(cfgs + [cfgs[-1]] * (n_pad - n)))
+    init_fn, chunk_fn = runner.compiled(static, sharding)
+    state = init_fn(hp)
+    t = time.perf_counter()
+    v_compiled = chunk_fn.lower(hp, state).compile()
+    compile_v = time.perf_counter() - t
+
+    # The loop: one unvmapped jitted chunk, the same compiled program for every config.
+    hps = [jax.tree.map(lambda x: jnp.asarray(x[0]), stack_hparams([c])) for c in cfgs]
+    one_init = jax.jit(functools.partial(train.init, static))
+    one_chunk = jax.jit(functools.partial(train.run_chunk, static), donate_argnums=(1,))
+    states = [one_init(h) for h in hps]
+    t = time.perf_counter()
+    l_compiled = one_chunk.lower(hps[0], states[0]).compile()
+    compile_l = time.perf_counter() - t
+
+    # The step's batched matmul shape alone: n × (K·L, d1) @ (d1, m).
+    K, L, d1, m = static.K, static.L, static.d1, static.m
+    rng = np.random.default_rng(1)
+    xs = jnp.asarray(rng.standard_normal((n_pad, K * L, d1)), jnp.float32)
+    ws = jnp.asarray(rng.standard_normal((n_pad, m, d1)), jnp.float32)
+    bmm = jax.jit(lambda x, w: jnp.einsum("nrd,nmd->nrm", x, w))
+    jax.block_until_ready(bmm(xs, ws))
+
+    box = {"v": state, "l": states}
+
+    def run_v():
+        box["v"], metrics = v_compiled(hp, box["v"])
+        return box["v"].w, metrics["loss"]
+
+    def run_l():
+        outs = []
+        for i in range(n):
+            box["l"][i], metrics = l_compiled(hps[i], box["l"][i])
+            outs.append(metrics["loss"])
+        return box["l"][-1].w, outs
+
+    jax.block_until_ready(run_v())  # warm-up
+    jax.block_until_ready(run_l())
+    square = _square_matmul(big)
+    tv, tl, tb, tp = [], [], [], []
+    for _ in range(opt.repeats):  # interleaved, so all four see the same machine load
+        tv.append(_time(run_v))
+        tl.append(_time(run_l))
+        tb.append(_time(bmm, xs, ws))
+        tp.append(_time(square))
+    tv, tl, tb, tp = (float(np.median(x)) for x in (tv, tl, tb, tp))
+    fl = flops_per_config_step(K, L, static.d, d1, m, opt.dictionary == "identity")
+    cs_v, cs_l = n * opt.steps / tv, n * opt.steps / tl
+    return {
+        "d": d, "m": m, "d1": d1, "K": K, "L": L, "n_configs": n, "n_padded": n_pad,
+        "steps_per_call": opt.steps, "vmapped_cfg_steps_per_s": cs_v,
+        "loop_cfg_steps_per_s": cs_l, "speedup": cs_v / cs_l,
+        "vmapped_s_per_cfg_step": 1 / cs_v, "loop_s_per_cfg_step": 1 / cs_l,
+        "compile_vmapped_s": compile_v, "compile_loop_s": compile_l,
+        "flops_per_cfg_step": fl, "vmapped_flops_per_s": fl["total"] * cs_v,
+        "loop_flops_per_s": fl["total"] * cs_l,
+        "shape_matmul_flops_per_s": 2 * n_pad * K * L * d1 * m / tb,
+        "square_matmul_flops_per_s": 2 * big**3 / tp,
+        "mem_vmapped_bytes": _memory(v_compiled), "mem_loop_bytes": _memory(l_compiled),
+        "rss_peak_mb": _rss_mb(),
+    }
+
+
+def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
+    """Seconds per vmapped step spent in each part of `train.step`, timed apart (interleaved,
+    median), over n configs of size d: where the step's time goes besides the FLOP model.
+
+    "step" is a `run_chunk` call divided by its steps (state updated in place, as in training;
+    it includes the chunk's observables); the parts are jitted alone, so "rest" (by difference)
+    also absorbs what fusion across the parts saves.
+    """
+    from jaxcl import model
+
+    cfgs = _configs(opt, d, n)
+    static = cfgs[0].static()
+    hp = stack_hparams(cfgs)
+    state = jax.jit(jax.vmap(functools.partial(train.init, static)))(hp)
+    dtype = jnp.dtype(static.matmul_dtype)
+
+    def sample(hp, st):
+        return train.batch(static, hp, st, train._DATA, st.t)[:2]
+
+    def forward(w, ha, hb):
+        return model.preactivations(w, ha, dtype), model.preactivations(w, hb, dtype)
+
+    def backward(dpre, ha):
+        return model.weight_grad(dpre, ha, dtype)
+
+    V = lambda f: jax.jit(jax.vmap(f))  # noqa: E731
+    xa, xb = V(sample)(hp, state)
+    ha, hb = V(lambda a, b: (model.attention(a), model.attention(b)))(xa, xb)
+    pre, _ = V(forward)(state.w, ha, hb)
+    parts = {
+        "step": (V(functools.partial(train.run_chunk, static)), (hp, state)),
+        "sampling (both views)": (V(sample), (hp, state)),
+        "attention (both views)": (V(lambda a, b: (model.attention(a), model.attention(b))),
+                                   (xa, xb)),
+        "forward matmuls (both views)": (V(forward), (state.w, ha, hb)),
+        "backward matmul (anchor view)": (V(backward), (pre, ha)),
+        "prune mask": (V(lambda w, k: train.prune_mask(w, k)), (state.w, hp.n_prune)),
+    }
+    for f, a in parts.values():
+        jax.block_until_ready(f(*a))
+    times = {k: [] for k in parts}
+    for _ in range(repeats or max(opt.repeats, 7)):
+        for k, (f, a) in parts.items():
+            times[k].append(_time(f, *a))
+    out = {k: float(np.median(v)) for k, v in times.items()}
+    out["step"] /= static.log_every
+    out["rest (BReLU, InfoNCE, update, bias; by difference)"] = (
+        out["step"] - sum(v for k, v in out.items() if k != "step"))
+    return out
+
+
+def _estimate(opt: Options, d: int, n: int, peak: float) -> tuple[float, float]:
+    """(seconds to time the combo at 25% of the peak measured at start, rough bytes)."""
+    c = _configs(opt, d, 1)[0]
+    fl = flops_per_config_step(c.K, c.L, d, c.D1, c.M_neurons, opt.dictionary == "identity")
+    seconds = 2 * (opt.repeats + 1) * n * opt.steps * fl["total"] / (0.25 * peak)
+    act = 12 * c.K * c.L * (c.M_neurons + c.D1) * 4  # a dozen (K, L, m + d1) float32 buffers
+    state = 3 * c.M_neurons * c.D1 * 4
+    return seconds, n * (act + state)
+
+
+def run(opt: Options, log=print) -> dict:
+    """The whole benchmark: prints a table as it goes, returns the results (JSON-ready)."""
+    info = machine_info()
+    log(f"jaxcl throughput benchmark on backend={info['backend']} "
+        f"({info['n_devices']} x {info['device_kind']}; {info['cpu']}; jax {info['jax']})")
+    sharding = runner.config_mesh()
+    big = 4096 if info["backend"] != "cpu" else 2048
+    peak0 = matmul_peak(big, opt.repeats)
+    log(f"float32 matmul peak ({big}x{big}): {peak0 / 1e9:.1f} GFLOP/s")
+    rows, skipped = [], []
+    hdr = (f"{'d':>4} {'m':>5} {'n':>3} | {'vmapped':>9} {'loop':>9} {'x':>5} | "
+           f"{'comp_v':>6} {'comp_l':>6} | {'GFLOP/s':>7} {'%peak':>5} {'%bmm':>5} | "
+           f"{'mem_MB':>7} {'rss_MB':>7}")
+    log("config-steps/s (median), compile s, achieved FLOP/s vs the square matmul (%peak) and "
+        "vs the step's batched matmul shape alone (%bmm), memory from memory_analysis and RSS")
+    log(hdr)
+    for d in opt.ds:
+        for n in opt.ns:
+            secs, nbytes = _estimate(opt, d, n, peak0)
+            combo = opt
+            if secs > opt.time_budget_s:  # fewer steps per call before giving up on a combo
+                steps = max(2, int(opt.steps * opt.time_budget_s / secs))
+                combo = dataclasses.replace(opt, steps=steps)
+                secs, nbytes = _estimate(combo, d, n, peak0)
+            if nbytes > opt.mem_budget_gb * 2**30 or secs > opt.time_budget_s:
+                why = (f"est. {nbytes / 2**30:.1f} GB > {opt.mem_budget_gb} GB"
+                       if nbytes > opt.mem_budget_gb * 2**30
+                       else f"est. {secs:.0f} s > {opt.time_budget_s:.0f} s budget")
+                skipped.append({"d": d, "n_configs": n, "reason": why})
+                log(f"{d:>4} {'':>5} {n:>3} | skipped: {why}")
+                continue
+            r = bench_one(combo, d, n, sharding, big)
+            r["pct_peak"] = 100 * r["vmapped_flops_per_s"] / r["square_matmul_flops_per_s"]
+            r["pct_shape_matmul"] = 100 * r["vmapped_flops_per_s"] / r["shape_matmul_flops_per_s"]
+            rows.append(r)
+            mem = r["mem_vmapped_bytes"]
+            log(f"{d:>4} {r['m']:>5} {n:>3} | {r['vmapped_cfg_steps_per_s']:>9.1f} "
+                f"{r['loop_cfg_steps_per_s']:>9.1f} {r['speedup']:>5.2f} | "
+                f"{r['compile_vmapped_s']:>6.1f} {r['compile_loop_s']:>6.1f} | "
+                f"{r['vmapped_flops_per_s'] / 1e9:>7.1f} {r['pct_peak']:>5.1f} "
+                f"{r['pct_shape_matmul']:>5.1f} | "
+                f"{(mem or 0) / 2**20:>7.1f} {r['rss_peak_mb']:>7.0f}"
+                + (f"  ({combo.steps} steps per call)" if combo.steps != opt.steps else ""))
+    peak1 = matmul_peak(big, opt.repeats)
+    log(f"float32 matmul peak again: {peak1 / 1e9:.1f} GFLOP/s (each row's %peak uses the "
+        f"{big}x{big} matmul timed interleaved with that row)")
+    parts = None
+    if opt.breakdown:
+        bd, bn = opt.breakdown
+        parts = breakdown(opt, bd, bn)
+        fl = flops_per_config_step(64, 4, bd, 2 * bd, round(bd**opt.C_m),
+                                   opt.dictionary == "identity")["total"]
+        log(f"time per vmapped step at d={bd}, n={bn} ({bn} x {fl / 1e6:.1f} MFLOP), by part:")
+        for k, v in parts.items():
+            log(f"  {k:<52} {v * 1e3:8.2f} ms  {100 * v / parts['step']:5.1f}%")
+    exps = fit_exponents(rows)
+    for key, e in exps.items():
+        log(f"time per config-step ~ d^{e['exponent']:.2f} ({key}, n={e['n_configs']}, "
+            f"d={e['ds']})")
+    return {"info": info, "options": dataclasses.asdict(opt), "command": " ".join(sys.argv),
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "matmul_peak_flops_per_s": {"size": big, "before": peak0, "after": peak1},
+            "flop_model": __doc__[__doc__.index("FLOP model"):].strip(),
+            "rows": rows, "skipped": skipped, "d_exponents": exps,
+            "breakdown_s_per_step": parts and {"d": opt.breakdown[0], "n_configs": opt.breakdown[1],
+                                               **parts}}
+
+
+def fit_exponents(rows: list[dict]) -> dict:
+    """Least-squares slope of log(time per config-step) on log d, at the largest n present for
+    at least two d, for the vmapped engine and for the loop."""
+    out = {}
+    by_n: dict[int, list] = {}
+    for r in rows:
+        by_n.setdefault(r["n_configs"], []).append(r)
+    ns = [n for n, rs in by_n.items() if len(rs) >= 2]
+    if not ns:
+        return out
+    n = max(ns, key=lambda k: (len(by_n[k]), k))
+    rs = sorted(by_n[n], key=lambda r: r["d"])
+    x = np.log([r["d"] for r in rs])
+    for key in ("vmapped", "loop"):
+        y = np.log([r[f"{key}_s_per_cfg_step"] for r in rs])
+        slope = float(np.polyfit(x, y, 1)[0])
+        out[key] = {"exponent": slope, "n_configs": n, "ds": [r["d"] for r in rs]}
+    return out
+
+
+def save(result: dict, out_dir: str) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{result['info']['machine']}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1, default=float)
+    return path
