@@ -68,6 +68,37 @@ def auto_max_parallel(static: Static, cfg: Config, sharding: NamedSharding,
     return max(1, int(headroom * limit // per_config)) * sharding.mesh.size
 
 
+# Working set per device that keeps a CPU block's intermediates near cache; measured in
+# benchmarks/ (vmapped/loop speedup falls from ~1.4x at 10-40 MB to 0.9x at ~600 MB, d = 128).
+CPU_BLOCK_BYTES = 32 << 20
+
+
+def config_bytes(static: Static) -> int:
+    """Rough float32 working set of one config's step: activations, W and its gradient."""
+    K, L, m, d1 = static.K, static.L, static.m, static.d1
+    return 4 * (3 * K * L * m + 4 * m * d1 + 2 * K * L * d1)
+
+
+def plan_blocks(group: list[Config], sharding: NamedSharding,
+                max_parallel: int | None = None) -> list[tuple[list[Config], int]]:
+    """Splits a shape group into (configs, padded size) blocks, run one after another.
+
+    Block size: `max_parallel` if given, else what fits in device memory (accelerators) or in a
+    cache-sized working set (CPU). A group of two or more configs gets at least two per device:
+    XLA compiles a size-1 vmapped batch to other kernels, and a config's result must not depend
+    on how the grid is chunked (SPEC §7). A lone config runs unpadded, as it always would.
+    """
+    static, n_dev = group[0].static(), sharding.mesh.size
+    size = (max_parallel or auto_max_parallel(static, group[0], sharding)
+            or max(2, CPU_BLOCK_BYTES // config_bytes(static)) * n_dev)
+    per_device_min = 2 if len(group) > 1 else 1
+    blocks = []
+    for start in range(0, len(group), size):
+        block = group[start:start + size]
+        blocks.append((block, max(per_device_min, -(-len(block) // n_dev)) * n_dev))
+    return blocks
+
+
 def global_array(x: np.ndarray, sharding: NamedSharding):
     """A (n, ...) host array as a global array sharded on axis 0 (works across processes)."""
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
@@ -133,8 +164,8 @@ class Progress:
         self.total.close()
 
 
-def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSharding,
-              progress: Progress, summary: Summary,
+def run_block(rd: RunDir, static: Static, cfgs: list[Config], n_pad: int,
+              sharding: NamedSharding, progress: Progress, summary: Summary,
               ckpt: checkpoint.CheckpointOptions = checkpoint.CheckpointOptions(),
               stop: checkpoint.StopSignal | None = None) -> None:
     """Trains one block of same-shape configs to the end, writing what this process owns.
@@ -142,12 +173,7 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], sharding: NamedSha
     Resumes from the block's latest good checkpoint if there is one, saves checkpoints at chunk
     boundaries as `ckpt` says, and on a stop request saves and raises checkpoint.Interrupted.
     """
-    n_dev = sharding.mesh.size
-    n = len(cfgs)
-    # Padding rows repeat the last config and are never written. At least 2 configs per device:
-    # XLA compiles a size-1 vmapped batch to different kernels, and a config's result must not
-    # depend on how the grid was chunked (SPEC §7).
-    n_pad = max(2, -(-n // n_dev)) * n_dev
+    n = len(cfgs)  # padding rows (n_pad - n, see plan_blocks) repeat the last config, unwritten
     hp = jax.tree.map(lambda x: global_array(x, sharding),
                       stack_hparams(cfgs + [cfgs[-1]] * (n_pad - n)))
     init_fn, chunk_fn = compiled(static, sharding)
@@ -265,12 +291,10 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
             for gi, (static, group) in enumerate(groups.items()):
                 bar.group(f"group {gi + 1}/{len(groups)} d={static.d} m={static.m} "
                           f"({len(group)} configs)", sum(c.n_steps for c in group))
-                size = max_parallel or auto_max_parallel(static, group[0], sharding) or len(group)
-                for start in range(0, len(group), size):
+                for block, n_pad in plan_blocks(group, sharding, max_parallel):
                     if _agree(stop.requested):  # between blocks: nothing to save
                         raise checkpoint.Interrupted(stop.signum, "between blocks")
-                    run_block(rd, static, group[start:start + size], sharding, bar, summary,
-                              ckpt, stop)
+                    run_block(rd, static, block, n_pad, sharding, bar, summary, ckpt, stop)
                     if is_main and jax.process_count() == 1:  # a live view for the watcher
                         rd.write_manifest(sweep, configs)
     except checkpoint.Interrupted:
