@@ -92,10 +92,13 @@ def plan_blocks(group: list[Config], sharding: NamedSharding,
     size = (max_parallel or auto_max_parallel(static, group[0], sharding)
             or max(2, CPU_BLOCK_BYTES // config_bytes(static)) * n_dev)
     per_device_min = 2 if len(group) > 1 else 1
-    blocks = []
-    for start in range(0, len(group), size):
-        block = group[start:start + size]
+    n_blocks = -(-len(group) // size)
+    blocks, start = [], 0
+    for k in range(n_blocks):  # even sizes: no lone remainder padded to a whole extra block
+        stop = start + len(group) // n_blocks + (k < len(group) % n_blocks)
+        block = group[start:stop]
         blocks.append((block, max(per_device_min, -(-len(block) // n_dev)) * n_dev))
+        start = stop
     return blocks
 
 

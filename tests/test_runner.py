@@ -139,3 +139,23 @@ def test_auto_max_parallel_from_device_memory(monkeypatch, tiny):
     n_dev = sharding.mesh.size
     assert big % n_dev == 0 and small % n_dev == 0
     assert 62 < big / small < 66  # proportional to memory: 2^30 / 2^24 = 64
+
+
+def test_plan_blocks_even_sizes_and_padding(tiny):
+    """Blocks cover the group in order, differ in size by at most one, and pad to >= 2 configs
+    per device unless the group is a lone config."""
+    from jaxcl import runner
+    from jaxcl.config import Config
+
+    sharding = runner.config_mesh()
+    n_dev = sharding.mesh.size
+    group = [Config(**tiny, seed=s) for s in range(7)]
+    for max_parallel in (1, 3, 4, 100):
+        blocks = runner.plan_blocks(group, sharding, max_parallel)
+        assert [c for b, _ in blocks for c in b] == group
+        sizes = [len(b) for b, _ in blocks]
+        assert max(sizes) <= max_parallel and max(sizes) - min(sizes) <= 1
+        for b, n_pad in blocks:
+            assert n_pad % n_dev == 0 and n_pad >= max(len(b), 2 * n_dev)
+    (lone, n_pad), = runner.plan_blocks(group[:1], sharding)
+    assert lone == group[:1] and n_pad == n_dev
