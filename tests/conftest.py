@@ -15,3 +15,9 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 def tiny():
     """Keyword arguments for a tiny, fast config shared by many tests (one compile per shape)."""
     return dict(d=5, m=6, L=3, K=8, steps=40, log_every=10)
+
+
+@pytest.fixture(scope="session")
+def jax_cache(tmp_path_factory):
+    """A persistent compilation cache for the `jaxcl` subprocesses of the whole session."""
+    return str(tmp_path_factory.mktemp("jax_cache"))

@@ -22,8 +22,8 @@ from jaxcl import checkpoint, runner, train
 from jaxcl.cli import main
 from jaxcl.config import stack_hparams
 from jaxcl.sweep import loads
+from support import cli_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Same shapes and log_every as test_runner's sweep, so the in-process compile is shared.
 # 3 configs on 2 devices: the padding row is exercised too.
@@ -85,13 +85,6 @@ def sweep_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-    """A persistent compilation cache shared by the subprocesses: each would otherwise spend
-    most of its time compiling the same two programs."""
-    return str(tmp_path_factory.mktemp("jax_cache"))
-
-
-@pytest.fixture(scope="module")
 def reference(sweep_file, jax_cache, tmp_path_factory):
     """An uninterrupted CLI run (default options: no checkpoint in so short a run)."""
     out = tmp_path_factory.mktemp("ref") / "out"
@@ -102,11 +95,7 @@ def reference(sweep_file, jax_cache, tmp_path_factory):
 
 
 def _cli(sweep_file, out, *extra, cache=None):
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    if cache:
-        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    env = cli_env(devices=2, cache=cache)
     return subprocess.Popen([sys.executable, "-m", "jaxcl.cli", *_args(sweep_file, out, *extra)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

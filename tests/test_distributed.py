@@ -13,17 +13,18 @@ import numpy as np
 import pytest
 
 from jaxcl import runner
-from tiny import tiny_sweep
+from support import cli_env, tiny_sweep
 from jaxcl.sweep import loads
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP = tiny_sweep(steps=30)
 
 
-def jaxcl_cmd(*args, devices=2):
-    env = {**os.environ, "PYTHONPATH": ROOT,
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    return [sys.executable, "-m", "jaxcl.cli", *args, "--no-progress"], env
+@pytest.fixture(scope="module")
+def jaxcl_cmd(jax_cache):
+    def cmd(*args, devices=2):
+        return ([sys.executable, "-m", "jaxcl.cli", *args, "--no-progress"],
+                cli_env(devices, jax_cache))
+    return cmd
 
 
 def finals(out):
@@ -66,7 +67,7 @@ def test_chunking_does_not_change_results(reference, sweep_file):
     assert_same(finals(reference), finals(out))
 
 
-def test_device_count_does_not_change_results(reference, sweep_file):
+def test_device_count_does_not_change_results(reference, sweep_file, jaxcl_cmd):
     out4 = str(sweep_file.parent / "dev4")
     cmd, env = jaxcl_cmd("run", str(sweep_file), "--out", out4, devices=4)
     subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True)
@@ -83,7 +84,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one(reference, sweep_file):
+def test_two_processes_match_one(reference, sweep_file, jaxcl_cmd):
     """jax.distributed on 127.0.0.1: 2 processes x 1 device write the same artifacts."""
     out = str(sweep_file.parent / "twoproc")
     port = _free_port()
@@ -107,7 +108,7 @@ def test_two_processes_match_one(reference, sweep_file):
     assert manifest["counts"]["done"] == 6
 
 
-def test_killed_sweep_finishes_on_rerun(reference, sweep_file):
+def test_killed_sweep_finishes_on_rerun(reference, sweep_file, jaxcl_cmd):
     """SIGKILL once some configs are done; the rerun skips them and matches an unbroken run."""
     out = str(sweep_file.parent / "killed")
     # One config per block, so configs finish one after another; many steps so we can catch it.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxcl.cli import main
-from tiny import tiny_sweep
+from support import tiny_sweep
 from jaxcl.sweep import loads, parse_set
 
 SWEEP = tiny_sweep(steps=40)

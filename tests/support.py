@@ -1,0 +1,36 @@
+"""Shared by the end-to-end tests: a tiny sweep, and the environment of a `jaxcl` subprocess."""
+
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_sweep(steps: int) -> str:
+    """6 configs in one shape group."""
+    return f"""
+[base]
+d = 5
+m = 6
+L = 3
+K = 8
+steps = {steps}
+log_every = 10
+
+[grid]
+ratio = [0.5, 1.0]
+seed = [0, 1, 2]
+"""
+
+
+def cli_env(devices: int = 2, cache: str | None = None) -> dict:
+    """Environment for `python -m jaxcl.cli` from this checkout with `devices` CPU devices.
+
+    `cache`: a persistent compilation cache directory shared by the subprocesses (each would
+    otherwise spend most of its time compiling the same programs).
+    """
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    if cache:
+        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env
