@@ -188,7 +188,8 @@ class Config:
         return Static(d=self.d, d1=self.D1, m=self.M_neurons, L=self.L, K=self.K,
                       dictionary=self.dictionary, log_every=self.log_every,
                       stage3_freeze=self.stage3_bias == "freeze",
-                      probe_samples=self.probe_samples, matmul_dtype=self.matmul_dtype)
+                      probe_samples=self.probe_samples, matmul_dtype=self.matmul_dtype,
+                      prune=self.n_prune > 0)
 
     def hparams(self) -> "HParams":
         return HParams(seed=self.seed, eps_max=self.eps_max, eps_min=self.eps_min,
@@ -222,6 +223,7 @@ class Static(NamedTuple):
     stage3_freeze: bool
     probe_samples: int
     matmul_dtype: str
+    prune: bool  # a pruning mask at all: off, the step skips ranking the neurons (SPEC §4)
 
 
 class HParams(NamedTuple):

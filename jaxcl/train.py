@@ -118,7 +118,9 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     xa_KxLxD1, xb_KxLxD1, _ = batch(static, hp, state, _DATA, state.t)
     # W_Q = W_K = W_V = I are frozen, so H is data: computed once, outside the gradient.
     ha_KxLxD1, hb_KxLxD1 = attention(xa_KxLxD1), attention(xb_KxLxD1)
-    mask_M = prune_mask(state.w, hp.n_prune)
+    # Ranking neurons costs ~6% of a step; a group without pruning skips it (a static field).
+    mask_M = (prune_mask(state.w, hp.n_prune) if static.prune
+              else jnp.ones(state.w.shape[:1], state.w.dtype))
     dtype = jnp.dtype(static.matmul_dtype)
     wm_MxD1 = state.w * mask_M[:, None]
     b_1x1xM = jnp.reshape(state.b, (1, 1, -1))
