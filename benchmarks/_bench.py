@@ -258,8 +258,9 @@ def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
                                    (xa, xb)),
         "forward matmuls (both views)": (V(forward), (state.w, ha, hb)),
         "backward matmul (anchor view)": (V(backward), (pre, ha)),
-        "prune mask": (V(lambda w, k: train.prune_mask(w, k)), (state.w, hp.n_prune)),
     }
+    if static.prune:  # groups without pruning skip the mask (a static field)
+        parts["prune mask"] = (V(lambda w, k: train.prune_mask(w, k)), (state.w, hp.n_prune))
     for f, a in parts.values():
         jax.block_until_ready(f(*a))
     times = {k: [] for k in parts}
