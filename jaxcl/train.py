@@ -141,10 +141,13 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     updates, opt_state = _optimizer(hp).update(grad_MxD1, state.opt_state, state.w)
     w_new = optax.apply_updates(state.w, updates)
     b, stage, T1, T2, n2_T1 = update_bias(static, hp, state, w_new, mask_M)
-    new = state._replace(w=w_new, b=b, opt_state=opt_state, t=state.t + 1, stage=stage,
-                         T1=T1, T2=T2, n2_T1=n2_T1)
+    changed = dict(w=w_new, b=b, opt_state=opt_state, t=state.t + 1, stage=stage, T1=T1, T2=T2,
+                   n2_T1=n2_T1)
+    # Past its own `steps` a config stands still; only the fields a step changes are selected
+    # (w0, M, eps and the key are constants).
     active = state.t < hp.steps
-    new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
+    new = state._replace(**{k: jax.tree.map(lambda n, o: jnp.where(active, n, o), v,
+                                            getattr(state, k)) for k, v in changed.items()})
     return new, StepMetrics(loss=loss, nce=nce, acc=acc)
 
 
