@@ -59,7 +59,7 @@ class Options:
     ds: tuple = (16, 32, 64, 128)
     ns: tuple = (1, 4, 16, 64)
     C_m: float = 1.5
-    steps: int = 10  # training steps per timed call
+    steps: int = 50  # training steps per timed call: one chunk at the default log_every
     repeats: int = 5
     dictionary: str = "qr"
     matmul_dtype: str = "float32"
@@ -163,8 +163,10 @@ def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
 
     # The loop: one unvmapped jitted chunk, the same compiled program for every config.
     hps = [jax.tree.map(lambda x: jnp.asarray(x[0]), stack_hparams([c])) for c in cfgs]
-    one_init = jax.jit(functools.partial(train.init, static))
-    one_chunk = jax.jit(functools.partial(train.run_chunk, static), donate_argnums=(1,))
+    opts = runner.compiler_options()  # the loop gets the engine's compiler options too
+    one_init = jax.jit(functools.partial(train.init, static), compiler_options=opts)
+    one_chunk = jax.jit(functools.partial(train.run_chunk, static), donate_argnums=(1,),
+                        compiler_options=opts)
     states = [one_init(h) for h in hps]
     t = time.perf_counter()
     l_compiled = one_chunk.lower(hps[0], states[0]).compile()
@@ -222,6 +224,9 @@ def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
     }
 
 
+UNTUNED = "step compiled with XLA's defaults (not a part: compare with step)"
+
+
 def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
     """Seconds per vmapped step spent in each part of `train.step`, timed apart (interleaved,
     median), over n configs of size d: where the step's time goes besides the FLOP model.
@@ -242,17 +247,20 @@ def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
         return train.batch(static, hp, st, train._DATA, st.t)[:2]
 
     def forward(w, ha, hb):
-        return model.preactivations(w, ha, dtype), model.preactivations(w, hb, dtype)
+        return (model.preactivations_by_neuron(w, ha, dtype),
+                model.preactivations_by_neuron(w, hb, dtype))
 
     def backward(dpre, ha):
-        return model.weight_grad(dpre, ha, dtype)
+        return model.weight_grad_by_neuron(dpre, ha, dtype)
 
-    V = lambda f: jax.jit(jax.vmap(f))  # noqa: E731
+    opts = runner.compiler_options()
+    V = lambda f: jax.jit(jax.vmap(f), compiler_options=opts)  # noqa: E731
     xa, xb = V(sample)(hp, state)
     ha, hb = V(lambda a, b: (model.attention(a), model.attention(b)))(xa, xb)
     pre, _ = V(forward)(state.w, ha, hb)
     parts = {
         "step": (V(functools.partial(train.run_chunk, static)), (hp, state)),
+        UNTUNED: (jax.jit(jax.vmap(functools.partial(train.run_chunk, static))), (hp, state)),
         "sampling (both views)": (V(sample), (hp, state)),
         "attention (both views)": (V(lambda a, b: (model.attention(a), model.attention(b))),
                                    (xa, xb)),
@@ -269,8 +277,9 @@ def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
             times[k].append(_time(f, *a))
     out = {k: float(np.median(v)) for k, v in times.items()}
     out["step"] /= static.log_every
+    out[UNTUNED] /= static.log_every
     out["rest (BReLU, InfoNCE, update, bias; by difference)"] = (
-        out["step"] - sum(v for k, v in out.items() if k != "step"))
+        out["step"] - sum(v for k, v in out.items() if k not in ("step", UNTUNED)))
     return out
 
 
@@ -315,7 +324,9 @@ def run(opt: Options, log=print) -> dict:
                 skipped.append({"d": d, "n_configs": n, "reason": why})
                 log(f"{d:>4} {'':>5} {n:>3} | skipped: {why}")
                 continue
-            r = bench_one(combo, d, n, sharding, big)
+            # fewer configs than devices: as many devices as configs, as `jaxcl run` picks
+            sh = sharding if n >= sharding.mesh.size else runner.config_mesh(n)
+            r = bench_one(combo, d, n, sh, big)
             r["pct_peak"] = 100 * r["vmapped_flops_per_s"] / r["square_matmul_flops_per_s"]
             r["pct_shape_matmul"] = 100 * r["vmapped_flops_per_s"] / r["shape_matmul_flops_per_s"]
             rows.append(r)

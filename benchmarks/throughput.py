@@ -17,17 +17,21 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="d in 16 32 64, n in 1 4 16, 3 repeats")
     ap.add_argument("--d", type=int, nargs="+", help="feature counts (default 16 32 64 128)")
     ap.add_argument("--n", type=int, nargs="+", help="configs per program (default 1 4 16 64)")
-    ap.add_argument("--steps", type=int, help="training steps per timed call (default 10)")
+    ap.add_argument("--steps", type=int, help="training steps per timed call (default 50)")
     ap.add_argument("--repeats", type=int, help="timed calls per figure (default 5)")
     ap.add_argument("--dictionary", choices=["qr", "identity"], default="qr")
     ap.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--mem-budget-gb", type=float, default=4.0)
     ap.add_argument("--time-budget-s", type=float, default=120.0)
     ap.add_argument("--cpu-devices", type=int,
-                    help="split the CPU into this many JAX devices (sets XLA_FLAGS; CPU only)")
+                    help="split the CPU into this many JAX devices (sets XLA_FLAGS; CPU only; default: "
+                    "one per core, as jaxcl run does)")
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
-    if args.cpu_devices:  # must happen before jax is imported
+    if args.cpu_devices is None:  # as `jaxcl run` does: one CPU device per core
+        args.cpu_devices = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_"
                                    f"platform_device_count={args.cpu_devices}").strip()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

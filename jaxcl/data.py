@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.random import threefry_2x32
+from jax.extend.random import threefry2x32_p
 
 
 def dictionary(key, d: int, d1: int, kind: str):
@@ -51,55 +51,124 @@ def presence_prob(eps_D, C_z, d: int):
     return jnp.minimum(1.0, eps_D * C_z * jnp.log(jnp.log(float(d))) / d)
 
 
-def sample_codes(key, p_D, K: int, feature_scale):
-    """Signed feature coefficients per sample, (K, d); zero where the feature is absent."""
-    k_present, k_sign = jax.random.split(key)
-    d = p_D.shape[0]
-    present_KxD = jax.random.uniform(k_present, (K, d)) < p_D[None, :]
-    sign_KxD = jnp.where(jax.random.bernoulli(k_sign, 0.5, (K, d)), 1.0, -1.0)
-    return jnp.where(present_KxD, sign_KxD * feature_scale, 0.0).astype(jnp.float32)
+# Counter-based random numbers for the per-step data. Every draw is a pure function of
+# (key, counter), so a config's data never depend on how configs are batched or sharded.
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 
 
-def standard_normal(key, shape):
-    """N(0, 1) draws made as `jax.random.normal` makes them (√2·erfinv of a uniform on (−1, 1)).
+def threefry2x32(k0, k1, x0, x1):
+    """Threefry-2x32 with 20 rounds (Salmon et al., SC'11, the hash behind jax.random).
 
-    The bits come from Threefry-2x32 with both output words of each hash used, as in JAX's
-    original (non-partitionable) scheme; the default partitionable scheme XORs the two words
-    into one, doing twice the hashing. The noise is most of the sampling cost, so this matters.
+    Written out round by round: jax lowers its own Threefry on CPU as a 5-iteration loop, each
+    iteration a separate pass over memory, while these elementwise ops let XLA fuse all 20
+    rounds with whatever consumes the bits (the Gaussian transform below) into one pass.
+    Arguments are uint32 and broadcast against each other; returns the two output words.
     """
-    key_2 = jax.random.key_data(key)
-    bits_N = threefry_2x32((key_2[0], key_2[1]), jax.lax.iota(jnp.uint32, math.prod(shape)))
-    # 23 random mantissa bits -> a float in [1, 2) -> [0, 1) -> [lo, 1), as jax.random.uniform.
-    unit_N = jax.lax.bitcast_convert_type((bits_N >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0
-    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
-    u_N = jnp.maximum(lo, unit_N * (1.0 - lo) + lo)
-    return jnp.reshape(np.float32(math.sqrt(2.0)) * jax.scipy.special.erfinv(u_N), shape)
+    ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for i in range(5):
+        for r in _ROTATIONS[i % 2]:
+            x0 = x0 + x1
+            x1 = ((x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))) ^ x0
+        x0 = x0 + ks[(i + 1) % 3]
+        x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x0, x1
 
 
-def place(key, coef_KxD, M_D1xD, L: int, sigma_xi, identity: bool):
-    """One view: each present feature on a uniformly drawn token, plus N(0, σ_ξ² I) noise.
+def fold(key_2, a, b):
+    """A new (2,) uint32 key: the hash of the counter (a, b) under key.
+
+    jax.random.fold_in(key, n) is this hash at (0, n); jaxcl folds its streams in at a ≥ 1.
+    """
+    y0, y1 = threefry2x32(key_2[0], key_2[1], jnp.uint32(a), jnp.uint32(b))
+    return jnp.stack([y0, y1])
+
+
+def words(key_2, tag: int, n: int, fuse: bool = True):
+    """Two uint32 arrays of n random words each: the hashes of the counters (i, tag), i < n.
+
+    fuse=True: the written-out hash, which XLA fuses into the words' consumer. fuse=False: the
+    same hash as jax's own primitive, a separate op whose result is stored: for words that a
+    larger array reads several times (XLA would redo a fused hash for every read).
+    """
+    x0 = jax.lax.iota(jnp.uint32, n)
+    if fuse:
+        return threefry2x32(key_2[0], key_2[1], x0, np.uint32(tag))
+    k0, k1, x1 = (jnp.broadcast_to(v, (n,)) for v in (key_2[0], key_2[1], jnp.uint32(tag)))
+    return tuple(threefry2x32_p.bind(k0, k1, x0, x1))
+
+
+def unit(w):
+    """Uniform on [0, 1) from a word's top 24 bits (exact in float32)."""
+    return (w >> np.uint32(8)).astype(jnp.float32) * np.float32(2.0**-24)
+
+
+def normal(w):
+    """N(0, 1) from a word: √2 erfinv(u), u uniform on the 2²³ bin midpoints of (−1, 1).
+
+    23 bits keep every step exact in float32 (the largest u is 1 − 2⁻²³, never 1); the
+    extreme draws are ±5.3σ.
+    """
+    u = ((w >> np.uint32(9)).astype(jnp.float32) + np.float32(0.5)) * np.float32(2.0**-22) - 1.0
+    return np.float32(math.sqrt(2.0)) * jax.scipy.special.erfinv(u)
+
+
+def standard_normal(key_2, shape):
+    """N(0, 1) draws of the given shape, one hash each.
+
+    Only the first output word is used: a fused consumer computes the whole hash per element
+    either way, and a single output keeps the draws in one pass with no concatenation.
+    """
+    y0, _ = words(key_2, 0, math.prod(shape))
+    return jnp.reshape(normal(y0), shape)
+
+
+def sample_codes(key_2, p_D, K: int, feature_scale, L: int, n_views: int):
+    """Signed feature coefficients (K, d), and each feature's token in each of n_views views.
+
+    Feature j is present with probability p_j (to 2⁻²⁴) and has a fair random sign: the top 24
+    bits of one word decide presence and its lowest bit the sign, independently. A position is
+    a word mod L: exactly uniform when L is a power of two, within L·2⁻³² otherwise.
+    All words come from one hash call whose result is stored (fuse=False): every token of every
+    view reads them, and a fused hash would be redone for each read.
+
+    Returns (coef (K, d) float32, pos (n_views, K, d) int32).
+    """
+    d = p_D.shape[0]
+    n = K * d
+    n_hash = -(-(1 + n_views) * n // 2)  # two words per hash
+    y0, y1 = words(key_2, 0, n_hash, fuse=False)
+    w = jnp.concatenate([y0, y1])
+    w_KxD = jnp.reshape(w[:n], (K, d))
+    present_KxD = unit(w_KxD) < p_D[None, :]
+    sign_KxD = jnp.where((w_KxD & np.uint32(1)) == 1, 1.0, -1.0)
+    coef_KxD = jnp.where(present_KxD, sign_KxD * feature_scale, 0.0).astype(jnp.float32)
+    pos_VxKxD = jnp.reshape(w[n:(1 + n_views) * n] % np.uint32(L), (n_views, K, d))
+    return coef_KxD, pos_VxKxD.astype(jnp.int32)
+
+
+def place(key_2, coef_KxD, pos_KxD, M_D1xD, L: int, sigma_xi, identity: bool):
+    """One view: feature j of sample k on token pos[k, j], plus N(0, σ_ξ² I) noise.
 
     x^(ℓ) = M z^(ℓ) + ξ^(ℓ) (SPEC §1); returns X of shape (K, L, d1).
     """
-    k_pos, k_noise = jax.random.split(key)
     K, d = coef_KxD.shape
     d1 = M_D1xD.shape[0]
-    pos_KxD = jax.random.randint(k_pos, (K, d), 0, L)
     z_KxLxD = coef_KxD[:, None, :] * jax.nn.one_hot(pos_KxD, L, axis=1, dtype=jnp.float32)
     if identity:  # M = first d standard basis vectors: no matmul needed
         signal_KxLxD1 = jnp.pad(z_KxLxD, ((0, 0), (0, 0), (0, d1 - d)))
     else:
         signal_KxLxD1 = jnp.einsum("kld,ed->kle", z_KxLxD, M_D1xD)
-    return signal_KxLxD1 + sigma_xi * standard_normal(k_noise, (K, L, d1))
+    return signal_KxLxD1 + sigma_xi * standard_normal(key_2, (K, L, d1))
 
 
-def sample_pairs(key, M_D1xD, p_D, L: int, K: int, feature_scale, sigma_xi, identity: bool):
+def sample_pairs(key_2, M_D1xD, p_D, L: int, K: int, feature_scale, sigma_xi, identity: bool):
     """K positive pairs (X_k, X'_k): same signed features, redrawn positions, fresh noise.
 
-    Returns (Xa, Xb, coef) with Xa, Xb of shape (K, L, d1) and coef (K, d).
+    key_2 is a (2,) uint32 key (e.g. jax.random.PRNGKey(seed)). Returns (Xa, Xb, coef) with
+    Xa, Xb of shape (K, L, d1) and coef (K, d).
     """
-    k_code, k_a, k_b = jax.random.split(key, 3)
-    coef_KxD = sample_codes(k_code, p_D, K, feature_scale)
-    xa_KxLxD1 = place(k_a, coef_KxD, M_D1xD, L, sigma_xi, identity)
-    xb_KxLxD1 = place(k_b, coef_KxD, M_D1xD, L, sigma_xi, identity)
+    coef_KxD, pos_2xKxD = sample_codes(fold(key_2, 1, 0), p_D, K, feature_scale, L, 2)
+    xa_KxLxD1 = place(fold(key_2, 1, 1), coef_KxD, pos_2xKxD[0], M_D1xD, L, sigma_xi, identity)
+    xb_KxLxD1 = place(fold(key_2, 1, 2), coef_KxD, pos_2xKxD[1], M_D1xD, L, sigma_xi, identity)
     return xa_KxLxD1, xb_KxLxD1, coef_KxD

@@ -16,6 +16,22 @@ def nce_from_embeddings(fa_KxM, fb_KxM, tau):
     return loss, acc
 
 
+def nce_and_grad_by_neuron(fa_MxK, fb_MxK, tau):
+    """`nce_from_embeddings` of neuron-major embeddings (m, K), with its gradient in fa.
+
+    ∂ℓ/∂s = (softmax_rows(s) − I)/K, so ∂L/∂fa = fb (∂ℓ/∂s)ᵀ/τ (eq. 1; StopGrad on fb).
+    Written out so that each matmul reads its operands in their stored layout.
+    Returns (loss, top-1 accuracy, ∂loss/∂fa of shape (m, K)).
+    """
+    K = fa_MxK.shape[1]
+    s_KxK = jnp.matmul(fa_MxK.T, fb_MxK) / tau  # the one transpose: (K, m) from (m, K)
+    lse_K = jax.nn.logsumexp(s_KxK, axis=1)
+    loss = jnp.mean(lse_K - jnp.diagonal(s_KxK))
+    acc = jnp.mean(jnp.argmax(s_KxK, axis=1) == jnp.arange(K))
+    ds_KxK = (jnp.exp(s_KxK - lse_K[:, None]) - jnp.eye(K, dtype=s_KxK.dtype)) / (K * tau)
+    return loss, acc, jnp.matmul(fb_MxK, ds_KxK.T)
+
+
 def info_nce(w, b, Xa, Xb, tau, lam):
     """The regularized InfoNCE objective L = mean_k ℓ_k + (λ/2)‖W‖_F² (eq. 2).
 

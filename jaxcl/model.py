@@ -39,20 +39,41 @@ def weight_grad(dpre_NxLxM, h_NxLxD1, matmul_dtype=jnp.float32):
                                preferred_element_type=jnp.float32)
 
 
+# Neuron-major forms, used by the training step. With the neuron axis first, both the forward
+# W Hᵀ and the backward dpre H are plain row-major matmuls; the token-major backward contracts
+# the leading axis of both operands, which XLA's batched CPU matmul runs ~1.6x slower.
+def preactivations_by_neuron(w_MxD1, h_NxLxD1, matmul_dtype=jnp.float32):
+    """`preactivations` with the neuron axis first: (..., L, d1) -> (m, ..., L)."""
+    d1 = h_NxLxD1.shape[-1]
+    h_RxD1 = jnp.reshape(h_NxLxD1, (-1, d1)).astype(matmul_dtype)
+    pre_MxR = jax.lax.dot_general(w_MxD1.astype(matmul_dtype), h_RxD1, (((1,), (1,)), ((), ())),
+                                  preferred_element_type=jnp.float32)
+    return jnp.reshape(pre_MxR, w_MxD1.shape[:1] + h_NxLxD1.shape[:-1])
+
+
+def weight_grad_by_neuron(dpre_MxNxL, h_NxLxD1, matmul_dtype=jnp.float32):
+    """`weight_grad` from neuron-major dpre (m, ..., L): Σ_r dpre_{i,r} H_r, (m, d1)."""
+    m, d1 = dpre_MxNxL.shape[0], h_NxLxD1.shape[-1]
+    dpre_MxR = jnp.reshape(dpre_MxNxL, (m, -1)).astype(matmul_dtype)
+    h_RxD1 = jnp.reshape(h_NxLxD1, (-1, d1)).astype(matmul_dtype)
+    return jax.lax.dot_general(dpre_MxR, h_RxD1, (((1,), (0,)), ((), ())),
+                               preferred_element_type=jnp.float32)
+
+
 def embed(pre_NxLxM, b_M):
     """h_i(X) = Σ_r BReLU_{b_i}(pre_{r,i})  (eq. 3): (..., L, m) -> (..., m)."""
     b_b = jnp.reshape(b_M, (1,) * (pre_NxLxM.ndim - 1) + b_M.shape)
     return brelu(pre_NxLxM, b_b).sum(axis=-2)
 
 
-def embed_nonneg_bias(pre_NxLxM, b_M):
-    """`embed` for b ≥ 0 (always so in training), as Σ_r (s − clip(s, −b, b)).
+def embed_nonneg_bias_by_neuron(pre_MxNxL, b_M):
+    """h_i(X) of neuron-major pre-activations (m, N, L) -> (m, N), for b ≥ 0, as Σ_r (s − clip(s, −b, b)).
 
-    Equal to BReLU_b(s) when b ≥ 0; XLA on CPU fuses this form without materializing
-    broadcasts of the ReLUs' zeros, which makes the training step about 10% faster.
+    Equal to Σ_r BReLU_b(s) when b ≥ 0 (always so in training); XLA on CPU fuses this form
+    without materializing broadcasts of the ReLUs' zeros.
     """
-    b_b = jnp.reshape(b_M, (1,) * (pre_NxLxM.ndim - 1) + b_M.shape)
-    return jnp.sum(pre_NxLxM - jnp.clip(pre_NxLxM, -b_b, b_b), axis=-2)
+    b_Mx1x1 = jnp.reshape(b_M, b_M.shape + (1,) * (pre_MxNxL.ndim - 1))
+    return jnp.sum(pre_MxNxL - jnp.clip(pre_MxNxL, -b_Mx1x1, b_Mx1x1), axis=-1)
 
 
 def encode_attended(w_MxD1, b_M, h_NxLxD1, matmul_dtype=jnp.float32):

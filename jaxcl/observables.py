@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcl.data import place, presence_prob, sample_codes
+from jaxcl.data import fold, place, presence_prob, sample_codes
 from jaxcl.model import encode
 
 # Key stream of the probe's fresh samples; train.py uses streams 0-3 (dict, init, data, eval).
@@ -169,11 +169,11 @@ def linear_probe(f_train_NxM, y_train_NxD, f_test_NxM, y_test_NxD, ridge):
     ybar_D = jnp.mean(y_NxD, axis=0)
     yc_NxD = y_NxD - ybar_D[None, :]
     if m <= n:  # primal (m x m) or dual (n x n) form, whichever is smaller (static choice)
-        beta_MxD = jnp.linalg.solve(z_tr_NxM.T @ z_tr_NxM + n * ridge * jnp.eye(m),
-                                    z_tr_NxM.T @ yc_NxD)
+        beta_MxD = spd_solve(z_tr_NxM.T @ z_tr_NxM + n * ridge * jnp.eye(m),
+                             z_tr_NxM.T @ yc_NxD)
     else:
-        beta_MxD = z_tr_NxM.T @ jnp.linalg.solve(z_tr_NxM @ z_tr_NxM.T + n * ridge * jnp.eye(n),
-                                                 yc_NxD)
+        beta_MxD = z_tr_NxM.T @ spd_solve(z_tr_NxM @ z_tr_NxM.T + n * ridge * jnp.eye(n),
+                                          yc_NxD)
     pred_tr_NxD = z_tr_NxM @ beta_MxD
     pos_D = jnp.sum(y_NxD, axis=0)
     mean_pos_D = jnp.sum(pred_tr_NxD * y_NxD, axis=0) / jnp.maximum(pos_D, 1.0)
@@ -189,17 +189,46 @@ def linear_probe(f_train_NxM, y_train_NxD, f_test_NxM, y_test_NxD, ridge):
     return jnp.where(ok_D, 0.5 * (tpr_D + tnr_D), jnp.nan)
 
 
+def spd_solve(a_NxN, b_NxK):
+    """A⁻¹B for symmetric positive definite A: Cholesky A = LLᵀ, then two substitutions.
+
+    Written with loops of matrix-vector products instead of LAPACK: under vmap on several CPU
+    devices, jaxlib's batched LAPACK kernels wait on the intra-op thread pool that the other
+    devices' programs hold, and the sweep deadlocks (as `data.orthonormalize` explains).
+    """
+    n = a_NxN.shape[0]
+    idx_N = jnp.arange(n)
+
+    def chol_column(j, l_NxN):  # column j of L from the columns before it
+        v_N = a_NxN[:, j] - l_NxN @ l_NxN[j, :]  # columns >= j of L are still zero
+        v_N = jnp.where(idx_N >= j, v_N, 0.0)
+        return l_NxN.at[:, j].set(v_N / jnp.sqrt(v_N[j]))
+
+    l_NxN = jax.lax.fori_loop(0, n, chol_column, jnp.zeros_like(a_NxN))
+
+    def forward(i, y_NxK):  # L y = b, row i from the rows before it
+        return y_NxK.at[i].set((b_NxK[i] - l_NxN[i] @ y_NxK) / l_NxN[i, i])
+
+    def backward(k, x_NxK):  # Lᵀ x = y, row i = n-1-k from the rows after it
+        i = n - 1 - k
+        return x_NxK.at[i].set((y_NxK[i] - l_NxN[:, i] @ x_NxK) / l_NxN[i, i])
+
+    y_NxK = jax.lax.fori_loop(0, n, forward, jnp.zeros_like(b_NxK))
+    return jax.lax.fori_loop(0, n, backward, jnp.zeros_like(b_NxK))
+
+
 def probe_batch(static, hp, state):
     """probe_samples fresh single views and their presence labels, from PROBE_STREAM.
 
     Drawn like train.batch (key folded from the config's seed, the stream and index 0) but as
     one batch of probe_samples first views: the second view is not needed.
     """
-    key = jax.random.fold_in(jax.random.fold_in(state.key, PROBE_STREAM), 0)
-    k_code, k_place = jax.random.split(key)
+    key = fold(state.key, PROBE_STREAM, 0)
+    k_code, k_place = fold(key, 1, 0), fold(key, 1, 1)
     p_D = presence_prob(state.eps, hp.C_z, static.d)
-    coef_NxD = sample_codes(k_code, p_D, static.probe_samples, hp.feature_scale)
-    x_NxLxD1 = place(k_place, coef_NxD, state.M, static.L, hp.sigma_xi,
+    coef_NxD, pos_1xNxD = sample_codes(k_code, p_D, static.probe_samples, hp.feature_scale,
+                                       static.L, 1)
+    x_NxLxD1 = place(k_place, coef_NxD, pos_1xNxD[0], state.M, static.L, hp.sigma_xi,
                      static.dictionary == "identity")
     return x_NxLxD1, coef_NxD != 0
 

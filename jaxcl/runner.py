@@ -30,19 +30,62 @@ class Summary:
     checkpoint_seconds: float = 0.0  # wall time spent saving them
 
 
-def config_mesh() -> NamedSharding:
-    """Shards the vmapped config axis over every device JAX sees (all processes)."""
-    mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
+def config_mesh(n_devices: int | None = None) -> NamedSharding:
+    """Shards the vmapped config axis over every device JAX sees (all processes), or over the
+    first n_devices of them (single process only)."""
+    mesh = Mesh(np.asarray(jax.devices()[:n_devices]), (AXIS,))
     return NamedSharding(mesh, P(AXIS))
 
 
+# XLA:CPU gives matmuls to YNNPACK and by default also moves the elementwise work around them
+# into YNNPACK subgraphs. For the training step that costs more than it saves: the biases'
+# broadcasts get materialized at the size of the pre-activations, and the chunk runs ~20%
+# slower than with YNNPACK taking the matmuls alone (benchmarks/throughput.py measures both).
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
 @functools.lru_cache(maxsize=None)
-def compiled(static: Static, sharding: NamedSharding):
-    """jit(vmap(init)) and jit(vmap(run_chunk)) for one shape group; compiled once, reused."""
-    init_fn = jax.jit(jax.vmap(functools.partial(train.init, static)), out_shardings=sharding)
-    chunk_fn = jax.jit(jax.vmap(functools.partial(train.run_chunk, static)),
-                       out_shardings=sharding, donate_argnums=(1,))
+def compiler_options(enabled: bool = True) -> dict:
+    """CPU_COMPILER_OPTIONS on the CPU backend if this jaxlib knows them; {} elsewhere."""
+    if not enabled or jax.default_backend() != "cpu":
+        return {}
+    try:  # the option is experimental: an XLA that dropped it refuses it at compile time
+        jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS).lower(
+            np.float32(0)).compile()
+    except Exception as e:  # noqa: BLE001 (any refusal means: compile without it)
+        print(f"jaxcl: note: XLA refused {CPU_COMPILER_OPTIONS} ({str(e).splitlines()[0]}); "
+              "compiling with its defaults", file=sys.stderr)
+        return {}
+    return dict(CPU_COMPILER_OPTIONS)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(static: Static, sharding: NamedSharding, tuned: bool = True):
+    """jit(vmap(init)) and jit(vmap(run_chunk)) for one shape group; compiled once, reused.
+
+    tuned=False compiles without `compiler_options` (for benchmarks: what they are worth).
+    """
+    opts = compiler_options(tuned)
+    init_fn = jax.jit(_batched(functools.partial(train.init, static)), out_shardings=sharding,
+                      compiler_options=opts)
+    chunk_fn = jax.jit(_batched(functools.partial(train.run_chunk, static)),
+                       out_shardings=sharding, donate_argnums=(1,), compiler_options=opts)
     return init_fn, chunk_fn
+
+
+def _batched(fn):
+    """vmap(fn), except that a batch of one runs fn itself (the batch size is static).
+
+    A lone config (a block is never padded to one otherwise) then runs exactly the program a
+    plain jit of fn would: XLA compiles size-1 batches to slower kernels.
+    """
+    def run(*args):
+        if jax.tree.leaves(args)[0].shape[0] == 1:
+            out = fn(*jax.tree.map(lambda x: x[0], args))
+            return jax.tree.map(lambda x: x[None], out)
+        return jax.vmap(fn)(*args)
+
+    return run
 
 
 def auto_max_parallel(static: Static, cfg: Config, sharding: NamedSharding,

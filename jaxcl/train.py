@@ -15,9 +15,10 @@ import optax
 
 from jaxcl import observables
 from jaxcl.config import HParams, Static
-from jaxcl.data import dictionary, frequencies, presence_prob, sample_pairs
-from jaxcl.loss import nce_from_embeddings
-from jaxcl.model import attention, embed_nonneg_bias, preactivations, weight_grad
+from jaxcl.data import dictionary, fold, frequencies, presence_prob, sample_pairs
+from jaxcl.loss import nce_and_grad_by_neuron
+from jaxcl.model import (attention, embed_nonneg_bias_by_neuron, preactivations_by_neuron,
+                         weight_grad_by_neuron)
 
 # Streams folded out of a config's seed key; fixed so results never depend on batching.
 _DICT, _INIT, _DATA, _EVAL = 0, 1, 2, 3
@@ -72,7 +73,7 @@ def prune_mask(w_MxD1, n_prune):
 
 def batch(static: Static, hp: HParams, state: State, stream: int, index):
     """The positive pairs of step/chunk `index` of a stream; depends only on (seed, stream, index)."""
-    key = jax.random.fold_in(jax.random.fold_in(state.key, stream), index)
+    key = fold(state.key, stream, index)  # stream >= 1, apart from jax.random.fold_in's (0, n)
     p_D = presence_prob(state.eps, hp.C_z, static.d)
     return sample_pairs(key, state.M, p_D, static.L, static.K, hp.feature_scale, hp.sigma_xi,
                         static.dictionary == "identity")
@@ -123,21 +124,23 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
               else jnp.ones(state.w.shape[:1], state.w.dtype))
     dtype = jnp.dtype(static.matmul_dtype)
     wm_MxD1 = state.w * mask_M[:, None]
-    b_1x1xM = jnp.reshape(state.b, (1, 1, -1))
     # W enters only through the pre-activations ⟨w_i ⊙ mask_i, H_r⟩, so autodiff is applied to
     # the cheap rest (InfoNCE of the embeddings) and the chain rule through BReLU and the matmul
     # is written out: one forward matmul per view and one backward matmul for the anchor view
-    # alone (the StopGrad view needs no backward pass).
-    fb_KxM = embed_nonneg_bias(preactivations(wm_MxD1, hb_KxLxD1, dtype), state.b)
-    pre_KxLxM = preactivations(wm_MxD1, ha_KxLxD1, dtype)
-    fa_KxM = embed_nonneg_bias(pre_KxLxM, state.b)
-    (nce, acc), dfa_KxM = jax.value_and_grad(
-        lambda fa: nce_from_embeddings(fa, fb_KxM, hp.tau), has_aux=True)(fa_KxM)
+    # alone (the StopGrad view needs no backward pass). Pre-activations are neuron-major
+    # (m, K, L), which keeps both matmuls in the layout XLA runs fastest.
+    fb_MxK = embed_nonneg_bias_by_neuron(preactivations_by_neuron(wm_MxD1, hb_KxLxD1, dtype),
+                                         state.b)
+    pre_MxKxL = preactivations_by_neuron(wm_MxD1, ha_KxLxD1, dtype)
+    fa_MxK = embed_nonneg_bias_by_neuron(pre_MxKxL, state.b)
+    nce, acc, dfa_MxK = nce_and_grad_by_neuron(fa_MxK, fb_MxK, hp.tau)
     # BReLU_b'(s) = 1 where |s| > b, else 0 (eq. 3); ∇_W of eq. 2 adds the weight decay's λW.
-    dpre_KxLxM = (jnp.abs(pre_KxLxM) > b_1x1xM).astype(jnp.float32) * dfa_KxM[:, None, :]
-    grad_MxD1 = (weight_grad(dpre_KxLxM, ha_KxLxD1, dtype) * mask_M[:, None]
+    b_Mx1x1 = jnp.reshape(state.b, (-1, 1, 1))
+    dpre_MxKxL = (jnp.abs(pre_MxKxL) > b_Mx1x1).astype(jnp.float32) * dfa_MxK[:, :, None]
+    grad_MxD1 = (weight_grad_by_neuron(dpre_MxKxL, ha_KxLxD1, dtype) * mask_M[:, None]
                  + hp.lam * state.w)
-    loss = nce + 0.5 * hp.lam * jnp.sum(state.w * state.w)  # eq. 2
+    # eq. 2; the row norms are the ones update_bias needs too, so XLA computes them once
+    loss = nce + 0.5 * hp.lam * jnp.sum(jnp.sum(state.w * state.w, axis=1))
     updates, opt_state = _optimizer(hp).update(grad_MxD1, state.opt_state, state.w)
     w_new = optax.apply_updates(state.w, updates)
     b, stage, T1, T2, n2_T1 = update_bias(static, hp, state, w_new, mask_M)

@@ -1,5 +1,6 @@
 """Every bad input of SPEC §7 is refused, naming the field and value, before anything compiles."""
 
+import os
 import dataclasses
 
 import pytest
@@ -100,3 +101,14 @@ def test_config_is_frozen_and_id_changes_with_any_field():
         c.d = 10
     assert Config(lam=0.031).config_id != c.config_id
     assert Config().config_id == c.config_id
+
+
+def test_split_cpu_sets_a_device_count_and_keeps_the_users(monkeypatch):
+    from jaxcl.cli import split_cpu
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_foo=1")
+    split_cpu(3)
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_foo=1 --xla_force_host_platform_device_count=3"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=5")
+    split_cpu(3)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=5"

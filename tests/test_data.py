@@ -59,3 +59,46 @@ def test_qr_dictionary_is_the_sign_fixed_qr_factor():
     q, r = np.linalg.qr(np.asarray(g, np.float64))
     q = q * np.sign(np.diagonal(r))[None, :]
     np.testing.assert_allclose(np.asarray(orthonormalize(g)), q, atol=2e-5)
+
+
+def test_threefry_known_answers_and_jax_agreement():
+    """The written-out hash is Threefry-2x32-20: Random123's known-answer vectors, and bitwise
+    jax's own primitive on many counters."""
+    from jax.extend.random import threefry2x32_p
+
+    from jaxcl.data import threefry2x32
+
+    u = lambda *v: [jnp.uint32(x) for x in v]  # noqa: E731
+    for key, ctr, want in [((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
+                           ((0xFFFFFFFF,) * 2, (0xFFFFFFFF,) * 2, (0x1CB996FC, 0xBB002BE7)),
+                           ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3),
+                            (0xC4923A9C, 0x483DF7A0))]:
+        got = threefry2x32(*u(*key), *u(*ctr))
+        assert [int(g) for g in got] == list(want)
+    x0 = jnp.arange(1000, dtype=jnp.uint32)
+    x1 = x0 * np.uint32(2654435761)
+    k0, k1 = (jnp.full((1000,), v, jnp.uint32) for v in (0xDEADBEEF, 12345))
+    mine = jax.jit(threefry2x32)(k0, k1, x0, x1)
+    ref = threefry2x32_p.bind(k0, k1, x0, x1)
+    for a, b in zip(mine, ref):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_positions_uniform_for_any_L_and_noise_standard_normal():
+    from jaxcl.data import sample_codes, standard_normal
+
+    K, d, L = 20000, 3, 3  # L not a power of two
+    _, pos = sample_codes(jax.random.PRNGKey(5), jnp.full((d,), 0.5), K, 1.0, L, 2)
+    counts = np.bincount(np.asarray(pos).ravel(), minlength=L)
+    n = counts.sum()
+    chi2 = np.sum((counts - n / L) ** 2 / (n / L))
+    assert chi2 < 13.8  # chi-square, 2 dof, p = 0.001
+    # the two views' positions are independent: equal with probability 1/L
+    same = np.mean(np.asarray(pos[0]) == np.asarray(pos[1]))
+    assert abs(same - 1 / L) < 4 * np.sqrt((1 / L) * (1 - 1 / L) / (K * d))
+    z = np.sort(np.asarray(standard_normal(jax.random.PRNGKey(6), (200, 500))).ravel())
+    assert np.all(np.isfinite(z)) and np.max(np.abs(z)) < 5.4
+    # Kolmogorov–Smirnov distance to Φ, against its 0.1% critical value 1.95/sqrt(n)
+    phi = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+    ecdf = np.arange(1, z.size + 1) / z.size
+    assert np.max(np.abs(ecdf - phi)) < 1.95 / np.sqrt(z.size)

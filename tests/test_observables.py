@@ -129,3 +129,15 @@ def test_lucky_and_pure_by_hand():
     assert ordinary[1, 3] and ordinary[1, 5] and ordinary.sum() == 3
     pure = np.asarray(observables.pure_mask(jnp.asarray(ordinary)))
     assert pure.sum() == 1 and pure[0, 3]
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (7, 3), (64, 9)])
+def test_spd_solve_matches_numpy(n, k):
+    """The LAPACK-free solver behind the probe, against numpy.linalg.solve in float64."""
+    rng = np.random.default_rng(n)
+    z = rng.standard_normal((2 * n, n))
+    a, b = z.T @ z + 0.05 * np.eye(n), rng.standard_normal((n, k))
+    got = np.asarray(jax.jit(observables.spd_solve)(jnp.asarray(a, jnp.float32),
+                                                    jnp.asarray(b, jnp.float32)))
+    want = np.linalg.solve(a, b)
+    assert np.max(np.abs(got - want)) < 1e-4 * np.max(np.abs(want))
