@@ -28,13 +28,10 @@ def main() -> None:
                     "one per core, as jaxcl run does)")
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
-    if args.cpu_devices is None:  # as `jaxcl run` does: one CPU device per core
-        args.cpu_devices = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else (os.cpu_count() or 1)
-    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_"
-                                   f"platform_device_count={args.cpu_devices}").strip()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from jaxcl.cli import split_cpu  # no JAX backend has started yet: XLA_FLAGS still counts
+
+    split_cpu(args.cpu_devices)  # as `jaxcl run` does: one CPU device per core by default
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import _bench
 

@@ -30,18 +30,9 @@ def preactivations(w_MxD1, h_NxLxD1, matmul_dtype=jnp.float32):
     return jnp.reshape(pre_RxM, h_NxLxD1.shape[:-1] + w_MxD1.shape[:1])
 
 
-def weight_grad(dpre_NxLxM, h_NxLxD1, matmul_dtype=jnp.float32):
-    """Σ over samples and tokens of dpre_{·,r,i} H_r: the W-gradient of `preactivations`, (m, d1)."""
-    m, d1 = dpre_NxLxM.shape[-1], h_NxLxD1.shape[-1]
-    dpre_RxM = jnp.reshape(dpre_NxLxM, (-1, m)).astype(matmul_dtype)
-    h_RxD1 = jnp.reshape(h_NxLxD1, (-1, d1)).astype(matmul_dtype)
-    return jax.lax.dot_general(dpre_RxM, h_RxD1, (((0,), (0,)), ((), ())),
-                               preferred_element_type=jnp.float32)
-
-
 # Neuron-major forms, used by the training step. With the neuron axis first, both the forward
 # W Hᵀ and the backward dpre H are plain row-major matmuls; the token-major backward contracts
-# the leading axis of both operands, which XLA's batched CPU matmul runs ~1.6x slower.
+# the leading axis of both operands, which XLA's batched CPU matmul ran ~1.6x slower.
 def preactivations_by_neuron(w_MxD1, h_NxLxD1, matmul_dtype=jnp.float32):
     """`preactivations` with the neuron axis first: (..., L, d1) -> (m, ..., L)."""
     d1 = h_NxLxD1.shape[-1]
@@ -52,7 +43,7 @@ def preactivations_by_neuron(w_MxD1, h_NxLxD1, matmul_dtype=jnp.float32):
 
 
 def weight_grad_by_neuron(dpre_MxNxL, h_NxLxD1, matmul_dtype=jnp.float32):
-    """`weight_grad` from neuron-major dpre (m, ..., L): Σ_r dpre_{i,r} H_r, (m, d1)."""
+    """W-gradient of `preactivations_by_neuron` from dpre (m, ..., L): Σ_r dpre_{i,r} H_r, (m, d1)."""
     m, d1 = dpre_MxNxL.shape[0], h_NxLxD1.shape[-1]
     dpre_MxR = jnp.reshape(dpre_MxNxL, (m, -1)).astype(matmul_dtype)
     h_RxD1 = jnp.reshape(h_NxLxD1, (-1, d1)).astype(matmul_dtype)
