@@ -10,6 +10,8 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
+    from jaxcl.sweep import BATCHINGS  # no jax import: the parser runs before XLA_FLAGS is set
+
     ap = argparse.ArgumentParser(prog="jaxcl", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run (or continue) a sweep into a run directory")
@@ -19,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a Config field in every config of the grid (repeatable)")
     run.add_argument("--max-parallel", type=int, default=None,
                      help="at most this many configs per compiled batch (memory bound)")
+    run.add_argument("--batching", choices=BATCHINGS, default=None,
+                     help="how each device runs its configs: one after another (sequential, "
+                     "auto's choice on CPU) or all at once (vmap, auto's choice on GPU/TPU); "
+                     "default: [sweep] batching, else auto")
     run.add_argument("--force-new", action="store_true",
                      help="move an existing run directory of another sweep aside and start anew")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -147,7 +153,7 @@ def _run(args) -> int:
     ckpt = _checkpoint_options(args, sw.options)
     try:
         summary = runner.run(sw, args.out, max_parallel=args.max_parallel,
-                             force_new=args.force_new,
+                             force_new=args.force_new, batching=args.batching,
                              progress=False if args.no_progress else None, checkpoints=ckpt)
     except Interrupted as e:
         print(f"jaxcl: {e}.\njaxcl: to resume, run the same command again:\n  "

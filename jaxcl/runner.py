@@ -13,9 +13,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxcl import checkpoint, observables, train
-from jaxcl.config import Config, Static, stack_hparams
+from jaxcl.config import Config, ConfigError, Static, stack_hparams
 from jaxcl.rundir import DONE, FAILED, RUNNING, RunDir
-from jaxcl.sweep import Sweep, group_by_static
+from jaxcl.sweep import BATCHINGS, Sweep, group_by_static
 
 AXIS = "configs"
 
@@ -59,18 +59,51 @@ def compiler_options(enabled: bool = True) -> dict:
     return dict(CPU_COMPILER_OPTIONS)
 
 
-@functools.lru_cache(maxsize=None)
-def compiled(static: Static, sharding: NamedSharding, tuned: bool = True):
-    """jit(vmap(init)) and jit(vmap(run_chunk)) for one shape group; compiled once, reused.
+def resolve_batching(batching: str = "auto") -> str:
+    """How each device runs its share of a block: "sequential" (one config after another) or
+    "vmap" (all at once). "auto" picks sequential on CPU and vmap on accelerators.
 
-    tuned=False compiles without `compiler_options` (for benchmarks: what they are worth).
+    On CPU, one config's matmuls already keep a core busy, and vmapping several per device only
+    makes a larger working set: sequential per device ran 1.0-1.2x vmap at d = 16-32 and
+    1.1-1.3x at d = 64-128 (benchmarks/throughput.py measures both). Sequential also runs each
+    config's own unvmapped program, so its arrays are bitwise those of the config run alone.
     """
+    if batching not in BATCHINGS:
+        raise ConfigError(f"batching = {batching!r}: expected one of {', '.join(BATCHINGS)}")
+    if batching != "auto":
+        return batching
+    return "sequential" if jax.default_backend() == "cpu" else "vmap"
+
+
+def compiled(static: Static, sharding: NamedSharding, tuned: bool = True,
+             batching: str = "auto"):
+    """The jitted init and run_chunk of one shape group over a sharded config axis; compiled
+    once per (shape, devices, batching), reused.
+
+    batching: see `resolve_batching`. tuned=False compiles without `compiler_options` (for
+    benchmarks: what they are worth).
+    """
+    return _compiled(static, sharding, tuned, resolve_batching(batching))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(static: Static, sharding: NamedSharding, tuned: bool, batching: str):
     opts = compiler_options(tuned)
-    init_fn = jax.jit(_batched(functools.partial(train.init, static)), out_shardings=sharding,
+    if batching == "vmap":
+        wrap = _batched
+    else:
+        wrap = functools.partial(_sequential, sharding=sharding)
+    init_fn = jax.jit(wrap(functools.partial(train.init, static)), out_shardings=sharding,
                       compiler_options=opts)
-    chunk_fn = jax.jit(_batched(functools.partial(train.run_chunk, static)),
+    chunk_fn = jax.jit(wrap(functools.partial(train.run_chunk, static)),
                        out_shardings=sharding, donate_argnums=(1,), compiler_options=opts)
     return init_fn, chunk_fn
+
+
+def _one(fn, args):
+    """fn on a batch of one: the batch axis dropped on the way in and restored on the way out."""
+    out = fn(*jax.tree.map(lambda x: x[0], args))
+    return jax.tree.map(lambda x: x[None], out)
 
 
 def _batched(fn):
@@ -81,15 +114,32 @@ def _batched(fn):
     """
     def run(*args):
         if jax.tree.leaves(args)[0].shape[0] == 1:
-            out = fn(*jax.tree.map(lambda x: x[0], args))
-            return jax.tree.map(lambda x: x[None], out)
+            return _one(fn, args)
         return jax.vmap(fn)(*args)
 
     return run
 
 
+def _sequential(fn, sharding: NamedSharding):
+    """Each device runs its own rows of the config axis one after another: shard_map over the
+    axis, and on each device lax.map (a scan) of the unvmapped fn.
+
+    The scan's body is the program a plain jit of fn compiles, so every config's arrays are
+    bitwise those of the config run alone, whatever the block, the padding or the device count
+    (tests/test_runner.py). check_vma=False: fn's own scans start from constants, which the
+    varying-axis check would ask to be cast; the body has no collectives for it to guard.
+    """
+    def local(*args):
+        if jax.tree.leaves(args)[0].shape[0] == 1:
+            return _one(fn, args)
+        return jax.lax.map(lambda a: fn(*a), args)
+
+    return jax.shard_map(local, mesh=sharding.mesh, in_specs=P(AXIS), out_specs=P(AXIS),
+                         check_vma=False)
+
+
 def auto_max_parallel(static: Static, cfg: Config, sharding: NamedSharding,
-                      headroom: float = 0.7) -> int | None:
+                      headroom: float = 0.7, batching: str = "auto") -> int | None:
     """How many configs of this shape fit in device memory at once, or None if unbounded.
 
     Reads the accelerator's `bytes_limit` (None on CPU, where nothing is chunked) and the
@@ -102,7 +152,7 @@ def auto_max_parallel(static: Static, cfg: Config, sharding: NamedSharding,
     n = 2 * sharding.mesh.size
     hp = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                       stack_hparams([cfg] * n))
-    init_fn, chunk_fn = compiled(static, sharding)
+    init_fn, chunk_fn = compiled(static, sharding, batching=batching)
     state = jax.eval_shape(init_fn, hp)
     mem = chunk_fn.lower(hp, state).compile().memory_analysis()
     per_device = (mem.argument_size_in_bytes + mem.output_size_in_bytes
@@ -111,9 +161,14 @@ def auto_max_parallel(static: Static, cfg: Config, sharding: NamedSharding,
     return max(1, int(headroom * limit // per_config)) * sharding.mesh.size
 
 
-# Working set per device that keeps a CPU block's intermediates near cache; measured in
-# benchmarks/ (vmapped/loop speedup falls from ~1.4x at 10-40 MB to 0.9x at ~600 MB, d = 128).
+# vmap on CPU: the working set per device that keeps a block's intermediates near cache;
+# measured in benchmarks/ (vmapped/loop speedup fell from ~1.4x at 10-40 MB to 0.9x at
+# ~600 MB, d = 128).
 CPU_BLOCK_BYTES = 32 << 20
+# sequential on CPU: one config's intermediates live at a time, so a block is bounded only by
+# the training states it holds (W0, W, b, M, ...) per device. Larger blocks mean fewer
+# dispatches and less padding; smaller ones a manifest refreshed more often.
+CPU_STATE_BYTES = 256 << 20
 
 
 def config_bytes(static: Static) -> int:
@@ -122,19 +177,32 @@ def config_bytes(static: Static) -> int:
     return 4 * (3 * K * L * m + 4 * m * d1 + 2 * K * L * d1)
 
 
-def plan_blocks(group: list[Config], sharding: NamedSharding,
-                max_parallel: int | None = None) -> list[tuple[list[Config], int]]:
+def state_bytes(cfg: Config) -> int:
+    """Bytes of one config's training state (`train.State`), from its abstract shapes."""
+    st = jax.eval_shape(functools.partial(train.init, cfg.static()), cfg.hparams())
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(st))
+
+
+def plan_blocks(group: list[Config], sharding: NamedSharding, max_parallel: int | None = None,
+                batching: str = "auto") -> list[tuple[list[Config], int]]:
     """Splits a shape group into (configs, padded size) blocks, run one after another.
 
-    Block size: `max_parallel` if given, else what fits in device memory (accelerators) or in a
-    cache-sized working set (CPU). A group of two or more configs gets at least two per device:
-    XLA compiles a size-1 vmapped batch to other kernels, and a config's result must not depend
-    on how the grid is chunked (SPEC §7). A lone config runs unpadded, as it always would.
+    Block size: `max_parallel` if given, else what fits in device memory (accelerators), or on
+    CPU a cache-sized working set (vmap) or `CPU_STATE_BYTES` of states per device
+    (sequential). Blocks are padded to a multiple of the device count. With vmap, a group of
+    two or more configs gets at least two per device: XLA compiles a size-1 vmapped batch to
+    other kernels, and a config's result must not depend on how the grid is chunked (SPEC §7);
+    a lone config runs unpadded, as it always would. Sequential batching needs neither rule.
     """
     static, n_dev = group[0].static(), sharding.mesh.size
-    size = (max_parallel or auto_max_parallel(static, group[0], sharding)
-            or max(2, CPU_BLOCK_BYTES // config_bytes(static)) * n_dev)
-    per_device_min = 2 if len(group) > 1 else 1
+    sequential = resolve_batching(batching) == "sequential"
+    if sequential:
+        cpu = max(1, CPU_STATE_BYTES // state_bytes(group[0])) * n_dev
+    else:
+        cpu = max(2, CPU_BLOCK_BYTES // config_bytes(static)) * n_dev
+    size = (max_parallel or auto_max_parallel(static, group[0], sharding, batching=batching)
+            or cpu)
+    per_device_min = 2 if len(group) > 1 and not sequential else 1
     n_blocks = -(-len(group) // size)
     blocks, start = [], 0
     for k in range(n_blocks):  # even sizes: no lone remainder padded to a whole extra block
@@ -213,7 +281,7 @@ class Progress:
 def run_block(rd: RunDir, static: Static, cfgs: list[Config], n_pad: int,
               sharding: NamedSharding, progress: Progress, summary: Summary,
               ckpt: checkpoint.CheckpointOptions = checkpoint.CheckpointOptions(),
-              stop: checkpoint.StopSignal | None = None) -> None:
+              stop: checkpoint.StopSignal | None = None, batching: str = "auto") -> None:
     """Trains one block of same-shape configs to the end, writing what this process owns.
 
     Resumes from the block's latest good checkpoint if there is one, saves checkpoints at chunk
@@ -222,7 +290,7 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], n_pad: int,
     n = len(cfgs)  # padding rows (n_pad - n, see plan_blocks) repeat the last config, unwritten
     hp = jax.tree.map(lambda x: global_array(x, sharding),
                       stack_hparams(cfgs + [cfgs[-1]] * (n_pad - n)))
-    init_fn, chunk_fn = compiled(static, sharding)
+    init_fn, chunk_fn = compiled(static, sharding, batching=batching)
     owned = [i for i in owned_indices(sharding, n_pad) if i < n]
     n_chunks = train.n_chunks_for(max(c.n_steps for c in cfgs), static.log_every)
     store = checkpoint.BlockCheckpoints(rd.path, [c.config_id for c in cfgs], n_pad, ckpt)
@@ -295,7 +363,8 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], n_pad: int,
 
 def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: bool = False,
         progress: bool | None = None, log=print,
-        checkpoints: checkpoint.CheckpointOptions | None = None) -> Summary:
+        checkpoints: checkpoint.CheckpointOptions | None = None,
+        batching: str | None = None) -> Summary:
     """Runs every config of `sweep` not yet done in `out`, resuming from checkpoints.
 
     Args:
@@ -306,6 +375,8 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
       progress: progress bar on/off (None: on when stderr is a terminal).
       log: where messages go.
       checkpoints: when to checkpoint (default CheckpointOptions()).
+      batching: how a device runs its configs (`resolve_batching`; default: the sweep's
+        `batching` option, else "auto").
 
     Returns:
       What was done, skipped and failed.
@@ -329,6 +400,8 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
         log(f"jaxcl: {len(summary.skipped)} of {len(configs)} configs already done, skipping them")
     sharding = config_mesh()
     max_parallel = max_parallel or sweep.options.get("max_parallel")
+    batching = batching or sweep.options.get("batching", "auto")
+    resolve_batching(batching)  # a bad value is refused before anything compiles
     groups = group_by_static(todo)
     bar = Progress(sum(c.n_steps for c in todo), progress)
     ckpt = checkpoints or checkpoint.CheckpointOptions()
@@ -337,10 +410,11 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
             for gi, (static, group) in enumerate(groups.items()):
                 bar.group(f"group {gi + 1}/{len(groups)} d={static.d} m={static.m} "
                           f"({len(group)} configs)", sum(c.n_steps for c in group))
-                for block, n_pad in plan_blocks(group, sharding, max_parallel):
+                for block, n_pad in plan_blocks(group, sharding, max_parallel, batching):
                     if _agree(stop.requested):  # between blocks: nothing to save
                         raise checkpoint.Interrupted(stop.signum, "between blocks")
-                    run_block(rd, static, block, n_pad, sharding, bar, summary, ckpt, stop)
+                    run_block(rd, static, block, n_pad, sharding, bar, summary, ckpt, stop,
+                              batching)
                     if is_main and jax.process_count() == 1:  # a live view for the watcher
                         rd.write_manifest(sweep, configs)
     except checkpoint.Interrupted:

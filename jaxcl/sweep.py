@@ -15,8 +15,9 @@ from jaxcl.config import Config, ConfigError, Static
 
 _TABLES = ("base", "grid", "sweep")
 _SWEEP_OPTIONS = {"name": str, "max_parallel": int,  # run options, not in the fingerprint
-                  "checkpoint_every_steps": int, "checkpoint_every_seconds": int,
+                  "batching": str, "checkpoint_every_steps": int, "checkpoint_every_seconds": int,
                   "keep_checkpoints": int}
+BATCHINGS = ("auto", "sequential", "vmap")  # how a device runs its configs: runner.resolve_batching
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,9 @@ def loads(text: str, overrides: dict | None = None, source: str = "<sweep>") -> 
     if options.get("max_parallel", 1) < 1:
         raise ConfigError(f"{source}: [sweep] option 'max_parallel' = "
                           f"{options['max_parallel']!r}: must be >= 1")
+    if options.get("batching", "auto") not in BATCHINGS:
+        raise ConfigError(f"{source}: [sweep] option 'batching' = {options['batching']!r}: "
+                          f"expected one of {', '.join(BATCHINGS)}")
     sweep = Sweep(base=doc.get("base", {}), grid=grid, overrides=dict(overrides or {}),
                   options=options, text=text)
     sweep.configs()  # validate every point now, before anything compiles

@@ -67,15 +67,27 @@ def test_chunking_does_not_change_results(reference, sweep_file):
     assert_same(finals(reference), finals(out))
 
 
+def test_vmap_batching_chunking_does_not_change_results(reference, sweep_file):
+    """The accelerators' batching, run on CPU: bitwise across chunkings (>= 2 configs per
+    device), and within float32 round-off of the sequential reference."""
+    outs = []
+    for max_parallel in (None, 1):
+        outs.append(str(sweep_file.parent / f"vmap{max_parallel}"))
+        runner.run(loads(SWEEP), outs[-1], max_parallel=max_parallel, batching="vmap",
+                   progress=False, log=lambda *_: None)
+    assert_same(finals(outs[0]), finals(outs[1]))
+    assert_same(finals(reference), finals(outs[0]), exact=False)
+
+
 def test_device_count_does_not_change_results(reference, sweep_file, jaxcl_cmd):
     out4 = str(sweep_file.parent / "dev4")
     cmd, env = jaxcl_cmd("run", str(sweep_file), "--out", out4, devices=4)
     subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True)
-    assert_same(finals(reference), finals(out4))  # bitwise for any count >= 2
+    assert_same(finals(reference), finals(out4))
     out1 = str(sweep_file.parent / "dev1")
     cmd, env = jaxcl_cmd("run", str(sweep_file), "--out", out1, devices=1)
     subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True)
-    assert_same(finals(reference), finals(out1), exact=False)
+    assert_same(finals(reference), finals(out1))  # CPU batching is sequential: bitwise
 
 
 def _free_port():

@@ -142,20 +142,70 @@ def test_auto_max_parallel_from_device_memory(monkeypatch, tiny):
 
 
 def test_plan_blocks_even_sizes_and_padding(tiny):
-    """Blocks cover the group in order, differ in size by at most one, and pad to >= 2 configs
-    per device unless the group is a lone config."""
+    """Blocks cover the group in order, differ in size by at most one and pad to a multiple of
+    the device count; with vmap, to >= 2 configs per device unless the group is a lone config."""
     from jaxcl import runner
     from jaxcl.config import Config
 
     sharding = runner.config_mesh()
     n_dev = sharding.mesh.size
     group = [Config(**tiny, seed=s) for s in range(7)]
-    for max_parallel in (1, 3, 4, 100):
-        blocks = runner.plan_blocks(group, sharding, max_parallel)
-        assert [c for b, _ in blocks for c in b] == group
-        sizes = [len(b) for b, _ in blocks]
-        assert max(sizes) <= max_parallel and max(sizes) - min(sizes) <= 1
-        for b, n_pad in blocks:
-            assert n_pad % n_dev == 0 and n_pad >= max(len(b), 2 * n_dev)
-    (lone, n_pad), = runner.plan_blocks(group[:1], sharding)
-    assert lone == group[:1] and n_pad == n_dev
+    for batching, per_device_min in (("vmap", 2), ("sequential", 1)):
+        for max_parallel in (1, 3, 4, 100):
+            blocks = runner.plan_blocks(group, sharding, max_parallel, batching)
+            assert [c for b, _ in blocks for c in b] == group
+            sizes = [len(b) for b, _ in blocks]
+            assert max(sizes) <= max_parallel and max(sizes) - min(sizes) <= 1
+            for b, n_pad in blocks:
+                assert n_pad % n_dev == 0
+                assert max(len(b), per_device_min * n_dev) <= n_pad < len(b) + per_device_min * n_dev
+        (lone, n_pad), = runner.plan_blocks(group[:1], sharding, batching=batching)
+        assert lone == group[:1] and n_pad == n_dev
+    # default size: tiny states, so the whole group in one block, padded to fill the devices
+    (all7, n_pad), = runner.plan_blocks(group, sharding, batching="sequential")
+    assert all7 == group and n_pad == -(-7 // n_dev) * n_dev
+
+
+@pytest.mark.parametrize("batching", ["sequential", "vmap"])
+def test_engine_equals_each_config_run_alone(tiny, batching):
+    """The engine's sharded chunk program against a plain jit of `train.run_chunk` per config:
+    bitwise for sequential batching (each device scans the unvmapped program), float32
+    round-off for vmap (XLA's batched kernels). 3 configs on 2 devices: one padding row."""
+    import functools
+
+    import jax
+
+    from jaxcl import runner, train
+    from jaxcl.config import Config, stack_hparams
+
+    cfgs = [Config(**tiny, ratio=r, seed=s) for r, s in ((0.25, 0), (1.0, 3), (0.5, 7))]
+    static, sharding = cfgs[0].static(), runner.config_mesh()
+    (block, n_pad), = runner.plan_blocks(cfgs, sharding, batching=batching)
+    hp = jax.tree.map(lambda x: runner.global_array(x, sharding),
+                      stack_hparams(block + [block[-1]] * (n_pad - len(block))))
+    init_fn, chunk_fn = runner.compiled(static, sharding, batching=batching)
+    state = init_fn(hp)
+    for _ in range(2):
+        state, _ = chunk_fn(hp, state)
+    opts = runner.compiler_options()
+    one_init = jax.jit(functools.partial(train.init, static), compiler_options=opts)
+    one_chunk = jax.jit(functools.partial(train.run_chunk, static), compiler_options=opts)
+    for i, c in enumerate(cfgs):
+        alone = one_init(c.hparams())
+        for _ in range(2):
+            alone, _ = one_chunk(c.hparams(), alone)
+        for name in ("w", "b", "w0", "M"):
+            got, want = np.asarray(getattr(state, name)[i]), np.asarray(getattr(alone, name))
+            if batching == "sequential":
+                assert np.array_equal(got, want), (i, name)
+            else:
+                np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7, err_msg=f"{i} {name}")
+        assert int(state.t[i]) == int(alone.t) == 20
+
+
+def test_bad_batching_is_refused_before_compiling(tmp_path, capsys):
+    (tmp_path / "s.toml").write_text(SWEEP + '\n[sweep]\nbatching = "scan"\n')
+    assert main(["run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "batching" in err and "'scan'" in err
+    assert not (tmp_path / "out").exists()
