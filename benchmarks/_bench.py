@@ -3,21 +3,26 @@
 
 What is measured, for each d (at C_m = 1.5, so m = round(d^1.5), d1 = 2d) and n_configs:
 
-- vmapped: the engine's own path, `runner.compiled(static, runner.config_mesh())`, i.e.
-  jit(vmap(run_chunk)) with the config axis sharded over every device, on n configs that
-  differ in seed, split into the blocks `jaxcl run` would use (`runner.plan_blocks`: sized to a
-  cache-friendly working set on CPU, to device memory on accelerators) and padded as it pads.
-  Padding rows count as wasted work.
-- loop: a Python loop over the same n configs, one jitted, unvmapped `run_chunk` at a time
-  (dispatched asynchronously, one block at the end: the most favourable way to run a loop).
-- Both run `steps` training steps per call (one chunk, `log_every = steps`), and are timed
-  interleaved in the same process; each figure is the median of `repeats` calls. Compile time
-  (lower + compile) is measured separately.
+- engine: the engine's own path, `runner.compiled(static, runner.config_mesh())` with its
+  default batching (`runner.resolve_batching`), on n configs that differ in seed, split into
+  the blocks `jaxcl run` would use (`runner.plan_blocks`) and padded as it pads; padding rows
+  count as wasted work. The config axis is sharded over every device; on CPU each device runs
+  its configs one after another (batching "sequential"), on accelerators all at once ("vmap").
+- vmapped: the same with batching "vmap", i.e. jit(vmap(run_chunk)) sharded over the devices,
+  in blocks sized to a cache-friendly working set on CPU (one measurement with the engine
+  where vmap is the default).
+- loop: a Python loop over the same n configs, one jitted, unvmapped `run_chunk` at a time on
+  the default device (dispatched asynchronously, one block at the end: the most favourable way
+  to run a loop).
+- All run `steps` training steps per call (one chunk, `log_every = steps`), and are timed
+  interleaved in the same process; each figure is the median of `repeats` samples, a sample
+  being as many calls in a row as make up at least `min_sample_s` (set from the warm-up call).
+  Compile time (lower + compile) is measured separately.
 - matmul peak, measured in the same run: a large square float32 matmul (the roofline), and a
   batched matmul of the step's own shape, n × (K·L, d1) @ (d1, m), timed interleaved with the
   step (what XLA reaches on these shapes alone).
-- memory: `compiled.memory_analysis()` of the vmapped chunk (arguments + outputs + temporaries
-  − aliased), and the process's peak RSS.
+- memory: `compiled.memory_analysis()` of the engine's chunk (arguments + outputs +
+  temporaries − aliased), and the process's peak RSS.
 
 FLOP model per config-step (K samples, L tokens, d features, d1 ambient dim, m neurons);
 elementwise work (BReLU, softmax, RNG, the update) is not counted:
@@ -61,6 +66,7 @@ class Options:
     C_m: float = 1.5
     steps: int = 50  # training steps per timed call: one chunk at the default log_every
     repeats: int = 5
+    min_sample_s: float = 0.25  # one timed sample repeats a call until it lasts at least this
     dictionary: str = "qr"
     matmul_dtype: str = "float32"
     mem_budget_gb: float = 4.0  # skip a combo whose compiled footprint exceeds this
@@ -109,6 +115,15 @@ def _time(fn, *args) -> float:
     return time.perf_counter() - t
 
 
+def _time_calls(fn, calls: int) -> float:
+    """Seconds per call of fn() over `calls` calls in a row, dispatched asynchronously."""
+    t = time.perf_counter()
+    for _ in range(calls):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t) / calls
+
+
 def matmul_peak(n: int, repeats: int) -> float:
     """FLOP/s of an (n, n) @ (n, n) float32 matmul, median of `repeats`."""
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
@@ -143,23 +158,44 @@ def _square_matmul(size: int):
     return lambda: f(a)
 
 
-def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
-    """Times the vmapped engine and the loop on n configs of size d, interleaved."""
-    cfgs = _configs(opt, d, n)
+def _engine(cfgs: list[Config], sharding, batching: str) -> dict:
+    """The engine's own path for these configs: `runner.plan_blocks` and `runner.compiled` with
+    this batching, blocks padded as `jaxcl run` pads them. Returns a timed callable and what
+    it cost to compile."""
     static = cfgs[0].static()
-    # The engine's own plan: blocks sized to memory (cache on CPU), padded as `jaxcl run` pads.
-    blocks = runner.plan_blocks(cfgs, sharding)
-    init_fn, chunk_fn = runner.compiled(static, sharding)
-    parts, v_compiled, compile_v = [], {}, 0.0
+    blocks = runner.plan_blocks(cfgs, sharding, batching=batching)
+    init_fn, chunk_fn = runner.compiled(static, sharding, batching=batching)
+    parts, progs, seconds = [], {}, 0.0
     for block, n_pad in blocks:
         hp = jax.tree.map(lambda x: runner.global_array(x, sharding),
                           stack_hparams(block + [block[-1]] * (n_pad - len(block))))
         parts.append([hp, init_fn(hp)])
-        if n_pad not in v_compiled:
+        if n_pad not in progs:
             t = time.perf_counter()
-            v_compiled[n_pad] = chunk_fn.lower(hp, parts[-1][1]).compile()
-            compile_v += time.perf_counter() - t
-    n_pad = blocks[0][1]
+            progs[n_pad] = chunk_fn.lower(hp, parts[-1][1]).compile()
+            seconds += time.perf_counter() - t
+
+    def call():
+        outs = []
+        for part in parts:
+            part[1], metrics = progs[part[0].seed.shape[0]](part[0], part[1])
+            outs.append(metrics["loss"])
+        return parts[-1][1].w, outs
+
+    return {"call": call, "compile_s": seconds, "n_pad": blocks[0][1],
+            "blocks": [len(b) for b, _ in blocks], "mem": _memory(progs[blocks[0][1]])}
+
+
+def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
+    """Times the engine (its default batching), the engine with vmap batching and the loop on
+    n configs of size d, interleaved. On accelerators the default batching is vmap and the two
+    engine columns are one measurement."""
+    cfgs = _configs(opt, d, n)
+    static = cfgs[0].static()
+    auto = runner.resolve_batching("auto")
+    engines = {"engine": _engine(cfgs, sharding, auto)}
+    engines["vmapped"] = (engines["engine"] if auto == "vmap"
+                          else _engine(cfgs, sharding, "vmap"))
 
     # The loop: one unvmapped jitted chunk, the same compiled program for every config.
     hps = [jax.tree.map(lambda x: jnp.asarray(x[0]), stack_hparams([c])) for c in cfgs]
@@ -174,6 +210,7 @@ def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
 
     # The step's batched matmul shape alone: n × (K·L, d1) @ (d1, m).
     K, L, d1, m = static.K, static.L, static.d1, static.m
+    n_pad = engines["engine"]["n_pad"]
     rng = np.random.default_rng(1)
     xs = jnp.asarray(rng.standard_normal((n_pad, K * L, d1)), jnp.float32)
     ws = jnp.asarray(rng.standard_normal((n_pad, m, d1)), jnp.float32)
@@ -182,13 +219,6 @@ def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
 
     box = {"l": states}
 
-    def run_v():
-        outs = []
-        for part in parts:
-            part[1], metrics = v_compiled[part[0].seed.shape[0]](part[0], part[1])
-            outs.append(metrics["loss"])
-        return parts[-1][1].w, outs
-
     def run_l():
         outs = []
         for i in range(n):
@@ -196,30 +226,40 @@ def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
             outs.append(metrics["loss"])
         return box["l"][-1].w, outs
 
-    jax.block_until_ready(run_v())  # warm-up
-    jax.block_until_ready(run_l())
     square = _square_matmul(big)
-    tv, tl, tb, tp = [], [], [], []
-    for _ in range(opt.repeats):  # interleaved, so all four see the same machine load
-        tv.append(_time(run_v))
-        tl.append(_time(run_l))
-        tb.append(_time(bmm, xs, ws))
-        tp.append(_time(square))
-    tv, tl, tb, tp = (float(np.median(x)) for x in (tv, tl, tb, tp))
+    fns = {"engine": engines["engine"]["call"], "loop": run_l,
+           "bmm": lambda: bmm(xs, ws), "square": square}
+    if engines["vmapped"] is not engines["engine"]:
+        fns["vmapped"] = engines["vmapped"]["call"]
+    # Warm-up, which also sets how many calls one timed sample makes: at least min_sample_s of
+    # work, so that short calls (small d, n = 1) are not timed at the scheduler's granularity.
+    calls = {k: max(1, math.ceil(opt.min_sample_s / _time(f))) for k, f in fns.items()}
+    times = {k: [] for k in fns}
+    for _ in range(opt.repeats):  # interleaved, so all of them see the same machine load
+        for k, f in fns.items():
+            times[k].append(_time_calls(f, calls[k]))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    med.setdefault("vmapped", med["engine"])
     fl = flops_per_config_step(K, L, static.d, d1, m, opt.dictionary == "identity")
-    cs_v, cs_l = n * opt.steps / tv, n * opt.steps / tl
+    cs = {k: n * opt.steps / med[k] for k in ("engine", "vmapped", "loop")}
     return {
         "d": d, "m": m, "d1": d1, "K": K, "L": L, "n_configs": n, "n_padded": n_pad,
-        "engine_blocks": [len(b) for b, _ in blocks],
-        "steps_per_call": opt.steps, "vmapped_cfg_steps_per_s": cs_v,
-        "loop_cfg_steps_per_s": cs_l, "speedup": cs_v / cs_l,
-        "vmapped_s_per_cfg_step": 1 / cs_v, "loop_s_per_cfg_step": 1 / cs_l,
-        "compile_vmapped_s": compile_v, "compile_loop_s": compile_l,
-        "flops_per_cfg_step": fl, "vmapped_flops_per_s": fl["total"] * cs_v,
-        "loop_flops_per_s": fl["total"] * cs_l,
-        "shape_matmul_flops_per_s": 2 * n_pad * K * L * d1 * m / tb,
-        "square_matmul_flops_per_s": 2 * big**3 / tp,
-        "mem_vmapped_bytes": _memory(v_compiled[n_pad]), "mem_loop_bytes": _memory(l_compiled),
+        "batching": auto, "engine_blocks": engines["engine"]["blocks"],
+        "vmapped_blocks": engines["vmapped"]["blocks"],
+        "steps_per_call": opt.steps, "engine_cfg_steps_per_s": cs["engine"],
+        "vmapped_cfg_steps_per_s": cs["vmapped"], "loop_cfg_steps_per_s": cs["loop"],
+        "speedup": cs["engine"] / cs["loop"], "vmapped_speedup": cs["vmapped"] / cs["loop"],
+        "engine_s_per_cfg_step": 1 / cs["engine"], "vmapped_s_per_cfg_step": 1 / cs["vmapped"],
+        "loop_s_per_cfg_step": 1 / cs["loop"],
+        "compile_engine_s": engines["engine"]["compile_s"],
+        "compile_vmapped_s": engines["vmapped"]["compile_s"], "compile_loop_s": compile_l,
+        "flops_per_cfg_step": fl, "engine_flops_per_s": fl["total"] * cs["engine"],
+        "vmapped_flops_per_s": fl["total"] * cs["vmapped"],
+        "loop_flops_per_s": fl["total"] * cs["loop"],
+        "shape_matmul_flops_per_s": 2 * n_pad * K * L * d1 * m / med["bmm"],
+        "square_matmul_flops_per_s": 2 * big**3 / med["square"],
+        "mem_engine_bytes": engines["engine"]["mem"],
+        "mem_vmapped_bytes": engines["vmapped"]["mem"], "mem_loop_bytes": _memory(l_compiled),
         "rss_peak_mb": _rss_mb(),
     }
 
@@ -287,7 +327,7 @@ def _estimate(opt: Options, d: int, n: int, peak: float) -> tuple[float, float]:
     """(seconds to time the combo at 25% of the peak measured at start, rough bytes)."""
     c = _configs(opt, d, 1)[0]
     fl = flops_per_config_step(c.K, c.L, d, c.D1, c.M_neurons, opt.dictionary == "identity")
-    seconds = 2 * (opt.repeats + 1) * n * opt.steps * fl["total"] / (0.25 * peak)
+    seconds = 3 * (opt.repeats + 1) * n * opt.steps * fl["total"] / (0.25 * peak)
     act = 12 * c.K * c.L * (c.M_neurons + c.D1) * 4  # a dozen (K, L, m + d1) float32 buffers
     state = 3 * c.M_neurons * c.D1 * 4
     return seconds, n * (act + state)
@@ -303,11 +343,14 @@ def run(opt: Options, log=print) -> dict:
     peak0 = matmul_peak(big, opt.repeats)
     log(f"float32 matmul peak ({big}x{big}): {peak0 / 1e9:.1f} GFLOP/s")
     rows, skipped = [], []
-    hdr = (f"{'d':>4} {'m':>5} {'n':>3} | {'vmapped':>9} {'loop':>9} {'x':>5} | "
-           f"{'comp_v':>6} {'comp_l':>6} | {'GFLOP/s':>7} {'%peak':>5} {'%bmm':>5} | "
-           f"{'mem_MB':>7} {'rss_MB':>7}")
-    log("config-steps/s (median), compile s, achieved FLOP/s vs the square matmul (%peak) and "
-        "vs the step's batched matmul shape alone (%bmm), memory from memory_analysis and RSS")
+    batching = runner.resolve_batching("auto")
+    hdr = (f"{'d':>4} {'m':>5} {'n':>3} | {'engine':>9} {'vmapped':>9} {'loop':>9} {'x':>5} "
+           f"{'x_vmap':>6} | {'comp_e':>6} {'comp_l':>6} | {'GFLOP/s':>7} {'%peak':>5} "
+           f"{'%bmm':>5} | {'mem_MB':>7} {'rss_MB':>7}")
+    log(f"config-steps/s (median) of the engine (batching={batching}, as `jaxcl run`), the "
+        "engine with vmap batching and the loop; x = engine/loop, x_vmap = vmapped/loop; "
+        "compile s; the engine's FLOP/s vs the square matmul (%peak) and vs the step's batched "
+        "matmul shape alone (%bmm); the engine's memory (memory_analysis) and peak RSS")
     log(hdr)
     for d in opt.ds:
         for n in opt.ns:
@@ -327,14 +370,16 @@ def run(opt: Options, log=print) -> dict:
             # fewer configs than devices: as many devices as configs, as `jaxcl run` picks
             sh = sharding if n >= sharding.mesh.size else runner.config_mesh(n)
             r = bench_one(combo, d, n, sh, big)
-            r["pct_peak"] = 100 * r["vmapped_flops_per_s"] / r["square_matmul_flops_per_s"]
-            r["pct_shape_matmul"] = 100 * r["vmapped_flops_per_s"] / r["shape_matmul_flops_per_s"]
+            r["pct_peak"] = 100 * r["engine_flops_per_s"] / r["square_matmul_flops_per_s"]
+            r["pct_shape_matmul"] = 100 * r["engine_flops_per_s"] / r["shape_matmul_flops_per_s"]
             rows.append(r)
-            mem = r["mem_vmapped_bytes"]
-            log(f"{d:>4} {r['m']:>5} {n:>3} | {r['vmapped_cfg_steps_per_s']:>9.1f} "
-                f"{r['loop_cfg_steps_per_s']:>9.1f} {r['speedup']:>5.2f} | "
-                f"{r['compile_vmapped_s']:>6.1f} {r['compile_loop_s']:>6.1f} | "
-                f"{r['vmapped_flops_per_s'] / 1e9:>7.1f} {r['pct_peak']:>5.1f} "
+            mem = r["mem_engine_bytes"]
+            log(f"{d:>4} {r['m']:>5} {n:>3} | {r['engine_cfg_steps_per_s']:>9.1f} "
+                f"{r['vmapped_cfg_steps_per_s']:>9.1f} "
+                f"{r['loop_cfg_steps_per_s']:>9.1f} {r['speedup']:>5.2f} "
+                f"{r['vmapped_speedup']:>6.2f} | "
+                f"{r['compile_engine_s']:>6.1f} {r['compile_loop_s']:>6.1f} | "
+                f"{r['engine_flops_per_s'] / 1e9:>7.1f} {r['pct_peak']:>5.1f} "
                 f"{r['pct_shape_matmul']:>5.1f} | "
                 f"{(mem or 0) / 2**20:>7.1f} {r['rss_peak_mb']:>7.0f}"
                 + (f"  ({combo.steps} steps per call)" if combo.steps != opt.steps else ""))
@@ -365,7 +410,7 @@ def run(opt: Options, log=print) -> dict:
 
 def fit_exponents(rows: list[dict]) -> dict:
     """Least-squares slope of log(time per config-step) on log d, at the largest n present for
-    at least two d, for the vmapped engine and for the loop."""
+    at least two d, for the engine, the vmapped engine and the loop."""
     out = {}
     by_n: dict[int, list] = {}
     for r in rows:
@@ -376,7 +421,7 @@ def fit_exponents(rows: list[dict]) -> dict:
     n = max(ns, key=lambda k: (len(by_n[k]), k))
     rs = sorted(by_n[n], key=lambda r: r["d"])
     x = np.log([r["d"] for r in rs])
-    for key in ("vmapped", "loop"):
+    for key in ("engine", "vmapped", "loop"):
         y = np.log([r[f"{key}_s_per_cfg_step"] for r in rs])
         slope = float(np.polyfit(x, y, 1)[0])
         out[key] = {"exponent": slope, "n_configs": n, "ds": [r["d"] for r in rs]}

@@ -64,9 +64,11 @@ def resolve_batching(batching: str = "auto") -> str:
     "vmap" (all at once). "auto" picks sequential on CPU and vmap on accelerators.
 
     On CPU, one config's matmuls already keep a core busy, and vmapping several per device only
-    makes a larger working set: sequential per device ran 1.0-1.2x vmap at d = 16-32 and
-    1.1-1.3x at d = 64-128 (benchmarks/throughput.py measures both). Sequential also runs each
-    config's own unvmapped program, so its arrays are bitwise those of the config run alone.
+    makes a larger working set: in benchmarks/throughput.py (n = 4-64 configs on 2 cores)
+    sequential ran 1.06-1.16x vmap at d = 32, 0.99-1.26x at d = 64 and 1.13-1.34x at d = 128,
+    where vmap fell below a plain loop; only at d = 16 was vmap ahead (sequential 0.86-1.05x).
+    Sequential also runs each config's own unvmapped program, so its arrays are bitwise those
+    of the config run alone.
     """
     if batching not in BATCHINGS:
         raise ConfigError(f"batching = {batching!r}: expected one of {', '.join(BATCHINGS)}")

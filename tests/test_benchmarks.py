@@ -1,0 +1,43 @@
+"""benchmarks/_bench.py: its FLOP model against XLA's own count, and one tiny timed row end to
+end (speed itself is measured in benchmarks/, never asserted here)."""
+
+import functools
+import os
+import sys
+
+import jax
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+import _bench  # noqa: E402
+
+from jaxcl import runner, train  # noqa: E402
+from jaxcl.config import Config  # noqa: E402
+
+
+def test_flop_model_counts_the_steps_matmuls():
+    """XLA's cost analysis of one compiled step counts every FLOP (elementwise ones too), so it
+    bounds the model's matmul-only count from above, and at d = 64 the matmuls dominate."""
+    c = Config(d=64, C_m=1.5)
+    static, hp = c.static(), c.hparams()
+    state = jax.jit(functools.partial(train.init, static))(hp)
+    cost = jax.jit(functools.partial(train.step, static)).lower(hp, state).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    model = _bench.flops_per_config_step(static.K, static.L, 64, static.d1, static.m, False)
+    assert model["total"] == sum(v for k, v in model.items() if k != "total")
+    assert model["total"] <= cost["flops"] <= 1.25 * model["total"]
+
+
+def test_bench_one_tiny_row():
+    """3 configs on 2 devices: one padding row; the row's figures are consistent."""
+    n, opt = 3, _bench.Options(steps=2, repeats=1, min_sample_s=0.0)
+    sharding = runner.config_mesh()
+    r = _bench.bench_one(opt, 8, n, sharding, big=64)
+    for key in ("engine", "vmapped", "loop"):
+        assert r[f"{key}_cfg_steps_per_s"] > 0
+        assert r[f"{key}_s_per_cfg_step"] == pytest.approx(1 / r[f"{key}_cfg_steps_per_s"])
+    assert r["speedup"] == pytest.approx(r["engine_cfg_steps_per_s"] / r["loop_cfg_steps_per_s"])
+    assert r["batching"] == "sequential"  # the CPU default
+    assert sum(r["engine_blocks"]) == n and r["n_padded"] % sharding.mesh.size == 0
+    assert r["engine_flops_per_s"] == pytest.approx(
+        r["flops_per_cfg_step"]["total"] * r["engine_cfg_steps_per_s"])
