@@ -166,7 +166,27 @@ def _scan_body(static: Static, hp: HParams, carry, _):
 
 
 def run_chunk(static: Static, hp: HParams, state: State) -> tuple[State, dict]:
-    """`log_every` steps under lax.scan; returns the new state and this chunk's reduced metrics."""
+    """`log_every` steps under lax.scan; returns the new state and this chunk's reduced metrics.
+
+    A config already past its own `steps` skips the chunk: a real branch where configs run one
+    at a time (unvmapped, or the runner's sequential batching), so a group whose configs train
+    for different numbers of steps costs what each needs; under vmap both branches run and the
+    result is selected, as for the steps inside a chunk.
+    """
+    chunk = functools.partial(_chunk, static)
+    return jax.lax.cond(state.t < hp.steps, chunk, functools.partial(_idle, chunk), hp, state)
+
+
+def _idle(chunk, hp: HParams, state: State) -> tuple[State, dict]:
+    """A chunk of a finished config: its state unchanged, its metrics marked not logged."""
+    shapes = jax.eval_shape(chunk, hp, state)[1]
+    metrics = {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+    metrics.update(step=state.t, logged=jnp.bool_(False), finite=jnp.bool_(True),
+                   bad_step=jnp.int32(-1), stage=state.stage, T1=state.T1, T2=state.T2)
+    return state, metrics
+
+
+def _chunk(static: Static, hp: HParams, state: State) -> tuple[State, dict]:
     t_start = state.t
     zeros = StepMetrics(*(jnp.float32(0.0) for _ in StepMetrics._fields))
     (state, sums, bad_step), active = jax.lax.scan(

@@ -170,7 +170,8 @@ def test_plan_blocks_even_sizes_and_padding(tiny):
 def test_engine_equals_each_config_run_alone(tiny, batching):
     """The engine's sharded chunk program against a plain jit of `train.run_chunk` per config:
     bitwise for sequential batching (each device scans the unvmapped program), float32
-    round-off for vmap (XLA's batched kernels). 3 configs on 2 devices: one padding row."""
+    round-off for vmap (XLA's batched kernels). 3 configs on 2 devices: one padding row; one
+    config stops at step 5, so its second chunk is skipped (sequential) or selected away (vmap)."""
     import functools
 
     import jax
@@ -178,15 +179,19 @@ def test_engine_equals_each_config_run_alone(tiny, batching):
     from jaxcl import runner, train
     from jaxcl.config import Config, stack_hparams
 
-    cfgs = [Config(**tiny, ratio=r, seed=s) for r, s in ((0.25, 0), (1.0, 3), (0.5, 7))]
+    cfgs = [Config(**{**tiny, "ratio": r, "seed": s, "steps": n})
+            for r, s, n in ((0.25, 0, 40), (1.0, 3, 5), (0.5, 7, 40))]
     static, sharding = cfgs[0].static(), runner.config_mesh()
     (block, n_pad), = runner.plan_blocks(cfgs, sharding, batching=batching)
     hp = jax.tree.map(lambda x: runner.global_array(x, sharding),
                       stack_hparams(block + [block[-1]] * (n_pad - len(block))))
     init_fn, chunk_fn = runner.compiled(static, sharding, batching=batching)
     state = init_fn(hp)
+    logged = []
     for _ in range(2):
-        state, _ = chunk_fn(hp, state)
+        state, metrics = chunk_fn(hp, state)
+        logged.append(np.asarray(metrics["logged"])[:3].tolist())
+    assert logged == [[True, True, True], [True, False, True]]
     opts = runner.compiler_options()
     one_init = jax.jit(functools.partial(train.init, static), compiler_options=opts)
     one_chunk = jax.jit(functools.partial(train.run_chunk, static), compiler_options=opts)
@@ -200,7 +205,7 @@ def test_engine_equals_each_config_run_alone(tiny, batching):
                 assert np.array_equal(got, want), (i, name)
             else:
                 np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7, err_msg=f"{i} {name}")
-        assert int(state.t[i]) == int(alone.t) == 20
+        assert int(state.t[i]) == int(alone.t) == min(c.n_steps, 20)
 
 
 def test_bad_batching_is_refused_before_compiling(tmp_path, capsys):
