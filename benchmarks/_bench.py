@@ -5,8 +5,8 @@ What is measured, for each d (at C_m = 1.5, so m = round(d^1.5), d1 = 2d) and n_
 
 - engine: the engine's own path, `runner.compiled(static, runner.config_mesh())` with its
   default batching (`runner.resolve_batching`), on n configs that differ in seed, split into
-  the blocks `jaxcl run` would use (`runner.plan_blocks`) and padded as it pads; padding rows
-  count as wasted work. The config axis is sharded over every device; on CPU each device runs
+  the blocks `jaxcl run` would use (`runner.plan_blocks`) and padded as it pads (padding rows
+  train no step; they cost time under vmap only). The config axis is sharded over every device; on CPU each device runs
   its configs one after another (batching "sequential"), on accelerators all at once ("vmap").
 - vmapped: the same with batching "vmap", i.e. jit(vmap(run_chunk)) sharded over the devices,
   in blocks sized to a cache-friendly working set on CPU (one measurement with the engine
@@ -168,7 +168,7 @@ def _engine(cfgs: list[Config], sharding, batching: str) -> dict:
     parts, progs, seconds = [], {}, 0.0
     for block, n_pad in blocks:
         hp = jax.tree.map(lambda x: runner.global_array(x, sharding),
-                          stack_hparams(block + [block[-1]] * (n_pad - len(block))))
+                          runner.block_hparams(block, n_pad))
         parts.append([hp, init_fn(hp)])
         if n_pad not in progs:
             t = time.perf_counter()

@@ -194,7 +194,9 @@ def plan_blocks(group: list[Config], sharding: NamedSharding, max_parallel: int 
     (sequential). Blocks are padded to a multiple of the device count. With vmap, a group of
     two or more configs gets at least two per device: XLA compiles a size-1 vmapped batch to
     other kernels, and a config's result must not depend on how the grid is chunked (SPEC §7);
-    a lone config runs unpadded, as it always would. Sequential batching needs neither rule.
+    a lone config runs unpadded, as it always would. Sequential batching needs neither rule;
+    there a block's rows are ordered so that the devices' shares take about the same number of
+    steps (`_balance`), and padding rows cost nothing (`block_hparams`).
     """
     static, n_dev = group[0].static(), sharding.mesh.size
     sequential = resolve_batching(batching) == "sequential"
@@ -205,14 +207,46 @@ def plan_blocks(group: list[Config], sharding: NamedSharding, max_parallel: int 
     size = (max_parallel or auto_max_parallel(static, group[0], sharding, batching=batching)
             or cpu)
     per_device_min = 2 if len(group) > 1 and not sequential else 1
+    # A block trains until its longest config is done: longest first, so blocks are even in
+    # length (a stable sort: a group of equal lengths keeps its grid order).
+    group = sorted(group, key=lambda c: -c.n_steps)
     n_blocks = -(-len(group) // size)
     blocks, start = [], 0
     for k in range(n_blocks):  # even sizes: no lone remainder padded to a whole extra block
         stop = start + len(group) // n_blocks + (k < len(group) % n_blocks)
         block = group[start:stop]
-        blocks.append((block, max(per_device_min, -(-len(block) // n_dev)) * n_dev))
+        n_pad = max(per_device_min, -(-len(block) // n_dev)) * n_dev
+        if sequential and len({c.n_steps for c in block}) > 1:
+            block = _balance(block, n_dev, n_pad)
+        blocks.append((block, n_pad))
         start = stop
     return blocks
+
+
+def block_hparams(cfgs: list[Config], n_pad: int):
+    """The block's stacked hyperparameters, padded to n_pad rows (see plan_blocks).
+
+    A padding row repeats the last config with `steps` = 0, so it never trains: under
+    sequential batching its chunks are skipped and cost nothing; it is never written.
+    """
+    hp = stack_hparams(cfgs + [cfgs[-1]] * (n_pad - len(cfgs)))
+    return hp._replace(steps=np.where(np.arange(n_pad) < len(cfgs), hp.steps, 0).astype(np.int32))
+
+
+def _balance(block: list[Config], n_dev: int, n_pad: int) -> list[Config]:
+    """The block's configs in row order such that each device's rows (contiguous, n_pad/n_dev
+    of them) add up to about the same number of steps: longest first, each onto the device with
+    the fewest steps so far that has a free row. The padding rows, which train no step, take
+    the last device's last rows."""
+    per = n_pad // n_dev
+    free = [per] * (n_dev - 1) + [per - (n_pad - len(block))]
+    load, rows = [0] * n_dev, [[] for _ in range(n_dev)]
+    for c in sorted(block, key=lambda c: -c.n_steps):
+        i = min((i for i in range(n_dev) if free[i] > 0), key=lambda i: load[i])
+        rows[i].append(c)
+        load[i] += c.n_steps
+        free[i] -= 1
+    return [c for r in rows for c in r]
 
 
 def global_array(x: np.ndarray, sharding: NamedSharding):
@@ -289,9 +323,8 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], n_pad: int,
     Resumes from the block's latest good checkpoint if there is one, saves checkpoints at chunk
     boundaries as `ckpt` says, and on a stop request saves and raises checkpoint.Interrupted.
     """
-    n = len(cfgs)  # padding rows (n_pad - n, see plan_blocks) repeat the last config, unwritten
-    hp = jax.tree.map(lambda x: global_array(x, sharding),
-                      stack_hparams(cfgs + [cfgs[-1]] * (n_pad - n)))
+    n = len(cfgs)
+    hp = jax.tree.map(lambda x: global_array(x, sharding), block_hparams(cfgs, n_pad))
     init_fn, chunk_fn = compiled(static, sharding, batching=batching)
     owned = [i for i in owned_indices(sharding, n_pad) if i < n]
     n_chunks = train.n_chunks_for(max(c.n_steps for c in cfgs), static.log_every)

@@ -166,6 +166,27 @@ def test_plan_blocks_even_sizes_and_padding(tiny):
     assert all7 == group and n_pad == -(-7 // n_dev) * n_dev
 
 
+def test_plan_blocks_balances_steps_across_devices(tiny):
+    """Configs of different lengths: blocks hold similar lengths (longest first), and with
+    sequential batching each device's rows add up to about the same number of steps."""
+    from jaxcl import runner
+    from jaxcl.config import Config
+
+    sharding = runner.config_mesh()
+    assert sharding.mesh.size == 2
+    steps = [100, 400, 100, 100, 400, 100, 30]  # grid order: the long ones are not together
+    group = [Config(**{**tiny, "steps": n, "seed": s}) for s, n in enumerate(steps)]
+    (block, n_pad), = runner.plan_blocks(group, sharding, batching="sequential")
+    assert sorted(block, key=lambda c: c.seed) == group and n_pad == 8
+    per = n_pad // 2
+    rows = [c.n_steps for c in block] + [0] * (n_pad - len(block))  # padding trains no step
+    # in grid order the devices would get 100+400+100+100 = 700 and 400+100+30 = 530 steps
+    assert (sum(rows[:per]), sum(rows[per:])) == (630, 600)
+    # vmap: the same configs, longest first; two blocks of similar lengths
+    blocks = runner.plan_blocks(group, sharding, max_parallel=4, batching="vmap")
+    assert [[c.n_steps for c in b] for b, _ in blocks] == [[400, 400, 100, 100], [100, 100, 30]]
+
+
 @pytest.mark.parametrize("batching", ["sequential", "vmap"])
 def test_engine_equals_each_config_run_alone(tiny, batching):
     """The engine's sharded chunk program against a plain jit of `train.run_chunk` per config:
@@ -177,25 +198,28 @@ def test_engine_equals_each_config_run_alone(tiny, batching):
     import jax
 
     from jaxcl import runner, train
-    from jaxcl.config import Config, stack_hparams
+    from jaxcl.config import Config
 
     cfgs = [Config(**{**tiny, "ratio": r, "seed": s, "steps": n})
             for r, s, n in ((0.25, 0, 40), (1.0, 3, 5), (0.5, 7, 40))]
     static, sharding = cfgs[0].static(), runner.config_mesh()
     (block, n_pad), = runner.plan_blocks(cfgs, sharding, batching=batching)
+    assert sorted(c.seed for c in block) == [0, 3, 7] and n_pad == 4
     hp = jax.tree.map(lambda x: runner.global_array(x, sharding),
-                      stack_hparams(block + [block[-1]] * (n_pad - len(block))))
+                      runner.block_hparams(block, n_pad))
     init_fn, chunk_fn = runner.compiled(static, sharding, batching=batching)
     state = init_fn(hp)
     logged = []
     for _ in range(2):
         state, metrics = chunk_fn(hp, state)
-        logged.append(np.asarray(metrics["logged"])[:3].tolist())
-    assert logged == [[True, True, True], [True, False, True]]
+        logged.append(np.asarray(metrics["logged"]).tolist())
+    short = [c.n_steps == 5 for c in block] + [True]  # the padding row trains no step
+    assert logged == [[True] * 3 + [False], [not s for s in short]]
+    assert int(state.t[3]) == 0
     opts = runner.compiler_options()
     one_init = jax.jit(functools.partial(train.init, static), compiler_options=opts)
     one_chunk = jax.jit(functools.partial(train.run_chunk, static), compiler_options=opts)
-    for i, c in enumerate(cfgs):
+    for i, c in enumerate(block):
         alone = one_init(c.hparams())
         for _ in range(2):
             alone, _ = one_chunk(c.hparams(), alone)
