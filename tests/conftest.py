@@ -2,6 +2,7 @@
 
 import os
 
+os.environ["JAXCL_COMPILE_CACHE"] = "off"  # in-process `jaxcl run`s leave ~/.cache alone
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=2").strip()
 

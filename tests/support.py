@@ -30,7 +30,8 @@ def cli_env(devices: int = 2, cache: str | None = None) -> dict:
     """
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env["JAXCL_COMPILE_CACHE"] = cache or "off"  # never the user's ~/.cache from a test
     if cache:
-        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        env.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return env

@@ -112,3 +112,29 @@ def test_split_cpu_sets_a_device_count_and_keeps_the_users(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=5")
     split_cpu(3)
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=5"
+
+
+def test_compile_cache_directory(monkeypatch, tmp_path):
+    """--compile-cache, else $JAXCL_COMPILE_CACHE, else $JAX_COMPILATION_CACHE_DIR, else the
+    XDG cache home; "off" turns it off. Sets JAX's own option (nothing compiles here)."""
+    import jax
+
+    from jaxcl.cli import compile_cache
+
+    for var in ("JAXCL_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert compile_cache() == str(tmp_path / "jaxcl" / "xla")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jaxcl" / "xla")
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/from/jax")
+        assert compile_cache() == "/from/jax"
+        monkeypatch.setenv("JAXCL_COMPILE_CACHE", "/from/jaxcl")
+        assert compile_cache() == "/from/jaxcl"
+        assert compile_cache("/from/flag") == "/from/flag"
+        monkeypatch.setenv("JAXCL_COMPILE_CACHE", "off")
+        assert compile_cache() is None
+        assert compile_cache("off") is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

@@ -79,7 +79,7 @@ def test_vmap_batching_chunking_does_not_change_results(reference, sweep_file):
     assert_same(finals(reference), finals(outs[0]), exact=False)
 
 
-def test_device_count_does_not_change_results(reference, sweep_file, jaxcl_cmd):
+def test_device_count_does_not_change_results(reference, sweep_file, jaxcl_cmd, jax_cache):
     out4 = str(sweep_file.parent / "dev4")
     cmd, env = jaxcl_cmd("run", str(sweep_file), "--out", out4, devices=4)
     subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True)
@@ -88,6 +88,7 @@ def test_device_count_does_not_change_results(reference, sweep_file, jaxcl_cmd):
     cmd, env = jaxcl_cmd("run", str(sweep_file), "--out", out1, devices=1)
     subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True)
     assert_same(finals(reference), finals(out1))  # CPU batching is sequential: bitwise
+    assert os.listdir(jax_cache)  # `jaxcl run --compile-cache` (here via its env var) filled it
 
 
 def _free_port():
