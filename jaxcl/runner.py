@@ -236,10 +236,10 @@ def block_hparams(cfgs: list[Config], n_pad: int):
 def _balance(block: list[Config], n_dev: int, n_pad: int) -> list[Config]:
     """The block's configs in row order such that each device's rows (contiguous, n_pad/n_dev
     of them) add up to about the same number of steps: longest first, each onto the device with
-    the fewest steps so far that has a free row. The padding rows, which train no step, take
-    the last device's last rows."""
+    the fewest steps so far that has a free row. The padding rows, which train no step, are
+    the block's last rows (on the last devices)."""
     per = n_pad // n_dev
-    free = [per] * (n_dev - 1) + [per - (n_pad - len(block))]
+    free = [sum(r < len(block) for r in range(i * per, (i + 1) * per)) for i in range(n_dev)]
     load, rows = [0] * n_dev, [[] for _ in range(n_dev)]
     for c in sorted(block, key=lambda c: -c.n_steps):
         i = min((i for i in range(n_dev) if free[i] > 0), key=lambda i: load[i])
