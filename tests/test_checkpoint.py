@@ -71,6 +71,15 @@ def _assert_same_as(reference, out):
     assert not [b for b in blocks if not b.endswith(".damaged")]  # removed once done
 
 
+def _has_rows(rows_dir) -> bool:
+    """Some config has written a row. The runner writes atomically: a hidden temp file, then
+    a rename, so a temp file listed a moment ago may be gone by the time it is looked at."""
+    try:
+        return any(p.stat().st_size for p in rows_dir.iterdir() if not p.name.startswith("."))
+    except FileNotFoundError:
+        return False
+
+
 def _ckpt_steps(out) -> list[int]:
     """Committed checkpoint steps (orbax's temporary directories have non-numeric names)."""
     return sorted(int(e) for d in glob.glob(os.path.join(out, "checkpoints", "*"))
@@ -139,8 +148,7 @@ def test_sigterm_saves_exits_nonzero_and_resumes_identically(sweep_file, referen
     # No periodic checkpoints: the only one is the one SIGTERM asks for.
     proc = _cli(sweep_file, out, "--checkpoint-every-seconds", "0", cache=jax_cache)
     rows = out / "rows"
-    _wait_for(proc, lambda: rows.is_dir() and any(p.stat().st_size for p in rows.iterdir()),
-              time.monotonic() + 60)
+    _wait_for(proc, lambda: _has_rows(rows), time.monotonic() + 60)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
