@@ -3,9 +3,9 @@
 
 What is measured, for each d (at C_m = 1.5, so m = round(d^1.5), d1 = 2d) and n_configs:
 
-- engine: the engine's own path, `runner.compiled(static, runner.config_mesh())` with its
-  default batching (`runner.resolve_batching`), on n configs that differ in seed, split into
-  the blocks `jaxcl run` would use (`runner.plan_blocks`) and padded as it pads (padding rows
+- engine: the engine's own path, `programs.compiled(static, programs.config_mesh())` with its
+  default batching (`programs.resolve_batching`), on n configs that differ in seed, split into
+  the blocks `jaxcl run` would use (`programs.plan_blocks`) and padded as it pads (padding rows
   train no step; they cost time under vmap only). The config axis is sharded over every device; on CPU each device runs
   its configs one after another (batching "sequential"), on accelerators all at once ("vmap").
 - vmapped: the same with batching "vmap", i.e. jit(vmap(run_chunk)) sharded over the devices,
@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcl import runner, train
+from jaxcl import programs, train
 from jaxcl.config import Config, stack_hparams
 
 
@@ -159,16 +159,16 @@ def _square_matmul(size: int):
 
 
 def _engine(cfgs: list[Config], sharding, batching: str) -> dict:
-    """The engine's own path for these configs: `runner.plan_blocks` and `runner.compiled` with
+    """The engine's own path for these configs: `programs.plan_blocks` and `programs.compiled` with
     this batching, blocks padded as `jaxcl run` pads them. Returns a timed callable and what
     it cost to compile."""
     static = cfgs[0].static()
-    blocks = runner.plan_blocks(cfgs, sharding, batching=batching)
-    init_fn, chunk_fn = runner.compiled(static, sharding, batching=batching)
+    blocks = programs.plan_blocks(cfgs, sharding, batching=batching)
+    init_fn, chunk_fn = programs.compiled(static, sharding, batching=batching)
     parts, progs, seconds = [], {}, 0.0
     for block, n_pad in blocks:
-        hp = jax.tree.map(lambda x: runner.global_array(x, sharding),
-                          runner.block_hparams(block, n_pad))
+        hp = jax.tree.map(lambda x: programs.global_array(x, sharding),
+                          programs.block_hparams(block, n_pad))
         parts.append([hp, init_fn(hp)])
         if n_pad not in progs:
             t = time.perf_counter()
@@ -192,14 +192,14 @@ def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
     engine columns are one measurement."""
     cfgs = _configs(opt, d, n)
     static = cfgs[0].static()
-    auto = runner.resolve_batching("auto")
+    auto = programs.resolve_batching("auto")
     engines = {"engine": _engine(cfgs, sharding, auto)}
     engines["vmapped"] = (engines["engine"] if auto == "vmap"
                           else _engine(cfgs, sharding, "vmap"))
 
     # The loop: one unvmapped jitted chunk, the same compiled program for every config.
     hps = [jax.tree.map(lambda x: jnp.asarray(x[0]), stack_hparams([c])) for c in cfgs]
-    opts = runner.compiler_options()  # the loop gets the engine's compiler options too
+    opts = programs.compiler_options()  # the loop gets the engine's compiler options too
     one_init = jax.jit(functools.partial(train.init, static), compiler_options=opts)
     one_chunk = jax.jit(functools.partial(train.run_chunk, static), donate_argnums=(1,),
                         compiler_options=opts)
@@ -293,7 +293,7 @@ def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
     def backward(dpre, ha):
         return model.weight_grad_by_neuron(dpre, ha, dtype)
 
-    opts = runner.compiler_options()
+    opts = programs.compiler_options()
     V = lambda f: jax.jit(jax.vmap(f), compiler_options=opts)  # noqa: E731
     xa, xb = V(sample)(hp, state)
     ha, hb = V(lambda a, b: (model.attention(a), model.attention(b)))(xa, xb)
@@ -338,12 +338,12 @@ def run(opt: Options, log=print) -> dict:
     info = machine_info()
     log(f"jaxcl throughput benchmark on backend={info['backend']} "
         f"({info['n_devices']} x {info['device_kind']}; {info['cpu']}; jax {info['jax']})")
-    sharding = runner.config_mesh()
+    sharding = programs.config_mesh()
     big = 4096 if info["backend"] != "cpu" else 2048
     peak0 = matmul_peak(big, opt.repeats)
     log(f"float32 matmul peak ({big}x{big}): {peak0 / 1e9:.1f} GFLOP/s")
     rows, skipped = [], []
-    batching = runner.resolve_batching("auto")
+    batching = programs.resolve_batching("auto")
     hdr = (f"{'d':>4} {'m':>5} {'n':>3} | {'engine':>9} {'vmapped':>9} {'loop':>9} {'x':>5} "
            f"{'x_vmap':>6} | {'comp_e':>6} {'comp_l':>6} | {'GFLOP/s':>7} {'%peak':>5} "
            f"{'%bmm':>5} | {'mem_MB':>7} {'rss_MB':>7}")
@@ -368,7 +368,7 @@ def run(opt: Options, log=print) -> dict:
                 log(f"{d:>4} {'':>5} {n:>3} | skipped: {why}")
                 continue
             # fewer configs than devices: as many devices as configs, as `jaxcl run` picks
-            sh = sharding if n >= sharding.mesh.size else runner.config_mesh(n)
+            sh = sharding if n >= sharding.mesh.size else programs.config_mesh(n)
             r = bench_one(combo, d, n, sh, big)
             r["pct_peak"] = 100 * r["engine_flops_per_s"] / r["square_matmul_flops_per_s"]
             r["pct_shape_matmul"] = 100 * r["engine_flops_per_s"] / r["shape_matmul_flops_per_s"]

@@ -17,7 +17,7 @@ _TABLES = ("base", "grid", "sweep")
 _SWEEP_OPTIONS = {"name": str, "max_parallel": int,  # run options, not in the fingerprint
                   "batching": str, "checkpoint_every_steps": int, "checkpoint_every_seconds": int,
                   "keep_checkpoints": int}
-BATCHINGS = ("auto", "sequential", "vmap")  # how a device runs its configs: runner.resolve_batching
+BATCHINGS = ("auto", "sequential", "vmap")  # how a device runs its configs: programs.resolve_batching
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import _bench  # noqa: E402
 
-from jaxcl import runner, train  # noqa: E402
+from jaxcl import programs, train  # noqa: E402
 from jaxcl.config import Config  # noqa: E402
 
 
@@ -31,7 +31,7 @@ def test_flop_model_counts_the_steps_matmuls():
 def test_bench_one_tiny_row():
     """3 configs on 2 devices: one padding row; the row's figures are consistent."""
     n, opt = 3, _bench.Options(steps=2, repeats=1, min_sample_s=0.0)
-    sharding = runner.config_mesh()
+    sharding = programs.config_mesh()
     r = _bench.bench_one(opt, 8, n, sharding, big=64)
     for key in ("engine", "vmapped", "loop"):
         assert r[f"{key}_cfg_steps_per_s"] > 0

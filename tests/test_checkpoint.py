@@ -18,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxcl import checkpoint, runner, train
+from jaxcl import checkpoint, programs, train
 from jaxcl.cli import main
 from jaxcl.config import stack_hparams
 from jaxcl.sweep import loads
@@ -246,7 +246,7 @@ def test_other_sweep_refused_and_other_blocks_checkpoints_never_restored(sweep_f
     cfgs = loads(SWEEP).configs()[:2]
     planted = os.path.join(out, "checkpoints", checkpoint.block_id([c.config_id for c in cfgs]))
     shutil.copytree(block, planted)
-    sharding = runner.config_mesh()
+    sharding = programs.config_mesh()
     hp = stack_hparams(cfgs)
     abstract = jax.eval_shape(jax.vmap(functools.partial(train.init, cfgs[0].static())), hp)
     warnings = []
@@ -310,7 +310,7 @@ def test_restore_with_another_padding_repads_rows(tmp_path):
     """A checkpoint saved with another device count (another padded row count) still restores."""
     cfgs = loads(SWEEP).configs()[:2]
     ids = [c.config_id for c in cfgs]
-    sharding = runner.config_mesh()
+    sharding = programs.config_mesh()
     one = jax.eval_shape(functools.partial(train.init, cfgs[0].static()), cfgs[0].hparams())
     rng = np.random.default_rng(0)
 
@@ -318,7 +318,7 @@ def test_restore_with_another_padding_repads_rows(tmp_path):
         return jax.tree.map(lambda a: jax.ShapeDtypeStruct((n,) + a.shape, a.dtype,
                                                            sharding=sharding), one)
 
-    saved = jax.tree.map(lambda a: runner.global_array(
+    saved = jax.tree.map(lambda a: programs.global_array(
         rng.normal(size=a.shape).astype(a.dtype), sharding), rows(2))
     opts = checkpoint.CheckpointOptions()
     checkpoint.BlockCheckpoints(str(tmp_path), ids, 2, opts).save(10, 1, saved)

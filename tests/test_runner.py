@@ -120,22 +120,22 @@ def test_auto_max_parallel_from_device_memory(monkeypatch, tiny):
     """On an accelerator the block size follows from bytes_limit and the compiled program."""
     import jax
 
-    from jaxcl import runner
+    from jaxcl import programs
     from jaxcl.config import Config
 
-    sharding = runner.config_mesh()
+    sharding = programs.config_mesh()
     cfg = Config(**tiny)
-    assert runner.auto_max_parallel(cfg.static(), cfg, sharding) is None  # CPU: unbounded
+    assert programs.auto_max_parallel(cfg.static(), cfg, sharding) is None  # CPU: unbounded
 
     class FakeDevice:
         def memory_stats(self):
             return {"bytes_limit": limit}
 
-    monkeypatch.setattr(runner.jax, "local_devices", lambda *a: [FakeDevice()])
+    monkeypatch.setattr(programs.jax, "local_devices", lambda *a: [FakeDevice()])
     limit = 1 << 30
-    big = runner.auto_max_parallel(cfg.static(), cfg, sharding)
+    big = programs.auto_max_parallel(cfg.static(), cfg, sharding)
     limit = 1 << 24
-    small = runner.auto_max_parallel(cfg.static(), cfg, sharding)
+    small = programs.auto_max_parallel(cfg.static(), cfg, sharding)
     n_dev = sharding.mesh.size
     assert big % n_dev == 0 and small % n_dev == 0
     assert 62 < big / small < 66  # proportional to memory: 2^30 / 2^24 = 64
@@ -144,46 +144,46 @@ def test_auto_max_parallel_from_device_memory(monkeypatch, tiny):
 def test_plan_blocks_even_sizes_and_padding(tiny):
     """Blocks cover the group in order, differ in size by at most one and pad to a multiple of
     the device count; with vmap, to >= 2 configs per device unless the group is a lone config."""
-    from jaxcl import runner
+    from jaxcl import programs
     from jaxcl.config import Config
 
-    sharding = runner.config_mesh()
+    sharding = programs.config_mesh()
     n_dev = sharding.mesh.size
     group = [Config(**tiny, seed=s) for s in range(7)]
     for batching, per_device_min in (("vmap", 2), ("sequential", 1)):
         for max_parallel in (1, 3, 4, 100):
-            blocks = runner.plan_blocks(group, sharding, max_parallel, batching)
+            blocks = programs.plan_blocks(group, sharding, max_parallel, batching)
             assert [c for b, _ in blocks for c in b] == group
             sizes = [len(b) for b, _ in blocks]
             assert max(sizes) <= max_parallel and max(sizes) - min(sizes) <= 1
             for b, n_pad in blocks:
                 assert n_pad % n_dev == 0
                 assert max(len(b), per_device_min * n_dev) <= n_pad < len(b) + per_device_min * n_dev
-        (lone, n_pad), = runner.plan_blocks(group[:1], sharding, batching=batching)
+        (lone, n_pad), = programs.plan_blocks(group[:1], sharding, batching=batching)
         assert lone == group[:1] and n_pad == n_dev
     # default size: tiny states, so the whole group in one block, padded to fill the devices
-    (all7, n_pad), = runner.plan_blocks(group, sharding, batching="sequential")
+    (all7, n_pad), = programs.plan_blocks(group, sharding, batching="sequential")
     assert all7 == group and n_pad == -(-7 // n_dev) * n_dev
 
 
 def test_plan_blocks_balances_steps_across_devices(tiny):
     """Configs of different lengths: blocks hold similar lengths (longest first), and with
     sequential batching each device's rows add up to about the same number of steps."""
-    from jaxcl import runner
+    from jaxcl import programs
     from jaxcl.config import Config
 
-    sharding = runner.config_mesh()
+    sharding = programs.config_mesh()
     assert sharding.mesh.size == 2
     steps = [100, 400, 100, 100, 400, 100, 30]  # grid order: the long ones are not together
     group = [Config(**{**tiny, "steps": n, "seed": s}) for s, n in enumerate(steps)]
-    (block, n_pad), = runner.plan_blocks(group, sharding, batching="sequential")
+    (block, n_pad), = programs.plan_blocks(group, sharding, batching="sequential")
     assert sorted(block, key=lambda c: c.seed) == group and n_pad == 8
     per = n_pad // 2
     rows = [c.n_steps for c in block] + [0] * (n_pad - len(block))  # padding trains no step
     # in grid order the devices would get 100+400+100+100 = 700 and 400+100+30 = 530 steps
     assert (sum(rows[:per]), sum(rows[per:])) == (630, 600)
     # vmap: the same configs, longest first; two blocks of similar lengths
-    blocks = runner.plan_blocks(group, sharding, max_parallel=4, batching="vmap")
+    blocks = programs.plan_blocks(group, sharding, max_parallel=4, batching="vmap")
     assert [[c.n_steps for c in b] for b, _ in blocks] == [[400, 400, 100, 100], [100, 100, 30]]
 
 
@@ -197,17 +197,17 @@ def test_engine_equals_each_config_run_alone(tiny, batching):
 
     import jax
 
-    from jaxcl import runner, train
+    from jaxcl import programs, train
     from jaxcl.config import Config
 
     cfgs = [Config(**{**tiny, "ratio": r, "seed": s, "steps": n})
             for r, s, n in ((0.25, 0, 40), (1.0, 3, 5), (0.5, 7, 40))]
-    static, sharding = cfgs[0].static(), runner.config_mesh()
-    (block, n_pad), = runner.plan_blocks(cfgs, sharding, batching=batching)
+    static, sharding = cfgs[0].static(), programs.config_mesh()
+    (block, n_pad), = programs.plan_blocks(cfgs, sharding, batching=batching)
     assert sorted(c.seed for c in block) == [0, 3, 7] and n_pad == 4
-    hp = jax.tree.map(lambda x: runner.global_array(x, sharding),
-                      runner.block_hparams(block, n_pad))
-    init_fn, chunk_fn = runner.compiled(static, sharding, batching=batching)
+    hp = jax.tree.map(lambda x: programs.global_array(x, sharding),
+                      programs.block_hparams(block, n_pad))
+    init_fn, chunk_fn = programs.compiled(static, sharding, batching=batching)
     state = init_fn(hp)
     logged = []
     for _ in range(2):
@@ -216,7 +216,7 @@ def test_engine_equals_each_config_run_alone(tiny, batching):
     short = [c.n_steps == 5 for c in block] + [True]  # the padding row trains no step
     assert logged == [[True] * 3 + [False], [not s for s in short]]
     assert int(state.t[3]) == 0
-    opts = runner.compiler_options()
+    opts = programs.compiler_options()
     one_init = jax.jit(functools.partial(train.init, static), compiler_options=opts)
     one_chunk = jax.jit(functools.partial(train.run_chunk, static), compiler_options=opts)
     for i, c in enumerate(block):

@@ -1,0 +1,242 @@
+"""The compiled programs of a shape group and the plan that feeds them: the device mesh, how a
+device runs its share of the configs (`batching`), and how a group is cut into padded blocks.
+Host-side helpers only, no I/O; `runner` drives them and writes the run directory."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxcl import train
+from jaxcl.config import Config, ConfigError, Static, stack_hparams
+from jaxcl.sweep import BATCHINGS
+
+AXIS = "configs"
+
+
+def config_mesh(n_devices: int | None = None) -> NamedSharding:
+    """Shards the vmapped config axis over every device JAX sees (all processes), or over the
+    first n_devices of them (single process only)."""
+    mesh = Mesh(np.asarray(jax.devices()[:n_devices]), (AXIS,))
+    return NamedSharding(mesh, P(AXIS))
+
+
+# XLA:CPU gives matmuls to YNNPACK and by default also moves the elementwise work around them
+# into YNNPACK subgraphs. For the training step that costs more than it saves: the biases'
+# broadcasts get materialized at the size of the pre-activations, and the chunk runs ~20%
+# slower than with YNNPACK taking the matmuls alone (benchmarks/throughput.py measures both).
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_options(enabled: bool = True) -> dict:
+    """CPU_COMPILER_OPTIONS on the CPU backend if this jaxlib knows them; {} elsewhere."""
+    if not enabled or jax.default_backend() != "cpu":
+        return {}
+    try:  # the option is experimental: an XLA that dropped it refuses it at compile time
+        jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS).lower(
+            np.float32(0)).compile()
+    except Exception as e:  # noqa: BLE001 (any refusal means: compile without it)
+        print(f"jaxcl: note: XLA refused {CPU_COMPILER_OPTIONS} ({str(e).splitlines()[0]}); "
+              "compiling with its defaults", file=sys.stderr)
+        return {}
+    return dict(CPU_COMPILER_OPTIONS)
+
+
+def resolve_batching(batching: str = "auto") -> str:
+    """How each device runs its share of a block: "sequential" (one config after another) or
+    "vmap" (all at once). "auto" picks sequential on CPU and vmap on accelerators.
+
+    On CPU, one config's matmuls already keep a core busy, and vmapping several per device only
+    makes a larger working set: in benchmarks/throughput.py (n = 4-64 configs on 2 cores)
+    sequential ran 1.06-1.16x vmap at d = 32, 0.99-1.26x at d = 64 and 1.13-1.34x at d = 128,
+    where vmap fell below a plain loop; only at d = 16 was vmap ahead (sequential 0.86-1.05x).
+    Sequential also runs each config's own unvmapped program, so its arrays are bitwise those
+    of the config run alone.
+    """
+    if batching not in BATCHINGS:
+        raise ConfigError(f"batching = {batching!r}: expected one of {', '.join(BATCHINGS)}")
+    if batching != "auto":
+        return batching
+    return "sequential" if jax.default_backend() == "cpu" else "vmap"
+
+
+def compiled(static: Static, sharding: NamedSharding, tuned: bool = True,
+             batching: str = "auto"):
+    """The jitted init and run_chunk of one shape group over a sharded config axis; compiled
+    once per (shape, devices, batching), reused.
+
+    batching: see `resolve_batching`. tuned=False compiles without `compiler_options` (for
+    benchmarks: what they are worth).
+    """
+    return _compiled(static, sharding, tuned, resolve_batching(batching))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(static: Static, sharding: NamedSharding, tuned: bool, batching: str):
+    opts = compiler_options(tuned)
+    if batching == "vmap":
+        wrap = _batched
+    else:
+        wrap = functools.partial(_sequential, sharding=sharding)
+    init_fn = jax.jit(wrap(functools.partial(train.init, static)), out_shardings=sharding,
+                      compiler_options=opts)
+    chunk_fn = jax.jit(wrap(functools.partial(train.run_chunk, static)),
+                       out_shardings=sharding, donate_argnums=(1,), compiler_options=opts)
+    return init_fn, chunk_fn
+
+
+def _one(fn, args):
+    """fn on a batch of one: the batch axis dropped on the way in and restored on the way out."""
+    out = fn(*jax.tree.map(lambda x: x[0], args))
+    return jax.tree.map(lambda x: x[None], out)
+
+
+def _batched(fn):
+    """vmap(fn), except that a batch of one runs fn itself (the batch size is static).
+
+    A lone config (a block is never padded to one otherwise) then runs exactly the program a
+    plain jit of fn would: XLA compiles size-1 batches to slower kernels.
+    """
+    def run(*args):
+        if jax.tree.leaves(args)[0].shape[0] == 1:
+            return _one(fn, args)
+        return jax.vmap(fn)(*args)
+
+    return run
+
+
+def _sequential(fn, sharding: NamedSharding):
+    """Each device runs its own rows of the config axis one after another: shard_map over the
+    axis, and on each device lax.map (a scan) of the unvmapped fn.
+
+    The scan's body is the program a plain jit of fn compiles, so every config's arrays are
+    bitwise those of the config run alone, whatever the block, the padding or the device count
+    (tests/test_runner.py). check_vma=False: fn's own scans start from constants, which the
+    varying-axis check would ask to be cast; the body has no collectives for it to guard.
+    """
+    def local(*args):
+        if jax.tree.leaves(args)[0].shape[0] == 1:
+            return _one(fn, args)
+        return jax.lax.map(lambda a: fn(*a), args)
+
+    return jax.shard_map(local, mesh=sharding.mesh, in_specs=P(AXIS), out_specs=P(AXIS),
+                         check_vma=False)
+
+
+def auto_max_parallel(static: Static, cfg: Config, sharding: NamedSharding,
+                      headroom: float = 0.7, batching: str = "auto") -> int | None:
+    """How many configs of this shape fit in device memory at once, or None if unbounded.
+
+    Reads the accelerator's `bytes_limit` (None on CPU, where nothing is chunked) and the
+    compiled chunk program's memory analysis for two configs per device.
+    """
+    stats = jax.local_devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    if not limit:
+        return None
+    n = 2 * sharding.mesh.size
+    hp = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      stack_hparams([cfg] * n))
+    init_fn, chunk_fn = compiled(static, sharding, batching=batching)
+    state = jax.eval_shape(init_fn, hp)
+    mem = chunk_fn.lower(hp, state).compile().memory_analysis()
+    per_device = (mem.argument_size_in_bytes + mem.output_size_in_bytes
+                  + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+    per_config = max(1, per_device // 2)
+    return max(1, int(headroom * limit // per_config)) * sharding.mesh.size
+
+
+# vmap on CPU: the working set per device that keeps a block's intermediates near cache;
+# measured in benchmarks/ (vmapped/loop speedup fell from ~1.4x at 10-40 MB to 0.9x at
+# ~600 MB, d = 128).
+CPU_BLOCK_BYTES = 32 << 20
+# sequential on CPU: one config's intermediates live at a time, so a block is bounded only by
+# the training states it holds (W0, W, b, M, ...) per device. Larger blocks mean fewer
+# dispatches and less padding; smaller ones a manifest refreshed more often.
+CPU_STATE_BYTES = 256 << 20
+
+
+def config_bytes(static: Static) -> int:
+    """Rough float32 working set of one config's step: activations, W and its gradient."""
+    K, L, m, d1 = static.K, static.L, static.m, static.d1
+    return 4 * (3 * K * L * m + 4 * m * d1 + 2 * K * L * d1)
+
+
+def state_bytes(cfg: Config) -> int:
+    """Bytes of one config's training state (`train.State`), from its abstract shapes."""
+    st = jax.eval_shape(functools.partial(train.init, cfg.static()), cfg.hparams())
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(st))
+
+
+def plan_blocks(group: list[Config], sharding: NamedSharding, max_parallel: int | None = None,
+                batching: str = "auto") -> list[tuple[list[Config], int]]:
+    """Splits a shape group into (configs, padded size) blocks, run one after another.
+
+    Block size: `max_parallel` if given, else what fits in device memory (accelerators), or on
+    CPU a cache-sized working set (vmap) or `CPU_STATE_BYTES` of states per device
+    (sequential). Blocks are padded to a multiple of the device count. With vmap, a group of
+    two or more configs gets at least two per device: XLA compiles a size-1 vmapped batch to
+    other kernels, and a config's result must not depend on how the grid is chunked (SPEC §7);
+    a lone config runs unpadded, as it always would. Sequential batching needs neither rule;
+    there a block's rows are ordered so that the devices' shares take about the same number of
+    steps (`_balance`), and padding rows cost nothing (`block_hparams`).
+    """
+    static, n_dev = group[0].static(), sharding.mesh.size
+    sequential = resolve_batching(batching) == "sequential"
+    if sequential:
+        cpu = max(1, CPU_STATE_BYTES // state_bytes(group[0])) * n_dev
+    else:
+        cpu = max(2, CPU_BLOCK_BYTES // config_bytes(static)) * n_dev
+    size = (max_parallel or auto_max_parallel(static, group[0], sharding, batching=batching)
+            or cpu)
+    per_device_min = 2 if len(group) > 1 and not sequential else 1
+    # A block trains until its longest config is done: longest first, so blocks are even in
+    # length (a stable sort: a group of equal lengths keeps its grid order).
+    group = sorted(group, key=lambda c: -c.n_steps)
+    n_blocks = -(-len(group) // size)
+    blocks, start = [], 0
+    for k in range(n_blocks):  # even sizes: no lone remainder padded to a whole extra block
+        stop = start + len(group) // n_blocks + (k < len(group) % n_blocks)
+        block = group[start:stop]
+        n_pad = max(per_device_min, -(-len(block) // n_dev)) * n_dev
+        if sequential and len({c.n_steps for c in block}) > 1:
+            block = _balance(block, n_dev, n_pad)
+        blocks.append((block, n_pad))
+        start = stop
+    return blocks
+
+
+def block_hparams(cfgs: list[Config], n_pad: int):
+    """The block's stacked hyperparameters, padded to n_pad rows (see plan_blocks).
+
+    A padding row repeats the last config with `steps` = 0, so it never trains: under
+    sequential batching its chunks are skipped and cost nothing; it is never written.
+    """
+    hp = stack_hparams(cfgs + [cfgs[-1]] * (n_pad - len(cfgs)))
+    return hp._replace(steps=np.where(np.arange(n_pad) < len(cfgs), hp.steps, 0).astype(np.int32))
+
+
+def _balance(block: list[Config], n_dev: int, n_pad: int) -> list[Config]:
+    """The block's configs in row order such that each device's rows (contiguous, n_pad/n_dev
+    of them) add up to about the same number of steps: longest first, each onto the device with
+    the fewest steps so far that has a free row. The padding rows, which train no step, are
+    the block's last rows (on the last devices)."""
+    per = n_pad // n_dev
+    free = [sum(r < len(block) for r in range(i * per, (i + 1) * per)) for i in range(n_dev)]
+    load, rows = [0] * n_dev, [[] for _ in range(n_dev)]
+    for c in sorted(block, key=lambda c: -c.n_steps):
+        i = min((i for i in range(n_dev) if free[i] > 0), key=lambda i: load[i])
+        rows[i].append(c)
+        load[i] += c.n_steps
+        free[i] -= 1
+    return [c for r in rows for c in r]
+
+
+def global_array(x: np.ndarray, sharding: NamedSharding):
+    """A (n, ...) host array as a global array sharded on axis 0 (works across processes)."""
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
