@@ -3,7 +3,7 @@
 
 What is measured, for each d (at C_m = 1.5, so m = round(d^1.5), d1 = 2d) and n_configs:
 
-- engine: the engine's own path, `programs.compiled(static, programs.config_mesh())` with its
+- engine: the engine's own path, `programs.compiled(EXPERIMENT, static, programs.config_mesh())` with its
   default batching (`programs.resolve_batching`), on n configs that differ in seed, split into
   the blocks `jaxcl run` would use (`programs.plan_blocks`) and padded as it pads (padding rows
   train no step; they cost time under vmap only). The config axis is sharded over every device; on CPU each device runs
@@ -55,8 +55,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcl import programs, train
-from jaxcl.config import Config, stack_hparams
+from jaxcl.engine import programs
+from jaxcl.experiments.liao import EXPERIMENT, model, train
+from jaxcl.experiments.liao.config import Config, stack_hparams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +165,7 @@ def _engine(cfgs: list[Config], sharding, batching: str) -> dict:
     it cost to compile."""
     static = cfgs[0].static()
     blocks = programs.plan_blocks(cfgs, sharding, batching=batching)
-    init_fn, chunk_fn = programs.compiled(static, sharding, batching=batching)
+    init_fn, chunk_fn = programs.compiled(EXPERIMENT, static, sharding, batching=batching)
     parts, progs, seconds = [], {}, 0.0
     for block, n_pad in blocks:
         hp = jax.tree.map(lambda x: programs.global_array(x, sharding),
@@ -275,7 +276,7 @@ def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
     it includes the chunk's observables); the parts are jitted alone, so "rest" (by difference)
     also absorbs what fusion across the parts saves.
     """
-    from jaxcl import model
+    from jaxcl.experiments.liao import model
 
     cfgs = _configs(opt, d, n)
     static = cfgs[0].static()
@@ -308,7 +309,7 @@ def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
         "backward matmul (anchor view)": (V(backward), (pre, ha)),
     }
     if static.prune:  # groups without pruning skip the mask (a static field)
-        parts["prune mask"] = (V(lambda w, k: train.prune_mask(w, k)), (state.w, hp.n_prune))
+        parts["prune mask"] = (V(lambda w, k: model.prune_mask(w, k)), (state.w, hp.n_prune))
     for f, a in parts.values():
         jax.block_until_ready(f(*a))
     times = {k: [] for k in parts}

@@ -23,8 +23,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from jaxcl import runner, sweep as sweep_mod  # noqa: E402
-from jaxcl.checkpoint import CheckpointOptions  # noqa: E402
+from jaxcl.engine import runner, sweep as sweep_mod  # noqa: E402
+from jaxcl.engine.checkpoint import CheckpointOptions  # noqa: E402
 
 MODES = {"off": CheckpointOptions(every_steps=0, every_seconds=0),
          "default": CheckpointOptions()}

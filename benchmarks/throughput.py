@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from jaxcl.cli import split_cpu  # no JAX backend has started yet: XLA_FLAGS still counts
+    from jaxcl.engine.cli import split_cpu  # no JAX backend has started yet: XLA_FLAGS still counts
 
     split_cpu(args.cpu_devices)  # as `jaxcl run` does: one CPU device per core by default
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -1,7 +1,15 @@
-"""jaxcl: a JAX functional training engine for contrastive learning on imbalanced sparse-coding data."""
+"""jaxcl: a JAX functional training engine for contrastive learning under imbalance.
 
-from jaxcl.config import Config, ConfigError
-from jaxcl.loss import info_nce
-from jaxcl.model import encode
+The engine (`jaxcl.engine`) runs any registered experiment (`jaxcl.experiments`): Liao et
+al.'s model ("liao", the default) and the class-mean geometry of generalized contrastive
+losses ("geometry"). Shared maths: `jaxcl.losses` (the loss family), `jaxcl.fit`.
+"""
 
-__all__ = ["Config", "ConfigError", "encode", "info_nce"]
+from jaxcl import experiments  # noqa: F401  (registers every experiment)
+from jaxcl.errors import ConfigError
+from jaxcl.experiments.liao.config import Config
+from jaxcl.experiments.liao.loss import info_nce
+from jaxcl.experiments.liao.model import encode
+from jaxcl.losses import contrastive_loss
+
+__all__ = ["Config", "ConfigError", "contrastive_loss", "encode", "info_nce"]

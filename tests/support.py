@@ -23,7 +23,7 @@ seed = [0, 1, 2]
 
 
 def cli_env(devices: int = 2, cache: str | None = None) -> dict:
-    """Environment for `python -m jaxcl.cli` from this checkout with `devices` CPU devices.
+    """Environment for `python -m jaxcl` from this checkout with `devices` CPU devices.
 
     `cache`: a persistent compilation cache directory shared by the subprocesses (each would
     otherwise spend most of its time compiling the same programs).

@@ -11,8 +11,9 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import _bench  # noqa: E402
 
-from jaxcl import programs, train  # noqa: E402
-from jaxcl.config import Config  # noqa: E402
+from jaxcl.engine import programs  # noqa: E402
+from jaxcl.experiments.liao import train  # noqa: E402
+from jaxcl.experiments.liao.config import Config  # noqa: E402
 
 
 def test_flop_model_counts_the_steps_matmuls():

@@ -18,10 +18,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxcl import checkpoint, programs, train
-from jaxcl.cli import main
-from jaxcl.config import stack_hparams
-from jaxcl.sweep import loads
+from jaxcl.engine import checkpoint, programs
+from jaxcl.experiments.liao import train
+from jaxcl.engine.cli import main
+from jaxcl.experiments.liao.config import stack_hparams
+from jaxcl.engine.sweep import loads
 from support import cli_env
 
 
@@ -105,7 +106,7 @@ def reference(sweep_file, jax_cache, tmp_path_factory):
 
 def _cli(sweep_file, out, *extra, cache=None):
     env = cli_env(devices=2, cache=cache)
-    return subprocess.Popen([sys.executable, "-m", "jaxcl.cli", *_args(sweep_file, out, *extra)],
+    return subprocess.Popen([sys.executable, "-m", "jaxcl", *_args(sweep_file, out, *extra)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -5,10 +5,10 @@ import dataclasses
 
 import pytest
 
-from jaxcl import runner
-from jaxcl.cli import main
-from jaxcl.config import Config, ConfigError
-from jaxcl.sweep import loads
+from jaxcl.engine import runner
+from jaxcl.engine.cli import main
+from jaxcl.experiments.liao.config import Config, ConfigError
+from jaxcl.engine.sweep import loads
 
 
 @pytest.fixture
@@ -36,6 +36,12 @@ BAD = [  # (sweep text, words the error must contain)
     ("[base\nd = 9\n", ["malformed TOML"]),
     ("[grid]\nratio = 0.5\n", ["'ratio'", "0.5", "list"]),
     ("[oops]\nd = 9\n", ["oops"]),
+    ("[base]\nexperiment = \"simclr\"\n", ["'experiment'", "simclr", "liao"]),
+    ("[base]\nexperiment = \"liao\"\nsamples_major = 3\n", ["samples_major", "'liao'"]),
+    ("[base]\nloss = \"triplet\"\n", ["'loss'", "triplet"]),
+    ("[base]\nloss = \"infonce\"\nloss_beta = 2.0\n", ["'loss_beta'", "2.0", "balanced"]),
+    ("[grid]\nloss = [\"infonce\", \"generalized\"]\nloss_phi = [\"exp\", \"tanh\"]\n",
+     ["'loss_phi'", "tanh"]),
 ]
 
 
@@ -50,6 +56,7 @@ def test_bad_sweep_refused_before_compile(tmp_path, capsys, no_compile, text, wo
     assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert all(w in err for w in words)
+    assert err.count("grid point") <= 1  # the point is named once
     assert not (tmp_path / "run").exists()
 
 
@@ -62,7 +69,7 @@ def test_bad_set_override_refused(tmp_path, capsys, no_compile):
 
 def test_different_sweep_in_run_dir_refused_and_untouched(tmp_path, capsys, no_compile, tiny):
     """A run dir made by another sweep is refused naming what differs; nothing is changed."""
-    from jaxcl.rundir import RunDir
+    from jaxcl.engine.rundir import RunDir
 
     first = loads("[base]\nd = 5\nm = 6\n[grid]\nseed = [0, 1]\n")
     RunDir.prepare(str(tmp_path / "run"), first, first.configs())
@@ -104,7 +111,7 @@ def test_config_is_frozen_and_id_changes_with_any_field():
 
 
 def test_split_cpu_sets_a_device_count_and_keeps_the_users(monkeypatch):
-    from jaxcl.cli import split_cpu
+    from jaxcl.engine.cli import split_cpu
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_foo=1")
     split_cpu(3)
@@ -119,7 +126,7 @@ def test_compile_cache_directory(monkeypatch, tmp_path):
     XDG cache home; "off" turns it off. Sets JAX's own option (nothing compiles here)."""
     import jax
 
-    from jaxcl.cli import compile_cache
+    from jaxcl.engine.cli import compile_cache
 
     for var in ("JAXCL_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR"):
         monkeypatch.delenv(var, raising=False)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcl.data import dictionary, frequencies, orthonormalize, presence_prob, sample_pairs
+from jaxcl.experiments.liao.data import dictionary, frequencies, orthonormalize, presence_prob, sample_pairs
 
 
 @pytest.mark.parametrize("kind", ["qr", "identity"])
@@ -66,7 +66,7 @@ def test_threefry_known_answers_and_jax_agreement():
     jax's own primitive on many counters."""
     from jax.extend.random import threefry2x32_p
 
-    from jaxcl.data import threefry2x32
+    from jaxcl.experiments.liao.data import threefry2x32
 
     u = lambda *v: [jnp.uint32(x) for x in v]  # noqa: E731
     for key, ctr, want in [((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
@@ -85,7 +85,7 @@ def test_threefry_known_answers_and_jax_agreement():
 
 
 def test_positions_uniform_for_any_L_and_noise_standard_normal():
-    from jaxcl.data import sample_codes, standard_normal
+    from jaxcl.experiments.liao.data import sample_codes, standard_normal
 
     K, d, L = 20000, 3, 3  # L not a power of two
     _, pos = sample_codes(jax.random.PRNGKey(5), jnp.full((d,), 0.5), K, 1.0, L, 2)

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from jaxcl import runner
+from jaxcl.engine import runner
 from support import cli_env, tiny_sweep
-from jaxcl.sweep import loads
+from jaxcl.engine.sweep import loads
 
 SWEEP = tiny_sweep(steps=30)
 
@@ -22,7 +22,7 @@ SWEEP = tiny_sweep(steps=30)
 @pytest.fixture(scope="module")
 def jaxcl_cmd(jax_cache):
     def cmd(*args, devices=2):
-        return ([sys.executable, "-m", "jaxcl.cli", *args, "--no-progress"],
+        return ([sys.executable, "-m", "jaxcl", *args, "--no-progress"],
                 cli_env(devices, jax_cache))
     return cmd
 

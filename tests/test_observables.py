@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import reference
-from jaxcl import observables, train
-from jaxcl.cli import main
-from jaxcl.config import Config
+from jaxcl.experiments.liao import observables, train
+from jaxcl.engine.cli import main
+from jaxcl.experiments.liao.config import Config
 
 SWEEP = """
 [base]

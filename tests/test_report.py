@@ -2,8 +2,8 @@
 
 import pytest
 
-from jaxcl import initstats
-from jaxcl.cli import main
+from jaxcl.experiments.liao import initstats
+from jaxcl.engine.cli import main
 
 SWEEP = """
 [base]

@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from jaxcl.cli import main
+from jaxcl.engine.cli import main
+from jaxcl.experiments.liao import EXPERIMENT
 from support import tiny_sweep
-from jaxcl.sweep import loads, parse_set
+from jaxcl.engine.sweep import loads, parse_set
 
 SWEEP = tiny_sweep(steps=40)
 
@@ -91,7 +92,7 @@ def test_full_disk_is_a_clear_error_and_keeps_earlier_files(tmp_path, monkeypatc
     """ENOSPC while writing a final: exit 3 with a message; files already written stay intact."""
     import errno
 
-    from jaxcl import rundir
+    from jaxcl import fileio
 
     (tmp_path / "s.toml").write_text(SWEEP)
     out = tmp_path / "o"
@@ -105,7 +106,7 @@ def test_full_disk_is_a_clear_error_and_keeps_earlier_files(tmp_path, monkeypatc
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(rundir.os, "replace", replace_then_fill)
+    monkeypatch.setattr(fileio.os, "replace", replace_then_fill)
     assert main(["run", str(tmp_path / "s.toml"), "--out", str(out), "--no-progress"]) == 3
     err = capsys.readouterr().err
     assert "no space left" in err and "rerun the same command" in err
@@ -120,8 +121,8 @@ def test_auto_max_parallel_from_device_memory(monkeypatch, tiny):
     """On an accelerator the block size follows from bytes_limit and the compiled program."""
     import jax
 
-    from jaxcl import programs
-    from jaxcl.config import Config
+    from jaxcl.engine import programs
+    from jaxcl.experiments.liao.config import Config
 
     sharding = programs.config_mesh()
     cfg = Config(**tiny)
@@ -144,8 +145,8 @@ def test_auto_max_parallel_from_device_memory(monkeypatch, tiny):
 def test_plan_blocks_even_sizes_and_padding(tiny):
     """Blocks cover the group in order, differ in size by at most one and pad to a multiple of
     the device count; with vmap, to >= 2 configs per device unless the group is a lone config."""
-    from jaxcl import programs
-    from jaxcl.config import Config
+    from jaxcl.engine import programs
+    from jaxcl.experiments.liao.config import Config
 
     sharding = programs.config_mesh()
     n_dev = sharding.mesh.size
@@ -169,8 +170,8 @@ def test_plan_blocks_even_sizes_and_padding(tiny):
 def test_plan_blocks_balances_steps_across_devices(tiny):
     """Configs of different lengths: blocks hold similar lengths (longest first), and with
     sequential batching each device's rows add up to about the same number of steps."""
-    from jaxcl import programs
-    from jaxcl.config import Config
+    from jaxcl.engine import programs
+    from jaxcl.experiments.liao.config import Config
 
     sharding = programs.config_mesh()
     assert sharding.mesh.size == 2
@@ -197,8 +198,9 @@ def test_engine_equals_each_config_run_alone(tiny, batching):
 
     import jax
 
-    from jaxcl import programs, train
-    from jaxcl.config import Config
+    from jaxcl.engine import programs
+    from jaxcl.experiments.liao import train
+    from jaxcl.experiments.liao.config import Config
 
     cfgs = [Config(**{**tiny, "ratio": r, "seed": s, "steps": n})
             for r, s, n in ((0.25, 0, 40), (1.0, 3, 5), (0.5, 7, 40))]
@@ -207,7 +209,7 @@ def test_engine_equals_each_config_run_alone(tiny, batching):
     assert sorted(c.seed for c in block) == [0, 3, 7] and n_pad == 4
     hp = jax.tree.map(lambda x: programs.global_array(x, sharding),
                       programs.block_hparams(block, n_pad))
-    init_fn, chunk_fn = programs.compiled(static, sharding, batching=batching)
+    init_fn, chunk_fn = programs.compiled(EXPERIMENT, static, sharding, batching=batching)
     state = init_fn(hp)
     logged = []
     for _ in range(2):

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from jaxcl import fit, initstats, theory
+from jaxcl import fit
+from jaxcl.experiments.liao import initstats, theory
 
 
 def test_betainc_closed_forms():

@@ -9,8 +9,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from jaxcl import report_plots
-from jaxcl.report import _md_row, _ms
+from jaxcl.experiments.liao import report_plots
+from jaxcl.tables import mean_sd as _ms, md_row as _md_row
 
 
 def pruning_section(finals: list[dict], out_dir: str, lines: list[str]) -> None:

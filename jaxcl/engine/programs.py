@@ -11,9 +11,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxcl import train
-from jaxcl.config import Config, ConfigError, Static, stack_hparams
-from jaxcl.sweep import BATCHINGS
+from jaxcl.configbase import stack_hparams as _stack
+from jaxcl.engine import protocol
+from jaxcl.engine.sweep import BATCHINGS
+from jaxcl.errors import ConfigError
 
 AXIS = "configs"
 
@@ -65,27 +66,39 @@ def resolve_batching(batching: str = "auto") -> str:
     return "sequential" if jax.default_backend() == "cpu" else "vmap"
 
 
-def compiled(static: Static, sharding: NamedSharding, tuned: bool = True,
+def stack_hparams(cfgs: list):
+    """The configs' traced hyperparameters stacked over a leading config axis (numpy)."""
+    return _stack([c.hparams() for c in cfgs])
+
+
+def compiled(exp: protocol.Experiment, static, sharding: NamedSharding, tuned: bool = True,
              batching: str = "auto"):
-    """The jitted init and run_chunk of one shape group over a sharded config axis; compiled
-    once per (shape, devices, batching), reused.
+    """The jitted init and run_chunk of one shape group of an experiment over a sharded config
+    axis; compiled once per (experiment, shape, devices, batching), reused.
 
     batching: see `resolve_batching`. tuned=False compiles without `compiler_options` (for
     benchmarks: what they are worth).
     """
-    return _compiled(static, sharding, tuned, resolve_batching(batching))
+    return _compiled(exp, static, sharding, tuned, resolve_batching(batching))
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(static: Static, sharding: NamedSharding, tuned: bool, batching: str):
+def final_observables(exp: protocol.Experiment, static):
+    """jit(vmap(exp.final_observables)) of one shape group: (hp, state) stacked over configs."""
+    return jax.jit(jax.vmap(functools.partial(exp.final_observables, static)))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(exp: protocol.Experiment, static, sharding: NamedSharding, tuned: bool,
+              batching: str):
     opts = compiler_options(tuned)
     if batching == "vmap":
         wrap = _batched
     else:
         wrap = functools.partial(_sequential, sharding=sharding)
-    init_fn = jax.jit(wrap(functools.partial(train.init, static)), out_shardings=sharding,
+    init_fn = jax.jit(wrap(functools.partial(exp.init, static)), out_shardings=sharding,
                       compiler_options=opts)
-    chunk_fn = jax.jit(wrap(functools.partial(train.run_chunk, static)),
+    chunk_fn = jax.jit(wrap(functools.partial(exp.run_chunk, static)),
                        out_shardings=sharding, donate_argnums=(1,), compiler_options=opts)
     return init_fn, chunk_fn
 
@@ -128,7 +141,7 @@ def _sequential(fn, sharding: NamedSharding):
                          check_vma=False)
 
 
-def auto_max_parallel(static: Static, cfg: Config, sharding: NamedSharding,
+def auto_max_parallel(static, cfg, sharding: NamedSharding,
                       headroom: float = 0.7, batching: str = "auto") -> int | None:
     """How many configs of this shape fit in device memory at once, or None if unbounded.
 
@@ -142,7 +155,7 @@ def auto_max_parallel(static: Static, cfg: Config, sharding: NamedSharding,
     n = 2 * sharding.mesh.size
     hp = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                       stack_hparams([cfg] * n))
-    init_fn, chunk_fn = compiled(static, sharding, batching=batching)
+    init_fn, chunk_fn = compiled(protocol.of(cfg), static, sharding, batching=batching)
     state = jax.eval_shape(init_fn, hp)
     mem = chunk_fn.lower(hp, state).compile().memory_analysis()
     per_device = (mem.argument_size_in_bytes + mem.output_size_in_bytes
@@ -161,20 +174,14 @@ CPU_BLOCK_BYTES = 32 << 20
 CPU_STATE_BYTES = 256 << 20
 
 
-def config_bytes(static: Static) -> int:
-    """Rough float32 working set of one config's step: activations, W and its gradient."""
-    K, L, m, d1 = static.K, static.L, static.m, static.d1
-    return 4 * (3 * K * L * m + 4 * m * d1 + 2 * K * L * d1)
-
-
-def state_bytes(cfg: Config) -> int:
-    """Bytes of one config's training state (`train.State`), from its abstract shapes."""
-    st = jax.eval_shape(functools.partial(train.init, cfg.static()), cfg.hparams())
+def state_bytes(cfg) -> int:
+    """Bytes of one config's training state, from its abstract shapes."""
+    st = jax.eval_shape(functools.partial(protocol.of(cfg).init, cfg.static()), cfg.hparams())
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(st))
 
 
-def plan_blocks(group: list[Config], sharding: NamedSharding, max_parallel: int | None = None,
-                batching: str = "auto") -> list[tuple[list[Config], int]]:
+def plan_blocks(group: list, sharding: NamedSharding, max_parallel: int | None = None,
+                batching: str = "auto") -> list[tuple[list, int]]:
     """Splits a shape group into (configs, padded size) blocks, run one after another.
 
     Block size: `max_parallel` if given, else what fits in device memory (accelerators), or on
@@ -191,7 +198,7 @@ def plan_blocks(group: list[Config], sharding: NamedSharding, max_parallel: int 
     if sequential:
         cpu = max(1, CPU_STATE_BYTES // state_bytes(group[0])) * n_dev
     else:
-        cpu = max(2, CPU_BLOCK_BYTES // config_bytes(static)) * n_dev
+        cpu = max(2, CPU_BLOCK_BYTES // protocol.of(group[0]).config_bytes(static)) * n_dev
     size = (max_parallel or auto_max_parallel(static, group[0], sharding, batching=batching)
             or cpu)
     per_device_min = 2 if len(group) > 1 and not sequential else 1
@@ -211,7 +218,7 @@ def plan_blocks(group: list[Config], sharding: NamedSharding, max_parallel: int 
     return blocks
 
 
-def block_hparams(cfgs: list[Config], n_pad: int):
+def block_hparams(cfgs: list, n_pad: int):
     """The block's stacked hyperparameters, padded to n_pad rows (see plan_blocks).
 
     A padding row repeats the last config with `steps` = 0, so it never trains: under
@@ -221,7 +228,7 @@ def block_hparams(cfgs: list[Config], n_pad: int):
     return hp._replace(steps=np.where(np.arange(n_pad) < len(cfgs), hp.steps, 0).astype(np.int32))
 
 
-def _balance(block: list[Config], n_dev: int, n_pad: int) -> list[Config]:
+def _balance(block: list, n_dev: int, n_pad: int) -> list:
     """The block's configs in row order such that each device's rows (contiguous, n_pad/n_dev
     of them) add up to about the same number of steps: longest first, each onto the device with
     the fewest steps so far that has a free row. The padding rows, which train no step, are

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcl.data import fold, place, presence_prob, sample_codes
-from jaxcl.model import encode
+from jaxcl.experiments.liao.data import fold, place, presence_prob, sample_codes
+from jaxcl.experiments.liao.model import encode, prune_mask
 
 # Key stream of the probe's fresh samples; train.py uses streams 0-3 (dict, init, data, eval).
 PROBE_STREAM = 4
@@ -268,8 +268,6 @@ def final_observables(static, hp, state) -> dict:
     cov_major, cov_minor = _major_minor_means(coverage_D, hp.n_major)
     # Pruned neurons (SPEC §4) only decay, so they keep their random initial direction and
     # would count in the coverage; the *_kept values use the final prune mask's neurons only.
-    from jaxcl.train import prune_mask  # train imports this module
-
     kept_M = prune_mask(state.w, hp.n_prune) > 0
     c_kept_MxD = jnp.where(kept_M[:, None], c_MxD, 0.0)
     cov_major_kept, cov_minor_kept = _major_minor_means(jnp.max(c_kept_MxD, axis=0), hp.n_major)

@@ -1,5 +1,6 @@
-"""Sweep files: a TOML `[base]` table of Config fields and a `[grid]` table of lists, expanded
-to validated configs and grouped by everything that changes shapes (one compile per group)."""
+"""Sweep files: a TOML `[base]` table of config fields and a `[grid]` table of lists, expanded
+to validated configs of the experiment each point names (`experiment`, default "liao") and
+grouped by experiment and everything that changes shapes (one compile per group)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import tomllib
 from collections import OrderedDict
 from typing import Any
 
-from jaxcl.config import Config, ConfigError, Static
+from jaxcl.engine import protocol
+from jaxcl.errors import ConfigError
 
 _TABLES = ("base", "grid", "sweep")
 _SWEEP_OPTIONS = {"name": str, "max_parallel": int,  # run options, not in the fingerprint
@@ -30,8 +32,9 @@ class Sweep:
     options: dict
     text: str = ""
 
-    def configs(self) -> list[Config]:
-        """The grid's product, each point validated; errors name the field, value and point."""
+    def configs(self) -> list:
+        """The grid's product, each point validated as a config of its experiment; errors name
+        the field, value and point (and the experiment, for a field it does not have)."""
         keys = list(self.grid)
         out, seen = [], {}
         for values in itertools.product(*(self.grid[k] for k in keys)):
@@ -39,7 +42,8 @@ class Sweep:
             fields = {**self.base, **point, **self.overrides}
             where = "grid point " + json.dumps(point) if point else "[base]"
             try:
-                cfg = Config.from_dict(fields, where=where)
+                exp = protocol.get(fields.get("experiment", protocol.DEFAULT))
+                cfg = exp.Config.from_dict(fields)
             except ConfigError as e:
                 raise ConfigError(f"{where}: {e}") from None
             except TypeError as e:  # pragma: no cover - from_dict checks names first
@@ -118,9 +122,10 @@ def load(path: str, sets: list[str] | None = None) -> Sweep:
     return loads(text, overrides, source=path)
 
 
-def group_by_static(configs: list[Config]) -> "OrderedDict[Static, list[Config]]":
-    """Configs that share shapes share one compiled, vmapped program; grid order is kept."""
-    groups: OrderedDict[Static, list[Config]] = OrderedDict()
+def group_by_static(configs: list) -> "OrderedDict[tuple[str, Any], list]":
+    """Configs of one experiment that share shapes share one compiled program; the key is
+    (experiment name, static part); grid order is kept."""
+    groups: OrderedDict[tuple[str, Any], list] = OrderedDict()
     for cfg in configs:
-        groups.setdefault(cfg.static(), []).append(cfg)
+        groups.setdefault((cfg.experiment, cfg.static()), []).append(cfg)
     return groups

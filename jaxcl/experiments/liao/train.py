@@ -13,12 +13,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcl import observables
-from jaxcl.config import HParams, Static
-from jaxcl.data import dictionary, fold, frequencies, presence_prob, sample_pairs
-from jaxcl.loss import nce_and_grad_by_neuron
-from jaxcl.model import (attention, embed_nonneg_bias_by_neuron, preactivations_by_neuron,
-                         weight_grad_by_neuron)
+from jaxcl.experiments.liao import observables
+from jaxcl.experiments.liao.config import HParams, Static
+from jaxcl.experiments.liao.data import dictionary, fold, frequencies, presence_prob, sample_pairs
+from jaxcl.experiments.liao.loss import loss_and_grad_by_neuron
+from jaxcl.experiments.liao.model import (attention, embed_nonneg_bias_by_neuron,
+                                         preactivations_by_neuron, prune_mask,
+                                         weight_grad_by_neuron)
 
 # Streams folded out of a config's seed key; fixed so results never depend on batching.
 _DICT, _INIT, _DATA, _EVAL = 0, 1, 2, 3
@@ -61,14 +62,6 @@ def init(static: Static, hp: HParams) -> State:
     return State(w=w0_MxD1, b=jnp.zeros(static.m), w0=w0_MxD1, M=M_D1xD, eps=eps_D,
                  opt_state=_optimizer(hp).init(w0_MxD1), t=jnp.int32(0), stage=jnp.int32(1),
                  T1=jnp.int32(-1), T2=jnp.int32(-1), n2_T1=jnp.zeros(static.m), key=key)
-
-
-def prune_mask(w_MxD1, n_prune):
-    """1 for kept neurons, 0 for the n_prune smallest ‖w_i‖ (SPEC §4; ties broken by index)."""
-    m = w_MxD1.shape[0]
-    order_M = jnp.argsort(jnp.sum(w_MxD1 * w_MxD1, axis=1))  # stable: ties by index
-    rank_M = jnp.zeros(m, jnp.int32).at[order_M].set(jnp.arange(m, dtype=jnp.int32))
-    return (rank_M >= n_prune).astype(w_MxD1.dtype)
 
 
 def batch(static: Static, hp: HParams, state: State, stream: int, index):
@@ -125,7 +118,7 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     dtype = jnp.dtype(static.matmul_dtype)
     wm_MxD1 = state.w * mask_M[:, None]
     # W enters only through the pre-activations ⟨w_i ⊙ mask_i, H_r⟩, so autodiff is applied to
-    # the cheap rest (InfoNCE of the embeddings) and the chain rule through BReLU and the matmul
+    # the cheap rest (the loss of the embeddings) and the chain rule through BReLU and the matmul
     # is written out: one forward matmul per view and one backward matmul for the anchor view
     # alone (the StopGrad view needs no backward pass). Pre-activations are neuron-major
     # (m, K, L), which keeps both matmuls in the layout XLA runs fastest.
@@ -133,7 +126,9 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
                                          state.b)
     pre_MxKxL = preactivations_by_neuron(wm_MxD1, ha_KxLxD1, dtype)
     fa_MxK = embed_nonneg_bias_by_neuron(pre_MxKxL, state.b)
-    nce, acc, dfa_MxK = nce_and_grad_by_neuron(fa_MxK, fb_MxK, hp.tau)
+    nce, acc, dfa_MxK = loss_and_grad_by_neuron(fa_MxK, fb_MxK, hp.tau, static.loss,
+                                                hp.loss_alpha, hp.loss_beta, static.loss_psi,
+                                                static.loss_phi)  # SPEC §8
     # BReLU_b'(s) = 1 where |s| > b, else 0 (eq. 3); ∇_W of eq. 2 adds the weight decay's λW.
     b_Mx1x1 = jnp.reshape(state.b, (-1, 1, 1))
     dpre_MxKxL = (jnp.abs(pre_MxKxL) > b_Mx1x1).astype(jnp.float32) * dfa_MxK[:, :, None]

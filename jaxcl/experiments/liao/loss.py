@@ -1,11 +1,13 @@
-"""InfoNCE with StopGrad on the second view and in-batch negatives (eqs. 1–2, SPEC §3)."""
+"""Liao's objective: InfoNCE with StopGrad on the second view and in-batch negatives (eqs. 1–2,
+SPEC §3), and any loss of SPEC §8's family on the same similarities."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from jaxcl.model import encode
+from jaxcl import losses
+from jaxcl.experiments.liao.model import encode
 
 
 def nce_from_embeddings(fa_KxM, fb_KxM, tau):
@@ -30,6 +32,31 @@ def nce_and_grad_by_neuron(fa_MxK, fb_MxK, tau):
     acc = jnp.mean(jnp.argmax(s_KxK, axis=1) == jnp.arange(K))
     ds_KxK = (jnp.exp(s_KxK - lse_K[:, None]) - jnp.eye(K, dtype=s_KxK.dtype)) / (K * tau)
     return loss, acc, jnp.matmul(fb_MxK, ds_KxK.T)
+
+
+def loss_and_grad_by_neuron(fa_MxK, fb_MxK, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
+                            psi: str = "log1p", phi: str = "exp"):
+    """The chosen loss of SPEC §8 on s_kl = ⟨fa_k, StopGrad(fb_l)⟩ (s⁺ = s_kk, negatives s_kl,
+    l ≠ k), with its gradient in the neuron-major anchor embeddings fa (m, K).
+
+    InfoNCE takes the written-out gradient of `nce_and_grad_by_neuron`; the other losses are
+    differentiated by autodiff through this cheap part (the embeddings' K × K similarities).
+    Returns (loss, top-1 accuracy, ∂loss/∂fa of shape (m, K)).
+    """
+    if loss == "infonce":
+        return nce_and_grad_by_neuron(fa_MxK, fb_MxK, tau)
+    K = fa_MxK.shape[1]
+    fb_MxK = jax.lax.stop_gradient(fb_MxK)
+
+    def mean_loss(fa_MxK):
+        s_KxK = jnp.matmul(fa_MxK.T, fb_MxK)
+        ell_K = losses.per_anchor(jnp.diagonal(s_KxK), losses.off_diagonal(s_KxK), tau, loss,
+                                  alpha, beta, psi, phi)
+        return jnp.mean(ell_K), s_KxK
+
+    (value, s_KxK), grad_MxK = jax.value_and_grad(mean_loss, has_aux=True)(fa_MxK)
+    acc = jnp.mean(jnp.argmax(s_KxK, axis=1) == jnp.arange(K))
+    return value, acc, grad_MxK
 
 
 def info_nce(w, b, Xa, Xb, tau, lam):

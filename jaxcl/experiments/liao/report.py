@@ -1,10 +1,10 @@
-"""`jaxcl report RUN_DIR`: report.md with Theorem 3.3 exponent tables (measured, 95% interval,
-theory, finite-d expectation), stage times, init counts vs expectation, the pruning study, and
-PNG plots. Reads only the run directory's plain files (final/*.json, results.jsonl, init_stats)."""
+"""Liao's sections of `jaxcl report RUN_DIR`: Theorem 3.3 exponent tables (measured, 95%
+interval, theory, finite-d expectation), stage times, init counts vs expectation, the pruning
+study, and PNG plots. Reads only the run directory's plain files (final/*.json, results.jsonl,
+init_stats.json)."""
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -12,8 +12,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from jaxcl import fit, report_plots, theory
-from jaxcl.rundir import read_jsonl, write_text
+from jaxcl import fit
+from jaxcl.experiments.liao import report_plots, theory
+from jaxcl.fileio import read_jsonl
+from jaxcl.tables import mean_sd as _ms, md as _md, md_row as _md_row, num as _f
 
 # (key, label, observable -> per-config value, theory exponent fn, expectation key, bound kind)
 QUANTITIES = [
@@ -26,39 +28,6 @@ QUANTITIES = [
     ("pure", "pure count P_j(T)", lambda o: np.mean(o["pure_counts"]),
      lambda c, r, g: theory.omega1(c, r, g), "single", "lower"),
 ]
-
-
-def load_finals(run_dir: str) -> list[dict]:
-    """Every final/<id>.json that carries an `observables` key."""
-    out = []
-    for path in sorted(glob.glob(os.path.join(run_dir, "final", "*.json"))):
-        with open(path) as f:
-            info = json.load(f)
-        if "observables" in info:
-            out.append(info)
-    return out
-
-
-def _md(text: str) -> str:
-    """A table cell: pipes escaped."""
-    return text.replace("|", "\\|")
-
-
-def _md_row(*cells: str) -> str:
-    return "| " + " | ".join(_md(c) for c in cells) + " |"
-
-
-def _f(x, nd=3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "—"
-    return f"{x:.{nd}g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
-
-
-def _ms(v) -> str:
-    v = [x for x in v if x is not None and math.isfinite(x)]
-    if not v:
-        return "—"
-    return f"{np.mean(v):.3g} ± {np.std(v):.2g}" if len(v) > 1 else f"{v[0]:.3g}"
 
 
 def _verdict(f: fit.Fit, theta: float, bound: str) -> str:
@@ -180,7 +149,7 @@ def stages_section(finals: list[dict], lines: list[str]) -> None:
 
 def init_section(stats: dict, out_dir: str, lines: list[str]) -> None:
     """Init-only counts at large d against their finite-d expectations and the exponents."""
-    from jaxcl import initstats
+    from jaxcl.experiments.liao import initstats
 
     C_m, g = stats["C_m"], stats["gamma_c0"]
     lines += [f"## Init-only counts (C_m = {C_m:g}, large d)", "",
@@ -233,7 +202,7 @@ def init_section(stats: dict, out_dir: str, lines: list[str]) -> None:
 
 def figures_section(run_dir: str, finals: list[dict], lines: list[str]) -> None:
     """Figure 1 heatmap, coverage over training, |N_i| histograms."""
-    from jaxcl import plots
+    from jaxcl.experiments.liao import figures as plots
 
     base = [f for f in finals if f["prune_fraction"] == 0] or finals
     d0 = min(f["d"] for f in base)
@@ -302,45 +271,54 @@ def figures_section(run_dir: str, finals: list[dict], lines: list[str]) -> None:
     lines.append("")
 
 
-def write_report(run_dir: str, init_stats: str | None = None) -> str:
-    """Writes RUN_DIR/report.md and its PNGs; returns the report's path.
+def report(run_dir: str, finals: list[dict], lines: list[str], options: dict) -> bool:
+    """Appends Liao's sections to the report and writes their PNGs into run_dir.
 
     Args:
-      run_dir: a run directory (final/*.json with observables, results.jsonl), and/or a
+      run_dir: the run directory (final/*.json with observables, results.jsonl), and/or a
         directory holding init_stats.json.
-      init_stats: path of an init_stats.json to include (default RUN_DIR/init_stats.json).
+      finals: the final json of every finished config of this experiment.
+      lines: report.md so far.
+      options: `init_stats`: path of an init_stats.json to include (default
+        RUN_DIR/init_stats.json).
 
     Returns:
-      Path of report.md.
+      Whether anything was reported (finished configs or init statistics).
     """
-    finals = load_finals(run_dir)
-    init_path = init_stats or os.path.join(run_dir, "init_stats.json")
+    init_path = options.get("init_stats") or os.path.join(run_dir, "init_stats.json")
     stats = None
     if os.path.exists(init_path):
         with open(init_path) as f:
             stats = json.load(f)
     if not finals and stats is None:
-        from jaxcl.config import ConfigError
-
-        raise ConfigError(f"run directory {run_dir!r}: no final/*.json with observables and no "
-                          "init_stats.json: nothing to report")
-    lines = [f"# jaxcl report: {os.path.abspath(run_dir)}", ""]
+        return False
     if finals:
         ds = sorted({f["d"] for f in finals})
-        lines += [f"{len(finals)} finished configs; d ∈ {ds}; ratios "
+        lines += ["# Liao et al.: training dynamics under imbalance", "",
+                  f"{len(finals)} finished configs; d ∈ {ds}; ratios "
                   f"{sorted({f['ratio'] for f in finals})}; prune fractions "
-                  f"{sorted({f['prune_fraction'] for f in finals})}; seeds per point "
+                  f"{sorted({f['prune_fraction'] for f in finals})}; losses "
+                  f"{sorted({_loss_label(f) for f in finals})}; seeds per point "
                   f"{sorted({f['seed'] for f in finals})}.", ""]
         stages_section(finals, lines)
         if len(ds) >= 2:
             scaling_section(finals, run_dir, lines)
         if len({f["prune_fraction"] for f in finals}) >= 2:
-            from jaxcl import report_pruning  # it imports this module's table helpers
+            from jaxcl.experiments.liao import report_pruning
 
             report_pruning.pruning_section(finals, run_dir, lines)
+        if len({_loss_label(f) for f in finals}) >= 2:
+            from jaxcl.experiments.liao import report_losses
+
+            report_losses.loss_section(finals, run_dir, lines)
         figures_section(run_dir, finals, lines)
     if stats is not None:
         init_section(stats, run_dir, lines)
-    path = os.path.join(run_dir, "report.md")
-    write_text(path, "\n".join(lines) + "\n")
-    return path
+    return True
+
+
+def _loss_label(f: dict) -> str:
+    """The loss of a final json (configs written before the loss family are InfoNCE)."""
+    from jaxcl.experiments.liao.report_losses import loss_label
+
+    return loss_label(f)

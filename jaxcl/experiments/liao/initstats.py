@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcl import observables, theory
+from jaxcl.experiments.liao import observables, theory
 
 _INIT = 1  # the init stream id of train.py
 _BUDGET = 1 << 23  # elements of (seeds, ratios, chunk, d) held at once
@@ -129,7 +129,7 @@ def write(stats: dict, out_dir: str) -> tuple[str, str]:
     """init_stats.json and init_stats.csv in out_dir (atomic writes)."""
     import os
 
-    from jaxcl.rundir import write_json, write_text
+    from jaxcl.fileio import write_json, write_text
 
     os.makedirs(out_dir, exist_ok=True)
     jpath, cpath = os.path.join(out_dir, "init_stats.json"), os.path.join(out_dir, "init_stats.csv")
@@ -171,3 +171,31 @@ def agreement(stats: dict) -> list[dict]:
         row["ordinary"] = (total, mean, (total - mean) / max(math.sqrt(n * m * var), 1e-12))
         out.append(row)
     return out
+
+
+def add_arguments(ap) -> None:
+    """`jaxcl init-stats` options."""
+    ap.add_argument("--out", required=True, help="directory for init_stats.json / .csv")
+    ap.add_argument("--d", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048, 4096])
+    ap.add_argument("--C_m", type=float, default=1.5, help="m = round(d^C_m)")
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75, 1.0])
+    ap.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1")
+    ap.add_argument("--gamma-c0", type=float, default=5e-4)
+
+
+def main(args) -> int:
+    """`jaxcl init-stats`: validate, count, write json and csv."""
+    from jaxcl.errors import ConfigError
+
+    for d in args.d:
+        if d < 3:
+            raise ConfigError(f"--d {d}: must be >= 3")
+    for r in args.ratios:
+        if not 0 < r <= 1:
+            raise ConfigError(f"--ratios {r}: must be in (0, 1]")
+    if args.seeds < 1 or args.C_m <= 0:
+        raise ConfigError(f"--seeds {args.seeds} / --C_m {args.C_m}: must be positive")
+    stats = run(sorted(args.d), args.C_m, args.ratios, list(range(args.seeds)), args.gamma_c0)
+    paths = write(stats, args.out)
+    print(f"jaxcl: init stats -> {paths[0]}, {paths[1]}", flush=True)
+    return 0

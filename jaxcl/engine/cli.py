@@ -1,5 +1,5 @@
 """Command line: `jaxcl run SWEEP.toml --out RUN_DIR [--set field=value]...`,
-`jaxcl init-stats --out DIR [--d ...]` and `jaxcl report RUN_DIR`."""
+`jaxcl report RUN_DIR`, and the subcommands experiments add (liao: `jaxcl init-stats`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
-    from jaxcl.sweep import BATCHINGS  # no jax import: the parser runs before XLA_FLAGS is set
+    # jax may be imported here, but no backend starts before XLA_FLAGS is set in _run.
+    from jaxcl.engine import protocol
+    from jaxcl.engine.sweep import BATCHINGS
 
     ap = argparse.ArgumentParser(prog="jaxcl", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -52,17 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     dist.add_argument("--process-id", type=int, default=None)
     dist.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() with auto-detection (Slurm, TPU)")
-    ini = sub.add_parser("init-stats", help="count M_j, M_j*, N_i(0) at init only (large d)")
-    ini.add_argument("--out", required=True, help="directory for init_stats.json / .csv")
-    ini.add_argument("--d", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048, 4096])
-    ini.add_argument("--C_m", type=float, default=1.5, help="m = round(d^C_m)")
-    ini.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75, 1.0])
-    ini.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1")
-    ini.add_argument("--gamma-c0", type=float, default=5e-4)
     rep = sub.add_parser("report", help="write RUN_DIR/report.md and its PNG plots")
     rep.add_argument("run_dir", help="a run directory (and/or one holding init_stats.json)")
     rep.add_argument("--init-stats", default=None, metavar="PATH",
-                     help="init_stats.json to include (default: RUN_DIR/init_stats.json)")
+                     help="liao: init_stats.json to include (default: RUN_DIR/init_stats.json)")
+    for name in protocol.names():
+        for cmd, spec in protocol.get(name).commands().items():
+            p = sub.add_parser(cmd, help=f"{spec.help} [{name}]")
+            spec.add_arguments(p)
+            p.set_defaults(experiment_command=spec.run)
     return ap
 
 
@@ -70,19 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     args.argv = argv  # to print the resume command after an interruption
-    from jaxcl.config import ConfigError
-    from jaxcl.rundir import DiskFullError
+    from jaxcl.errors import ConfigError
+    from jaxcl.fileio import DiskFullError
 
     try:
         if args.cmd == "run":
             return _run(args)
-        if args.cmd == "init-stats":
-            return _init_stats(args)
         if args.cmd == "report":
-            from jaxcl import report
+            from jaxcl.engine import report
 
-            path = report.write_report(args.run_dir, init_stats=args.init_stats)
+            path = report.write_report(args.run_dir, {"init_stats": args.init_stats})
             print(f"jaxcl: report -> {path}", flush=True)
+        elif getattr(args, "experiment_command", None) is not None:
+            return args.experiment_command(args)
     except ConfigError as e:  # includes RunDirError
         print(f"jaxcl: error: {e}", file=sys.stderr)
         return 2
@@ -137,7 +137,7 @@ def split_cpu(n: int | None = None) -> None:
 
 def _checkpoint_options(args, options: dict):
     """CLI flags override the sweep file's [sweep] options, which override the defaults."""
-    from jaxcl.checkpoint import CheckpointOptions
+    from jaxcl.engine.checkpoint import CheckpointOptions
 
     picked = {"every_steps": (args.checkpoint_every_steps, "checkpoint_every_steps"),
               "every_seconds": (args.checkpoint_every_seconds, "checkpoint_every_seconds"),
@@ -148,9 +148,9 @@ def _checkpoint_options(args, options: dict):
 
 
 def _run(args) -> int:
-    from jaxcl import sweep as sweep_mod
-    from jaxcl.checkpoint import Interrupted
-    from jaxcl.config import ConfigError
+    from jaxcl.engine import sweep as sweep_mod
+    from jaxcl.engine.checkpoint import Interrupted
+    from jaxcl.errors import ConfigError
 
     if args.max_parallel is not None and args.max_parallel < 1:
         raise ConfigError(f"--max-parallel = {args.max_parallel}: must be >= 1")
@@ -169,7 +169,7 @@ def _run(args) -> int:
         jax.distributed.initialize(coordinator_address=args.coordinator,
                                    num_processes=args.num_processes, process_id=args.process_id)
     cache = compile_cache(args.compile_cache)
-    from jaxcl import runner
+    from jaxcl.engine import runner
 
     import jax
 
@@ -189,26 +189,6 @@ def _run(args) -> int:
     print(f"jaxcl: {len(summary.done)} done, {len(summary.skipped)} already done, "
           f"{len(summary.failed)} failed in {summary.seconds:.1f}s -> {args.out}", flush=True)
     return 1 if summary.failed else 0
-
-
-def _init_stats(args) -> int:
-    from jaxcl.config import ConfigError
-
-    for d in args.d:
-        if d < 3:
-            raise ConfigError(f"--d {d}: must be >= 3")
-    for r in args.ratios:
-        if not 0 < r <= 1:
-            raise ConfigError(f"--ratios {r}: must be in (0, 1]")
-    if args.seeds < 1 or args.C_m <= 0:
-        raise ConfigError(f"--seeds {args.seeds} / --C_m {args.C_m}: must be positive")
-    from jaxcl import initstats
-
-    stats = initstats.run(sorted(args.d), args.C_m, args.ratios, list(range(args.seeds)),
-                          args.gamma_c0)
-    paths = initstats.write(stats, args.out)
-    print(f"jaxcl: init stats -> {paths[0]}, {paths[1]}", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
       rows/<id>.jsonl       one config's logged chunks (merged into results.jsonl)
       final/<id>.npz|json   final arrays and fully resolved config (SPEC §7)
       results.jsonl         tidy table: one row per config per logged chunk
-      figure1.png           Figure 1 style heatmaps
+      checkpoints/          orbax checkpoints of unfinished blocks
+      *.png                 figures an experiment adds (liao: figure1.png)
 """
 
 from __future__ import annotations
@@ -15,86 +16,20 @@ from __future__ import annotations
 import errno
 import json
 import os
-import tempfile
 import time
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
-from jaxcl.config import Config, ConfigError
+from jaxcl.errors import ConfigError
+from jaxcl.fileio import (DiskFullError, atomic_write, dumps, read_jsonl,  # noqa: F401
+                          write_json, write_text)
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 
 
 class RunDirError(ConfigError):
     """The run directory cannot be used for this sweep; nothing in it was changed."""
-
-
-class DiskFullError(OSError):
-    """No space left: the file being written was discarded, earlier files are intact."""
-
-
-def _jsonable(x: Any):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
-
-def dumps(obj: Any, **kw) -> str:
-    return json.dumps(_jsonable(obj), **kw)
-
-
-def atomic_write(path: str, write) -> None:
-    """Writes via a temporary file in the same directory, fsync, then rename over `path`."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if e.errno == errno.ENOSPC:
-            raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}; "
-                                "the earlier version of the file is intact") from None
-        raise
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_text(path: str, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def write_json(path: str, obj: Any) -> None:
-    write_text(path, dumps(obj, indent=1, sort_keys=True) + "\n")
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """Rows of a .jsonl file; a torn last line (a crash mid-append) is dropped."""
-    rows = []
-    if not os.path.exists(path):
-        return rows
-    with open(path) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
 
 
 class RunDir:
@@ -108,7 +43,7 @@ class RunDir:
 
     # ---- creation and identity
     @classmethod
-    def prepare(cls, path: str, sweep, configs: list[Config], *, force_new: bool = False,
+    def prepare(cls, path: str, sweep, configs: list[object], *, force_new: bool = False,
                 is_main: bool = True) -> "RunDir":
         """Opens `path` for `sweep`, creating it if new; refuses a directory of another sweep.
 
@@ -145,7 +80,7 @@ class RunDir:
             os.replace(self.path, dest)
             print(f"jaxcl: moved the existing run directory aside to {dest}")
 
-    def write_manifest(self, sweep, configs: list[Config]) -> None:
+    def write_manifest(self, sweep, configs: list[object]) -> None:
         states = {c.config_id: self.status(c.config_id) for c in configs}
         write_json(self.p("manifest.json"), {
             "fingerprint": sweep.fingerprint(),
@@ -194,7 +129,7 @@ class RunDir:
                                     f"rows of {config_id}") from None
             raise
 
-    def merge_results(self, configs: list[Config]) -> int:
+    def merge_results(self, configs: list[object]) -> int:
         """Concatenates every config's rows, in grid order, into results.jsonl (atomically)."""
         parts = []
         for c in configs:
@@ -204,13 +139,18 @@ class RunDir:
         return len(parts)
 
     # ---- finals (SPEC §7)
-    def write_final(self, cfg: Config, arrays: dict[str, np.ndarray], info: dict) -> None:
+    def write_final(self, cfg, arrays: dict[str, np.ndarray], info: dict) -> None:
         """final/<id>.npz (w0, w, b, M, eps) then final/<id>.json; the json marks completion."""
         cid = cfg.config_id
         atomic_write(self.p("final", cid + ".npz"),
                      lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
         write_json(self.p("final", cid + ".json"),
                    {**cfg.resolved(), "config_id": cid, **info})
+
+    def load_info(self, config_id: str) -> dict:
+        """final/<id>.json: the resolved config, its final scalars and observables."""
+        with open(self.p("final", config_id + ".json")) as f:
+            return json.load(f)
 
     def load_final(self, config_id: str) -> tuple[dict[str, np.ndarray], dict]:
         with np.load(self.p("final", config_id + ".npz")) as z:

@@ -2,7 +2,7 @@
 
 A block (the configs of one vmapped program) checkpoints into `RUN_DIR/checkpoints/<block_id>/`,
 one orbax step directory per saved chunk boundary, named by the global step. Each step holds two
-items: `state`, the whole `train.State` pytree of every row of the block (flattened to a dict of
+items: `state`, the whole training-state pytree of every row of the block (flattened to a dict of
 arrays, restored with the same NamedSharding), and `meta`, a JSON record of the block's identity
 (config ids, padded row count) and position (chunk index, step). Saves happen only at chunk
 boundaries, so a resumed block runs exactly the compiled programs an uninterrupted one would run,
@@ -32,7 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxcl.rundir import DiskFullError
+from jaxcl.fileio import DiskFullError
 
 SUBDIR = "checkpoints"
 
@@ -51,7 +51,7 @@ class CheckpointOptions:
     keep: int = 3
 
     def __post_init__(self):
-        from jaxcl.config import ConfigError
+        from jaxcl.errors import ConfigError
 
         for name in ("every_steps", "every_seconds"):
             if getattr(self, name) < 0:

@@ -84,3 +84,11 @@ def encode(w, b, X):
       f(X) of shape (..., m).
     """
     return encode_attended(w, b, attention(X))
+
+
+def prune_mask(w_MxD1, n_prune):
+    """1 for kept neurons, 0 for the n_prune smallest ‖w_i‖ (SPEC §4; ties broken by index)."""
+    m = w_MxD1.shape[0]
+    order_M = jnp.argsort(jnp.sum(w_MxD1 * w_MxD1, axis=1))  # stable: ties by index
+    rank_M = jnp.zeros(m, jnp.int32).at[order_M].set(jnp.arange(m, dtype=jnp.int32))
+    return (rank_M >= n_prune).astype(w_MxD1.dtype)

@@ -1,6 +1,6 @@
 """The one driver that does I/O: runs a sweep's groups as the sharded programs of `programs`,
-block by block, and writes the run directory. Everything inside jit is in `train`; everything
-here is host-side."""
+block by block, and writes the run directory. Everything inside jit is the experiment's (through
+`protocol`); everything here is host-side."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from jaxcl import checkpoint, observables, train
-from jaxcl.config import Config, Static
-from jaxcl.programs import (block_hparams, compiled, config_mesh, global_array, plan_blocks,
-                            resolve_batching)
-from jaxcl.rundir import DONE, FAILED, RUNNING, RunDir
-from jaxcl.sweep import Sweep, group_by_static
+from jaxcl.engine import checkpoint, protocol
+from jaxcl.engine.programs import (block_hparams, compiled, config_mesh, final_observables,
+                                   global_array, plan_blocks, resolve_batching)
+from jaxcl.engine.rundir import DONE, FAILED, RUNNING, RunDir
+from jaxcl.engine.sweep import Sweep, group_by_static
+from jaxcl.fileio import to_json
 
 
 @dataclasses.dataclass
@@ -90,7 +90,7 @@ class Progress:
         self.total.close()
 
 
-def run_block(rd: RunDir, static: Static, cfgs: list[Config], n_pad: int,
+def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
               sharding: NamedSharding, progress: Progress, summary: Summary,
               ckpt: checkpoint.CheckpointOptions = checkpoint.CheckpointOptions(),
               stop: checkpoint.StopSignal | None = None, batching: str = "auto") -> None:
@@ -100,10 +100,12 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], n_pad: int,
     boundaries as `ckpt` says, and on a stop request saves and raises checkpoint.Interrupted.
     """
     n = len(cfgs)
+    exp = protocol.of(cfgs[0])
+    log_every = cfgs[0].log_every  # a static field: the same for the whole group
     hp = jax.tree.map(lambda x: global_array(x, sharding), block_hparams(cfgs, n_pad))
-    init_fn, chunk_fn = compiled(static, sharding, batching=batching)
+    init_fn, chunk_fn = compiled(exp, static, sharding, batching=batching)
     owned = [i for i in owned_indices(sharding, n_pad) if i < n]
-    n_chunks = train.n_chunks_for(max(c.n_steps for c in cfgs), static.log_every)
+    n_chunks = -(-max(c.n_steps for c in cfgs) // log_every)
     store = checkpoint.BlockCheckpoints(rd.path, [c.config_id for c in cfgs], n_pad, ckpt)
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                             jax.eval_shape(init_fn, hp))
@@ -124,7 +126,7 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], n_pad: int,
     if restored:
         print(f"jaxcl: resuming {n} configs from the checkpoint at step {ckpt_step} "
               f"({store.dir})", flush=True)
-    progress.update(sum(min(c.n_steps, chunk0 * static.log_every) for c in cfgs))
+    progress.update(sum(min(c.n_steps, chunk0 * log_every) for c in cfgs))
     for k in range(chunk0, n_chunks):
         state, metrics = chunk_fn(hp, state)
         local = local_rows(metrics)
@@ -135,36 +137,33 @@ def run_block(rd: RunDir, static: Static, cfgs: list[Config], n_pad: int,
             if not m["finite"]:
                 failed[i] = _divergence(m)
                 rd.set_status(cfgs[i].config_id, FAILED, reason=failed[i],
-                              step=(k + 1) * static.log_every)
+                              step=(k + 1) * log_every)
                 continue
             row = {**row_base[i],
                    **{name: _scalar(v) for name, v in m.items() if name not in ("logged", "finite")}}
             rd.append_rows(cfgs[i].config_id, [row])
-        progress.update(sum(min(static.log_every, max(0, c.n_steps - k * static.log_every))
-                            for c in cfgs))
-        step = (k + 1) * static.log_every
+        progress.update(sum(min(log_every, max(0, c.n_steps - k * log_every)) for c in cfgs))
+        step = (k + 1) * log_every
         if k + 1 < n_chunks:
             stopping = _agree(stop is not None and stop.requested)
             if stopping or _agree(store.due(step)):
                 store.save(step, k + 1, state)
             if stopping:
                 raise checkpoint.Interrupted(
-                    stop.signum, f"at step {step} of {n_chunks * static.log_every} of a block "
+                    stop.signum, f"at step {step} of {n_chunks * log_every} of a block "
                     f"of {n} configs; checkpoint saved in {store.dir}")
     summary.checkpoint_seconds += store.seconds_saving
     summary.checkpoints += store.n_saved
-    final = local_rows({"w0": state.w0, "w": state.w, "b": state.b, "M": state.M,
-                        "eps": state.eps, "T1": state.T1, "T2": state.T2})
-    obs = local_rows(observables.final_fn(static)(hp, state))  # SPEC §5, final json
+    arrays = local_rows(exp.final_arrays(state))
+    scalars = local_rows(exp.final_scalars(state))
+    obs = local_rows(final_observables(exp, static)(hp, state))  # the final json's observables
     for i in owned:
         cid = cfgs[i].config_id
         if i in failed:
             summary.failed[cid] = failed[i]
             continue
-        f = final[i]
-        rd.write_final(cfgs[i], {k: f[k] for k in ("w0", "w", "b", "M", "eps")},
-                       {"T1": int(f["T1"]), "T2": int(f["T2"]),
-                        "observables": observables.to_json(obs[i])})
+        rd.write_final(cfgs[i], arrays[i],
+                       {**to_json(scalars.get(i, {})), "observables": to_json(obs.get(i, {}))})
         rd.set_status(cid, DONE)
         summary.done.append(cid)
     _barrier("block")
@@ -218,9 +217,10 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
     ckpt = checkpoints or checkpoint.CheckpointOptions()
     try:
         with checkpoint.StopSignal() as stop:
-            for gi, (static, group) in enumerate(groups.items()):
-                bar.group(f"group {gi + 1}/{len(groups)} d={static.d} m={static.m} "
-                          f"({len(group)} configs)", sum(c.n_steps for c in group))
+            for gi, ((name, static), group) in enumerate(groups.items()):
+                bar.group(f"group {gi + 1}/{len(groups)} {name} "
+                          f"{protocol.get(name).describe(static)} ({len(group)} configs)",
+                          sum(c.n_steps for c in group))
                 for block, n_pad in plan_blocks(group, sharding, max_parallel, batching):
                     if _agree(stop.requested):  # between blocks: nothing to save
                         raise checkpoint.Interrupted(stop.signum, "between blocks")
@@ -241,9 +241,10 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
     if is_main:
         rd.merge_results(configs)
         rd.write_manifest(sweep, configs)
-        from jaxcl import plots
-
-        plots.figure1_for_run(rd, configs)
+        for name in dict.fromkeys(c.experiment for c in configs):  # grid order
+            finals = [rd.load_info(c.config_id) for c in configs
+                      if c.experiment == name and rd.has_final(c.config_id)]
+            protocol.get(name).after_run(rd.path, finals)
     _barrier("finished")
     summary.seconds = time.perf_counter() - t0
     for cid, why in summary.failed.items():

@@ -1,24 +1,23 @@
-"""Validated, frozen run configuration (SPEC §1–4) and its split into static and traced parts."""
+"""Liao's model: the validated, frozen config (SPEC §1–4, §8) and its split into static and
+traced parts."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import re
-import typing
 from typing import Any, NamedTuple
 
+from jaxcl import losses
+from jaxcl.configbase import BaseConfig, check_types, require as _require
+from jaxcl.errors import ConfigError  # noqa: F401  (re-exported)
+
 _STEPS_RE = re.compile(r"^\s*(?:(\d+(?:\.\d*)?)\s*\*\s*)?(T3|T4)\s*$")
-
-
-class ConfigError(ValueError):
-    """A configuration field has a bad value; the message names the field and the value."""
+_LOSS_FIELDS = ("loss", "loss_alpha", "loss_beta", "loss_psi", "loss_phi")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(BaseConfig):
     """Every knob of one training run. Fields left as None resolve to the SPEC's conventions.
 
     Shape fields (d, d1, m, L, K, dictionary, log_every, ...) are static under jit; the rest
@@ -61,9 +60,21 @@ class Config:
     # --- numerics
     matmul_dtype: str = "float32"
     seed: int = 0
+    # --- the experiment and its loss (SPEC §8; infonce is eqs. 1-2)
+    experiment: str = "liao"
+    loss: str = "infonce"
+    loss_alpha: float = 1.0
+    loss_beta: float = 1.0
+    loss_psi: str = "log1p"
+    loss_phi: str = "exp"
+
+    ID_SKIP_IF_DEFAULT = ("experiment",) + _LOSS_FIELDS
 
     def __post_init__(self):
-        _check_types(self)
+        check_types(self)
+        _require(self.experiment == "liao", "experiment", self.experiment, "must be 'liao'")
+        losses.check_fields(self.loss, self.loss_alpha, self.loss_beta, self.loss_psi,
+                            self.loss_phi)
         _require(self.d >= 3, "d", self.d, "must be >= 3 (log log d must be positive)")
         if self.d1 is not None:
             _require(self.d1 >= self.d, "d1", self.d1, f"must be >= d = {self.d}")
@@ -177,19 +188,16 @@ class Config:
                    n_major=self.n_major, T3=self.T3, T4=self.T4)
         return out
 
-    @property
-    def config_id(self) -> str:
-        """Readable and unique: shape/ratio/seed prefix plus a hash of every resolved field."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
-        h = hashlib.sha256(blob.encode()).hexdigest()[:10]
-        return f"d{self.d}_m{self.M_neurons}_r{self.ratio:g}_s{self.seed}_{h}"
+    def id_prefix(self) -> str:
+        return f"d{self.d}_m{self.M_neurons}_r{self.ratio:g}_s{self.seed}"
 
     def static(self) -> "Static":
         return Static(d=self.d, d1=self.D1, m=self.M_neurons, L=self.L, K=self.K,
                       dictionary=self.dictionary, log_every=self.log_every,
                       stage3_freeze=self.stage3_bias == "freeze",
                       probe_samples=self.probe_samples, matmul_dtype=self.matmul_dtype,
-                      prune=self.n_prune > 0)
+                      prune=self.n_prune > 0, loss=self.loss, loss_psi=self.loss_psi,
+                      loss_phi=self.loss_phi)
 
     def hparams(self) -> "HParams":
         return HParams(seed=self.seed, eps_max=self.eps_max, eps_min=self.eps_min,
@@ -198,16 +206,8 @@ class Config:
                        lam=self.LAM, eta=self.eta, steps=self.n_steps,
                        stage1_steps=-1 if self.stage1_steps is None else self.stage1_steps,
                        c_b=self.c_b, bias_rate=self.bias_rate, n_prune=self.n_prune,
-                       gamma_c0=self.gamma_c0, probe_ridge=self.probe_ridge)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> "Config":
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in known:
-                raise ConfigError(f"{where}: unknown field {key!r} (value {values[key]!r}); "
-                                  f"known fields: {', '.join(sorted(known))}")
-        return cls(**values)
+                       gamma_c0=self.gamma_c0, probe_ridge=self.probe_ridge,
+                       loss_alpha=self.loss_alpha, loss_beta=self.loss_beta)
 
 
 class Static(NamedTuple):
@@ -224,6 +224,9 @@ class Static(NamedTuple):
     probe_samples: int
     matmul_dtype: str
     prune: bool  # a pruning mask at all: off, the step skips ranking the neurons (SPEC §4)
+    loss: str = "infonce"  # SPEC §8's family; infonce keeps the written-out gradient
+    loss_psi: str = "log1p"
+    loss_phi: str = "exp"
 
 
 class HParams(NamedTuple):
@@ -247,46 +250,14 @@ class HParams(NamedTuple):
     n_prune: Any
     gamma_c0: Any
     probe_ridge: Any
+    loss_alpha: Any = 1.0
+    loss_beta: Any = 1.0
 
-
-_INT_HPARAMS = ("seed", "n_major", "steps", "stage1_steps", "n_prune")
+    INT_FIELDS = ("seed", "n_major", "steps", "stage1_steps", "n_prune")
 
 
 def stack_hparams(configs: list[Config]):
     """Stack per-config hyperparameters into (n,) numpy arrays (int32 / float32)."""
-    import numpy as np
+    from jaxcl.configbase import stack_hparams as stack
 
-    hps = [c.hparams() for c in configs]
-    return HParams(*[
-        np.asarray([getattr(h, f) for h in hps],
-                   dtype=np.int32 if f in _INT_HPARAMS else np.float32)
-        for f in HParams._fields
-    ])
-
-
-def _require(ok: bool, field: str, value: Any, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"field {field!r} = {value!r}: {why}")
-
-
-def _check_types(cfg: Config) -> None:
-    hints = typing.get_type_hints(Config)
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        allowed = typing.get_args(hints[f.name]) or (hints[f.name],)
-        if value is None and type(None) in allowed:
-            continue
-        ok = False
-        for t in allowed:
-            if t is int and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            elif t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-                ok = math.isfinite(value)
-            elif t is str and isinstance(value, str):
-                ok = True
-            elif t is bool and isinstance(value, bool):
-                ok = True
-        if not ok:
-            names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
-            raise ConfigError(f"field {f.name!r} = {value!r}: expected {names}, "
-                              f"got {type(value).__name__}")
+    return stack([c.hparams() for c in configs])

@@ -1,6 +1,8 @@
-"""Paper-ready figures from saved run artifacts (plain numpy in, PNG out)."""
+"""Liao's Figure 1 from saved run artifacts (plain numpy in, PNG out)."""
 
 from __future__ import annotations
+
+import os
 
 import matplotlib
 
@@ -8,8 +10,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxcl.config import Config  # noqa: E402
-from jaxcl.rundir import RunDir  # noqa: E402
 
 
 def cos2_np(w_MxD1: np.ndarray, M_D1xD: np.ndarray) -> np.ndarray:
@@ -47,20 +47,26 @@ def figure1(panels: list[tuple[str, np.ndarray, int]], path: str, n_neurons: int
     plt.close(fig)
 
 
-def figure1_for_run(rd: RunDir, configs: list[Config]) -> str | None:
-    """figure1.png of a run: the lowest-seed finished config of each ratio (first shape group)."""
-    chosen: dict[float, Config] = {}
-    first_static = configs[0].static() if configs else None
-    for c in sorted(configs, key=lambda c: c.seed):
-        if c.static() == first_static and c.ratio not in chosen and rd.has_final(c.config_id):
-            chosen[c.ratio] = c
-    if not chosen:
+def figure1_for_run(run_dir: str, finals: list[dict]) -> str | None:
+    """figure1.png of a run: the lowest-seed finished config of each ratio, among the configs
+    shaped like the first one (finals: final json dicts in grid order)."""
+    if not finals:
         return None
+
+    def shape(f):
+        return tuple(f[k] for k in ("d", "d1", "m", "L", "K"))
+
+    first = shape(finals[0])
+    chosen: dict[float, dict] = {}
+    for f in sorted(finals, key=lambda f: f["seed"]):
+        if shape(f) == first and f["ratio"] not in chosen:
+            chosen[f["ratio"]] = f
     panels = []
     for ratio in sorted(chosen):
-        arrays, info = rd.load_final(chosen[ratio].config_id)
-        panels.append((f"ε_min/ε_max = {ratio:g} (seed {info['seed']})",
-                       cos2_np(arrays["w"], arrays["M"]), info["n_major"]))
-    path = rd.p("figure1.png")
+        info = chosen[ratio]
+        with np.load(os.path.join(run_dir, "final", info["config_id"] + ".npz")) as z:
+            panels.append((f"ε_min/ε_max = {ratio:g} (seed {info['seed']})",
+                           cos2_np(z["w"], z["M"]), info["n_major"]))
+    path = os.path.join(run_dir, "figure1.png")
     figure1(panels, path)
     return path

@@ -1,0 +1,120 @@
+"""The experiment protocol: all the engine knows of a model, and the registry it finds it in.
+
+An experiment is a handful of pure functions over its own config, static part (shapes, hashable),
+traced hyperparameters (a NamedTuple of scalars or arrays, stacked over a grid) and training
+state (any pytree), plus host-side hooks for the run directory and the report. The engine
+(sweep, programs, runner, run directory, checkpoints, CLI, report assembly) drives every
+experiment through this class alone; it imports no experiment's module. Experiments register
+themselves when `jaxcl.experiments` is imported (which `import jaxcl` does), in the manner of
+gymnax's `make(name)`.
+
+Contract of the pure functions (each acts on one config; the engine vmaps or scans them over
+a block of configs and shards the block over devices):
+- `init(static, hp) -> state`.
+- `run_chunk(static, hp, state) -> (state, metrics)`: `static.log_every` steps under lax.scan,
+  metrics reduced over the chunk inside jit (STYLE §6). `hp.steps` is the config's length: a
+  config at or past it must not change, and the chunk's metrics must say so. `metrics` is a
+  dict of scalars that must hold `step` (int), `logged` (bool: this chunk trained at least
+  one step), `finite` (bool: no NaN/Inf appeared) and `bad_step` (int: the first non-finite
+  step, −1 if none); every other entry becomes a column of results.jsonl.
+- `final_arrays(state) -> dict` of arrays for `final/<config_id>.npz`.
+- `final_scalars(state) -> dict` of scalars for the top level of `final/<config_id>.json`.
+- `final_observables(static, hp, state) -> dict` of arrays for its `observables` key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Callable, ClassVar
+
+from jaxcl.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand an experiment adds to `jaxcl` (e.g. liao's `init-stats`)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+class Experiment:
+    """Base class of an experiment: subclasses set `name` and `Config` and implement the pure
+    functions of the module docstring; the hooks below have defaults."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object  # a jaxcl.configbase.BaseConfig subclass
+
+    # ---- pure functions (jit/vmap/scan-able), one config at a time
+    def init(self, static, hp):
+        raise NotImplementedError
+
+    def run_chunk(self, static, hp, state):
+        raise NotImplementedError
+
+    def final_arrays(self, state) -> dict:
+        raise NotImplementedError
+
+    def final_scalars(self, state) -> dict:
+        return {}
+
+    def final_observables(self, static, hp, state) -> dict:
+        return {}
+
+    # ---- host-side hooks
+    def describe(self, static) -> str:
+        """A group's label in progress bars and logs."""
+        return f"{self.name}"
+
+    def config_bytes(self, static) -> int:
+        """Rough float32 working set of one config's step (sizes CPU vmap blocks)."""
+        return 1 << 20
+
+    def after_run(self, run_dir: str, finals: list[dict]) -> None:
+        """Called once a sweep is finished (process 0), with the final json of every config of
+        this experiment that finished: e.g. a figure in the run directory."""
+
+    def report(self, run_dir: str, finals: list[dict], lines: list[str], options: dict) -> bool:
+        """Appends this experiment's sections to report.md (and writes its PNGs into run_dir).
+        Returns whether it wrote anything."""
+        return False
+
+    def commands(self) -> dict[str, Command]:
+        """Extra `jaxcl` subcommands."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<experiment {self.name}>"
+
+
+_REGISTRY: dict[str, Experiment] = {}
+
+
+def register(experiment: Experiment) -> Experiment:
+    """Adds an experiment under its name (one line per experiment in jaxcl/experiments)."""
+    if experiment.name in _REGISTRY and _REGISTRY[experiment.name] is not experiment:
+        raise ValueError(f"experiment {experiment.name!r} registered twice")
+    _REGISTRY[experiment.name] = experiment
+    return experiment
+
+
+def get(name: Any) -> Experiment:
+    """The registered experiment of that name; an unknown name is refused, naming it."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ConfigError(f"field 'experiment' = {name!r}: expected one of "
+                          f"{', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def of(cfg) -> Experiment:
+    """The experiment a config belongs to."""
+    return get(cfg.experiment)
+
+
+DEFAULT = "liao"

@@ -1,0 +1,59 @@
+"""Liao et al.'s model as a jaxcl experiment: sparse-coding data with majority and minority
+features, an attention + bilateral-ReLU encoder trained by GD on a contrastive loss with the
+paper's staged bias schedule (SPEC §1–6); its observables, theory, report and init-only mode."""
+
+from __future__ import annotations
+
+from jaxcl.engine.protocol import Command, Experiment, register
+from jaxcl.experiments.liao import observables, train
+from jaxcl.experiments.liao.config import Config, HParams, Static
+
+
+class Liao(Experiment):
+    name = "liao"
+    Config = Config
+
+    def init(self, static: Static, hp: HParams):
+        return train.init(static, hp)
+
+    def run_chunk(self, static: Static, hp: HParams, state):
+        return train.run_chunk(static, hp, state)
+
+    def final_arrays(self, state) -> dict:
+        return {"w0": state.w0, "w": state.w, "b": state.b, "M": state.M, "eps": state.eps}
+
+    def final_scalars(self, state) -> dict:
+        return {"T1": state.T1, "T2": state.T2}
+
+    def final_observables(self, static: Static, hp: HParams, state) -> dict:
+        return observables.final_observables(static, hp, state)
+
+    def describe(self, static: Static) -> str:
+        return f"d={static.d} m={static.m}" + ("" if static.loss == "infonce"
+                                               else f" {static.loss}")
+
+    def config_bytes(self, static: Static) -> int:
+        K, L, m, d1 = static.K, static.L, static.m, static.d1
+        return 4 * (3 * K * L * m + 4 * m * d1 + 2 * K * L * d1)
+
+    def after_run(self, run_dir: str, finals: list[dict]) -> None:
+        from jaxcl.experiments.liao import figures
+
+        figures.figure1_for_run(run_dir, finals)
+
+    def report(self, run_dir: str, finals: list[dict], lines: list[str], options: dict) -> bool:
+        from jaxcl.experiments.liao import report
+
+        return report.report(run_dir, finals, lines, options)
+
+    def commands(self) -> dict[str, Command]:
+        from jaxcl.experiments.liao import initstats
+
+        return {"init-stats": Command(help="count M_j, M_j*, N_i(0) at init only (large d)",
+                                      add_arguments=initstats.add_arguments,
+                                      run=initstats.main)}
+
+
+EXPERIMENT = register(Liao())
+
+__all__ = ["Config", "EXPERIMENT", "HParams", "Static"]

@@ -1,0 +1,115 @@
+"""The loss-family part of Liao's report (SPEC §8): per ratio, minority coverage, the probe gap
+and the alive fraction of each loss against InfoNCE, with 95% intervals over seeds."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+
+import numpy as np
+
+from jaxcl.tables import ci_cell, mean_ci, md_row
+
+# (observable key, label, which direction is "better for the minority")
+METRICS = (("cov_minor", "minority coverage", +1), ("probe_gap", "probe gap Δ", -1),
+           ("alive_frac", "alive fraction", +1), ("cov_major", "majority coverage", +1),
+           ("probe_minor", "minority probe accuracy", +1))
+
+
+def loss_label(f: dict) -> str:
+    """A final json's loss, with its parameters (configs written before the family: InfoNCE)."""
+    loss = f.get("loss", "infonce")
+    if loss == "balanced":
+        return f"balanced(α={f['loss_alpha']:g}, β={f['loss_beta']:g})"
+    if loss == "generalized":
+        return f"generalized(ψ={f['loss_psi']}, φ={f['loss_phi']})"
+    return loss
+
+
+def _diff(a: list, b: list) -> tuple[float, float, float]:
+    """Mean of a − mean of b and its normal 95% interval (independent seeds)."""
+    a = np.asarray([x for x in a if x is not None and math.isfinite(x)], float)
+    b = np.asarray([x for x in b if x is not None and math.isfinite(x)], float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan, math.nan
+    d = a.mean() - b.mean()
+    half = 1.96 * math.hypot(a.std(ddof=1) / math.sqrt(len(a)), b.std(ddof=1) / math.sqrt(len(b)))
+    return float(d), float(d - half), float(d + half)
+
+
+def verdict(name: str, direction: int, d: tuple[float, float, float]) -> str:
+    """'raises X by …' / 'lowers X by …' when the 95% interval of the change excludes 0,
+    else 'no detectable change in X'."""
+    mid, lo, hi = d
+    if not math.isfinite(mid):
+        return f"{name}: too few seeds to compare"
+    if lo > 0 or hi < 0:
+        word = "raises" if mid > 0 else "lowers"
+        good = (mid > 0) == (direction > 0)
+        return (f"{word} {name} by {abs(mid):.3g} [{lo:+.3g}, {hi:+.3g}]"
+                f" ({'better' if good else 'worse'} for the minority)")
+    return f"no detectable change in {name} ({mid:+.3g} [{lo:+.3g}, {hi:+.3g}])"
+
+
+def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> None:
+    """Table per (d, ratio, loss), a plot, and one plain statement per loss and ratio."""
+    groups = defaultdict(list)
+    for f in finals:
+        groups[(f["d"], f["ratio"], f["prune_fraction"], loss_label(f))].append(f["observables"])
+    labels = sorted({k[3] for k in groups}, key=lambda s: (s != "infonce", s))
+    lines += ["## The loss family (SPEC §8)", "",
+              "Seed mean [95% interval over seeds] of the final observables, per loss. "
+              "`balanced(α, β)` weighs attraction (α) against repulsion (β): "
+              "ℓ = −α s⁺/τ + β log(e^{s⁺/τ} + Σ_i e^{s_i/τ}); α = β = 1 is InfoNCE.", "",
+              md_row("d", "ratio", "α_prune", "loss", "seeds",
+                     *[m[1] for m in METRICS]), "|---|---|---|---|---|" + "---|" * len(METRICS)]
+    for (d, ratio, a, lab), obs in sorted(groups.items(),
+                                          key=lambda kv: (kv[0][:3], labels.index(kv[0][3]))):
+        lines.append(md_row(str(d), f"{ratio:g}", f"{a:g}", lab, str(len(obs)),
+                            *[ci_cell([o[k] for o in obs]) for k, _, _ in METRICS]))
+    lines += ["", "**What it shows** (each loss against InfoNCE at the same d, ratio and "
+              "pruning; a change counts when its 95% interval excludes 0):", ""]
+    for d, ratio, a in sorted({k[:3] for k in groups}):
+        base = groups.get((d, ratio, a, "infonce"))
+        if base is None:
+            continue
+        for lab in labels[1:]:
+            obs = groups.get((d, ratio, a, lab))
+            if obs is None:
+                continue
+            parts = [verdict(name, sign, _diff([o[k] for o in obs], [o[k] for o in base]))
+                     for k, name, sign in METRICS[:3]]
+            lines.append(f"- d {d}, ratio {ratio:g}" + (f", α_prune {a:g}" if a else "")
+                         + f", {lab}: " + "; ".join(parts) + ".")
+    lines.append("")
+    _plot(os.path.join(out_dir, "losses.png"), groups, labels)
+    lines += ["![losses](losses.png)", ""]
+
+
+def _plot(path: str, groups: dict, labels: list[str]) -> None:
+    from jaxcl.experiments.liao.report_plots import COLORS, MARKERS, plt
+
+    keys = sorted({k[:3] for k in groups})
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), squeeze=False, constrained_layout=True)
+    for ax, (k, name, _) in zip(axes[0], METRICS[:3]):
+        for li, lab in enumerate(labels):
+            xs, ys, lo, hi = [], [], [], []
+            for d, ratio, a in keys:
+                obs = groups.get((d, ratio, a, lab))
+                if not obs:
+                    continue
+                mid, l, h = mean_ci([o[k] for o in obs])
+                xs.append(ratio)
+                ys.append(mid)
+                lo.append(mid - l if math.isfinite(l) else 0.0)
+                hi.append(h - mid if math.isfinite(h) else 0.0)
+            off = (li - (len(labels) - 1) / 2) * 0.012  # side by side, not on top of each other
+            ax.errorbar(np.asarray(xs) + off, ys, yerr=[lo, hi], color=COLORS[li % len(COLORS)],
+                        marker=MARKERS[li % len(MARKERS)], capsize=2, lw=1.2, label=lab)
+        ax.set_xlabel("ε_min/ε_max")
+        ax.set_title(name, fontsize=10)
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle("seed mean and 95% interval per loss", fontsize=9)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)

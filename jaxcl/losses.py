@@ -1,0 +1,124 @@
+"""The contrastive loss family of SPEC §8: InfoNCE, Lee's balanced loss, the decoupled loss and
+the generalized ψ(Σ φ(s_i − s⁺)) family of Nguyen et al., on raw similarities.
+
+Every loss here takes an anchor's positive similarity s⁺ and its n negative similarities
+s_1 … s_n (not yet divided by τ) and is shared by every experiment: Liao's model (SPEC §3 with
+s⁺ = s_kk and negatives s_kl, l ≠ k) and the geometry experiment (SPEC §9).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxcl.errors import ConfigError
+
+LOSSES = ("infonce", "balanced", "decoupled", "generalized")
+PSIS = ("log1p", "identity")
+PHIS = ("exp", "softplus")
+
+
+class LossError(ConfigError):
+    """An unknown loss name or a bad loss parameter; the message names the field."""
+
+
+def check(loss: str, alpha=1.0, beta=1.0, psi: str = "log1p", phi: str = "exp") -> None:
+    """Refuses an unknown name or a negative weight, naming the field and the value.
+
+    α and β are only checked when they are concrete numbers (not tracers).
+    """
+    if loss not in LOSSES:
+        raise LossError(f"field 'loss' = {loss!r}: expected one of {', '.join(LOSSES)}")
+    if psi not in PSIS:
+        raise LossError(f"field 'loss_psi' = {psi!r}: expected one of {', '.join(PSIS)}")
+    if phi not in PHIS:
+        raise LossError(f"field 'loss_phi' = {phi!r}: expected one of {', '.join(PHIS)}")
+    for name, v in (("loss_alpha", alpha), ("loss_beta", beta)):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not v >= 0 or v != v or v in (float("inf"), float("-inf")):
+                raise LossError(f"field {name!r} = {v!r}: must be a finite number >= 0")
+
+
+def check_fields(loss: str, alpha=1.0, beta=1.0, psi: str = "log1p", phi: str = "exp") -> None:
+    """`check`, and refuses a parameter set for a loss that does not read it (α, β belong to
+    `balanced`; ψ, φ to `generalized`), so that a typo never runs silently as InfoNCE."""
+    check(loss, alpha, beta, psi, phi)
+    if loss != "balanced":
+        for name, v in (("loss_alpha", alpha), ("loss_beta", beta)):
+            if v != 1.0:
+                raise LossError(f"field {name!r} = {v!r}: only the 'balanced' loss has it "
+                                f"(loss = {loss!r})")
+    if loss != "generalized":
+        for name, v, default in (("loss_psi", psi, "log1p"), ("loss_phi", phi, "exp")):
+            if v != default:
+                raise LossError(f"field {name!r} = {v!r}: only the 'generalized' loss has it "
+                                f"(loss = {loss!r})")
+
+
+def per_anchor(s_pos_K, s_neg_KxN, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
+               psi: str = "log1p", phi: str = "exp"):
+    """ℓ for each anchor (SPEC §8), shape (K,).
+
+    Args:
+      s_pos_K: positive similarity s⁺ of each anchor, shape (K,).
+      s_neg_KxN: its negative similarities s_1 … s_n, shape (K, n).
+      tau: temperature τ > 0.
+      loss: "infonce", "balanced", "decoupled" or "generalized".
+      alpha, beta: the balanced loss's weights of attraction and repulsion.
+      psi, phi: the generalized loss's outer ψ ("log1p" or "identity") and inner φ ("exp" or
+        "softplus", φ(u) = e^{u/τ} or log(1 + e^{u/τ})).
+    """
+    pos_K = s_pos_K / tau
+    neg_KxN = s_neg_KxN / tau
+    if loss in ("infonce", "balanced"):
+        # log(e^{s⁺/τ} + Σ_i e^{s_i/τ}), the positive kept in the denominator
+        lse_K = jax.nn.logsumexp(jnp.concatenate([pos_K[:, None], neg_KxN], axis=1), axis=1)
+        if loss == "infonce":
+            return lse_K - pos_K
+        return -alpha * pos_K + beta * lse_K
+    if loss == "decoupled":
+        return jax.nn.logsumexp(neg_KxN, axis=1) - pos_K
+    u_KxN = neg_KxN - pos_K[:, None]  # (s_i − s⁺)/τ
+    if phi == "exp":
+        if psi == "log1p":  # log(1 + Σ e^u) = logsumexp(0, u_1, …, u_n): stable for large u
+            zero_Kx1 = jnp.zeros_like(u_KxN[:, :1])
+            return jax.nn.logsumexp(jnp.concatenate([zero_Kx1, u_KxN], axis=1), axis=1)
+        return jnp.sum(jnp.exp(u_KxN), axis=1)
+    total_K = jnp.sum(jax.nn.softplus(u_KxN), axis=1)
+    return jnp.log1p(total_K) if psi == "log1p" else total_K
+
+
+def contrastive_loss(s_pos, s_neg, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
+                     psi: str = "log1p", phi: str = "exp"):
+    """The mean over anchors of a loss of SPEC §8's family.
+
+    Pure, jittable and differentiable in s_pos and s_neg (and in tau, alpha, beta).
+
+    Args:
+      s_pos: positive similarities s⁺, shape (K,).
+      s_neg: negative similarities, shape (K, n); row k holds anchor k's negatives.
+      tau: temperature τ > 0.
+      loss: "infonce" (default), "balanced", "decoupled" or "generalized".
+      alpha, beta: weights of the balanced loss, ℓ = −α s⁺/τ + β log(e^{s⁺/τ} + Σ e^{s_i/τ}).
+      psi, phi: ψ ∈ {"log1p", "identity"} and φ ∈ {"exp", "softplus"} of the generalized loss
+        ℓ = ψ(Σ_i φ(s_i − s⁺)).
+
+    Returns:
+      The scalar mean of ℓ over the K anchors.
+
+    Raises:
+      LossError: an unknown name, or a negative α or β, naming the field.
+    """
+    check(loss, alpha, beta, psi, phi)
+    s_pos, s_neg = jnp.asarray(s_pos), jnp.asarray(s_neg)
+    if s_pos.ndim != 1 or s_neg.ndim != 2 or s_neg.shape[0] != s_pos.shape[0]:
+        raise LossError(f"s_pos {tuple(s_pos.shape)} and s_neg {tuple(s_neg.shape)}: expected "
+                        "shapes (K,) and (K, n)")
+    return jnp.mean(per_anchor(s_pos, s_neg, tau, loss, alpha, beta, psi, phi))
+
+
+def off_diagonal(s_KxK):
+    """Row k of s without its diagonal entry, shape (K, K − 1): the in-batch negatives."""
+    K = s_KxK.shape[0]
+    col_KxN = jnp.arange(K - 1)[None, :] + (jnp.arange(K - 1)[None, :] >= jnp.arange(K)[:, None])
+    return jnp.take_along_axis(s_KxK, col_KxN, axis=1)
