@@ -42,6 +42,8 @@ BAD = [  # (sweep text, words the error must contain)
     ("[base]\nloss = \"infonce\"\nloss_beta = 2.0\n", ["'loss_beta'", "2.0", "balanced"]),
     ("[grid]\nloss = [\"infonce\", \"generalized\"]\nloss_phi = [\"exp\", \"tanh\"]\n",
      ["'loss_phi'", "tanh"]),
+    ("[grid]\nv = [{loss = \"balanced\"}, 3]\n", ["'v'", "tables"]),
+    ("[grid]\nv = [{loss = \"balanced\", loss_beta = -1.0}]\n", ["'loss_beta'", "-1.0"]),
 ]
 
 
@@ -145,3 +147,14 @@ def test_compile_cache_directory(monkeypatch, tmp_path):
         assert compile_cache("off") is None
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_grid_bundles_set_fields_together():
+    """A [grid] list of inline tables sets each table's fields together (a loss and its
+    parameters), crossed with the other grid lists."""
+    sw = loads('[base]\nd = 9\n[grid]\nloss = [{loss = "infonce"}, '
+               '{loss = "balanced", loss_alpha = 1.0, loss_beta = 2.0}]\nseed = [0, 1]\n')
+    got = sorted((c.loss, c.loss_beta, c.seed) for c in sw.configs())
+    assert got == [("balanced", 2.0, 0), ("balanced", 2.0, 1), ("infonce", 1.0, 0),
+                   ("infonce", 1.0, 1)]
+

@@ -17,7 +17,8 @@ a block of configs and shards the block over devices):
   dict of scalars that must hold `step` (int), `logged` (bool: this chunk trained at least
   one step), `finite` (bool: no NaN/Inf appeared) and `bad_step` (int: the first non-finite
   step, −1 if none); every other entry becomes a column of results.jsonl.
-- `final_arrays(state) -> dict` of arrays for `final/<config_id>.npz`.
+- `final_arrays(state) -> dict` of arrays for `final/<config_id>.npz` (passed through the
+  host-side `finalize(cfg, arrays)` first).
 - `final_scalars(state) -> dict` of scalars for the top level of `final/<config_id>.json`.
 - `final_observables(static, hp, state) -> dict` of arrays for its `observables` key.
 """
@@ -64,6 +65,10 @@ class Experiment:
         return {}
 
     # ---- host-side hooks
+    def finalize(self, cfg, arrays: dict) -> dict:
+        """One config's final arrays (numpy) as written to its npz: e.g. padding rows cut."""
+        return arrays
+
     def describe(self, static) -> str:
         """A group's label in progress bars and logs."""
         return f"{self.name}"

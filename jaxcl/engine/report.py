@@ -44,7 +44,7 @@ def write_report(run_dir: str, options: dict | None = None) -> str:
     if unknown:
         raise ConfigError(f"run directory {run_dir!r}: configs of unknown experiment(s) "
                           f"{unknown}; known: {', '.join(protocol.names())}")
-    lines = [f"# jaxcl report: {os.path.abspath(run_dir)}", ""]
+    lines = [f"# jaxcl report: {os.path.basename(os.path.abspath(run_dir))}", ""]
     sweep = os.path.join(run_dir, "manifest.json")
     if os.path.exists(sweep):
         with open(sweep) as f:

@@ -162,7 +162,7 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
         if i in failed:
             summary.failed[cid] = failed[i]
             continue
-        rd.write_final(cfgs[i], arrays[i],
+        rd.write_final(cfgs[i], exp.finalize(cfgs[i], arrays[i]),
                        {**to_json(scalars.get(i, {})), "observables": to_json(obs.get(i, {}))})
         rd.set_status(cid, DONE)
         summary.done.append(cid)

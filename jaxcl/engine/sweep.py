@@ -1,6 +1,10 @@
 """Sweep files: a TOML `[base]` table of config fields and a `[grid]` table of lists, expanded
 to validated configs of the experiment each point names (`experiment`, default "liao") and
-grouped by experiment and everything that changes shapes (one compile per group)."""
+grouped by experiment and everything that changes shapes (one compile per group).
+
+A grid entry is a list of values of the field it names, or a list of inline tables: bundles of
+fields set together, for fields that only make sense jointly (e.g. a loss and its parameters:
+`loss = [{loss = "infonce"}, {loss = "balanced", loss_beta = 0.5}]`)."""
 
 from __future__ import annotations
 
@@ -39,7 +43,10 @@ class Sweep:
         out, seen = [], {}
         for values in itertools.product(*(self.grid[k] for k in keys)):
             point = dict(zip(keys, values))
-            fields = {**self.base, **point, **self.overrides}
+            fields = dict(self.base)
+            for k, v in point.items():  # a table is a bundle of fields set together
+                fields.update(v if isinstance(v, dict) else {k: v})
+            fields.update(self.overrides)
             where = "grid point " + json.dumps(point) if point else "[base]"
             try:
                 exp = protocol.get(fields.get("experiment", protocol.DEFAULT))
@@ -92,6 +99,10 @@ def loads(text: str, overrides: dict | None = None, source: str = "<sweep>") -> 
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{source}: [grid] field {key!r} = {value!r}: expected a non-empty "
                               f"list of values")
+        tables = [isinstance(v, dict) for v in value]
+        if any(tables) and not all(tables):
+            raise ConfigError(f"{source}: [grid] {key!r} = {value!r}: a list of values or a list "
+                              "of tables (bundles of fields set together), not both")
     options = doc.get("sweep", {})
     for key, value in options.items():
         if key not in _SWEEP_OPTIONS:

@@ -38,12 +38,18 @@ def _diff(a: list, b: list) -> tuple[float, float, float]:
     return float(d), float(d - half), float(d + half)
 
 
+NEGLIGIBLE = 0.01  # a change in a share (coverage, accuracy, alive) this small is no finding
+
+
 def verdict(name: str, direction: int, d: tuple[float, float, float]) -> str:
-    """'raises X by …' / 'lowers X by …' when the 95% interval of the change excludes 0,
-    else 'no detectable change in X'."""
+    """'raises X by …' / 'lowers X by …' when the 95% interval of the change excludes 0 and the
+    change is at least NEGLIGIBLE, 'a negligible change' when it is smaller, else 'no
+    detectable change in X'."""
     mid, lo, hi = d
     if not math.isfinite(mid):
         return f"{name}: too few seeds to compare"
+    if (lo > 0 or hi < 0) and abs(mid) < NEGLIGIBLE:
+        return f"a negligible change in {name} ({mid:+.2g} [{lo:+.2g}, {hi:+.2g}], below {NEGLIGIBLE:g})"
     if lo > 0 or hi < 0:
         word = "raises" if mid > 0 else "lowers"
         good = (mid > 0) == (direction > 0)
@@ -69,7 +75,8 @@ def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> None:
         lines.append(md_row(str(d), f"{ratio:g}", f"{a:g}", lab, str(len(obs)),
                             *[ci_cell([o[k] for o in obs]) for k, _, _ in METRICS]))
     lines += ["", "**What it shows** (each loss against InfoNCE at the same d, ratio and "
-              "pruning; a change counts when its 95% interval excludes 0):", ""]
+              "pruning; a change counts when its 95% interval excludes 0 and it is at least "
+              f"{NEGLIGIBLE:g}):", ""]
     for d, ratio, a in sorted({k[:3] for k in groups}):
         base = groups.get((d, ratio, a, "infonce"))
         if base is None:
