@@ -5,11 +5,11 @@ al.'s model ("liao", the default) and the class-mean geometry of generalized con
 losses ("geometry"). Shared maths: `jaxcl.losses` (the loss family), `jaxcl.fit`.
 """
 
-from jaxcl import experiments  # noqa: F401  (registers every experiment)
+from jaxcl import experiments, geometry  # noqa: F401  (registers every experiment)
 from jaxcl.errors import ConfigError
 from jaxcl.experiments.liao.config import Config
 from jaxcl.experiments.liao.loss import info_nce
 from jaxcl.experiments.liao.model import encode
 from jaxcl.losses import contrastive_loss
 
-__all__ = ["Config", "ConfigError", "contrastive_loss", "encode", "info_nce"]
+__all__ = ["Config", "ConfigError", "contrastive_loss", "encode", "geometry", "info_nce"]

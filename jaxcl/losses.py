@@ -122,3 +122,55 @@ def off_diagonal(s_KxK):
     K = s_KxK.shape[0]
     col_KxN = jnp.arange(K - 1)[None, :] + (jnp.arange(K - 1)[None, :] >= jnp.arange(K)[:, None])
     return jnp.take_along_axis(s_KxK, col_KxN, axis=1)
+
+
+def per_anchor_counts(s_pos, s_vals_C, counts_NxC, tau, loss: str = "infonce", alpha=1.0,
+                      beta=1.0, psi: str = "log1p", phi: str = "exp"):
+    """ℓ of one anchor (SPEC §8) for each row of counts, shape (N,): negatives given by counts.
+
+    Row n stands for the anchor with positive similarity s⁺ whose negatives are counts[n, c]
+    copies of s_vals[c]; it equals `per_anchor` on those negatives written out. The sums over
+    negatives become count-weighted (log(e^{s⁺/τ} + Σ_c n_c e^{s_c/τ}) etc.), one (N, C) @ (C,)
+    product with only C exponentials, and a class with count 0 contributes nothing, also inside
+    the decoupled loss's log Σ (a row of zeros there gives log 0 = −inf).
+
+    The log-sum-exps are shifted by one maximum (over s⁺ and the classes that occur), not per
+    row. With s⁺ ≥ every s_c (the geometry program: s⁺ = 1, s_c ∈ [−1, 1]) the s⁺ term never
+    underflows, so this is exact; otherwise a row whose terms all lie more than ~85 (float32) or
+    ~700 (float64) below that maximum, in units of τ, would underflow to log 0.
+
+    Args:
+      s_pos: the positive similarity s⁺, a scalar.
+      s_vals_C: the similarity of a negative of each class, shape (C,).
+      counts_NxC: how many negatives of each class, shape (N, C), integers ≥ 0 (any dtype).
+      tau, loss, alpha, beta, psi, phi: as in `per_anchor`.
+    """
+    pos = jnp.asarray(s_pos) / tau
+    vals_C = jnp.asarray(s_vals_C) / tau
+    counts_NxC = jnp.asarray(counts_NxC).astype(vals_C.dtype)
+    # a class absent from every row must not set the shift nor give inf · 0 = nan
+    present_C = jnp.any(counts_NxC > 0, axis=0)
+
+    def shifted_exp(x_C, m):  # e^{x_c − m}, 0 for absent classes (no inf reaches the product)
+        return jnp.exp(jnp.where(present_C, x_C - m, -jnp.inf))
+
+    vmax = jnp.max(jnp.where(present_C, vals_C, -jnp.inf))
+    if loss in ("infonce", "balanced"):
+        # log(e^{s⁺/τ} + Σ_c n_c e^{s_c/τ})
+        m = jax.lax.stop_gradient(jnp.maximum(pos, vmax))
+        lse_N = m + jnp.log(jnp.exp(pos - m) + counts_NxC @ shifted_exp(vals_C, m))
+        if loss == "infonce":
+            return lse_N - pos
+        return -alpha * pos + beta * lse_N
+    if loss == "decoupled":  # log Σ_c n_c e^{s_c/τ}, the positive left out
+        m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(vmax), vmax, 0.0))
+        return m + jnp.log(counts_NxC @ shifted_exp(vals_C, m)) - pos
+    u_C = vals_C - pos  # (s_c − s⁺)/τ
+    if phi == "exp":
+        if psi == "log1p":  # log(1 + Σ_c n_c e^{u_c}), shifted like a logsumexp with a 0 entry
+            m = jax.lax.stop_gradient(jnp.maximum(0.0, vmax - pos))
+            return m + jnp.log(jnp.exp(-m) + counts_NxC @ shifted_exp(u_C, m))
+        return counts_NxC @ shifted_exp(u_C, 0.0)
+    sp_C = jnp.where(present_C, jax.nn.softplus(jnp.where(present_C, u_C, 0.0)), 0.0)
+    total_N = counts_NxC @ sp_C
+    return jnp.log1p(total_N) if psi == "log1p" else total_N

@@ -22,6 +22,32 @@ seed = [0, 1, 2]
 """
 
 
+def mixed_sweep(steps: int) -> str:
+    """tiny_sweep's 6 liao configs and 2 geometry configs: a grid over experiments."""
+    return f"""
+[base]
+steps = {steps}
+log_every = 10
+
+[[grid]]
+d = [5]
+m = [6]
+L = [3]
+K = [8]
+ratio = [0.5, 1.0]
+seed = [0, 1, 2]
+
+[[grid]]
+experiment = ["geometry"]
+samples_major = [5]
+p = [4]
+batch = [16]
+negatives = [3]
+ratio = [0.4]
+seed = [0, 1]
+"""
+
+
 def cli_env(devices: int = 2, cache: str | None = None) -> dict:
     """Environment for `python -m jaxcl` from this checkout with `devices` CPU devices.
 

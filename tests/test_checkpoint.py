@@ -26,20 +26,37 @@ from jaxcl.engine.sweep import loads
 from support import cli_env
 
 
-# Same shapes and log_every as test_runner's sweep, so the in-process compile is shared.
-# 3 configs on 2 devices: the padding row is exercised too.
+# Every guarantee is checked for both experiments: a grid over experiments, the geometry
+# block first (150 steps: the first kills land in it, the later ones in liao's). Liao's shapes
+# and log_every are test_runner's, so the in-process compile is shared. 3 liao configs on 2
+# devices: the padding row is exercised too.
 SWEEP = """
 [base]
-d = 5
-m = 6
-L = 3
-K = 8
-steps = 600
 log_every = 10
 
-[grid]
+[[grid]]
+experiment = ["geometry"]
+samples_major = [5]
+p = [4]
+batch = [16]
+negatives = [3]
+ratio = [0.4]
+steps = [150]
+seed = [0, 1]
+
+[[grid]]
+d = [5]
+m = [6]
+L = [3]
+K = [8]
+steps = [600]
 seed = [0, 1, 2]
 """
+N_CONFIGS = 5
+
+
+def _liao(configs):
+    return [c for c in configs if c.experiment == "liao"]
 EVERY_CHUNK = ["--checkpoint-every-steps", "10", "--checkpoint-every-seconds", "0"]
 
 
@@ -63,7 +80,7 @@ def _rows(out) -> list:
 def _assert_same_as(reference, out):
     ref_arrays, ref_rows = reference
     got = _finals(out)
-    assert sorted(got) == sorted(ref_arrays) and len(got) == 3
+    assert sorted(got) == sorted(ref_arrays) and len(got) == N_CONFIGS
     for name, arrays in ref_arrays.items():
         for k, v in arrays.items():
             assert np.array_equal(got[name][k], v), (name, k)  # bitwise, not allclose
@@ -238,13 +255,13 @@ def test_other_sweep_refused_and_other_blocks_checkpoints_never_restored(sweep_f
     before = sorted(os.listdir(block))
     capsys.readouterr()
     # A different sweep in the same run directory: refused before anything runs.
-    assert main(_args(sweep_file, out, "--set", "lam=0.05")) == 2
+    assert main(_args(sweep_file, out, "--set", "log_every=5")) == 2
     err = capsys.readouterr().err
-    assert "different sweep" in err and "lam" in err and "0.05" in err and "--force-new" in err
+    assert "different sweep" in err and "log_every" in err and "5" in err and "--force-new" in err
     assert sorted(os.listdir(block)) == before
-    # Another block (e.g. --max-parallel 2 splits these 3 configs) has its own directory, and
+    # Another block (e.g. --max-parallel 2 splits the 3 liao configs) has its own directory, and
     # a checkpoint planted under its name is refused on restore, never loaded into its rows.
-    cfgs = loads(SWEEP).configs()[:2]
+    cfgs = _liao(loads(SWEEP).configs())[:2]
     planted = os.path.join(out, "checkpoints", checkpoint.block_id([c.config_id for c in cfgs]))
     shutil.copytree(block, planted)
     sharding = programs.config_mesh()
@@ -291,7 +308,7 @@ def test_failed_config_stays_failed_across_a_resume(tmp_path, monkeypatch, capsy
     sweep.write_text(SWEEP.replace("seed = [0, 1, 2]", "eta = [1.0, 1e30, 0.5]"))
     out = tmp_path / "out"
     with monkeypatch.context() as m:
-        _crash_after_saves(m, 2)
+        _crash_after_saves(m, 14 + 2)  # the geometry block saves 14 times, then liao's twice
         with pytest.raises(_Crash):
             main(_args(sweep, out, *EVERY_CHUNK))
     manifest = lambda: json.loads((out / "manifest.json").read_text())["configs"]  # noqa: E731
@@ -302,14 +319,14 @@ def test_failed_config_stays_failed_across_a_resume(tmp_path, monkeypatch, capsy
     failed = {k: v for k, v in manifest().items() if v["state"] == "failed"}
     # The original reason, not a later symptom of the NaNs the restored state carries.
     assert list(failed.values()) == [before]
-    assert sum(v["state"] == "done" for v in manifest().values()) == 2
-    rows = _rows(out)
+    assert sum(v["state"] == "done" for v in manifest().values()) == 2 + 2  # liao + geometry
+    rows = [r for r in _rows(out) if r["experiment"] == "liao"]
     assert sorted(r["step"] for r in rows) == sorted(2 * list(range(10, 610, 10)))
 
 
 def test_restore_with_another_padding_repads_rows(tmp_path):
     """A checkpoint saved with another device count (another padded row count) still restores."""
-    cfgs = loads(SWEEP).configs()[:2]
+    cfgs = _liao(loads(SWEEP).configs())[:2]
     ids = [c.config_id for c in cfgs]
     sharding = programs.config_mesh()
     one = jax.eval_shape(functools.partial(train.init, cfgs[0].static()), cfgs[0].hparams())

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from jaxcl.engine import runner
-from support import cli_env, tiny_sweep
+from support import cli_env, mixed_sweep
 from jaxcl.engine.sweep import loads
 
-SWEEP = tiny_sweep(steps=30)
+SWEEP = mixed_sweep(steps=30)  # 6 liao and 2 geometry configs: each guarantee, both
+N_CONFIGS = 8
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def finals(out):
 
 
 def assert_same(a, b, exact=True):
-    assert a.keys() == b.keys() and len(a) == 6
+    assert a.keys() == b.keys() and len(a) == N_CONFIGS
     for name in a:
         for k in a[name]:
             if exact:
@@ -118,7 +119,7 @@ def test_two_processes_match_one(reference, sweep_file, jaxcl_cmd):
     ref_rows = open(os.path.join(reference, "results.jsonl")).read()
     assert open(os.path.join(out, "results.jsonl")).read() == ref_rows
     manifest = json.load(open(os.path.join(out, "manifest.json")))
-    assert manifest["counts"]["done"] == 6
+    assert manifest["counts"]["done"] == N_CONFIGS
 
 
 def test_killed_sweep_finishes_on_rerun(reference, sweep_file, jaxcl_cmd):
@@ -141,13 +142,13 @@ def test_killed_sweep_finishes_on_rerun(reference, sweep_file, jaxcl_cmd):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = {n: os.stat(os.path.join(final_dir, n)).st_mtime_ns for n in done_ids()}
-    assert 1 <= len(done_before) < 6, "the sweep was not caught mid-way"
+    assert 1 <= len(done_before) < N_CONFIGS, "the sweep was not caught mid-way"
     cmd, env = jaxcl_cmd("run", str(sweep_file), "--out", out, "--max-parallel", "1")
     res = subprocess.run(cmd, env=env, timeout=120, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert f"{len(done_before)} of 6 configs already done" in res.stdout
+    assert f"{len(done_before)} of {N_CONFIGS} configs already done" in res.stdout
     for n, mtime in done_before.items():
         assert os.stat(os.path.join(final_dir, n)).st_mtime_ns == mtime
     assert_same(finals(reference), finals(out))
     rows = [json.loads(l) for l in open(os.path.join(out, "results.jsonl"))]
-    assert len(rows) == 6 * 3  # no duplicated rows from the killed attempt
+    assert len(rows) == N_CONFIGS * 3  # no duplicated rows from the killed attempt

@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="call jax.distributed.initialize() with auto-detection (Slurm, TPU)")
     rep = sub.add_parser("report", help="write RUN_DIR/report.md and its PNG plots")
     rep.add_argument("run_dir", help="a run directory (and/or one holding init_stats.json)")
+    rep.add_argument("--out", default=None, metavar="DIR",
+                     help="write report.md, report.json, the PNGs and a copy of sweep.toml "
+                     "here instead of RUN_DIR (e.g. results/<study>/)")
     rep.add_argument("--init-stats", default=None, metavar="PATH",
                      help="liao: init_stats.json to include (default: RUN_DIR/init_stats.json)")
     for name in protocol.names():
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "report":
             from jaxcl.engine import report
 
-            path = report.write_report(args.run_dir, {"init_stats": args.init_stats})
+            path = report.write_report(args.run_dir, {"init_stats": args.init_stats},
+                                       out=args.out)
             print(f"jaxcl: report -> {path}", flush=True)
         elif getattr(args, "experiment_command", None) is not None:
             return args.experiment_command(args)

@@ -80,9 +80,22 @@ class RunDir:
             os.replace(self.path, dest)
             print(f"jaxcl: moved the existing run directory aside to {dest}")
 
-    def write_manifest(self, sweep, configs: list[object]) -> None:
+    def write_manifest(self, sweep, configs: list[object], invocation: dict | None = None
+                       ) -> None:
+        """manifest.json: the sweep's identity, each config's state, and the history of the
+        `jaxcl run` invocations that wrote this directory (kept across rewrites)."""
         states = {c.config_id: self.status(c.config_id) for c in configs}
+        invocations = []
+        if os.path.exists(self.p("manifest.json")):
+            try:
+                with open(self.p("manifest.json")) as f:
+                    invocations = json.load(f).get("invocations", [])
+            except (OSError, ValueError):
+                invocations = []
+        if invocation is not None:
+            invocations = invocations + [invocation]
         write_json(self.p("manifest.json"), {
+            "invocations": invocations,
             "fingerprint": sweep.fingerprint(),
             "fingerprint_hash": sweep.fingerprint_hash(),
             "config_ids": [c.config_id for c in configs],

@@ -5,6 +5,7 @@ block by block, and writes the run directory. Everything inside jit is the exper
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 
@@ -196,6 +197,7 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
         results merged; running the same command again resumes.
     """
     t0 = time.perf_counter()
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     configs = sweep.configs()  # validated before anything compiles
     is_main = jax.process_index() == 0
     # Only process 0 checks and creates the directory; the others wait, then read it.
@@ -233,14 +235,15 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
         _barrier("interrupted")
         if is_main:  # flush: results.jsonl and the manifest reflect every finished chunk
             rd.merge_results(configs)
-            rd.write_manifest(sweep, configs)
+            rd.write_manifest(sweep, configs, _invocation(started, t0, "interrupted", summary))
         raise
     finally:
         bar.close()
     _barrier("trained")
     if is_main:
         rd.merge_results(configs)
-        rd.write_manifest(sweep, configs)
+        rd.write_manifest(sweep, configs, _invocation(
+            started, t0, "failed configs" if summary.failed else "finished", summary))
         for name in dict.fromkeys(c.experiment for c in configs):  # grid order
             finals = [rd.load_info(c.config_id) for c in configs
                       if c.experiment == name and rd.has_final(c.config_id)]
@@ -250,6 +253,40 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
     for cid, why in summary.failed.items():
         log(f"jaxcl: config {cid} failed: {why}")
     return summary
+
+
+def _invocation(started: str, t0: float, outcome: str, summary: Summary) -> dict:
+    """One `jaxcl run` for the manifest's history: when, what, where, how long, how it ended."""
+    import platform
+    import shlex
+    import socket
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"],
+                                capture_output=True, text=True, timeout=5,
+                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"started": started, "seconds": round(time.perf_counter() - t0, 1),
+            "outcome": outcome, "done": len(summary.done), "failed": len(summary.failed),
+            "command": shlex.join(["jaxcl"] + sys.argv[1:]) if sys.argv[0].endswith(
+                ("jaxcl", "__main__.py", "cli.py")) else "jaxcl.engine.runner.run",
+            "host": socket.gethostname(), "cpu": f"{_cpu_model() or platform.machine()}, "
+            f"{os.cpu_count()} cores", "commit": commit or "unknown",
+            "devices": f"{jax.device_count()} {jax.default_backend()} device(s), "
+                       f"{jax.process_count()} process(es)"}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def _divergence(m: dict) -> str:

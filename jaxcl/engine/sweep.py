@@ -4,7 +4,8 @@ grouped by experiment and everything that changes shapes (one compile per group)
 
 A grid entry is a list of values of the field it names, or a list of inline tables: bundles of
 fields set together, for fields that only make sense jointly (e.g. a loss and its parameters:
-`loss = [{loss = "infonce"}, {loss = "balanced", loss_beta = 0.5}]`)."""
+`loss = [{loss = "infonce"}, {loss = "balanced", loss_beta = 0.5}]`). Several `[[grid]]`
+tables instead of one `[grid]` join their products (e.g. more seeds for one part of a study)."""
 
 from __future__ import annotations
 
@@ -36,30 +37,41 @@ class Sweep:
     options: dict
     text: str = ""
 
+    def grids(self) -> list[dict]:
+        """The grid tables: one `[grid]`, or every `[[grid]]` of an array of grids."""
+        return self.grid if isinstance(self.grid, list) else [self.grid]
+
     def configs(self) -> list:
-        """The grid's product, each point validated as a config of its experiment; errors name
-        the field, value and point (and the experiment, for a field it does not have)."""
-        keys = list(self.grid)
+        """Each grid's product (the union over `[[grid]]` tables, grid order kept, a config
+        that several grids give taken once), each point validated as a config of its
+        experiment; errors name the field, value and point (and the experiment, for a field it
+        does not have)."""
         out, seen = [], {}
-        for values in itertools.product(*(self.grid[k] for k in keys)):
-            point = dict(zip(keys, values))
-            fields = dict(self.base)
-            for k, v in point.items():  # a table is a bundle of fields set together
-                fields.update(v if isinstance(v, dict) else {k: v})
-            fields.update(self.overrides)
-            where = "grid point " + json.dumps(point) if point else "[base]"
-            try:
-                exp = protocol.get(fields.get("experiment", protocol.DEFAULT))
-                cfg = exp.Config.from_dict(fields)
-            except ConfigError as e:
-                raise ConfigError(f"{where}: {e}") from None
-            except TypeError as e:  # pragma: no cover - from_dict checks names first
-                raise ConfigError(f"{where}: {e}") from None
-            if cfg.config_id in seen:
-                raise ConfigError(f"grid points {seen[cfg.config_id]} and {json.dumps(point)} "
-                                  f"give the same config ({cfg.config_id})")
-            seen[cfg.config_id] = json.dumps(point)
-            out.append(cfg)
+        for gi, grid in enumerate(self.grids()):
+            mine = {}
+            keys = list(grid)
+            for values in itertools.product(*(grid[k] for k in keys)):
+                point = dict(zip(keys, values))
+                fields = dict(self.base)
+                for k, v in point.items():  # a table is a bundle of fields set together
+                    fields.update(v if isinstance(v, dict) else {k: v})
+                fields.update(self.overrides)
+                where = ("grid point " + json.dumps(point) if point else "[base]") + (
+                    f" of [[grid]] {gi + 1}" if isinstance(self.grid, list) else "")
+                try:
+                    exp = protocol.get(fields.get("experiment", protocol.DEFAULT))
+                    cfg = exp.Config.from_dict(fields)
+                except ConfigError as e:
+                    raise ConfigError(f"{where}: {e}") from None
+                except TypeError as e:  # pragma: no cover - from_dict checks names first
+                    raise ConfigError(f"{where}: {e}") from None
+                if cfg.config_id in mine:
+                    raise ConfigError(f"grid points {mine[cfg.config_id]} and {json.dumps(point)}"
+                                      f" give the same config ({cfg.config_id})")
+                mine[cfg.config_id] = json.dumps(point)
+                if cfg.config_id not in seen:
+                    seen[cfg.config_id] = True
+                    out.append(cfg)
         return out
 
     def fingerprint(self) -> dict:
@@ -91,11 +103,16 @@ def loads(text: str, overrides: dict | None = None, source: str = "<sweep>") -> 
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: malformed TOML: {e}") from None
     for key, value in doc.items():
+        if key == "grid" and isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            continue  # [[grid]]: an array of grid tables, their products joined
         if key not in _TABLES or not isinstance(value, dict):
             raise ConfigError(f"{source}: unknown top-level entry {key!r} (value {value!r}); "
                               f"a sweep has tables {', '.join('[' + t + ']' for t in _TABLES)}")
     grid = doc.get("grid", {})
-    for key, value in grid.items():
+    grids = grid if isinstance(grid, list) else [grid]
+    if not grids:
+        raise ConfigError(f"{source}: [[grid]] is empty")
+    for key, value in ((k, v) for g in grids for k, v in g.items()):
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{source}: [grid] field {key!r} = {value!r}: expected a non-empty "
                               f"list of values")

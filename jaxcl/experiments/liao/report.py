@@ -202,7 +202,8 @@ def init_section(stats: dict, out_dir: str, lines: list[str]) -> None:
         lines += ["**Fit warnings:**", ""] + [f"- {w}" for w in warnings] + [""]
 
 
-def figures_section(run_dir: str, finals: list[dict], lines: list[str]) -> None:
+def figures_section(run_dir: str, finals: list[dict], lines: list[str],
+                    out_dir: str | None = None) -> None:
     """Figure 1 heatmap, coverage over training, |N_i| histograms."""
     from jaxcl.experiments.liao import figures as plots
 
@@ -217,7 +218,8 @@ def figures_section(run_dir: str, finals: list[dict], lines: list[str]) -> None:
         with np.load(os.path.join(run_dir, "final", f["config_id"] + ".npz")) as z:
             panels.append((f"ε_min/ε_max = {ratio:g} (d {d0}, seed {f['seed']})",
                            plots.cos2_np(z["w"], z["M"]), f["n_major"]))
-    plots.figure1(panels, os.path.join(run_dir, "report_figure1.png"))
+    out_dir = out_dir or run_dir
+    plots.figure1(panels, os.path.join(out_dir, "report_figure1.png"))
     lines += ["## Figures", "", f"Figure 1 (cos² of the first 13 neurons, d = {d0}):", "",
               "![figure 1](report_figure1.png)", ""]
 
@@ -246,7 +248,7 @@ def figures_section(run_dir: str, finals: list[dict], lines: list[str]) -> None:
                 "T1": np.mean(t1) if t1 else None, "T2": np.mean(t2) if t2 else None})
         cov_panels.append(panel)
     if cov_panels:
-        report_plots.coverage(os.path.join(run_dir, "coverage.png"), cov_panels)
+        report_plots.coverage(os.path.join(out_dir, "coverage.png"), cov_panels)
         lines += ["Coverage of majority (solid) and minority (dashed) features over training, seed "
                   "means, T_1/T_2 marked:", "", "![coverage](coverage.png)", ""]
     d_max = max(f["d"] for f in base)
@@ -256,7 +258,7 @@ def figures_section(run_dir: str, finals: list[dict], lines: list[str]) -> None:
         hist.append({"title": f"ratio {ratio:g} (d {d_max}, {len(fs)} seeds)",
                      "N0": sum((f["observables"]["N0_sizes"] for f in fs), []),
                      "N": sum((f["observables"]["N_sizes"] for f in fs), [])})
-    report_plots.histograms(os.path.join(run_dir, "N_hist.png"), hist)
+    report_plots.histograms(os.path.join(out_dir, "N_hist.png"), hist)
     lines += ["|N_i| at init and at the end, per ratio:", "", "![N histograms](N_hist.png)", ""]
     lines += ["Fate of lucky neurons and of the initial sets (seed means): share of i ∈ M_j* "
               "ending with N_i = {j}; share of neurons with N_i(T) ⊆ N_i(0); mean Jaccard of "
@@ -282,11 +284,14 @@ def report(run_dir: str, finals: list[dict], lines: list[str], options: dict) ->
       finals: the final json of every finished config of this experiment.
       lines: report.md so far.
       options: `init_stats`: path of an init_stats.json to include (default
-        RUN_DIR/init_stats.json).
+        RUN_DIR/init_stats.json); `out_dir`: where the PNGs go (default run_dir); `summary`:
+        a dict this adds machine-readable results to (report.json).
 
     Returns:
       Whether anything was reported (finished configs or init statistics).
     """
+    out_dir = options.get("out_dir") or run_dir  # where the PNGs go
+    summary = options.setdefault("summary", {}).setdefault("liao", {})
     init_path = options.get("init_stats") or os.path.join(run_dir, "init_stats.json")
     stats = None
     if os.path.exists(init_path):
@@ -304,18 +309,18 @@ def report(run_dir: str, finals: list[dict], lines: list[str], options: dict) ->
                   f"{sorted({f['seed'] for f in finals})}.", ""]
         stages_section(finals, lines)
         if len(ds) >= 2:
-            scaling_section(finals, run_dir, lines)
+            scaling_section(finals, out_dir, lines)
         if len({f["prune_fraction"] for f in finals}) >= 2:
             from jaxcl.experiments.liao import report_pruning
 
-            report_pruning.pruning_section(finals, run_dir, lines)
+            report_pruning.pruning_section(finals, out_dir, lines)
         if len({_loss_label(f) for f in finals}) >= 2:
             from jaxcl.experiments.liao import report_losses
 
-            report_losses.loss_section(finals, run_dir, lines)
-        figures_section(run_dir, finals, lines)
+            summary["losses"] = report_losses.loss_section(finals, out_dir, lines)
+        figures_section(run_dir, finals, lines, out_dir)
     if stats is not None:
-        init_section(stats, run_dir, lines)
+        init_section(stats, out_dir, lines)
     return True
 
 

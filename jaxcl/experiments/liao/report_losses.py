@@ -58,8 +58,9 @@ def verdict(name: str, direction: int, d: tuple[float, float, float]) -> str:
     return f"no detectable change in {name} ({mid:+.3g} [{lo:+.3g}, {hi:+.3g}])"
 
 
-def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> None:
-    """Table per (d, ratio, loss), a plot, and one plain statement per loss and ratio."""
+def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dict]:
+    """Table per (d, ratio, loss), a plot, and one plain statement per loss and ratio.
+    Returns the table's rows (for report.json)."""
     groups = defaultdict(list)
     for f in finals:
         groups[(f["d"], f["ratio"], f["prune_fraction"], loss_label(f))].append(f["observables"])
@@ -70,10 +71,15 @@ def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> None:
               "ℓ = −α s⁺/τ + β log(e^{s⁺/τ} + Σ_i e^{s_i/τ}); α = β = 1 is InfoNCE.", "",
               md_row("d", "ratio", "α_prune", "loss", "seeds",
                      *[m[1] for m in METRICS]), "|---|---|---|---|---|" + "---|" * len(METRICS)]
+    table = []
     for (d, ratio, a, lab), obs in sorted(groups.items(),
                                           key=lambda kv: (kv[0][:3], labels.index(kv[0][3]))):
         lines.append(md_row(str(d), f"{ratio:g}", f"{a:g}", lab, str(len(obs)),
                             *[ci_cell([o[k] for o in obs]) for k, _, _ in METRICS]))
+        table.append({"d": d, "ratio": ratio, "prune_fraction": a, "loss": lab,
+                      "seeds": len(obs), **{k: dict(zip(("mean", "lo", "hi"),
+                                                        mean_ci([o[k] for o in obs])))
+                                            for k, _, _ in METRICS}})
     lines += ["", "**What it shows** (each loss against InfoNCE at the same d, ratio and "
               "pruning; a change counts when its 95% interval excludes 0 and it is at least "
               f"{NEGLIGIBLE:g}):", ""]
@@ -92,6 +98,7 @@ def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> None:
     lines.append("")
     _plot(os.path.join(out_dir, "losses.png"), groups, labels)
     lines += ["![losses](losses.png)", ""]
+    return table
 
 
 def _plot(path: str, groups: dict, labels: list[str]) -> None:
