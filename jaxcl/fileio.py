@@ -39,6 +39,7 @@ def atomic_write(path: str, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the rest of a group
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

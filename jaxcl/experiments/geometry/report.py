@@ -31,22 +31,25 @@ def loss_label(f: dict) -> str:
 
 
 def _family(f: dict) -> tuple:
-    """Everything but ratio and seed: one curve of minority cosine against ratio."""
+    """Everything but ratio and seed: one curve of minority cosine against ratio. The first six
+    entries fix G* and ρ*; the training length is the seventh."""
     return (f["n_major_classes"], f["n_minor_classes"], f["p"], loss_label(f), f["negatives"],
-            f["tau"])
+            f["tau"], f["steps"])
 
 
 def _thresholds(families) -> dict:
     """ρ* per family with two or more minority classes (None where it does not apply)."""
     from jaxcl.experiments.geometry.optimal import collapse_threshold
 
-    out = {}
+    out, by_problem = {}, {}
     for fam, f in families.items():
         n_major, n_minor = f["n_major_classes"], f["n_minor_classes"]
-        out[fam] = (collapse_threshold(n_major, n_minor, f["negatives"], f["tau"],
-                                       loss=f["loss"], alpha=f["loss_alpha"],
-                                       beta=f["loss_beta"], psi=f["loss_psi"],
-                                       phi=f["loss_phi"]) if n_minor >= 2 else None)
+        if fam[:6] not in by_problem:
+            by_problem[fam[:6]] = (collapse_threshold(
+                n_major, n_minor, f["negatives"], f["tau"], loss=f["loss"], alpha=f["loss_alpha"],
+                beta=f["loss_beta"], psi=f["loss_psi"], phi=f["loss_phi"])
+                if n_minor >= 2 else None)
+        out[fam] = by_problem[fam[:6]]
     return out
 
 
@@ -74,7 +77,7 @@ def report(run_dir: str, finals: list[dict], lines: list[str], out_dir: str | No
     _table_section(fams, by_fam, rho, lines)
     _statements(fams, by_fam, rho, lines)
     _plots(run_dir, out_dir or run_dir, fams, by_fam, first, rho, finals, lines)
-    keys = ("n_major_classes", "n_minor_classes", "p", "loss", "negatives", "tau")
+    keys = ("n_major_classes", "n_minor_classes", "p", "loss", "negatives", "tau", "steps")
     out = []
     for fam in fams:
         for ratio in sorted(by_fam[fam]):
@@ -90,8 +93,8 @@ def report(run_dir: str, finals: list[dict], lines: list[str], out_dir: str | No
 def _threshold_section(fams, first, rho, lines) -> None:
     lines += ["## The collapse threshold ρ*", "",
               md_row("classes", "loss", "k", "τ", "ρ*"), "|---|---|---|---|---|"]
-    for fam in fams:
-        C1, C2, p, lab, k, tau = fam
+    for fam in sorted({f[:6]: f for f in fams}.values()):
+        C1, C2, p, lab, k, tau, _ = fam
         lines.append(md_row(f"{C1}+{C2}", lab, str(k), f"{tau:g}", num(rho[fam], 4)))
     lines += ["", "How ρ* moves (same classes and loss):", ""]
     groups = defaultdict(dict)
@@ -133,11 +136,11 @@ def _table_section(fams, by_fam, rho, lines) -> None:
               "Seed mean [95% interval]; `pred. cos` is the minority pair's entry of G*; "
               f"`max|G−G*|` is the mean over seeds (the worst seed in brackets); "
               f"collapsed: seeds with minority cosine ≥ {COLLAPSED}.", "",
-              md_row("classes", "p", "loss", "k", "τ", "ratio", "seeds", "minority cos",
+              md_row("classes", "p", "loss", "k", "τ", "steps", "ratio", "seeds", "minority cos",
                      "pred. cos", "max|G−G*|", "NC1", "‖mean‖ minor", "collapsed (pred.)"),
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for fam in fams:
-        C1, C2, p, lab, k, tau = fam
+        C1, C2, p, lab, k, tau, steps = fam
         for ratio in sorted(by_fam[fam]):
             fs = by_fam[fam][ratio]
             o = [f["observables"] for f in fs]
@@ -147,7 +150,7 @@ def _table_section(fams, by_fam, rho, lines) -> None:
             want = ("—" if rho[fam] is None else ("yes" if pred >= 1 - 1e-4 else "no"))
             lines.append(md_row(
                 f"{C1}+{C2}", str(p) + ("" if p >= C1 + C2 else " (p < C)"), lab, str(k),
-                f"{tau:g}", f"{ratio:g}", str(len(fs)),
+                f"{tau:g}", str(steps), f"{ratio:g}", str(len(fs)),
                 ci_cell([x["minority_cos"] for x in o]), num(pred, 4),
                 f"{num(float(np.mean(dev)), 3)} ({num(float(np.max(dev)), 3)})",
                 num(float(np.median([x["nc1"] for x in o])), 3),
@@ -165,8 +168,8 @@ def _pred_cos(f: dict) -> float:
 def _statements(fams, by_fam, rho, lines) -> None:
     lines += ["## In plain words", ""]
     for fam in fams:
-        C1, C2, p, lab, k, tau = fam
-        name = f"{C1}+{C2} classes, p = {p}, {lab}, k = {k}, τ = {tau:g}"
+        C1, C2, p, lab, k, tau, steps = fam
+        name = f"{C1}+{C2} classes, p = {p}, {lab}, k = {k}, τ = {tau:g}, {steps} steps"
         if p < C1 + C2:
             lines.append(f"- {name}: p < C, so the convex program (rank up to C) does not "
                          "describe the reachable geometry; no comparison is made.")
@@ -212,7 +215,7 @@ def _plots(run_dir, out_dir, fams, by_fam, first, rho, finals, lines) -> None:
                       for r in ratios]
                 pred = [_pred_cos(by_fam[fam][r][0]) for r in ratios]
                 ax.errorbar(ratios, mean, yerr=sd, color=col, marker="o", ms=4, capsize=2,
-                            lw=1.2, label=f"k {fam[4]}, τ {fam[5]:g}")
+                            lw=1.2, label=f"k {fam[4]}, τ {fam[5]:g}, {fam[6]} steps")
                 ax.plot(ratios, pred, color=col, ls="--", lw=1)
                 if rho[fam]:
                     ax.axvline(rho[fam], color=col, ls=":", lw=1.2)
@@ -225,8 +228,9 @@ def _plots(run_dir, out_dir, fams, by_fam, first, rho, finals, lines) -> None:
         fig.savefig(os.path.join(out_dir, "minority_cos.png"), dpi=150)
         plt.close(fig)
         lines += ["![minority cosine](minority_cos.png)", ""]
-    # Gram heatmaps: the first family, seed 0, smallest / middle / largest ratio
-    fam = fams[0]
+    # Gram heatmaps: the family with the most configs (the study's main one), lowest seed,
+    # smallest / middle / largest ratio
+    fam = max(fams, key=lambda f: (sum(len(v) for v in by_fam[f].values()), f[1] > 0))
     ratios = sorted(by_fam[fam])
     pick = sorted({ratios[0], ratios[len(ratios) // 2], ratios[-1]})
     fig, axes = plt.subplots(2, len(pick), figsize=(3.0 * len(pick), 5.6), squeeze=False,
@@ -241,7 +245,8 @@ def _plots(run_dir, out_dir, fams, by_fam, first, rho, finals, lines) -> None:
             axes[i][j].set_xticks(range(len(g)))
             axes[i][j].set_yticks(range(len(g)))
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7)
-    fig.suptitle(f"{fam[0]}+{fam[1]} classes, {fam[3]}, k {fam[4]}, τ {fam[5]:g}", fontsize=9)
+    fig.suptitle(f"{fam[0]}+{fam[1]} classes, {fam[3]}, k {fam[4]}, τ {fam[5]:g}, "
+                 f"{fam[6]} steps", fontsize=9)
     fig.savefig(os.path.join(out_dir, "gram.png"), dpi=150)
     plt.close(fig)
     lines += [f"Gram matrices, trained (top) and predicted (bottom), for {fam[0]}+{fam[1]} "
