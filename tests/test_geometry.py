@@ -231,3 +231,17 @@ def test_balanced_classes_reach_the_simplex_etf():
         s, m = jax.jit(functools.partial(train.run_chunk, st))(hp, train.init(st, hp))
         assert float(m["G_max_dev"]) <= 0.02, (C, float(m["G_max_dev"]))
         assert float(m["nc1"]) < 0.05
+
+
+def test_diverging_geometry_config_fails_alone(tmp_path):
+    """NaN isolation for this experiment too: τ = 1e-38 overflows s/τ at the first step; that
+    config is marked failed with its step, the other finishes, the exit code is 1."""
+    (tmp_path / "s.toml").write_text(
+        '[base]\nexperiment = "geometry"\nsamples_major = 5\np = 4\nbatch = 16\nnegatives = 3\n'
+        'steps = 20\nlog_every = 10\n[grid]\ntau = [0.5, 1e-38]\n')
+    assert main(["run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 1
+    states = json.loads((tmp_path / "o" / "manifest.json").read_text())["configs"]
+    failed = [v for v in states.values() if v["state"] == "failed"]
+    assert len(failed) == 1 and sum(v["state"] == "done" for v in states.values()) == 1
+    assert failed[0]["reason"] == "non-finite loss at step 0"
