@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force-new", action="store_true",
                      help="move an existing run directory of another sweep aside and start anew")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-lock", action="store_true",
+                     help="run without the run directory's lock (only where the file system "
+                     "refuses locks and no other run uses the directory)")
     run.add_argument("--compile-cache", default=None, metavar="DIR",
                      help="JAX's persistent compilation cache: reruns and resumes skip compiling "
                      "(default: $JAXCL_COMPILE_CACHE, else $JAX_COMPILATION_CACHE_DIR, else "
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     args.argv = argv  # to print the resume command after an interruption
+    from jaxcl.engine.rundir import RunDirBusy
     from jaxcl.errors import ConfigError
     from jaxcl.fileio import DiskFullError
 
@@ -90,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:  # includes RunDirError
         print(f"jaxcl: error: {e}", file=sys.stderr)
         return 2
+    except RunDirBusy as e:
+        print(f"jaxcl: error: {e}", file=sys.stderr)
+        return 4
     except DiskFullError as e:
         print(f"jaxcl: error: {e.strerror}. Free some space and rerun the same command to "
               "continue.", file=sys.stderr)
@@ -183,8 +190,9 @@ def _run(args) -> int:
           + (f" (compile cache {cache})" if cache else ""), flush=True)
     ckpt = _checkpoint_options(args, sw.options)
     try:
-        summary = runner.run(sw, args.out, max_parallel=args.max_parallel,
-                             force_new=args.force_new, batching=args.batching,
+        summary = runner.run(sw, args.out, lock=not args.no_lock,
+                             max_parallel=args.max_parallel, force_new=args.force_new,
+                             batching=args.batching,
                              progress=False if args.no_progress else None, checkpoints=ckpt)
     except Interrupted as e:
         print(f"jaxcl: {e}.\njaxcl: to resume, run the same command again:\n  "

@@ -32,6 +32,98 @@ class RunDirError(ConfigError):
     """The run directory cannot be used for this sweep; nothing in it was changed."""
 
 
+LOCK_NAME = ".jaxcl.lock"
+
+
+class RunDirBusy(RuntimeError):
+    """Another `jaxcl run` holds this run directory's lock (or locks cannot be taken there)."""
+
+
+class RunDirLock:
+    """An exclusive POSIX record lock (fcntl) on RUN_DIR/.jaxcl.lock, held while a run writes.
+
+    fcntl record locks, unlike flock, hold between the nodes of a cluster on NFS and Lustre
+    (flock can be node-local, e.g. Lustre mounted with localflock), and the kernel releases them
+    when the process dies, so a killed run never leaves a stale lock. Only the holder writes
+    the file (pid, host, since, command) for the message the next run prints. POSIX locks belong
+    to the process and are all dropped when it closes any descriptor of the file: nothing else
+    in the holding process opens it.
+    """
+
+    REFUSED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+    def __init__(self, path: str):
+        self.path = path
+        self.file = os.path.join(path, LOCK_NAME)
+        self._fd: int | None = None
+        self.created = False
+        self._note = ""
+
+    def acquire(self, command: str = "") -> bool:
+        """Takes the lock, creating the run directory if needed. Returns False (nothing
+        written) for an existing directory that is not a jaxcl run directory, which
+        RunDir.prepare then refuses.
+
+        Raises:
+          RunDirBusy: another process holds the lock, or the file system refuses locks.
+        """
+        import fcntl
+        import socket
+
+        if (os.path.isdir(self.path) and not os.path.exists(self.file)
+                and not os.path.exists(os.path.join(self.path, "manifest.json"))
+                and os.listdir(self.path)):
+            return False
+        self.created = not os.path.exists(self.file)
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EACCES, errno.EAGAIN):
+                raise RunDirBusy(f"run directory {self.path!r} is in use by another jaxcl run "
+                                 f"({self.holder()}); wait for it to finish, or stop it (a "
+                                 "killed run releases the lock) and run again") from None
+            if e.errno in self.REFUSED:
+                raise RunDirBusy(f"run directory {self.path!r}: the file system refuses locks "
+                                 f"({os.strerror(e.errno)}), so two runs could write it at once; "
+                                 "pass --no-lock to run unlocked if you are sure no other run "
+                                 "uses it") from None
+            raise
+        self._fd = fd
+        self._note = dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                            "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": command})
+        return True
+
+    def write_note(self) -> None:
+        """Who holds the lock, for the message of the next run (once the run is accepted)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, (self._note + "\n").encode(), 0)
+
+    def holder(self) -> str:
+        """Who holds the lock, from the holder's note (read by another process)."""
+        try:
+            with open(self.file) as f:
+                info = json.loads(f.read() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        if not info:
+            return "holder unknown"
+        return (f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}: "
+                f"{info.get('command') or 'jaxcl run'}")
+
+    def release(self, refused: bool = False) -> None:
+        """Drops the lock (closing the file does); the note stays for the record. A run refused
+        before writing anything (`refused`) also removes a lock file it created itself."""
+        if self._fd is not None:
+            if refused and self.created:
+                os.unlink(self.file)
+            os.close(self._fd)
+            self._fd = None
+
+
 class RunDir:
     """One sweep's run directory. Only the owning process writes a config's files."""
 
@@ -62,7 +154,7 @@ class RunDir:
                         f"({_describe_diff(old.get('fingerprint', {}), sweep.fingerprint())}); "
                         "use another --out, or --force-new to move it aside and start anew")
                 rd._move_aside(is_main)
-        elif os.path.isdir(path) and os.listdir(path):
+        elif os.path.isdir(path) and set(os.listdir(path)) - {LOCK_NAME}:
             if not force_new:
                 raise RunDirError(f"run directory {path!r} exists, is not empty and has no "
                                   "manifest.json: not a jaxcl run directory; use another --out")
@@ -74,7 +166,10 @@ class RunDir:
             rd.write_manifest(sweep, configs)
         return rd
 
+    moved_aside = False
+
     def _move_aside(self, is_main: bool) -> None:
+        self.moved_aside = True
         if is_main:
             dest = f"{self.path}.prev-{time.strftime('%Y%m%d-%H%M%S')}"
             os.replace(self.path, dest)

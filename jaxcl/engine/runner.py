@@ -16,8 +16,9 @@ from jax.sharding import NamedSharding
 from jaxcl.engine import checkpoint, protocol
 from jaxcl.engine.programs import (block_hparams, compiled, config_mesh, final_observables,
                                    global_array, plan_blocks, resolve_batching)
-from jaxcl.engine.rundir import DONE, FAILED, RUNNING, RunDir
+from jaxcl.engine.rundir import DONE, FAILED, LOCK_NAME, RUNNING, RunDir, RunDirLock
 from jaxcl.engine.sweep import Sweep, group_by_static
+from jaxcl.errors import ConfigError
 from jaxcl.fileio import to_json
 
 
@@ -172,10 +173,34 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
         store.remove()  # every final of the block is written: its checkpoints are redundant
 
 
-def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: bool = False,
-        progress: bool | None = None, log=print,
-        checkpoints: checkpoint.CheckpointOptions | None = None,
-        batching: str | None = None) -> Summary:
+def run(sweep: Sweep, out: str, *, lock: bool = True, **kw) -> Summary:
+    """Runs every config of `sweep` not yet done in `out` (see `_run`), holding the run
+    directory's lock (`RunDirLock`) on process 0 for the whole run.
+
+    Raises:
+      RunDirBusy: another `jaxcl run` holds `out`, before anything is written.
+    """
+    held = None
+    if lock and jax.process_index() == 0:
+        held = RunDirLock(out)
+        if not held.acquire(_command()):
+            held = None  # not a run directory: RunDir.prepare refuses it, writing nothing
+    try:
+        return _run(sweep, out, held, **kw)
+    except ConfigError:  # refused before anything was written (e.g. another sweep's directory)
+        if held is not None:
+            held.release(refused=True)
+            held = None
+        raise
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _run(sweep: Sweep, out: str, held, *, max_parallel: int | None = None,
+         force_new: bool = False, progress: bool | None = None, log=print,
+         checkpoints: checkpoint.CheckpointOptions | None = None,
+         batching: str | None = None) -> Summary:
     """Runs every config of `sweep` not yet done in `out`, resuming from checkpoints.
 
     Args:
@@ -202,6 +227,12 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
     is_main = jax.process_index() == 0
     # Only process 0 checks and creates the directory; the others wait, then read it.
     rd = (RunDir.prepare(out, sweep, configs, force_new=force_new) if is_main else RunDir(out))
+    if held is not None and rd.moved_aside:  # the lock moved with the old directory
+        held.release()
+        held.path, held.file = out, os.path.join(out, LOCK_NAME)
+        held.acquire(_command())
+    if held is not None:
+        held.write_note()
     _barrier("prepare")
     summary = Summary(done=[], failed={}, skipped=[], seconds=0.0)
     todo = []
@@ -258,7 +289,6 @@ def run(sweep: Sweep, out: str, *, max_parallel: int | None = None, force_new: b
 def _invocation(started: str, t0: float, outcome: str, summary: Summary) -> dict:
     """One `jaxcl run` for the manifest's history: when, what, where, how long, how it ended."""
     import platform
-    import shlex
     import socket
     import subprocess
 
@@ -270,12 +300,19 @@ def _invocation(started: str, t0: float, outcome: str, summary: Summary) -> dict
         commit = ""
     return {"started": started, "seconds": round(time.perf_counter() - t0, 1),
             "outcome": outcome, "done": len(summary.done), "failed": len(summary.failed),
-            "command": shlex.join(["jaxcl"] + sys.argv[1:]) if sys.argv[0].endswith(
-                ("jaxcl", "__main__.py", "cli.py")) else "jaxcl.engine.runner.run",
+            "command": _command(),
             "host": socket.gethostname(), "cpu": f"{_cpu_model() or platform.machine()}, "
             f"{os.cpu_count()} cores", "commit": commit or "unknown",
             "devices": f"{jax.device_count()} {jax.default_backend()} device(s), "
                        f"{jax.process_count()} process(es)"}
+
+
+def _command() -> str:
+    import shlex
+
+    if sys.argv and sys.argv[0].endswith(("jaxcl", "__main__.py", "cli.py")):
+        return shlex.join(["jaxcl"] + sys.argv[1:])
+    return "jaxcl.engine.runner.run"
 
 
 def _cpu_model() -> str:

@@ -1,0 +1,71 @@
+"""Two `jaxcl run`s on one run directory (issue 15): the second exits 4 within seconds with the
+holder's pid, host and start, writing nothing; after `kill -9` of the first the lock is free
+(the kernel releases it) and a new run finishes the sweep with no duplicated rows."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from support import cli_env, tiny_sweep
+
+
+def _cmd(sweep, out):
+    return [sys.executable, "-m", "jaxcl", "run", str(sweep), "--out", str(out), "--no-progress"]
+
+
+def _snapshot(out):
+    return {os.path.join(r, f): os.stat(os.path.join(r, f)).st_mtime_ns
+            for r, _, fs in os.walk(out) for f in fs}
+
+
+def test_second_run_refused_then_lock_freed_by_kill(tmp_path, jax_cache):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(tiny_sweep(steps=4000))
+    out = tmp_path / "out"
+    env = cli_env(devices=2, cache=jax_cache)
+    first = subprocess.Popen(_cmd(sweep, out), env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        rows = out / "rows"
+        while not (rows.is_dir() and any(p.stat().st_size for p in rows.iterdir()
+                                         if not p.name.startswith("."))):
+            assert first.poll() is None and time.monotonic() < deadline, "first run not running"
+            time.sleep(0.05)
+        before = _snapshot(out / "final") if (out / "final").exists() else {}
+        t0 = time.monotonic()
+        second = subprocess.run(_cmd(sweep, out), env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 4, second.stderr
+        assert time.monotonic() - t0 < 30
+        assert f"pid {first.pid}" in second.stderr and "in use by another jaxcl run" in second.stderr
+        assert "since" in second.stderr
+        assert (_snapshot(out / "final") if (out / "final").exists() else {}) == before
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    third = subprocess.run(_cmd(sweep, out), env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert third.returncode == 0, third.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    keys = [(r["config_id"], r["step"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 6 * 400  # every chunk of every config, once
+
+
+def test_lock_is_per_directory_and_not_a_run_directory_is_left_alone(tmp_path):
+    from jaxcl.engine.rundir import LOCK_NAME, RunDirLock
+
+    stranger = tmp_path / "photos"
+    stranger.mkdir()
+    (stranger / "cat.jpg").write_text("meow")
+    assert RunDirLock(str(stranger)).acquire() is False  # prepare refuses it; nothing written
+    assert sorted(os.listdir(stranger)) == ["cat.jpg"]
+    lock = RunDirLock(str(tmp_path / "new"))
+    assert lock.acquire("jaxcl run x") is True
+    lock.write_note()
+    note = json.loads((tmp_path / "new" / LOCK_NAME).read_text())
+    assert note["pid"] == os.getpid() and note["command"] == "jaxcl run x"
+    lock.release()
