@@ -73,8 +73,9 @@ def _finals(out) -> dict:
 
 
 def _rows(out) -> list:
+    """results.jsonl without the wall-clock `time` column (which no two runs share)."""
     with open(os.path.join(out, "results.jsonl")) as f:
-        return [json.loads(line) for line in f]
+        return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in f]
 
 
 def _assert_same_as(reference, out):

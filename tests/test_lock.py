@@ -1,6 +1,7 @@
 """Two `jaxcl run`s on one run directory (issue 15): the second exits 4 within seconds with the
 holder's pid, host and start, writing nothing; after `kill -9` of the first the lock is free
-(the kernel releases it) and a new run finishes the sweep with no duplicated rows."""
+(the kernel releases it) and a new run finishes the sweep with no duplicated rows. And
+`jaxcl status` on that run while it runs, once killed, once finished, and on a failed config."""
 
 import json
 import os
@@ -14,6 +15,13 @@ from support import cli_env, tiny_sweep
 
 def _cmd(sweep, out):
     return [sys.executable, "-m", "jaxcl", "run", str(sweep), "--out", str(out), "--no-progress"]
+
+
+def _status(out, env):
+    res = subprocess.run([sys.executable, "-m", "jaxcl", "status", str(out), "--json"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
 
 
 def _snapshot(out):
@@ -44,15 +52,39 @@ def test_second_run_refused_then_lock_freed_by_kill(tmp_path, jax_cache):
         assert f"pid {first.pid}" in second.stderr and "in use by another jaxcl run" in second.stderr
         assert "since" in second.stderr
         assert (_snapshot(out / "final") if (out / "final").exists() else {}) == before
+        st = _status(out, env)  # read-only, while the first run holds the directory
+        assert st["active"] is True and f"pid {first.pid}" in st["holder"]
+        assert st["total"]["configs"] == 6 and st["total"]["running"] == 6
+        assert 0 < st["total"]["steps_done"] < st["total"]["steps_total"] == 6 * 4000
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+    st = _status(out, env)
+    assert st["active"] is False and st["total"]["interrupted"] == 6 and st["total"]["eta_s"] is None
     third = subprocess.run(_cmd(sweep, out), env=env, capture_output=True, text=True,
                            timeout=600)
     assert third.returncode == 0, third.stderr
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     keys = [(r["config_id"], r["step"]) for r in rows]
     assert len(keys) == len(set(keys)) == 6 * 400  # every chunk of every config, once
+    st = _status(out, env)
+    assert st["total"]["done"] == 6 and st["total"]["steps_done"] == 6 * 4000 and not st["failed"]
+
+
+def test_status_of_a_run_with_a_failed_config(tmp_path, capsys):
+    from jaxcl.engine.cli import main
+
+    (tmp_path / "s.toml").write_text(tiny_sweep(steps=20).replace("seed = [0, 1, 2]",
+                                                                  "eta = [1.0, 1e30]"))
+    out = tmp_path / "o"
+    assert main(["run", str(tmp_path / "s.toml"), "--out", str(out), "--no-progress"]) == 1
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "not running" in text and "2 done, 2 failed" in text and "non-finite" in text
+    assert main(["status", str(out), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["total"]["failed"] == 2 and len(st["failed"]) == 2 and st["total"]["done"] == 2
 
 
 def test_lock_is_per_directory_and_not_a_run_directory_is_left_alone(tmp_path):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -57,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     dist.add_argument("--process-id", type=int, default=None)
     dist.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() with auto-detection (Slurm, TPU)")
+    sta = sub.add_parser("status", help="configs pending/running/done/failed, steps, rate, ETA "
+                         "(read-only: works while a run goes)")
+    sta.add_argument("run_dir")
+    sta.add_argument("--json", action="store_true", help="print the status as JSON")
     rep = sub.add_parser("report", help="write RUN_DIR/report.md and its PNG plots")
     rep.add_argument("run_dir", help="a run directory (and/or one holding init_stats.json)")
     rep.add_argument("--out", default=None, metavar="DIR",
@@ -83,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "run":
             return _run(args)
+        if args.cmd == "status":
+            from jaxcl.engine import status
+
+            st = status.status(args.run_dir)
+            print(json.dumps(st, indent=1) if args.json else status.format_status(st), flush=True)
+            return 0
         if args.cmd == "report":
             from jaxcl.engine import report
 

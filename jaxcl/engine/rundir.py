@@ -102,6 +102,28 @@ class RunDirLock:
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, (self._note + "\n").encode(), 0)
 
+    def active(self) -> bool | None:
+        """Whether some process holds the lock now, asked with F_GETLK: it takes no lock (for
+        `jaxcl status`; closing this descriptor drops nothing since this process holds none).
+        None where the file system does not answer."""
+        import fcntl
+        import struct
+
+        if not os.path.exists(self.file):
+            return False
+        fmt = "hhqqi4x"  # struct flock on 64-bit Linux: type, whence, start, len, pid
+        try:
+            fd = os.open(self.file, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            got = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(fmt, fcntl.F_WRLCK, 0, 0, 0, 0))
+            return struct.unpack(fmt, got)[0] != fcntl.F_UNLCK
+        except (OSError, struct.error):
+            return None
+        finally:
+            os.close(fd)
+
     def holder(self) -> str:
         """Who holds the lock, from the holder's note (read by another process)."""
         try:

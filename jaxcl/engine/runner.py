@@ -142,7 +142,8 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
                               step=(k + 1) * log_every)
                 continue
             row = {**row_base[i],
-                   **{name: _scalar(v) for name, v in m.items() if name not in ("logged", "finite")}}
+                   **{name: _scalar(v) for name, v in m.items() if name not in ("logged", "finite")},
+                   "time": round(time.time(), 3)}  # wall clock, for jaxcl status's rate and ETA
             rd.append_rows(cfgs[i].config_id, [row])
         progress.update(sum(min(log_every, max(0, c.n_steps - k * log_every)) for c in cfgs))
         step = (k + 1) * log_every
