@@ -84,3 +84,20 @@ def test_stopgrad_blocks_second_view():
 
     g_both = jax.grad(loss_both_views)(jnp.asarray(w, jnp.float32))
     assert _rel(g_full, np.asarray(g_both, np.float64)) > 1e-3
+
+
+def test_public_boundary_checks_shapes():
+    """encode and info_nce refuse mismatched shapes at trace time (chex), naming them."""
+    import chex
+
+    w, b = jnp.zeros((4, 6)), jnp.zeros(4)
+    with pytest.raises(AssertionError, match="6"):
+        jaxcl.encode(w, b, jnp.zeros((2, 3, 5)))  # d1 = 5, not 6
+    with pytest.raises(AssertionError):
+        jaxcl.encode(w, jnp.zeros(3), jnp.zeros((2, 3, 6)))  # b of 3 neurons, w of 4
+    with pytest.raises(AssertionError):
+        jaxcl.info_nce(w, b, jnp.zeros((2, 3, 6)), jnp.zeros((3, 3, 6)), 1.0, 0.0)
+    f = jax.jit(jaxcl.encode)(w, b, jnp.ones((2, 3, 6)))
+    chex.assert_shape(f, (2, 4))
+    chex.assert_trees_all_close(f, jaxcl.encode(w, b, jnp.ones((2, 3, 6))))
+

@@ -3,6 +3,7 @@ SPEC §3), and any loss of SPEC §8's family on the same similarities."""
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -74,5 +75,7 @@ def info_nce(w, b, Xa, Xb, tau, lam):
     Returns:
       The scalar loss.
     """
+    chex.assert_rank(Xa, 3)
+    chex.assert_equal_shape([Xa, Xb])  # row k of Xb is the positive of row k of Xa
     loss, _ = nce_from_embeddings(encode(w, b, Xa), encode(w, b, Xb), tau)
     return loss + 0.5 * lam * jnp.sum(w * w)

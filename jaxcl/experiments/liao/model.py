@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -83,6 +84,10 @@ def encode(w, b, X):
     Returns:
       f(X) of shape (..., m).
     """
+    # The public boundary: shapes checked at trace time (free under jit), naming what is off.
+    chex.assert_rank(w, 2)
+    chex.assert_shape(b, (w.shape[0],))
+    chex.assert_axis_dimension(X, -1, w.shape[1])  # X (..., L, d1)
     return encode_attended(w, b, attention(X))
 
 
