@@ -158,3 +158,32 @@ def test_grid_bundles_set_fields_together():
     assert got == [("balanced", 2.0, 0), ("balanced", 2.0, 1), ("infonce", 1.0, 0),
                    ("infonce", 1.0, 1)]
 
+
+
+def test_config_too_big_for_memory_refused_before_anything(tmp_path, capsys, no_compile):
+    """`--set d=4096 --set C_m=2` (m = 16.7 M neurons): exit 2 before the run directory exists,
+    with the estimate and the limit; nothing compiled, no traceback (it overflowed before)."""
+    (tmp_path / "s.toml").write_text("[base]\nd = 9\n[grid]\nseed = [0, 1]\n")
+    out = tmp_path / "big"
+    assert main(["run", str(tmp_path / "s.toml"), "--out", str(out), "--set", "d=4096",
+                 "--set", "C_m=2"]) == 2
+    err = capsys.readouterr().err
+    assert "d=4096 m=16777216 d1=8192" in err and "GiB" in err and "host's memory" in err
+    assert "init-stats" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_group_that_fits_one_config_at_a_time_is_split_not_refused(monkeypatch, tiny):
+    from jaxcl.engine import programs
+
+    group = [Config(**tiny, seed=s) for s in range(7)]
+    one = programs.state_bytes(group[0])
+    step = group[0].static()
+    limit = 3 * one + programs.protocol.of(group[0]).config_bytes(step)
+    programs.preflight(group, limit=(limit, "a test budget"))  # 7 configs > limit: not refused
+    monkeypatch.setattr(programs, "CPU_STATE_BYTES", 2 * one)  # two states per device
+    blocks = programs.plan_blocks(group, programs.config_mesh(), batching="sequential")
+    assert len(blocks) > 1 and [c for b, _ in blocks for c in b] == group
+    assert all(n_pad <= 2 * programs.config_mesh().mesh.size for _, n_pad in blocks)
+    with pytest.raises(ConfigError, match="a test budget"):
+        programs.preflight(group, limit=(one // 2, "a test budget"))

@@ -5,6 +5,7 @@ Host-side helpers only, no I/O; `runner` drives them and writes the run director
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import jax
@@ -178,6 +179,47 @@ def state_bytes(cfg) -> int:
     """Bytes of one config's training state, from its abstract shapes."""
     st = jax.eval_shape(functools.partial(protocol.of(cfg).init, cfg.static()), cfg.hparams())
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(st))
+
+
+def memory_limit() -> tuple[int, str]:
+    """(bytes, what): one accelerator's memory limit, or on CPU the host's physical memory."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"the {jax.default_backend()} device's memory"
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no check
+        return 1 << 62, "memory (unknown)"
+    return int(total), "the host's memory"
+
+
+def preflight(configs: list, limit: tuple[int, str] | None = None) -> None:
+    """Refuses, before anything is written or compiled, a shape group whose single config
+    cannot fit in memory: its training state (from abstract shapes, nothing allocated) plus the
+    step's working set (the experiment's `config_bytes`) against `memory_limit()`. A group
+    that fits one config at a time is run in blocks that fit (`plan_blocks`), never refused.
+
+    Raises:
+      ConfigError: naming the config, its shape, the estimate and the limit.
+    """
+    limit_bytes, what = limit or memory_limit()
+    seen = set()
+    for cfg in configs:
+        key = (cfg.experiment, cfg.static())
+        if key in seen:
+            continue
+        seen.add(key)
+        exp = protocol.of(cfg)
+        state = state_bytes(cfg)
+        step = exp.config_bytes(cfg.static())
+        if state + step > limit_bytes:
+            gib = 1 << 30
+            raise ConfigError(
+                f"config {cfg.config_id} ({exp.name}: {exp.describe(cfg.static())}) needs about "
+                f"{(state + step) / gib:,.1f} GiB for one config ({state / gib:,.1f} GiB of "
+                f"training state, {step / gib:,.1f} GiB of step temporaries), more than the "
+                f"{limit_bytes / gib:,.1f} GiB of {what}; use smaller shapes"
+                + (f". {exp.sizing_hint}" if exp.sizing_hint else ""))
 
 
 def plan_blocks(group: list, sharding: NamedSharding, max_parallel: int | None = None,

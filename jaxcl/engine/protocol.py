@@ -47,6 +47,7 @@ class Experiment:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object  # a jaxcl.configbase.BaseConfig subclass
+    sizing_hint: ClassVar[str] = ""  # what to try when a config cannot fit in memory
 
     # ---- pure functions (jit/vmap/scan-able), one config at a time
     def init(self, static, hp):

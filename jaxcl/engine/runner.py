@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding
 
 from jaxcl.engine import checkpoint, protocol
 from jaxcl.engine.programs import (block_hparams, compiled, config_mesh, final_observables,
-                                   global_array, plan_blocks, resolve_batching)
+                                   global_array, plan_blocks, preflight, resolve_batching)
 from jaxcl.engine.rundir import DONE, FAILED, LOCK_NAME, RUNNING, RunDir, RunDirLock
 from jaxcl.engine.sweep import Sweep, group_by_static
 from jaxcl.errors import ConfigError
@@ -181,6 +181,7 @@ def run(sweep: Sweep, out: str, *, lock: bool = True, **kw) -> Summary:
     Raises:
       RunDirBusy: another `jaxcl run` holds `out`, before anything is written.
     """
+    preflight(sweep.configs())  # a config that cannot fit is refused before anything is written
     held = None
     if lock and jax.process_index() == 0:
         held = RunDirLock(out)

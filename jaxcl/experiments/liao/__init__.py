@@ -12,6 +12,8 @@ from jaxcl.experiments.liao.config import Config, HParams, Static
 class Liao(Experiment):
     name = "liao"
     Config = Config
+    sizing_hint = ("For the init-only set sizes of Theorem 3.3 at that size, `jaxcl init-stats "
+                   "--d ... --C_m ...` counts them without training, in bounded memory")
 
     def init(self, static: Static, hp: HParams):
         return train.init(static, hp)
@@ -29,7 +31,7 @@ class Liao(Experiment):
         return observables.final_observables(static, hp, state)
 
     def describe(self, static: Static) -> str:
-        return f"d={static.d} m={static.m}" + ("" if static.loss == "infonce"
+        return f"d={static.d} m={static.m} d1={static.d1}" + ("" if static.loss == "infonce"
                                                else f" {static.loss}")
 
     def config_bytes(self, static: Static) -> int:

@@ -57,7 +57,8 @@ def init(static: Static, hp: HParams) -> State:
     key = jax.random.PRNGKey(hp.seed)
     M_D1xD, _ = dictionary(jax.random.fold_in(key, _DICT), static.d, static.d1, static.dictionary)
     eps_D = frequencies(static.d, hp.n_major, hp.eps_max, hp.eps_min)
-    sigma0 = jnp.sqrt(hp.init_mass * hp.tau / (static.d * static.m * static.d1))
+    # a Python float: d·m·d1 overflows the int32 that jit makes of a large Python int
+    sigma0 = jnp.sqrt(hp.init_mass * hp.tau / float(static.d * static.m * static.d1))
     w0_MxD1 = sigma0 * jax.random.normal(jax.random.fold_in(key, _INIT), (static.m, static.d1))
     return State(w=w0_MxD1, b=jnp.zeros(static.m), w0=w0_MxD1, M=M_D1xD, eps=eps_D,
                  opt_state=_optimizer(hp).init(w0_MxD1), t=jnp.int32(0), stage=jnp.int32(1),
