@@ -276,7 +276,6 @@ def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
     it includes the chunk's observables); the parts are jitted alone, so "rest" (by difference)
     also absorbs what fusion across the parts saves.
     """
-    from jaxcl.experiments.liao import model
 
     cfgs = _configs(opt, d, n)
     static = cfgs[0].static()

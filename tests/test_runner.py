@@ -119,7 +119,6 @@ def test_full_disk_is_a_clear_error_and_keeps_earlier_files(tmp_path, monkeypatc
 
 def test_auto_max_parallel_from_device_memory(monkeypatch, tiny):
     """On an accelerator the block size follows from bytes_limit and the compiled program."""
-    import jax
 
     from jaxcl.engine import programs
     from jaxcl.experiments.liao.config import Config

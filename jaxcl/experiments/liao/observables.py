@@ -8,12 +8,10 @@ time t), pure neurons P_j = #{i : N_i = {j}}, F_i(t) = {j : |A_ij| > b_i}.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxcl.experiments.liao.data import fold, place, presence_prob, sample_codes
 from jaxcl.experiments.liao.model import encode, prune_mask
@@ -306,23 +304,3 @@ def final_observables(static, hp, state) -> dict:
         "probe_minor": probe_minor,
         "probe_gap": probe_major - probe_minor,
     }
-
-
-@functools.lru_cache(maxsize=None)
-def final_fn(static):
-    """jit(vmap(final_observables)) for one shape group: (hp, state) stacked over configs."""
-    return jax.jit(jax.vmap(functools.partial(final_observables, static)))
-
-
-def to_json(obs: dict) -> dict:
-    """One config's observables as JSON values: lists for arrays, None for NaN."""
-    out = {}
-    for k, v in obs.items():
-        v = np.asarray(v)
-        if v.dtype.kind == "f":
-            v = v.astype(np.float64)
-            vals = [None if not np.isfinite(x) else float(x) for x in v.ravel()]
-            out[k] = vals[0] if v.ndim == 0 else vals
-        else:
-            out[k] = v.item() if v.ndim == 0 else v.tolist()
-    return out
