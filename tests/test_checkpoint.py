@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -221,28 +222,100 @@ def test_corrupted_latest_checkpoint_falls_back_with_warning(sweep_file, referen
     _assert_same_as(reference, out)
 
 
-def test_full_disk_is_a_clear_error_and_earlier_checkpoints_survive(sweep_file, reference,
-                                                                    tmp_path, monkeypatch, capsys):
+def _one_message(err: str) -> str:
+    """The run's stderr is one jaxcl error line: no traceback, no orbax or asyncio log."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("jaxcl: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_full_disk_is_one_message_and_a_rerun_ends_bitwise_equal(sweep_file, reference,
+                                                                  tmp_path, monkeypatch, capsys):
+    """Too little space for the third checkpoint (the free-space check before each save):
+    exit 3, one message naming the last good checkpoint and the size one needs, nothing
+    half-written; with space again, the rerun resumes and ends bitwise equal."""
     out = tmp_path / "out"
-    real = ocp.CheckpointManager.save
+    real = checkpoint._free_bytes
     calls = []
 
-    def save(self, *args, **kw):
-        calls.append(1)
-        if len(calls) >= 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, *args, **kw)
+    def free(path):
+        calls.append(path)
+        return 1000 if len(calls) >= 4 else real(path)  # 1: the run's warning, 2-3: saves
 
     with monkeypatch.context() as m:
-        m.setattr(ocp.CheckpointManager, "save", save)
+        m.setattr(checkpoint, "_free_bytes", free)
         assert main(_args(sweep_file, out, *EVERY_CHUNK)) == 3
-    err = capsys.readouterr().err
-    assert "no space left on device while saving the checkpoint at step 30" in err
-    assert "earlier checkpoints there are intact" in err
+    msg = _one_message(capsys.readouterr().err)
+    assert "not enough space left on device to save the checkpoint at step 30" in msg
+    assert "the last good checkpoint is step 20, intact" in msg and "1000 B is free" in msg
+    need = re.search(r"needs about ([0-9.]+) KB", msg)
+    assert need and float(need.group(1)) > 1.0  # the block's state, not a placeholder
+    assert "rerun the same command" in msg
     assert _ckpt_steps(out) == [10, 20]
     assert main(_args(sweep_file, out, *EVERY_CHUNK)) == 0
     assert "from the checkpoint at step 20" in capsys.readouterr().out
     _assert_same_as(reference, out)
+
+
+def test_enospc_inside_orbax_is_caught_and_the_partial_save_removed(sweep_file, reference,
+                                                                   tmp_path, monkeypatch, capsys):
+    """The space runs out while orbax writes (another writer filled the disk): tensorstore's
+    ValueError("RESOURCE_EXHAUSTED ... [os_error_code='28']") becomes the same one message, the
+    temporary directory the failed save left is deleted, committed steps stay."""
+    out = tmp_path / "out"
+    real = ocp.CheckpointManager.save
+    calls = []
+
+    def save(self, step, *args, **kw):
+        calls.append(step)
+        if len(calls) >= 3:
+            os.makedirs(os.path.join(str(self.directory), f"{step}.orbax-checkpoint-tmp-7", "state"))
+            raise ValueError('RESOURCE_EXHAUSTED: Error writing local file "x": Failed to write '
+                             "298 bytes to file 18: No space left on device [os_error_code='28']")
+        return real(self, step, *args, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(ocp.CheckpointManager, "save", save)
+        assert main(_args(sweep_file, out, *EVERY_CHUNK)) == 3
+    msg = _one_message(capsys.readouterr().err)
+    assert "no space left on device while saving the checkpoint at step 30" in msg
+    assert "the last good checkpoint is step 20, intact" in msg
+    assert "partial save was removed" in msg
+    (block,) = glob.glob(os.path.join(out, "checkpoints", "*"))
+    assert sorted(os.listdir(block)) == ["10", "20"]  # no *.orbax-checkpoint-tmp-* left
+    assert main(_args(sweep_file, out, *EVERY_CHUNK)) == 0
+    _assert_same_as(reference, out)
+
+
+def test_warns_before_training_when_space_is_short(sweep_file, tmp_path, monkeypatch, capsys):
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "_free_bytes", lambda path: 2048)
+        with pytest.raises(Exception):  # the first save is then refused too
+            from jaxcl.engine import runner
+            runner.run(loads(SWEEP), str(tmp_path / "out"), progress=False,
+                       checkpoints=checkpoint.CheckpointOptions(every_steps=10, every_seconds=0))
+    out = capsys.readouterr().out
+    assert "warning: 2.0 KB free" in out and "less than one checkpoint" in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="needs root to mount")
+def test_full_tmpfs_from_the_command_line(sweep_file, tmp_path):
+    """A real full disk where this machine allows mounting a small tmpfs (the injected tests
+    above always run): the `jaxcl` process prints one line and exits 3."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mount refused here")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "jaxcl", *_args(sweep_file, mnt / "out",
+                                                                      *EVERY_CHUNK)],
+                              capture_output=True, text=True, env=cli_env(), timeout=300)
+        assert proc.returncode == 3, proc.stderr[-3000:]
+        _one_message(proc.stderr)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
 
 
 def test_other_sweep_refused_and_other_blocks_checkpoints_never_restored(sweep_file, tmp_path,

@@ -96,11 +96,39 @@ def _first_words(e: BaseException, limit: int = 240) -> str:
 
 
 def _is_disk_full(e: BaseException | None) -> bool:
+    """ENOSPC anywhere in the chain: an OSError, or tensorstore's ValueError("RESOURCE_EXHAUSTED:
+    ... No space left on device [os_error_code='28']") from orbax's writer threads."""
     while e is not None:
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             return True
+        if _NO_SPACE.search(str(e)):
+            return True
         e = e.__cause__ or e.__context__
     return False
+
+
+_NO_SPACE = re.compile(r"No space left on device|os_error_code='%d'" % errno.ENOSPC)
+
+
+class _QuietNoSpace:
+    """While saving, drops the log records orbax's writer threads emit (with tracebacks, through
+    absl's logger) for an ENOSPC: the caller turns it into one DiskFullError message."""
+
+    def filter(self, record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (_NO_SPACE.search(record.getMessage()) or _is_disk_full(exc))
+
+    def __enter__(self):
+        import logging
+
+        self._loggers = [logging.getLogger(n) for n in ("absl", "orbax", "asyncio", "")]
+        for lg in self._loggers:
+            lg.addFilter(self)
+        return self
+
+    def __exit__(self, *exc):
+        for lg in self._loggers:
+            lg.removeFilter(self)
 
 
 class BlockCheckpoints:
@@ -162,22 +190,46 @@ class BlockCheckpoints:
         t0 = time.perf_counter()
         meta = {"block_id": self.block_id, "config_ids": self.config_ids,
                 "n_rows": self.n_rows, "chunk": chunk, "step": step, "time": time.time()}
+        flat = _flat(state)
+        need = sum(x.size * x.dtype.itemsize for x in flat.values())
+        # Refused before orbax starts: its writer threads meet ENOSPC in parallel and print
+        # pages of tracebacks (then "Event loop is closed") that no caller can catch.
+        free = _free_bytes(os.path.dirname(self.dir))
+        if free is not None and free < need * SPACE_FACTOR + SPACE_SLACK:
+            raise DiskFullError(
+                errno.ENOSPC, f"not enough space left on device to save the checkpoint at step "
+                f"{step} in {self.dir}: one checkpoint of this block needs about "
+                f"{_size(need * SPACE_FACTOR + SPACE_SLACK)} and {_size(free)} is free; "
+                f"{self._last_good()}, and nothing was written")
         try:
-            with self._manager() as mngr:
+            with _QuietNoSpace(), self._manager() as mngr:
                 mngr.save(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(_flat(state)), meta=ocp.args.JsonSave(meta)),
+                    state=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta)),
                     force=True)
                 mngr.wait_until_finished()
         except Exception as e:
             if _is_disk_full(e):
+                self._remove_partial()
                 raise DiskFullError(
                     errno.ENOSPC, f"no space left on device while saving the checkpoint at step "
-                    f"{step} in {self.dir}; the earlier checkpoints there are intact (free some "
-                    "space and run the same command again to resume from the latest)") from e
+                    f"{step} in {self.dir} (one checkpoint of this block needs about "
+                    f"{_size(need * SPACE_FACTOR + SPACE_SLACK)}); {self._last_good()}, and the "
+                    "partial save was removed") from None
             raise
         self._last_time, self.last_step = time.monotonic(), step
         self.seconds_saving += time.perf_counter() - t0
         self.n_saved += 1
+
+    def _last_good(self) -> str:
+        return (f"the last good checkpoint is step {self.last_step}, intact" if self.last_step
+                else "there is no earlier checkpoint of this block")
+
+    def _remove_partial(self) -> None:
+        """Deletes orbax's temporary directories of a save that failed (never a committed step)."""
+        if jax.process_index() == 0 and os.path.isdir(self.dir):
+            for name in os.listdir(self.dir):
+                if ".orbax-checkpoint-tmp" in name:
+                    shutil.rmtree(os.path.join(self.dir, name), ignore_errors=True)
 
     def steps(self) -> list[int]:
         """Committed checkpoint steps on disk, oldest first (temporary directories excluded)."""
@@ -265,6 +317,29 @@ class BlockCheckpoints:
     def remove(self) -> None:
         """Deletes the block's checkpoints (once its finals are written they are redundant)."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# A checkpoint takes about its arrays' bytes plus orbax's metadata (OCDBT manifests, sharding
+# and array metadata: ~40 KB measured at d = 32); the margin covers both.
+SPACE_FACTOR, SPACE_SLACK = 1.1, 128 << 10
+
+
+def _free_bytes(path: str) -> int | None:
+    """Free bytes on `path`'s file system for this user (None where it cannot be asked)."""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        return shutil.disk_usage(path or ".").free
+    except OSError:
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 def _global(x: np.ndarray, sharding: NamedSharding):

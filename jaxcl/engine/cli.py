@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     except DiskFullError as e:
         print(f"jaxcl: error: {e.strerror}. Free some space and rerun the same command to "
-              "continue.", file=sys.stderr)
+              "continue.", file=sys.stderr, flush=True)
         return 3
     return 0
 

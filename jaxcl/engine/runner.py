@@ -15,7 +15,8 @@ from jax.sharding import NamedSharding
 
 from jaxcl.engine import checkpoint, protocol
 from jaxcl.engine.programs import (block_hparams, compiled, config_mesh, final_observables,
-                                   global_array, plan_blocks, preflight, resolve_batching)
+                                   global_array, plan_blocks, preflight, resolve_batching,
+                                   state_bytes)
 from jaxcl.engine.rundir import DONE, FAILED, LOCK_NAME, RUNNING, RunDir, RunDirLock
 from jaxcl.engine.sweep import Sweep, group_by_static
 from jaxcl.errors import ConfigError
@@ -248,6 +249,8 @@ def _run(sweep: Sweep, out: str, held, *, max_parallel: int | None = None,
     batching = batching or sweep.options.get("batching", "auto")
     resolve_batching(batching)  # a bad value is refused before anything compiles
     groups = group_by_static(todo)
+    if is_main:
+        _warn_space(out, groups, log)
     bar = Progress(sum(c.n_steps for c in todo), progress)
     ckpt = checkpoints or checkpoint.CheckpointOptions()
     try:
@@ -286,6 +289,21 @@ def _run(sweep: Sweep, out: str, held, *, max_parallel: int | None = None,
     for cid, why in summary.failed.items():
         log(f"jaxcl: config {cid} failed: {why}")
     return summary
+
+
+def _warn_space(out: str, groups: dict, log) -> None:
+    """Warns before training when the run directory's file system has less free space than one
+    checkpoint of the largest group (as if run in one block) plus every final array to write."""
+    free = checkpoint._free_bytes(out)
+    if free is None or not groups:
+        return
+    per_group = [(state_bytes(g[0]), len(g)) for g in groups.values()]
+    ckpt = max(b * n for b, n in per_group) * checkpoint.SPACE_FACTOR + checkpoint.SPACE_SLACK
+    need = ckpt + sum(b * n for b, n in per_group)
+    if free < need:
+        log(f"jaxcl: warning: {checkpoint._size(free)} free in {out}, less than one checkpoint "
+            f"(about {checkpoint._size(ckpt)}) plus the final arrays (about "
+            f"{checkpoint._size(need - ckpt)}); a checkpoint or a final may not fit")
 
 
 def _invocation(started: str, t0: float, outcome: str, summary: Summary) -> dict:
