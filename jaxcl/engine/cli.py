@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
                      "default: [sweep] batching, else auto")
     run.add_argument("--force-new", action="store_true",
                      help="move an existing run directory of another sweep aside and start anew")
+    run.add_argument("--shard", default=None, metavar="I/N",
+                     help="run slice I of N of the grid (0 <= I < N) into the shared run "
+                     "directory, as one task of a job array; 'auto' takes I and N from "
+                     "SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-lock", action="store_true",
                      help="run without the run directory's lock (only where the file system "
@@ -58,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     dist.add_argument("--process-id", type=int, default=None)
     dist.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() with auto-detection (Slurm, TPU)")
+    mer = sub.add_parser("merge", help="write results.jsonl, the manifest and the figures from "
+                         "a run directory's finished configs (after a job array's tasks)")
+    mer.add_argument("run_dir")
     sta = sub.add_parser("status", help="configs pending/running/done/failed, steps, rate, ETA "
                          "(read-only: works while a run goes)")
     sta.add_argument("run_dir")
@@ -88,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "run":
             return _run(args)
+        if args.cmd == "merge":
+            from jaxcl.engine import runner
+
+            runner.merge(args.run_dir)
+            return 0
         if args.cmd == "status":
             from jaxcl.engine import status
 
@@ -113,6 +125,41 @@ def main(argv: list[str] | None = None) -> int:
               "continue.", file=sys.stderr, flush=True)
         return 3
     return 0
+
+
+def parse_shard(text: str, env: dict | None = None):
+    """--shard I/N (0 <= I < N), or 'auto': I = SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN,
+    N = SLURM_ARRAY_TASK_COUNT (an `sbatch --array=0-7` or `--array=1-8` job).
+
+    Raises:
+      ConfigError: naming the value and what it should be.
+    """
+    from jaxcl.engine.rundir import Shard
+    from jaxcl.errors import ConfigError
+
+    env = os.environ if env is None else env
+    if text == "auto":
+        try:
+            i = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+            n = int(env["SLURM_ARRAY_TASK_COUNT"])
+        except KeyError as e:
+            raise ConfigError(f"--shard auto: ${e.args[0]} is not set (not a Slurm job array "
+                              "task); give --shard I/N") from None
+        except ValueError:
+            raise ConfigError("--shard auto: SLURM_ARRAY_TASK_ID/MIN/COUNT are not integers "
+                              f"({env.get('SLURM_ARRAY_TASK_ID')!r}, "
+                              f"{env.get('SLURM_ARRAY_TASK_MIN')!r}, "
+                              f"{env.get('SLURM_ARRAY_TASK_COUNT')!r})") from None
+        where = "--shard auto (from SLURM_ARRAY_TASK_*)"
+    else:
+        try:
+            i, n = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard = {text!r}: expected I/N (e.g. 0/4) or auto") from None
+        where = f"--shard = {text!r}"
+    if not 0 <= i < n:
+        raise ConfigError(f"{where}: slice {i} of {n}: need 0 <= I < N (slices count from 0)")
+    return Shard(i, n)
 
 
 def compile_cache(path: str | None = None) -> str | None:
@@ -179,9 +226,14 @@ def _run(args) -> int:
     if args.cpu_devices is not None and args.cpu_devices < 1:
         raise ConfigError(f"--cpu-devices = {args.cpu_devices}: must be >= 1")
     sw = sweep_mod.load(args.sweep, args.set)  # every config validated before jax starts
+    shard = parse_shard(args.shard) if args.shard else None
+    if shard is not None and shard.count > len(sw.configs()):
+        raise ConfigError(f"--shard {shard}: the grid has only {len(sw.configs())} configs, "
+                          f"fewer than {shard.count} slices")
+    mine = sweep_mod.shard_configs(sw.configs(), shard) if shard else sw.configs()
     # One device per core, but no more than the smallest shape group has configs: a group
     # smaller than the device count is padded, and padding rows would take cores from it.
-    smallest = min(len(g) for g in sweep_mod.group_by_static(sw.configs()).values())
+    smallest = min(len(g) for g in sweep_mod.group_by_static(mine).values())
     split_cpu(args.cpu_devices or min(usable_cores(), smallest))
     if args.coordinator or args.distributed:
         import jax
@@ -195,13 +247,13 @@ def _run(args) -> int:
 
     import jax
 
-    n = len(sw.configs())
-    print(f"jaxcl: {n} configs in {len(sweep_mod.group_by_static(sw.configs()))} shape groups "
-          f"on {jax.device_count()} {jax.default_backend()} device(s) -> {args.out}"
+    n = len(mine)
+    print(f"jaxcl: {n} configs in {len(sweep_mod.group_by_static(mine))} shape groups "
+          + (f"(slice {shard} of a {len(sw.configs())}-config grid) " if shard else "") + f"on {jax.device_count()} {jax.default_backend()} device(s) -> {args.out}"
           + (f" (compile cache {cache})" if cache else ""), flush=True)
     ckpt = _checkpoint_options(args, sw.options)
     try:
-        summary = runner.run(sw, args.out, lock=not args.no_lock,
+        summary = runner.run(sw, args.out, lock=not args.no_lock, shard=shard,
                              max_parallel=args.max_parallel, force_new=args.force_new,
                              batching=args.batching,
                              progress=False if args.no_progress else None, checkpoints=ckpt)

@@ -223,7 +223,8 @@ def preflight(configs: list, limit: tuple[int, str] | None = None) -> None:
 
 
 def plan_blocks(group: list, sharding: NamedSharding, max_parallel: int | None = None,
-                batching: str = "auto") -> list[tuple[list, int]]:
+                batching: str = "auto", group_size: int | None = None
+                ) -> list[tuple[list, int]]:
     """Splits a shape group into (configs, padded size) blocks, run one after another.
 
     Block size: `max_parallel` if given, else what fits in device memory (accelerators), or on
@@ -233,7 +234,9 @@ def plan_blocks(group: list, sharding: NamedSharding, max_parallel: int | None =
     other kernels, and a config's result must not depend on how the grid is chunked (SPEC §7);
     a lone config runs unpadded, as it always would. Sequential batching needs neither rule;
     there a block's rows are ordered so that the devices' shares take about the same number of
-    steps (`_balance`), and padding rows cost nothing (`block_hparams`).
+    steps (`_balance`), and padding rows cost nothing (`block_hparams`). `group_size` is the
+    whole group's size in the sweep when `group` is part of it (configs already done, or a job
+    array's slice): the size-1 rule follows the sweep, not what is left of it.
     """
     static, n_dev = group[0].static(), sharding.mesh.size
     sequential = resolve_batching(batching) == "sequential"
@@ -243,7 +246,7 @@ def plan_blocks(group: list, sharding: NamedSharding, max_parallel: int | None =
         cpu = max(2, CPU_BLOCK_BYTES // protocol.of(group[0]).config_bytes(static)) * n_dev
     size = (max_parallel or auto_max_parallel(static, group[0], sharding, batching=batching)
             or cpu)
-    per_device_min = 2 if len(group) > 1 and not sequential else 1
+    per_device_min = 2 if max(len(group), group_size or 0) > 1 and not sequential else 1
     # A block trains until its longest config is done: longest first, so blocks are even in
     # length (a stable sort: a group of equal lengths keeps its grid order).
     group = sorted(group, key=lambda c: -c.n_steps)

@@ -17,8 +17,8 @@ from jaxcl.engine import checkpoint, protocol
 from jaxcl.engine.programs import (block_hparams, compiled, config_mesh, final_observables,
                                    global_array, plan_blocks, preflight, resolve_batching,
                                    state_bytes)
-from jaxcl.engine.rundir import DONE, FAILED, LOCK_NAME, RUNNING, RunDir, RunDirLock
-from jaxcl.engine.sweep import Sweep, group_by_static
+from jaxcl.engine.rundir import DONE, FAILED, LOCK_NAME, RUNNING, RunDir, RunDirLock, Shard
+from jaxcl.engine.sweep import Sweep, group_by_static, shard_configs
 from jaxcl.errors import ConfigError
 from jaxcl.fileio import to_json
 
@@ -31,6 +31,7 @@ class Summary:
     seconds: float
     checkpoints: int = 0  # saved in this invocation
     checkpoint_seconds: float = 0.0  # wall time spent saving them
+    resumed: list = dataclasses.field(default_factory=list)  # {"configs", "step"} per block
 
 
 def owned_indices(sharding: NamedSharding, n: int) -> list[int]:
@@ -127,6 +128,7 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
         rd.reset_rows(cid, keep_until_step=ckpt_step)  # rows past the checkpoint come again
     state = restored[0] if restored else init_fn(hp)
     if restored:
+        summary.resumed.append({"configs": n, "step": int(ckpt_step)})
         print(f"jaxcl: resuming {n} configs from the checkpoint at step {ckpt_step} "
               f"({store.dir})", flush=True)
     progress.update(sum(min(c.n_steps, chunk0 * log_every) for c in cfgs))
@@ -175,21 +177,24 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
         store.remove()  # every final of the block is written: its checkpoints are redundant
 
 
-def run(sweep: Sweep, out: str, *, lock: bool = True, **kw) -> Summary:
-    """Runs every config of `sweep` not yet done in `out` (see `_run`), holding the run
-    directory's lock (`RunDirLock`) on process 0 for the whole run.
+def run(sweep: Sweep, out: str, *, lock: bool = True, shard: Shard | None = None,
+        **kw) -> Summary:
+    """Runs every config of `sweep` (or of its slice `shard`) not yet done in `out` (see
+    `_run`), holding the run directory's lock (`RunDirLock`; a slice's share of it) on process
+    0 for the whole run.
 
     Raises:
-      RunDirBusy: another `jaxcl run` holds `out`, before anything is written.
+      RunDirBusy: another `jaxcl run` holds `out` (or this slice), before anything is written.
     """
-    preflight(sweep.configs())  # a config that cannot fit is refused before anything is written
+    mine = shard_configs(sweep.configs(), shard) if shard is not None else sweep.configs()
+    preflight(mine)  # a config that cannot fit is refused before anything is written
     held = None
     if lock and jax.process_index() == 0:
-        held = RunDirLock(out)
+        held = RunDirLock(out, shard)
         if not held.acquire(_command()):
             held = None  # not a run directory: RunDir.prepare refuses it, writing nothing
     try:
-        return _run(sweep, out, held, **kw)
+        return _run(sweep, out, held, shard=shard, **kw)
     except ConfigError:  # refused before anything was written (e.g. another sweep's directory)
         if held is not None:
             held.release(refused=True)
@@ -200,8 +205,9 @@ def run(sweep: Sweep, out: str, *, lock: bool = True, **kw) -> Summary:
             held.release()
 
 
-def _run(sweep: Sweep, out: str, held, *, max_parallel: int | None = None,
-         force_new: bool = False, progress: bool | None = None, log=print,
+def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
+         max_parallel: int | None = None, force_new: bool = False,
+         progress: bool | None = None, log=print,
          checkpoints: checkpoint.CheckpointOptions | None = None,
          batching: str | None = None) -> Summary:
     """Runs every config of `sweep` not yet done in `out`, resuming from checkpoints.
@@ -209,6 +215,8 @@ def _run(sweep: Sweep, out: str, held, *, max_parallel: int | None = None,
     Args:
       sweep: the parsed sweep.
       out: the run directory (created, or continued if it holds this sweep).
+      shard: run only this job-array slice of the grid (`shard_configs`); the task that finds
+        every config finished writes results.jsonl, the manifest and the figures.
       max_parallel: at most this many configs per compiled block.
       force_new: move a run directory of another sweep aside instead of refusing it.
       progress: progress bar on/off (None: on when stderr is a terminal).
@@ -227,6 +235,10 @@ def _run(sweep: Sweep, out: str, held, *, max_parallel: int | None = None,
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     configs = sweep.configs()  # validated before anything compiles
+    if shard is not None and force_new:
+        raise ConfigError("--force-new with --shard: the tasks of a job array share one run "
+                          "directory, so none of them may move it aside")
+    mine = shard_configs(configs, shard) if shard is not None else configs
     is_main = jax.process_index() == 0
     # Only process 0 checks and creates the directory; the others wait, then read it.
     rd = (RunDir.prepare(out, sweep, configs, force_new=force_new) if is_main else RunDir(out))
@@ -236,21 +248,71 @@ def _run(sweep: Sweep, out: str, held, *, max_parallel: int | None = None,
         held.acquire(_command())
     if held is not None:
         held.write_note()
-    _barrier("prepare")
     summary = Summary(done=[], failed={}, skipped=[], seconds=0.0)
+    record = None
+    if is_main:
+        if held is not None:
+            rd.close_stale(shard)  # the lock proves their processes dead
+        record = rd.start_invocation(_invocation(started, t0, "running", summary, shard))
+    try:
+        _train(rd, sweep, configs, mine, summary, shard=shard, max_parallel=max_parallel,
+               progress=progress, log=log, checkpoints=checkpoints, batching=batching)
+    except checkpoint.Interrupted:
+        if is_main:
+            rd.update_invocation(record, _invocation(started, t0, "interrupted", summary, shard))
+            rd.write_manifest(sweep, configs)
+        raise
+    except BaseException as e:
+        if is_main:
+            try:  # on a full disk this may fail too; the next run then marks it killed
+                rd.update_invocation(record, _invocation(
+                    started, t0, f"stopped by {type(e).__name__}: {str(e)[:300]}", summary, shard))
+            except OSError:
+                pass
+        raise
+    _barrier("trained")
+    if is_main:
+        rd.merge_results(configs)
+        rd.update_invocation(record, _invocation(
+            started, t0, "failed configs" if summary.failed else "finished", summary, shard))
+        rd.write_manifest(sweep, configs)
+        left = [c for c in configs if rd.status(c.config_id)["state"] not in (DONE, FAILED)]
+        if not left:  # the whole grid is finished (the last task of a job array gets here)
+            for name in dict.fromkeys(c.experiment for c in configs):  # grid order
+                finals = [rd.load_info(c.config_id) for c in configs
+                          if c.experiment == name and rd.has_final(c.config_id)]
+                protocol.get(name).after_run(rd.path, finals)
+        else:
+            log(f"jaxcl: slice {shard} finished; {len(left)} configs of other slices are not "
+                "done yet: the task that finishes last (or `jaxcl merge " + out + "`) writes "
+                "the complete results.jsonl and figures")
+    _barrier("finished")
+    summary.seconds = time.perf_counter() - t0
+    for cid, why in summary.failed.items():
+        log(f"jaxcl: config {cid} failed: {why}")
+    return summary
+
+
+def _train(rd: RunDir, sweep: Sweep, configs: list, mine: list, summary: Summary, *,
+           shard, max_parallel, progress, log, checkpoints, batching) -> None:
+    """Trains the configs of `mine` not yet done, block by block (see `_run`)."""
+    is_main = jax.process_index() == 0
+    _barrier("prepare")
     todo = []
-    for c in configs:
+    for c in mine:
         (summary.skipped if rd.status(c.config_id)["state"] == DONE else todo).append(c)
     _barrier("planned")  # every process must plan from the same statuses
     if summary.skipped:
-        log(f"jaxcl: {len(summary.skipped)} of {len(configs)} configs already done, skipping them")
+        log(f"jaxcl: {len(summary.skipped)} of {len(mine)} configs"
+            f"{'' if shard is None else f' of slice {shard}'} already done, skipping them")
     sharding = config_mesh()
     max_parallel = max_parallel or sweep.options.get("max_parallel")
     batching = batching or sweep.options.get("batching", "auto")
     resolve_batching(batching)  # a bad value is refused before anything compiles
+    sizes = {key: len(g) for key, g in group_by_static(configs).items()}
     groups = group_by_static(todo)
     if is_main:
-        _warn_space(out, groups, log)
+        _warn_space(rd.path, groups, log)
     bar = Progress(sum(c.n_steps for c in todo), progress)
     ckpt = checkpoints or checkpoint.CheckpointOptions()
     try:
@@ -259,7 +321,8 @@ def _run(sweep: Sweep, out: str, held, *, max_parallel: int | None = None,
                 bar.group(f"group {gi + 1}/{len(groups)} {name} "
                           f"{protocol.get(name).describe(static)} ({len(group)} configs)",
                           sum(c.n_steps for c in group))
-                for block, n_pad in plan_blocks(group, sharding, max_parallel, batching):
+                for block, n_pad in plan_blocks(group, sharding, max_parallel, batching,
+                                                group_size=sizes[(name, static)]):
                     if _agree(stop.requested):  # between blocks: nothing to save
                         raise checkpoint.Interrupted(stop.signum, "between blocks")
                     run_block(rd, static, block, n_pad, sharding, bar, summary, ckpt, stop,
@@ -269,26 +332,46 @@ def _run(sweep: Sweep, out: str, held, *, max_parallel: int | None = None,
     except checkpoint.Interrupted:
         bar.close()
         _barrier("interrupted")
-        if is_main:  # flush: results.jsonl and the manifest reflect every finished chunk
+        if is_main:  # flush: results.jsonl reflects every finished chunk
             rd.merge_results(configs)
-            rd.write_manifest(sweep, configs, _invocation(started, t0, "interrupted", summary))
         raise
     finally:
         bar.close()
-    _barrier("trained")
-    if is_main:
-        rd.merge_results(configs)
-        rd.write_manifest(sweep, configs, _invocation(
-            started, t0, "failed configs" if summary.failed else "finished", summary))
-        for name in dict.fromkeys(c.experiment for c in configs):  # grid order
-            finals = [rd.load_info(c.config_id) for c in configs
-                      if c.experiment == name and rd.has_final(c.config_id)]
+
+
+def merge(out: str, log=print) -> dict:
+    """`jaxcl merge RUN_DIR`: writes results.jsonl, the manifest and the figures from what the
+    run directory holds (e.g. after the tasks of a job array, if the last one could not).
+    Takes no lock and trains nothing; configs not finished yet are left out and counted.
+
+    Returns:
+      The manifest's counts.
+    """
+    import json
+
+    from jaxcl.engine.sweep import loads
+
+    if not os.path.exists(os.path.join(out, "manifest.json")):
+        raise ConfigError(f"run directory {out!r}: no manifest.json, not a jaxcl run directory")
+    with open(os.path.join(out, "manifest.json")) as f:
+        manifest = json.load(f)
+    with open(os.path.join(out, "sweep.toml")) as f:
+        sweep = loads(f.read(), manifest["fingerprint"].get("overrides", {}),
+                      source=os.path.join(out, "sweep.toml"))
+    configs = sweep.configs()
+    rd = RunDir(out)
+    n_rows = rd.merge_results(configs)
+    rd.write_manifest(sweep, configs)
+    for name in dict.fromkeys(c.experiment for c in configs):
+        finals = [rd.load_info(c.config_id) for c in configs
+                  if c.experiment == name and rd.has_final(c.config_id)]
+        if finals:
             protocol.get(name).after_run(rd.path, finals)
-    _barrier("finished")
-    summary.seconds = time.perf_counter() - t0
-    for cid, why in summary.failed.items():
-        log(f"jaxcl: config {cid} failed: {why}")
-    return summary
+    with open(os.path.join(out, "manifest.json")) as f:
+        counts = json.load(f)["counts"]
+    log(f"jaxcl: merged {n_rows} rows of {len(configs)} configs into {out}/results.jsonl "
+        f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
+    return counts
 
 
 def _warn_space(out: str, groups: dict, log) -> None:
@@ -306,7 +389,8 @@ def _warn_space(out: str, groups: dict, log) -> None:
             f"{checkpoint._size(need - ckpt)}); a checkpoint or a final may not fit")
 
 
-def _invocation(started: str, t0: float, outcome: str, summary: Summary) -> dict:
+def _invocation(started: str, t0: float, outcome: str, summary: Summary,
+                shard: Shard | None = None) -> dict:
     """One `jaxcl run` for the manifest's history: when, what, where, how long, how it ended."""
     import platform
     import socket
@@ -319,7 +403,9 @@ def _invocation(started: str, t0: float, outcome: str, summary: Summary) -> dict
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {"started": started, "seconds": round(time.perf_counter() - t0, 1),
-            "outcome": outcome, "done": len(summary.done), "failed": len(summary.failed),
+            "outcome": outcome, "shard": None if shard is None else str(shard),
+            "done": len(summary.done), "failed": len(summary.failed),
+            "resumed": summary.resumed,
             "command": _command(),
             "host": socket.gethostname(), "cpu": f"{_cpu_model() or platform.machine()}, "
             f"{os.cpu_count()} cores", "commit": commit or "unknown",

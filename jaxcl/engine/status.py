@@ -9,8 +9,8 @@ import os
 import time
 
 from jaxcl.engine import protocol
-from jaxcl.engine.rundir import DONE, FAILED, PENDING, RUNNING, RunDir, RunDirLock
-from jaxcl.engine.sweep import group_by_static, loads
+from jaxcl.engine.rundir import DONE, FAILED, PENDING, RUNNING, RunDir, RunDirLock, Shard
+from jaxcl.engine.sweep import group_by_static, loads, shard_configs
 from jaxcl.errors import ConfigError
 from jaxcl.fileio import read_jsonl
 
@@ -37,13 +37,14 @@ def status(run_dir: str, now: float | None = None) -> dict:
     rd = RunDir(run_dir)
     lock = RunDirLock(run_dir)
     active = lock.active()
+    live = _live_configs(rd, lock, sweep.configs()) if active else set()
     groups, total, failed, times = [], _zero(), {}, []
     for (name, static), cfgs in group_by_static(sweep.configs()).items():
         g = _zero()
         for c in cfgs:
             st = rd.status(c.config_id)
             state = st["state"]
-            if state == RUNNING and active is False:
+            if state == RUNNING and active is not None and c.config_id not in live:
                 state = "interrupted"
             if state == FAILED:
                 failed[c.config_id] = st.get("reason", "")
@@ -66,9 +67,28 @@ def status(run_dir: str, now: float | None = None) -> dict:
     left = total["steps_total"] - total["steps_done"]
     total.update(configs=sum(g["configs"] for g in groups), rate=rate,
                  eta_s=(left / rate if rate and active else None))
-    return {"run_dir": run_dir, "active": active, "holder": lock.holder() if active else None,
+    return {"run_dir": run_dir, "active": active, "holder": lock.holders() if active else None,
             "groups": groups, "total": total, "failed": failed,
             "last_checkpoint_age_s": _checkpoint_age(run_dir, now)}
+
+
+def _live_configs(rd: RunDir, lock: RunDirLock, configs: list) -> set:
+    """Config ids that a live process is running: every config for a whole run that holds the
+    lock, a slice's configs for a job-array task whose byte is held."""
+    live = set()
+    for r in rd.invocations():
+        if r.get("outcome") != "running":
+            continue
+        if not r.get("shard"):
+            if lock.active(whole=True):
+                return {c.config_id for c in configs}
+            continue
+        shard = Shard(*map(int, r["shard"].split("/")))
+        if lock.active(shard):
+            live |= {c.config_id for c in shard_configs(configs, shard)}
+    if not rd.invocations():  # a directory written before invocation records: the old rule
+        return {c.config_id for c in configs}
+    return live
 
 
 def _zero() -> dict:

@@ -157,3 +157,11 @@ def group_by_static(configs: list) -> "OrderedDict[tuple[str, Any], list]":
     for cfg in configs:
         groups.setdefault((cfg.experiment, cfg.static()), []).append(cfg)
     return groups
+
+
+def shard_configs(configs: list, shard) -> list:
+    """A job array task's slice (`rundir.Shard` I/N) of the grid: contiguous in grid order (so
+    shape groups mostly stay whole), sizes differing by at most one; deterministic, and the N
+    slices cover the grid exactly once."""
+    n = len(configs)
+    return [c for k, c in enumerate(configs) if k * shard.count // n == shard.index]
