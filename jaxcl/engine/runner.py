@@ -155,6 +155,8 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
             if stopping or _agree(store.due(step)):
                 store.save(step, k + 1, state)
             if stopping:
+                summary.checkpoint_seconds += store.seconds_saving
+                summary.checkpoints += store.n_saved
                 raise checkpoint.Interrupted(
                     stop.signum, f"at step {step} of {n_chunks * log_every} of a block "
                     f"of {n} configs; checkpoint saved in {store.dir}")
@@ -405,7 +407,8 @@ def _invocation(started: str, t0: float, outcome: str, summary: Summary,
     return {"started": started, "seconds": round(time.perf_counter() - t0, 1),
             "outcome": outcome, "shard": None if shard is None else str(shard),
             "done": len(summary.done), "failed": len(summary.failed),
-            "resumed": summary.resumed,
+            "resumed": summary.resumed, "checkpoints": summary.checkpoints,
+            "checkpoint_seconds": round(summary.checkpoint_seconds, 2),
             "command": _command(),
             "host": socket.gethostname(), "cpu": f"{_cpu_model() or platform.machine()}, "
             f"{os.cpu_count()} cores", "commit": commit or "unknown",
