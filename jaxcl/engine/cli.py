@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
                      "here instead of RUN_DIR (e.g. results/<study>/)")
     rep.add_argument("--init-stats", default=None, metavar="PATH",
                      help="liao: init_stats.json to include (default: RUN_DIR/init_stats.json)")
+    rep.add_argument("--trend", default=None, metavar="REPORT_JSON",
+                     help="liao: the report.json of a sweep over d (e.g. "
+                     "results/theorem33-cpu/report.json) to set a long run's final values beside")
     for name in protocol.names():
         for cmd, spec in protocol.get(name).commands().items():
             p = sub.add_parser(cmd, help=f"{spec.help} [{name}]")
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "report":
             from jaxcl.engine import report
 
-            path = report.write_report(args.run_dir, {"init_stats": args.init_stats},
+            path = report.write_report(args.run_dir, {"init_stats": args.init_stats,
+                                                      "trend": args.trend},
                                        out=args.out)
             print(f"jaxcl: report -> {path}", flush=True)
         elif getattr(args, "experiment_command", None) is not None:

@@ -88,8 +88,13 @@ def provenance(manifest: dict) -> list[str]:
         total = sum(r.get("seconds", 0.0) for r in runs)
         out += [f"Written by {len(runs)} `jaxcl run` invocation(s), {total:.0f} s in all:", ""]
         for r in runs:
+            extra = "".join(f"; resumed {x['configs']} configs from the checkpoint at step "
+                            f"{x['step']}" for x in r.get("resumed") or [])
+            if r.get("checkpoints"):
+                extra += (f"; saved {r['checkpoints']} checkpoint(s) in "
+                          f"{r.get('checkpoint_seconds', 0):.1f} s")
             out.append(f"- {r.get('started', '?')}: `{r.get('command', '?')}` on {r.get('host', '?')}"
                        f" ({r.get('cpu', '?')}; {r.get('devices', '?')}), {r.get('seconds', 0):.1f} s, "
-                       f"{r.get('outcome', '?')}; jaxcl {r.get('commit', '?')}")
+                       f"{r.get('outcome', '?')}{extra}; jaxcl {r.get('commit', '?')}")
         out.append("")
     return out

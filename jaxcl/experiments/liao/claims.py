@@ -141,7 +141,8 @@ def claims_section(finals: list[dict], lines: list[str]) -> list[dict]:
             rows.append({"claim": key, "words": words, "source": source, "bound": kind,
                          "ratio": ratio, "C_m": C_m, "eta": eta, "d": sorted(by_d),
                          "slope": ft.slope, "lo": ft.lo, "hi": ft.hi, "theta": theta,
-                         "finite_d_slope": e_slope, "verdict": v, "why": why})
+                         "finite_d_slope": e_slope, "verdict": v, "why": why,
+                         "means": {str(d): float(np.mean(by_d[d])) for d in sorted(by_d)}})
     for key, words, scale in STAGE_CLAIMS:
         for (ratio, C_m, g, eta), fs in sorted(series.items()):
             by_d = defaultdict(list)

@@ -276,7 +276,8 @@ def report(run_dir: str, finals: list[dict], lines: list[str], options: dict) ->
       finals: the final json of every finished config of this experiment.
       lines: report.md so far.
       options: `init_stats`: path of an init_stats.json to include (default
-        RUN_DIR/init_stats.json); `out_dir`: where the PNGs go (default run_dir); `summary`:
+        RUN_DIR/init_stats.json); `trend`: a report.json of a sweep over d to set a long
+        run's final values beside; `out_dir`: where the PNGs go (default run_dir); `summary`:
         a dict this adds machine-readable results to (report.json).
 
     Returns:
@@ -308,6 +309,11 @@ def report(run_dir: str, finals: list[dict], lines: list[str], options: dict) ->
 
             summary["eta"] = claims.eta_section(finals, lines)
         stages_section(finals, lines)
+        from jaxcl.experiments.liao import report_long
+
+        if report_long.is_long(finals):
+            summary["long_run"] = report_long.long_run_section(
+                run_dir, finals, out_dir, lines, options.get("trend"))
         if len(ds) >= 2:
             scaling_section(finals, out_dir, lines)
         if len({f["prune_fraction"] for f in finals}) >= 2:
