@@ -1,7 +1,6 @@
 """Checkpoint-and-resume: SIGKILL at random points, SIGTERM, damaged checkpoints, a full disk,
 mismatched sweeps and blocks. Every resumed run must end bitwise equal to an uninterrupted one."""
 
-import errno
 import functools
 import glob
 import json
