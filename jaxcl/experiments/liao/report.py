@@ -114,21 +114,22 @@ def stages_section(finals: list[dict], lines: list[str]) -> None:
     lines += ["## Stage times and liveness", "",
               "T_1 and T_2 are seed means over configs that reached them; `scale` is "
               "d log d/(η log log d) (T_2: divided by ε_max), constant 1.", "",
-              "| d | ratio | α (loss) | seeds | T_1 | T_1/scale | T_2 reached | T_2 | T_2/scale | "
-              "alive (final) |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| d | ratio | α (loss) | η | seeds | T_1 | T_1/scale | T_2 reached | T_2 | T_2/scale | "
+              "alive (final) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = defaultdict(list)
     for f in finals:
-        groups[(f["d"], f["ratio"], f["prune_fraction"], _loss_label(f))].append(f)
+        groups[(f["d"], f["ratio"], f["prune_fraction"], _loss_label(f), f["eta"])].append(f)
     several = len({k[3] for k in groups}) > 1
     dead = []
-    for (d, ratio, a, loss), fs in sorted(groups.items()):
+    for (d, ratio, a, loss, eta), fs in sorted(groups.items()):
         t1 = [f["T1"] for f in fs if f["T1"] > 0]
         t2 = [f["T2"] for f in fs if f["T2"] > 0]
         s1 = theory.T1_scale(d, fs[0]["eta"])
         s2 = theory.T2_scale(d, fs[0]["eta"], fs[0]["eps_max"])
         alive = [f["observables"]["alive_frac"] for f in fs]
         dead += [f["config_id"] for f in fs if f["observables"]["alive_frac"] < 0.5]
-        lines.append(f"| {d} | {ratio:g} | {a:g}{' ' + loss if several else ''} | {len(fs)} | "
+        lines.append(f"| {d} | {ratio:g} | {a:g}{' ' + loss if several else ''} | {eta:g} | "
+                     f"{len(fs)} | "
                      f"{_f(np.mean(t1) if t1 else None)} | "
                      f"{_f(np.mean(t1) / s1 if t1 else None)} | {len(t2)}/{len(fs)} | "
                      f"{_f(np.mean(t2) if t2 else None)} | {_f(np.mean(t2) / s2 if t2 else None)} "
