@@ -23,6 +23,10 @@ NAN = math.nan
     (("equal", 1.2, 1.1, 1.3, 1.25, 4), {}, SUPPORTS, "contains 1.25"),
     (("equal", 0.9, 0.8, 1.0, 1.25, 4), {}, CONTRADICTS, "below"),
     (("equal", 1.6, 1.5, 1.7, 1.25, 4), {}, CONTRADICTS, "above"),
+    # Θ with a tolerance: 1.05 [1.02, 1.09] agrees with 1.02 ± 0.1; 1.3 [1.25, 1.35] does not
+    (("equal", 1.05, 1.02, 1.09, 1.02, 4), {"tol": 0.1}, SUPPORTS, "1.02 ± 0.1"),
+    (("equal", 1.05, 1.04, 1.09, 1.02, 4), {}, CONTRADICTS, "above 1.02"),
+    (("equal", 1.3, 1.25, 1.35, 1.02, 4), {"tol": 0.1}, CONTRADICTS, "above 1.02 ± 0.1"),
     # vacuous bounds decide nothing, whatever the slope
     (("lower", -3.0, -3.2, -2.8, -2.5, 4), {}, UNDECIDED, "vacuous"),
     (("lower", 5.0, 4.0, 6.0, 0.0, 4), {}, UNDECIDED, "vacuous"),
@@ -87,7 +91,7 @@ def test_claims_section_reads_each_verdict_from_its_numbers():
     assert "4 supported" in text or "supported" in text
     # T_1 = 10 d grows with slope 1; the scale d log d/log log d has a steeper finite-d slope
     theta = rows["T1"]["theta"]
-    assert theta > 1 and rows["T1"]["verdict"] == (CONTRADICTS if rows["T1"]["hi"] < theta
+    assert theta > 1 and rows["T1"]["verdict"] == (CONTRADICTS if rows["T1"]["hi"] < theta - 0.1
                                                    else SUPPORTS)
     # a vacuous lower bound at ratio 0.5 (ω1 = 1.5 − 4(1 + γc0) < 0) whatever the counts
     finals = [_final(d, s, ratio=0.5) for d in (8, 16, 32) for s in range(4)]

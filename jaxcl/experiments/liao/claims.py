@@ -22,11 +22,12 @@ MAX_WIDTH = 1.0  # a 95% interval wider than this (in exponent units) decides no
 # "Lucky neurons stay pure" (Theorem 3.3's proof: a lucky neuron of feature j ends with
 # N_i = {j}): supported at a seed mean >= 80%, contradicted when the 95% interval is below 50%.
 SHARE_SUPPORT, SHARE_CONTRADICT = 0.8, 0.5
+STAGE_TOL = 0.1  # T_1, T_2 = Θ(scale): exponents within ±0.1 of the scale's agree
 
 
 def verdict(kind: str, slope: float, lo: float, hi: float, theta: float, n_d: int, *,
-            trivial: float | None = None, zeros: tuple = (), max_width: float = MAX_WIDTH
-            ) -> tuple[str, str]:
+            trivial: float | None = None, zeros: tuple = (), max_width: float = MAX_WIDTH,
+            tol: float = 0.0) -> tuple[str, str]:
     """Whether a fitted exponent supports a bound over the d range it was fitted on.
 
     Args:
@@ -38,6 +39,8 @@ def verdict(kind: str, slope: float, lo: float, hi: float, theta: float, n_d: in
         upper bound at or above it says nothing.
       zeros: d values where the quantity's seed mean is 0 (left out of the fit).
       max_width: a wider interval cannot decide.
+      tol: for "equal", exponents within θ ± tol count as agreement (a Θ claim over a finite d
+        range: a slope off by 0.1 changes the ratio Q/scale by 2^0.1 = 7% per doubling of d).
 
     Returns:
       (SUPPORTS | CONTRADICTS | UNDECIDED, the reason in words).
@@ -54,18 +57,19 @@ def verdict(kind: str, slope: float, lo: float, hi: float, theta: float, n_d: in
         return UNDECIDED, "no fit"
     if n_d < MIN_D:
         return UNDECIDED, f"too few d: a slope over {n_d} d values shows no trend"
-    below, above = hi < theta, lo > theta
+    below, above = hi < theta - tol, lo > theta + tol
     if (kind == "lower" and below) or (kind == "upper" and above) or (
             kind == "equal" and (below or above)):
         side = "below" if below else "above"
-        return CONTRADICTS, (f"the 95% interval [{lo:.3g}, {hi:.3g}] lies entirely {side} "
-                             f"{theta:.3g}")
+        ref = f"{theta:.3g}" if not tol else f"{theta:.3g} ± {tol:g}"
+        return CONTRADICTS, f"the 95% interval [{lo:.3g}, {hi:.3g}] lies entirely {side} {ref}"
     if hi - lo > max_width:
         return UNDECIDED, (f"the 95% interval [{lo:.3g}, {hi:.3g}] is wider than "
                            f"{max_width:g}")
     zero_note = f" (d = {list(zeros)} left out: zero count)" if zeros else ""
     if kind == "equal":
-        return SUPPORTS, f"the 95% interval [{lo:.3g}, {hi:.3g}] contains {theta:.3g}{zero_note}"
+        ref = f"{theta:.3g}" if not tol else f"a point of {theta:.3g} ± {tol:g}"
+        return SUPPORTS, f"the 95% interval [{lo:.3g}, {hi:.3g}] contains {ref}{zero_note}"
     side = "reaches" if kind == "lower" else "stays within"
     return SUPPORTS, (f"the 95% interval [{lo:.3g}, {hi:.3g}] {side} {theta:.3g}{zero_note}")
 
@@ -159,7 +163,7 @@ def claims_section(finals: list[dict], lines: list[str]) -> list[dict]:
                 slope = lo = hi = math.nan
             else:
                 slope, lo, hi = ft.slope, ft.lo, ft.hi
-                v, why = verdict("equal", slope, lo, hi, theta, len(ft.d_used))
+                v, why = verdict("equal", slope, lo, hi, theta, len(ft.d_used), tol=STAGE_TOL)
             rows.append({"claim": key, "words": words, "source": "Theorem 3.3", "bound": "equal",
                          "ratio": ratio, "C_m": C_m, "eta": eta, "d": ds, "slope": slope,
                          "lo": lo, "hi": hi, "theta": theta, "verdict": v, "why": why})
@@ -189,7 +193,9 @@ def _write(rows: list[dict], lines: list[str]) -> None:
               "the whole interval lies on the wrong side (over this d range: the theorem is "
               "asymptotic, and log factors can bend a finite-d slope); otherwise *cannot decide*, "
               f"with the reason. Fits need {MIN_D} or more d values. For T_1 and T_2, θ is the "
-              "slope of the theory's scale over the same d.", ""]
+              "slope of the theory's scale over the same d, and a slope within "
+              f"±{STAGE_TOL:g} of it agrees (Θ hides constants, not exponents; ±{STAGE_TOL:g} "
+              "moves T/scale by at most 7% per doubling of d).", ""]
     claims = list(dict.fromkeys(r["claim"] for r in rows))
     for c in claims:
         rs = [r for r in rows if r["claim"] == c]
