@@ -22,7 +22,10 @@ class Liao(Experiment):
         return train.run_chunk(static, hp, state)
 
     def final_arrays(self, state) -> dict:
-        return {"w0": state.w0, "w": state.w, "b": state.b, "M": state.M, "eps": state.eps}
+        out = {"w0": state.w0, "w": state.w, "b": state.b, "M": state.M, "eps": state.eps}
+        if state.keep is not None:  # prune_mode "neurons_once": the mask removed at T_1/T_2
+            out["keep"] = state.keep
+        return out
 
     def final_scalars(self, state) -> dict:
         return {"T1": state.T1, "T2": state.T2}

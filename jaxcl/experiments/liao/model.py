@@ -97,3 +97,12 @@ def prune_mask(w_MxD1, n_prune):
     order_M = jnp.argsort(jnp.sum(w_MxD1 * w_MxD1, axis=1))  # stable: ties by index
     rank_M = jnp.zeros(m, jnp.int32).at[order_M].set(jnp.arange(m, dtype=jnp.int32))
     return (rank_M >= n_prune).astype(w_MxD1.dtype)
+
+
+def weight_prune_mask(w_MxD1, n_prune):
+    """1 for kept entries, 0 for the n_prune entries of W with the smallest |w_ik| (unstructured
+    magnitude pruning; ties broken by the row-major index, as `prune_mask` breaks them), (m, d1)."""
+    n = w_MxD1.size
+    order_N = jnp.argsort(jnp.reshape(jnp.abs(w_MxD1), (-1,)))  # stable: ties by index
+    rank_N = jnp.zeros(n, jnp.int32).at[order_N].set(jnp.arange(n, dtype=jnp.int32))
+    return jnp.reshape(rank_N >= n_prune, w_MxD1.shape).astype(w_MxD1.dtype)

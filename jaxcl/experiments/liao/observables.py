@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcl.experiments.liao.data import fold, place, presence_prob, sample_codes
-from jaxcl.experiments.liao.model import encode, prune_mask
+from jaxcl.experiments.liao.model import encode, prune_mask, weight_prune_mask
 
 # Key stream of the probe's fresh samples; train.py uses streams 0-3 (dict, init, data, eval).
 PROBE_STREAM = 4
@@ -231,6 +231,19 @@ def probe_batch(static, hp, state):
     return x_NxLxD1, coef_NxD != 0
 
 
+def kept_neurons(static, hp, state):
+    """(m,) bool: the neurons the final mask of the config's prune_mode keeps (SPEC §4).
+
+    "neurons": the mask of the final weights; "neurons_once": the mask set at T_1 or T_2 (all
+    neurons if the run stopped before); "weights": the neurons with at least one kept entry.
+    """
+    if static.prune_mode == "neurons_once":
+        return state.keep > 0
+    if static.prune_mode == "weights":
+        return jnp.any(weight_prune_mask(state.w, hp.n_prune) > 0, axis=1)
+    return prune_mask(state.w, hp.n_prune) > 0
+
+
 def final_observables(static, hp, state) -> dict:
     """Everything the final json's `observables` key holds, for one config's final state.
 
@@ -266,10 +279,12 @@ def final_observables(static, hp, state) -> dict:
     cov_major, cov_minor = _major_minor_means(coverage_D, hp.n_major)
     # Pruned neurons (SPEC §4) only decay, so they keep their random initial direction and
     # would count in the coverage; the *_kept values use the final prune mask's neurons only.
-    kept_M = prune_mask(state.w, hp.n_prune) > 0
+    kept_M = kept_neurons(static, hp, state)
     c_kept_MxD = jnp.where(kept_M[:, None], c_MxD, 0.0)
     cov_major_kept, cov_minor_kept = _major_minor_means(jnp.max(c_kept_MxD, axis=0), hp.n_major)
-    purity_kept = jnp.sum(jnp.where(kept_M, purity_M, 0.0)) / jnp.maximum(jnp.sum(kept_M), 1)
+    n_kept = jnp.maximum(jnp.sum(kept_M), 1)
+    purity_kept = jnp.sum(jnp.where(kept_M, purity_M, 0.0)) / n_kept
+    noise_kept = jnp.sum(jnp.where(kept_M, noise_frac(state.w, state.M), 0.0)) / n_kept
 
     x_NxLxD1, y_NxD = probe_batch(static, hp, state)
     f_NxM = encode(state.w, state.b, x_NxLxD1)
@@ -298,6 +313,7 @@ def final_observables(static, hp, state) -> dict:
         "cov_major_kept": cov_major_kept,
         "cov_minor_kept": cov_minor_kept,
         "purity_kept": purity_kept,
+        "noise_frac_kept": noise_kept,
         "noise_frac": jnp.mean(noise_frac(state.w, state.M)),
         "probe_bacc": bacc_D,
         "probe_major": probe_major,

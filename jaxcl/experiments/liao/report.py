@@ -313,7 +313,7 @@ def report(run_dir: str, finals: list[dict], lines: list[str], options: dict) ->
         if len({f["prune_fraction"] for f in finals}) >= 2:
             from jaxcl.experiments.liao import report_pruning
 
-            report_pruning.pruning_section(finals, out_dir, lines)
+            summary["pruning"] = report_pruning.pruning_section(finals, out_dir, lines)
         if len({_loss_label(f) for f in finals}) >= 2:
             from jaxcl.experiments.liao import report_losses
 

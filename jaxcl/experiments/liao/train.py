@@ -1,4 +1,5 @@
-"""Pure init/step/train for one config: GD on W, the bias schedule (eq. 70), T_1/T_2, pruning.
+"""Pure init/step/train for one config: GD on W, the bias schedule (eq. 70), T_1/T_2, pruning
+(SPEC §4, read three ways: `prune_mode`).
 
 Everything here acts on a single config; the sweep driver vmaps it over a grid and shards the
 vmapped axis. Metrics are reduced every `log_every` steps inside jit (STYLE §6).
@@ -19,7 +20,7 @@ from jaxcl.experiments.liao.data import dictionary, fold, frequencies, presence_
 from jaxcl.experiments.liao.loss import loss_and_grad_by_neuron
 from jaxcl.experiments.liao.model import (attention, embed_nonneg_bias_by_neuron,
                                          preactivations_by_neuron, prune_mask,
-                                         weight_grad_by_neuron)
+                                         weight_grad_by_neuron, weight_prune_mask)
 
 # Streams folded out of a config's seed key; fixed so results never depend on batching.
 _DICT, _INIT, _DATA, _EVAL = 0, 1, 2, 3
@@ -40,6 +41,9 @@ class State(NamedTuple):
     T2: Any  # int32, -1 until reached
     n2_T1: Any  # (m,) ‖w_i(T_1)‖², for the eq. 67 test
     key: Any  # (2,) uint32 base key of the config
+    # prune_mode "neurons_once" only (None otherwise, so other checkpoints keep their leaves):
+    # (m,) 1 for kept neurons, all ones until the removal at T_1 or T_2, then fixed for good
+    keep: Any = None
 
 
 class StepMetrics(NamedTuple):
@@ -62,7 +66,27 @@ def init(static: Static, hp: HParams) -> State:
     w0_MxD1 = sigma0 * jax.random.normal(jax.random.fold_in(key, _INIT), (static.m, static.d1))
     return State(w=w0_MxD1, b=jnp.zeros(static.m), w0=w0_MxD1, M=M_D1xD, eps=eps_D,
                  opt_state=_optimizer(hp).init(w0_MxD1), t=jnp.int32(0), stage=jnp.int32(1),
-                 T1=jnp.int32(-1), T2=jnp.int32(-1), n2_T1=jnp.zeros(static.m), key=key)
+                 T1=jnp.int32(-1), T2=jnp.int32(-1), n2_T1=jnp.zeros(static.m), key=key,
+                 keep=jnp.ones(static.m) if static.prune_mode == "neurons_once" else None)
+
+
+def forward_mask(static: Static, hp: HParams, state: State):
+    """The mask applied to W in the forward pass of this step, by `prune_mode` (SPEC §4).
+
+    "neurons": the n_prune smallest-‖w_i‖ neurons, re-ranked every step (SPEC §4);
+    "neurons_once": the neurons removed for good at T_1 or T_2 (`state.keep`; none before);
+    "weights": the n_prune entries of W with the smallest |w_ik|, re-ranked every step.
+    Returns (mask broadcastable to W: (m, 1) or (m, d1); (m,) 1 for neurons with any kept entry).
+    """
+    if not static.prune:  # ranking costs ~6% of a step; a group without pruning skips it
+        mask_M = jnp.ones(state.w.shape[:1], state.w.dtype)
+        return mask_M[:, None], mask_M
+    if static.prune_mode == "weights":
+        mask_MxD1 = weight_prune_mask(state.w, hp.n_prune)
+        return mask_MxD1, jnp.any(mask_MxD1 > 0, axis=1).astype(state.w.dtype)
+    mask_M = state.keep if static.prune_mode == "neurons_once" else prune_mask(state.w,
+                                                                               hp.n_prune)
+    return mask_M[:, None], mask_M
 
 
 def batch(static: Static, hp: HParams, state: State, stream: int, index):
@@ -109,15 +133,17 @@ def update_bias(static: Static, hp: HParams, state: State, w_new, mask_M=None):
 
 
 def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]:
-    """One GD step W ← (1 − ηλ)W − η∇L(W ⊙ mask) and the bias update; a no-op once t ≥ steps."""
+    """One GD step W ← (1 − ηλ)W − η∇L(W ⊙ mask) and the bias update; a no-op once t ≥ steps.
+
+    Masked neurons or entries get the weight decay alone: their loss gradient is zero, since the
+    forward pass sees W ⊙ mask (SPEC §4).
+    """
     xa_KxLxD1, xb_KxLxD1, _ = batch(static, hp, state, _DATA, state.t)
     # W_Q = W_K = W_V = I are frozen, so H is data: computed once, outside the gradient.
     ha_KxLxD1, hb_KxLxD1 = attention(xa_KxLxD1), attention(xb_KxLxD1)
-    # Ranking neurons costs ~6% of a step; a group without pruning skips it (a static field).
-    mask_M = (prune_mask(state.w, hp.n_prune) if static.prune
-              else jnp.ones(state.w.shape[:1], state.w.dtype))
+    mask_W, mask_M = forward_mask(static, hp, state)  # mask_W: (m, 1) or (m, d1)
     dtype = jnp.dtype(static.matmul_dtype)
-    wm_MxD1 = state.w * mask_M[:, None]
+    wm_MxD1 = state.w * mask_W
     # W enters only through the pre-activations ⟨w_i ⊙ mask_i, H_r⟩, so autodiff is applied to
     # the cheap rest (the loss of the embeddings) and the chain rule through BReLU and the matmul
     # is written out: one forward matmul per view and one backward matmul for the anchor view
@@ -133,7 +159,7 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     # BReLU_b'(s) = 1 where |s| > b, else 0 (eq. 3); ∇_W of eq. 2 adds the weight decay's λW.
     b_Mx1x1 = jnp.reshape(state.b, (-1, 1, 1))
     dpre_MxKxL = (jnp.abs(pre_MxKxL) > b_Mx1x1).astype(jnp.float32) * dfa_MxK[:, :, None]
-    grad_MxD1 = (weight_grad_by_neuron(dpre_MxKxL, ha_KxLxD1, dtype) * mask_M[:, None]
+    grad_MxD1 = (weight_grad_by_neuron(dpre_MxKxL, ha_KxLxD1, dtype) * mask_W
                  + hp.lam * state.w)
     # eq. 2; the row norms are the ones update_bias needs too, so XLA computes them once
     loss = nce + 0.5 * hp.lam * jnp.sum(jnp.sum(state.w * state.w, axis=1))
@@ -142,6 +168,11 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     b, stage, T1, T2, n2_T1 = update_bias(static, hp, state, w_new, mask_M)
     changed = dict(w=w_new, b=b, opt_state=opt_state, t=state.t + 1, stage=stage, T1=T1, T2=T2,
                    n2_T1=n2_T1)
+    if static.prune_mode == "neurons_once":
+        # the step that starts stage prune_stage (T_1 or T_2) removes the n_prune smallest
+        # ‖w_i‖ of its new weights; the mask never changes again (no neuron is revived)
+        now = (state.stage < hp.prune_stage) & (stage >= hp.prune_stage)
+        changed["keep"] = jnp.where(now, prune_mask(w_new, hp.n_prune), state.keep)
     # Past its own `steps` a config stands still; only the fields a step changes are selected
     # (w0, M, eps and the key are constants).
     active = state.t < hp.steps
