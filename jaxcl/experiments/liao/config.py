@@ -41,6 +41,7 @@ class Config(BaseConfig):
     m: int | None = None  # default round(d ** C_m)
     C_m: float = 1.5
     init_mass: float = 0.1
+    train_attention: bool = False  # SPEC §2's extension: W_Q, W_K, W_V trained, from I
     # --- objective and training (SPEC §3)
     tau: float | None = None  # convention: log d
     lam: float | None = None  # None: lam_at_9 scaled with the feature growth rate (see LAM)
@@ -71,7 +72,8 @@ class Config(BaseConfig):
     loss_psi: str = "log1p"
     loss_phi: str = "exp"
 
-    ID_SKIP_IF_DEFAULT = ("experiment",) + _LOSS_FIELDS + ("prune_mode", "prune_at")
+    ID_SKIP_IF_DEFAULT = ("experiment",) + _LOSS_FIELDS + ("prune_mode", "prune_at",
+                                                           "train_attention")
 
     def __post_init__(self):
         check_types(self)
@@ -216,7 +218,8 @@ class Config(BaseConfig):
                       stage3_freeze=self.stage3_bias == "freeze",
                       probe_samples=self.probe_samples, matmul_dtype=self.matmul_dtype,
                       prune=self.n_prune > 0, loss=self.loss, loss_psi=self.loss_psi,
-                      loss_phi=self.loss_phi, prune_mode=self.prune_mode)
+                      loss_phi=self.loss_phi, prune_mode=self.prune_mode,
+                      train_attention=self.train_attention)
 
     def hparams(self) -> "HParams":
         return HParams(seed=self.seed, eps_max=self.eps_max, eps_min=self.eps_min,
@@ -248,6 +251,7 @@ class Static(NamedTuple):
     loss_psi: str = "log1p"
     loss_phi: str = "exp"
     prune_mode: str = "neurons"  # which mask (SPEC §4 and its variants; Config.prune_mode)
+    train_attention: bool = False  # W_Q, W_K, W_V in the state and the gradient (SPEC §2)
 
 
 class HParams(NamedTuple):

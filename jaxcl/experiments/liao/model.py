@@ -1,6 +1,9 @@
-"""Encoder f: single-head attention with W_Q = W_K = W_V = I, then a bilateral-ReLU MLP (SPEC §2)."""
+"""Encoder f: single-head attention with W_Q = W_K = W_V = I (or trained, SPEC §2's extension),
+then a bilateral-ReLU MLP (SPEC §2)."""
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -12,6 +15,35 @@ def attention(x_NxLxD1):
     d1 = x_NxLxD1.shape[-1]
     scores_NxLxL = jnp.einsum("...ld,...rd->...lr", x_NxLxD1, x_NxLxD1) / jnp.sqrt(float(d1))
     return jnp.einsum("...lr,...rd->...ld", jax.nn.softmax(scores_NxLxL, axis=-1), x_NxLxD1)
+
+
+class AttnParams(NamedTuple):
+    """The trainable attention matrices of SPEC §2's extension, each (d1, d1), I at init."""
+
+    wq: Any
+    wk: Any
+    wv: Any
+
+    @classmethod
+    def identity(cls, d1: int) -> "AttnParams":
+        return cls(jnp.eye(d1), jnp.eye(d1), jnp.eye(d1))
+
+
+def attention_qkv(x_NxLxD1, attn: AttnParams):
+    """H = softmax(X W_Q (X W_K)ᵀ / sqrt(d1)) X W_V, softmax over each row (tokens as rows);
+    `attention` is this at W_Q = W_K = W_V = I."""
+    d1 = x_NxLxD1.shape[-1]
+    q_NxLxD1 = x_NxLxD1 @ attn.wq
+    k_NxLxD1 = x_NxLxD1 @ attn.wk
+    scores_NxLxL = jnp.einsum("...ld,...rd->...lr", q_NxLxD1, k_NxLxD1) / jnp.sqrt(float(d1))
+    return jnp.einsum("...lr,...rd->...ld", jax.nn.softmax(scores_NxLxL, axis=-1),
+                      x_NxLxD1 @ attn.wv)
+
+
+def effective_weights(w_MxD1, attn: AttnParams | None):
+    """Weights on the attended raw tokens: ⟨w_i, H_r⟩ = ⟨W_V w_i, Σ_r' a_rr' x_r'⟩, so W W_Vᵀ
+    (W itself when attention is frozen). The observables' A_ij = ⟨w_i, M_j⟩ read these."""
+    return w_MxD1 if attn is None else w_MxD1 @ attn.wv.T
 
 
 def brelu(s, b):
@@ -89,6 +121,11 @@ def encode(w, b, X):
     chex.assert_shape(b, (w.shape[0],))
     chex.assert_axis_dimension(X, -1, w.shape[1])  # X (..., L, d1)
     return encode_attended(w, b, attention(X))
+
+
+def encode_with(w, b, X, attn: AttnParams | None = None):
+    """`encode`, with trained attention matrices when `attn` is given (SPEC §2's extension)."""
+    return encode(w, b, X) if attn is None else encode_attended(w, b, attention_qkv(X, attn))
 
 
 def prune_mask(w_MxD1, n_prune):
