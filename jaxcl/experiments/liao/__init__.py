@@ -22,7 +22,12 @@ class Liao(Experiment):
         return train.run_chunk(static, hp, state)
 
     def final_arrays(self, state) -> dict:
-        return {"w0": state.w0, "w": state.w, "b": state.b, "M": state.M, "eps": state.eps}
+        out = {"w0": state.w0, "w": state.w, "b": state.b, "M": state.M, "eps": state.eps}
+        if state.keep is not None:  # prune_mode "neurons_once": the mask removed at T_1/T_2
+            out["keep"] = state.keep
+        if state.attn is not None:  # train_attention: the trained W_Q, W_K, W_V (d1, d1)
+            out.update(W_Q=state.attn.wq, W_K=state.attn.wk, W_V=state.attn.wv)
+        return out
 
     def final_scalars(self, state) -> dict:
         return {"T1": state.T1, "T2": state.T2}
@@ -31,8 +36,9 @@ class Liao(Experiment):
         return observables.final_observables(static, hp, state)
 
     def describe(self, static: Static) -> str:
-        return f"d={static.d} m={static.m} d1={static.d1}" + ("" if static.loss == "infonce"
-                                               else f" {static.loss}")
+        return (f"d={static.d} m={static.m} d1={static.d1}"
+                + ("" if static.loss == "infonce" else f" {static.loss}")
+                + (" attention trained" if static.train_attention else ""))
 
     def config_bytes(self, static: Static) -> int:
         K, L, m, d1 = static.K, static.L, static.m, static.d1

@@ -14,6 +14,7 @@ from jaxcl.errors import ConfigError  # noqa: F401  (re-exported)
 
 _STEPS_RE = re.compile(r"^\s*(?:(\d+(?:\.\d*)?)\s*\*\s*)?(T3|T4)\s*$")
 _LOSS_FIELDS = ("loss", "loss_alpha", "loss_beta", "loss_psi", "loss_phi")
+PRUNE_MODES = ("neurons", "neurons_once", "weights")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Config(BaseConfig):
     m: int | None = None  # default round(d ** C_m)
     C_m: float = 1.5
     init_mass: float = 0.1
+    train_attention: bool = False  # SPEC §2's extension: W_Q, W_K, W_V trained, from I
     # --- objective and training (SPEC §3)
     tau: float | None = None  # convention: log d
     lam: float | None = None  # None: lam_at_9 scaled with the feature growth rate (see LAM)
@@ -53,6 +55,8 @@ class Config(BaseConfig):
     stage3_bias: str = "track"  # "track" (b ∝ ‖w‖) or "freeze" (Sun et al.)
     # --- pruning (SPEC §4)
     prune_fraction: float = 0.0
+    prune_mode: str = "neurons"  # "neurons" (SPEC §4), "neurons_once" or "weights"; see n_prune
+    prune_at: str | None = None  # neurons_once only: "T1" (None means T1) or "T2"
     # --- observables (SPEC §5)
     gamma_c0: float = 5e-4
     probe_samples: int = 512
@@ -68,7 +72,8 @@ class Config(BaseConfig):
     loss_psi: str = "log1p"
     loss_phi: str = "exp"
 
-    ID_SKIP_IF_DEFAULT = ("experiment",) + _LOSS_FIELDS
+    ID_SKIP_IF_DEFAULT = ("experiment",) + _LOSS_FIELDS + ("prune_mode", "prune_at",
+                                                           "train_attention")
 
     def __post_init__(self):
         check_types(self)
@@ -115,6 +120,14 @@ class Config(BaseConfig):
                  "must be 'track' or 'freeze'")
         _require(0 <= self.prune_fraction < 1, "prune_fraction", self.prune_fraction,
                  "must be in [0, 1)")
+        _require(self.prune_mode in PRUNE_MODES, "prune_mode", self.prune_mode,
+                 f"must be one of {', '.join(map(repr, PRUNE_MODES))}")
+        if self.prune_at is not None:
+            _require(self.prune_mode == "neurons_once", "prune_at", self.prune_at,
+                     f"only applies to prune_mode = 'neurons_once' (prune_mode is "
+                     f"{self.prune_mode!r}); leave it unset")
+            _require(self.prune_at in ("T1", "T2"), "prune_at", self.prune_at,
+                     "must be 'T1' or 'T2'")
         _require(self.gamma_c0 >= 0, "gamma_c0", self.gamma_c0, "must be >= 0")
         _require(self.probe_samples >= 2, "probe_samples", self.probe_samples, "must be >= 2")
         _require(self.probe_ridge > 0, "probe_ridge", self.probe_ridge, "must be > 0")
@@ -178,7 +191,15 @@ class Config(BaseConfig):
 
     @property
     def n_prune(self) -> int:
-        return int(round(self.prune_fraction * self.M_neurons))
+        """How many are masked: neurons (prune_mode "neurons", "neurons_once"), or entries of
+        the m × d1 matrix W ("weights")."""
+        units = self.M_neurons * (self.D1 if self.prune_mode == "weights" else 1)
+        return int(round(self.prune_fraction * units))
+
+    @property
+    def prune_stage(self) -> int:
+        """neurons_once: the stage whose start removes the neurons (2 at T_1, 3 at T_2)."""
+        return 3 if self.prune_at == "T2" else 2
 
     def resolved(self) -> dict[str, Any]:
         """Every field with conventions filled in, plus derived quantities (for final/*.json)."""
@@ -197,7 +218,8 @@ class Config(BaseConfig):
                       stage3_freeze=self.stage3_bias == "freeze",
                       probe_samples=self.probe_samples, matmul_dtype=self.matmul_dtype,
                       prune=self.n_prune > 0, loss=self.loss, loss_psi=self.loss_psi,
-                      loss_phi=self.loss_phi)
+                      loss_phi=self.loss_phi, prune_mode=self.prune_mode,
+                      train_attention=self.train_attention)
 
     def hparams(self) -> "HParams":
         return HParams(seed=self.seed, eps_max=self.eps_max, eps_min=self.eps_min,
@@ -207,7 +229,8 @@ class Config(BaseConfig):
                        stage1_steps=-1 if self.stage1_steps is None else self.stage1_steps,
                        c_b=self.c_b, bias_rate=self.bias_rate, n_prune=self.n_prune,
                        gamma_c0=self.gamma_c0, probe_ridge=self.probe_ridge,
-                       loss_alpha=self.loss_alpha, loss_beta=self.loss_beta)
+                       loss_alpha=self.loss_alpha, loss_beta=self.loss_beta,
+                       prune_stage=self.prune_stage)
 
 
 class Static(NamedTuple):
@@ -227,6 +250,8 @@ class Static(NamedTuple):
     loss: str = "infonce"  # SPEC §8's family; infonce keeps the written-out gradient
     loss_psi: str = "log1p"
     loss_phi: str = "exp"
+    prune_mode: str = "neurons"  # which mask (SPEC §4 and its variants; Config.prune_mode)
+    train_attention: bool = False  # W_Q, W_K, W_V in the state and the gradient (SPEC §2)
 
 
 class HParams(NamedTuple):
@@ -252,8 +277,9 @@ class HParams(NamedTuple):
     probe_ridge: Any
     loss_alpha: Any = 1.0
     loss_beta: Any = 1.0
+    prune_stage: Any = 2  # neurons_once: removal when this stage starts (2: T_1, 3: T_2)
 
-    INT_FIELDS = ("seed", "n_major", "steps", "stage1_steps", "n_prune")
+    INT_FIELDS = ("seed", "n_major", "steps", "stage1_steps", "n_prune", "prune_stage")
 
 
 def stack_hparams(configs: list[Config]):

@@ -1,6 +1,9 @@
-"""Encoder f: single-head attention with W_Q = W_K = W_V = I, then a bilateral-ReLU MLP (SPEC §2)."""
+"""Encoder f: single-head attention with W_Q = W_K = W_V = I (or trained, SPEC §2's extension),
+then a bilateral-ReLU MLP (SPEC §2)."""
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -12,6 +15,35 @@ def attention(x_NxLxD1):
     d1 = x_NxLxD1.shape[-1]
     scores_NxLxL = jnp.einsum("...ld,...rd->...lr", x_NxLxD1, x_NxLxD1) / jnp.sqrt(float(d1))
     return jnp.einsum("...lr,...rd->...ld", jax.nn.softmax(scores_NxLxL, axis=-1), x_NxLxD1)
+
+
+class AttnParams(NamedTuple):
+    """The trainable attention matrices of SPEC §2's extension, each (d1, d1), I at init."""
+
+    wq: Any
+    wk: Any
+    wv: Any
+
+    @classmethod
+    def identity(cls, d1: int) -> "AttnParams":
+        return cls(jnp.eye(d1), jnp.eye(d1), jnp.eye(d1))
+
+
+def attention_qkv(x_NxLxD1, attn: AttnParams):
+    """H = softmax(X W_Q (X W_K)ᵀ / sqrt(d1)) X W_V, softmax over each row (tokens as rows);
+    `attention` is this at W_Q = W_K = W_V = I."""
+    d1 = x_NxLxD1.shape[-1]
+    q_NxLxD1 = x_NxLxD1 @ attn.wq
+    k_NxLxD1 = x_NxLxD1 @ attn.wk
+    scores_NxLxL = jnp.einsum("...ld,...rd->...lr", q_NxLxD1, k_NxLxD1) / jnp.sqrt(float(d1))
+    return jnp.einsum("...lr,...rd->...ld", jax.nn.softmax(scores_NxLxL, axis=-1),
+                      x_NxLxD1 @ attn.wv)
+
+
+def effective_weights(w_MxD1, attn: AttnParams | None):
+    """Weights on the attended raw tokens: ⟨w_i, H_r⟩ = ⟨W_V w_i, Σ_r' a_rr' x_r'⟩, so W W_Vᵀ
+    (W itself when attention is frozen). The observables' A_ij = ⟨w_i, M_j⟩ read these."""
+    return w_MxD1 if attn is None else w_MxD1 @ attn.wv.T
 
 
 def brelu(s, b):
@@ -91,9 +123,23 @@ def encode(w, b, X):
     return encode_attended(w, b, attention(X))
 
 
+def encode_with(w, b, X, attn: AttnParams | None = None):
+    """`encode`, with trained attention matrices when `attn` is given (SPEC §2's extension)."""
+    return encode(w, b, X) if attn is None else encode_attended(w, b, attention_qkv(X, attn))
+
+
 def prune_mask(w_MxD1, n_prune):
     """1 for kept neurons, 0 for the n_prune smallest ‖w_i‖ (SPEC §4; ties broken by index)."""
     m = w_MxD1.shape[0]
     order_M = jnp.argsort(jnp.sum(w_MxD1 * w_MxD1, axis=1))  # stable: ties by index
     rank_M = jnp.zeros(m, jnp.int32).at[order_M].set(jnp.arange(m, dtype=jnp.int32))
     return (rank_M >= n_prune).astype(w_MxD1.dtype)
+
+
+def weight_prune_mask(w_MxD1, n_prune):
+    """1 for kept entries, 0 for the n_prune entries of W with the smallest |w_ik| (unstructured
+    magnitude pruning; ties broken by the row-major index, as `prune_mask` breaks them), (m, d1)."""
+    n = w_MxD1.size
+    order_N = jnp.argsort(jnp.reshape(jnp.abs(w_MxD1), (-1,)))  # stable: ties by index
+    rank_N = jnp.zeros(n, jnp.int32).at[order_N].set(jnp.arange(n, dtype=jnp.int32))
+    return jnp.reshape(rank_N >= n_prune, w_MxD1.shape).astype(w_MxD1.dtype)

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxcl.experiments.liao.data import fold, place, presence_prob, sample_codes
-from jaxcl.experiments.liao.model import encode, prune_mask
+from jaxcl.experiments.liao.model import (effective_weights, encode_with, prune_mask,
+                                         weight_prune_mask)
 
 # Key stream of the probe's fresh samples; train.py uses streams 0-3 (dict, init, data, eval).
 PROBE_STREAM = 4
@@ -75,9 +76,9 @@ def fires_alone(a_MxD, b_M):
     return jnp.abs(a_MxD) > b_M[:, None]
 
 
-def alive_frac(w_MxD1, b_M, x_KxLxD1):
+def alive_frac(w_MxD1, b_M, x_KxLxD1, attn=None):
     """Share of neurons with a non-zero output on at least one sample of the batch."""
-    f_KxM = encode(w_MxD1, b_M, x_KxLxD1)
+    f_KxM = encode_with(w_MxD1, b_M, x_KxLxD1, attn)
     return jnp.mean(jnp.any(f_KxM != 0, axis=0))
 
 
@@ -94,9 +95,12 @@ def _major_minor_means(v_D, n_major):
     return mean(major_D), mean(~major_D)
 
 
-def chunk_summary(w_MxD1, b_M, M_D1xD, n_major, eval_x_KxLxD1) -> dict:
-    """Cheap per-chunk summaries: coverage by majority/minority, purity, alive fraction."""
-    c_MxD = cos2(w_MxD1, M_D1xD)
+def chunk_summary(w_MxD1, b_M, M_D1xD, n_major, eval_x_KxLxD1, attn=None) -> dict:
+    """Cheap per-chunk summaries: coverage by majority/minority, purity, alive fraction.
+
+    With trained attention (`attn`), cos² reads the effective weights W W_Vᵀ.
+    """
+    c_MxD = cos2(effective_weights(w_MxD1, attn), M_D1xD)
     d = c_MxD.shape[1]
     major_D = jnp.arange(d) < n_major
     coverage_D = jnp.max(c_MxD, axis=0)
@@ -105,7 +109,7 @@ def chunk_summary(w_MxD1, b_M, M_D1xD, n_major, eval_x_KxLxD1) -> dict:
         "cov_major": jnp.sum(jnp.where(major_D, coverage_D, 0.0)) / jnp.maximum(n_major, 1),
         "cov_minor": jnp.sum(jnp.where(major_D, 0.0, coverage_D)) / n_minor,
         "purity": jnp.mean(jnp.max(c_MxD, axis=1)),
-        "alive_frac": alive_frac(w_MxD1, b_M, eval_x_KxLxD1),
+        "alive_frac": alive_frac(w_MxD1, b_M, eval_x_KxLxD1, attn),
         "b_mean": jnp.mean(b_M),
         "w_norm_mean": jnp.mean(jnp.sqrt(jnp.sum(w_MxD1 * w_MxD1, axis=1))),
     }
@@ -231,6 +235,19 @@ def probe_batch(static, hp, state):
     return x_NxLxD1, coef_NxD != 0
 
 
+def kept_neurons(static, hp, state):
+    """(m,) bool: the neurons the final mask of the config's prune_mode keeps (SPEC §4).
+
+    "neurons": the mask of the final weights; "neurons_once": the mask set at T_1 or T_2 (all
+    neurons if the run stopped before); "weights": the neurons with at least one kept entry.
+    """
+    if static.prune_mode == "neurons_once":
+        return state.keep > 0
+    if static.prune_mode == "weights":
+        return jnp.any(weight_prune_mask(state.w, hp.n_prune) > 0, axis=1)
+    return prune_mask(state.w, hp.n_prune) > 0
+
+
 def final_observables(static, hp, state) -> dict:
     """Everything the final json's `observables` key holds, for one config's final state.
 
@@ -243,8 +260,10 @@ def final_observables(static, hp, state) -> dict:
       A dict of arrays: per-feature counts (d,), per-neuron sizes (m,), and scalars.
     """
     c1, c2 = thresholds(hp.eps_max, hp.eps_min, hp.gamma_c0)
+    # trained attention: A_ij of the weights on the raw tokens, W W_Vᵀ (W_V = I at init)
+    w_MxD1 = effective_weights(state.w, state.attn)
     a0_MxD = alignment(state.w0, state.M)
-    a_MxD = alignment(state.w, state.M)
+    a_MxD = alignment(w_MxD1, state.M)
     ord_MxD = ordinary_mask(a0_MxD, c2)  # eq. 16 at t = 0: M_j, and N_i(0)
     lucky_MxD = lucky_mask(a0_MxD, c1, c2)  # eq. 17
     n_MxD = ordinary_mask(a_MxD, c2)  # N_i(T)
@@ -257,7 +276,7 @@ def final_observables(static, hp, state) -> dict:
     union_M = jnp.sum(ord_MxD | n_MxD, axis=1)
     jaccard_M = jnp.where(union_M > 0, inter_M / jnp.maximum(union_M, 1), 1.0)
     subset_M = jnp.all(~n_MxD | ord_MxD, axis=1)  # N_i(T) ⊆ N_i(0)
-    c_MxD = cos2(state.w, state.M)
+    c_MxD = cos2(w_MxD1, state.M)
     purity_M = jnp.max(c_MxD, axis=1)
     # "purely learns j": j is the argmax and |cos| > 0.5 (SPEC §5)
     learner_MxD = (jax.nn.one_hot(jnp.argmax(c_MxD, axis=1), static.d, dtype=bool)
@@ -266,13 +285,16 @@ def final_observables(static, hp, state) -> dict:
     cov_major, cov_minor = _major_minor_means(coverage_D, hp.n_major)
     # Pruned neurons (SPEC §4) only decay, so they keep their random initial direction and
     # would count in the coverage; the *_kept values use the final prune mask's neurons only.
-    kept_M = prune_mask(state.w, hp.n_prune) > 0
+    kept_M = kept_neurons(static, hp, state)
     c_kept_MxD = jnp.where(kept_M[:, None], c_MxD, 0.0)
     cov_major_kept, cov_minor_kept = _major_minor_means(jnp.max(c_kept_MxD, axis=0), hp.n_major)
-    purity_kept = jnp.sum(jnp.where(kept_M, purity_M, 0.0)) / jnp.maximum(jnp.sum(kept_M), 1)
+    n_kept = jnp.maximum(jnp.sum(kept_M), 1)
+    purity_kept = jnp.sum(jnp.where(kept_M, purity_M, 0.0)) / n_kept
+    noise_M = noise_frac(w_MxD1, state.M)
+    noise_kept = jnp.sum(jnp.where(kept_M, noise_M, 0.0)) / n_kept
 
     x_NxLxD1, y_NxD = probe_batch(static, hp, state)
-    f_NxM = encode(state.w, state.b, x_NxLxD1)
+    f_NxM = encode_with(state.w, state.b, x_NxLxD1, state.attn)
     half = f_NxM.shape[0] // 2
     bacc_D = linear_probe(f_NxM[:half], y_NxD[:half], f_NxM[half:], y_NxD[half:],
                           hp.probe_ridge)
@@ -298,7 +320,8 @@ def final_observables(static, hp, state) -> dict:
         "cov_major_kept": cov_major_kept,
         "cov_minor_kept": cov_minor_kept,
         "purity_kept": purity_kept,
-        "noise_frac": jnp.mean(noise_frac(state.w, state.M)),
+        "noise_frac_kept": noise_kept,
+        "noise_frac": jnp.mean(noise_M),
         "probe_bacc": bacc_D,
         "probe_major": probe_major,
         "probe_minor": probe_minor,

@@ -14,7 +14,7 @@ import numpy as np
 from jaxcl import fit
 from jaxcl.experiments.liao import report_plots, theory
 from jaxcl.fileio import read_jsonl
-from jaxcl.tables import mean_sd as _ms, md as _md, md_row as _md_row, num as _f
+from jaxcl.tables import ci_cell, mean_sd as _ms, md as _md, md_row as _md_row, num as _f
 
 # (key, label, observable -> per-config value, theory exponent fn, expectation key, bound kind)
 QUANTITIES = [
@@ -268,6 +268,42 @@ def figures_section(run_dir: str, finals: list[dict], lines: list[str],
     lines.append("")
 
 
+ATTENTION_METRICS = (("cov_major", "majority coverage"), ("cov_minor", "minority coverage"),
+                     ("probe_gap", "probe gap Δ"), ("pure_major", "pure neurons per majority feature"),
+                     ("pure_minor", "pure neurons per minority feature"), ("alive_frac", "alive"))
+
+
+def attention_section(finals: list[dict], lines: list[str]) -> None:
+    """Frozen (W_Q = W_K = W_V = I) against trained attention (SPEC §2's extension), side by side
+    per (d, ratio, α), where both were run: seed mean [95% interval]."""
+    def value(f, key):
+        o = f["observables"]
+        if key in ("pure_major", "pure_minor"):
+            counts = o["pure_counts"][:f["n_major"]] if key == "pure_major" \
+                else o["pure_counts"][f["n_major"]:]
+            return float(np.mean(counts)) if counts else math.nan
+        return o[key]
+
+    groups = defaultdict(list)
+    for f in finals:
+        groups[(f["d"], f["ratio"], f["prune_fraction"], bool(f.get("train_attention")))].append(f)
+    lines += ["## Trained attention (SPEC §2's extension)", "",
+              "`train_attention = true` trains W_Q, W_K, W_V from I with the same GD step as W (no "
+              "weight decay on them: eq. 2 regularizes W alone); coverage and pure counts read the "
+              "effective weights W W_Vᵀ. Seed mean [95% interval over seeds], frozen → trained. "
+              "The other sections below use the frozen-attention configs only.", "",
+              _md_row("d", "ratio", "α_prune", "seeds", *[m[1] for m in ATTENTION_METRICS]),
+              "|---|---|---|---|" + "---|" * len(ATTENTION_METRICS)]
+    for d, ratio, a in sorted({k[:3] for k in groups}):
+        off, on = groups.get((d, ratio, a, False)), groups.get((d, ratio, a, True))
+        if not off or not on:
+            continue
+        lines.append(_md_row(str(d), f"{ratio:g}", f"{a:g}", f"{len(off)} / {len(on)}", *[
+            f"{ci_cell([value(f, k) for f in off])} → {ci_cell([value(f, k) for f in on])}"
+            for k, _ in ATTENTION_METRICS]))
+    lines.append("")
+
+
 def report(run_dir: str, finals: list[dict], lines: list[str], options: dict) -> bool:
     """Appends Liao's sections to the report and writes their PNGs into run_dir.
 
@@ -301,10 +337,16 @@ def report(run_dir: str, finals: list[dict], lines: list[str], options: dict) ->
                   f"{sorted({f['prune_fraction'] for f in finals})}; losses "
                   f"{sorted({_loss_label(f) for f in finals})}; seeds per point "
                   f"{sorted({f['seed'] for f in finals})}.", ""]
+        every = finals
+        if len({bool(f.get("train_attention")) for f in finals}) == 2:
+            # the other sections read the paper's model (frozen attention) only
+            finals = [f for f in finals if not f.get("train_attention")]
         if len(ds) >= 2:
             from jaxcl.experiments.liao import claims
 
             summary["claims"] = claims.claims_section(finals, lines)
+        if every is not finals:
+            attention_section(every, lines)
         if len({f["eta"] for f in finals}) >= 2:
             from jaxcl.experiments.liao import claims
 
@@ -320,7 +362,7 @@ def report(run_dir: str, finals: list[dict], lines: list[str], options: dict) ->
         if len({f["prune_fraction"] for f in finals}) >= 2:
             from jaxcl.experiments.liao import report_pruning
 
-            report_pruning.pruning_section(finals, out_dir, lines)
+            summary["pruning"] = report_pruning.pruning_section(finals, out_dir, lines)
         if len({_loss_label(f) for f in finals}) >= 2:
             from jaxcl.experiments.liao import report_losses
 

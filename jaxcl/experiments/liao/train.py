@@ -1,4 +1,5 @@
-"""Pure init/step/train for one config: GD on W, the bias schedule (eq. 70), T_1/T_2, pruning.
+"""Pure init/step/train for one config: GD on W, the bias schedule (eq. 70), T_1/T_2, pruning
+(SPEC §4, read three ways: `prune_mode`).
 
 Everything here acts on a single config; the sweep driver vmaps it over a grid and shards the
 vmapped axis. Metrics are reduced every `log_every` steps inside jit (STYLE §6).
@@ -17,9 +18,10 @@ from jaxcl.experiments.liao import observables
 from jaxcl.experiments.liao.config import HParams, Static
 from jaxcl.experiments.liao.data import dictionary, fold, frequencies, presence_prob, sample_pairs
 from jaxcl.experiments.liao.loss import loss_and_grad_by_neuron
-from jaxcl.experiments.liao.model import (attention, embed_nonneg_bias_by_neuron,
+from jaxcl.experiments.liao.model import (AttnParams, attention, attention_qkv,
+                                         effective_weights, embed_nonneg_bias_by_neuron,
                                          preactivations_by_neuron, prune_mask,
-                                         weight_grad_by_neuron)
+                                         weight_grad_by_neuron, weight_prune_mask)
 
 # Streams folded out of a config's seed key; fixed so results never depend on batching.
 _DICT, _INIT, _DATA, _EVAL = 0, 1, 2, 3
@@ -40,6 +42,11 @@ class State(NamedTuple):
     T2: Any  # int32, -1 until reached
     n2_T1: Any  # (m,) ‖w_i(T_1)‖², for the eq. 67 test
     key: Any  # (2,) uint32 base key of the config
+    # prune_mode "neurons_once" only (None otherwise, so other checkpoints keep their leaves):
+    # (m,) 1 for kept neurons, all ones until the removal at T_1 or T_2, then fixed for good
+    keep: Any = None
+    # train_attention only (None otherwise): AttnParams W_Q, W_K, W_V, each (d1, d1)
+    attn: Any = None
 
 
 class StepMetrics(NamedTuple):
@@ -60,9 +67,32 @@ def init(static: Static, hp: HParams) -> State:
     # a Python float: d·m·d1 overflows the int32 that jit makes of a large Python int
     sigma0 = jnp.sqrt(hp.init_mass * hp.tau / float(static.d * static.m * static.d1))
     w0_MxD1 = sigma0 * jax.random.normal(jax.random.fold_in(key, _INIT), (static.m, static.d1))
+    attn = AttnParams.identity(static.d1) if static.train_attention else None  # SPEC §2: W = I
+    params = w0_MxD1 if attn is None else (w0_MxD1, attn)
     return State(w=w0_MxD1, b=jnp.zeros(static.m), w0=w0_MxD1, M=M_D1xD, eps=eps_D,
-                 opt_state=_optimizer(hp).init(w0_MxD1), t=jnp.int32(0), stage=jnp.int32(1),
-                 T1=jnp.int32(-1), T2=jnp.int32(-1), n2_T1=jnp.zeros(static.m), key=key)
+                 opt_state=_optimizer(hp).init(params), t=jnp.int32(0), stage=jnp.int32(1),
+                 T1=jnp.int32(-1), T2=jnp.int32(-1), n2_T1=jnp.zeros(static.m), key=key,
+                 keep=jnp.ones(static.m) if static.prune_mode == "neurons_once" else None,
+                 attn=attn)
+
+
+def forward_mask(static: Static, hp: HParams, state: State):
+    """The mask applied to W in the forward pass of this step, by `prune_mode` (SPEC §4).
+
+    "neurons": the n_prune smallest-‖w_i‖ neurons, re-ranked every step (SPEC §4);
+    "neurons_once": the neurons removed for good at T_1 or T_2 (`state.keep`; none before);
+    "weights": the n_prune entries of W with the smallest |w_ik|, re-ranked every step.
+    Returns (mask broadcastable to W: (m, 1) or (m, d1); (m,) 1 for neurons with any kept entry).
+    """
+    if not static.prune:  # ranking costs ~6% of a step; a group without pruning skips it
+        mask_M = jnp.ones(state.w.shape[:1], state.w.dtype)
+        return mask_M[:, None], mask_M
+    if static.prune_mode == "weights":
+        mask_MxD1 = weight_prune_mask(state.w, hp.n_prune)
+        return mask_MxD1, jnp.any(mask_MxD1 > 0, axis=1).astype(state.w.dtype)
+    mask_M = state.keep if static.prune_mode == "neurons_once" else prune_mask(state.w,
+                                                                               hp.n_prune)
+    return mask_M[:, None], mask_M
 
 
 def batch(static: Static, hp: HParams, state: State, stream: int, index):
@@ -109,15 +139,53 @@ def update_bias(static: Static, hp: HParams, state: State, w_new, mask_M=None):
 
 
 def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]:
-    """One GD step W ← (1 − ηλ)W − η∇L(W ⊙ mask) and the bias update; a no-op once t ≥ steps."""
+    """One GD step W ← (1 − ηλ)W − η∇L(W ⊙ mask) and the bias update; a no-op once t ≥ steps.
+
+    Masked neurons or entries get the weight decay alone: their loss gradient is zero, since the
+    forward pass sees W ⊙ mask (SPEC §4). With `train_attention`, W_Q, W_K, W_V take the same GD
+    step on the loss gradient (autodiff), without weight decay.
+    """
     xa_KxLxD1, xb_KxLxD1, _ = batch(static, hp, state, _DATA, state.t)
-    # W_Q = W_K = W_V = I are frozen, so H is data: computed once, outside the gradient.
+    mask_W, mask_M = forward_mask(static, hp, state)  # mask_W: (m, 1) or (m, d1)
+    if static.train_attention:
+        nce, acc, grad_MxD1, grad_attn = _grads_with_attention(static, hp, state, xa_KxLxD1,
+                                                               xb_KxLxD1, mask_W)
+    else:
+        nce, acc, grad_MxD1 = _grads(static, hp, state, xa_KxLxD1, xb_KxLxD1, mask_W)
+    # eq. 2; the row norms are the ones update_bias needs too, so XLA computes them once
+    loss = nce + 0.5 * hp.lam * jnp.sum(jnp.sum(state.w * state.w, axis=1))
+    if static.train_attention:  # the same GD step (η) on W and on W_Q, W_K, W_V
+        updates, opt_state = _optimizer(hp).update((grad_MxD1, grad_attn), state.opt_state,
+                                                   (state.w, state.attn))
+        w_new, attn_new = optax.apply_updates((state.w, state.attn), updates)
+    else:
+        updates, opt_state = _optimizer(hp).update(grad_MxD1, state.opt_state, state.w)
+        w_new = optax.apply_updates(state.w, updates)
+    b, stage, T1, T2, n2_T1 = update_bias(static, hp, state, w_new, mask_M)
+    changed = dict(w=w_new, b=b, opt_state=opt_state, t=state.t + 1, stage=stage, T1=T1, T2=T2,
+                   n2_T1=n2_T1)
+    if static.train_attention:
+        changed["attn"] = attn_new
+    if static.prune_mode == "neurons_once":
+        # the step that starts stage prune_stage (T_1 or T_2) removes the n_prune smallest
+        # ‖w_i‖ of its new weights; the mask never changes again (no neuron is revived)
+        now = (state.stage < hp.prune_stage) & (stage >= hp.prune_stage)
+        changed["keep"] = jnp.where(now, prune_mask(w_new, hp.n_prune), state.keep)
+    # Past its own `steps` a config stands still; only the fields a step changes are selected
+    # (w0, M, eps and the key are constants).
+    active = state.t < hp.steps
+    new = state._replace(**{k: jax.tree.map(lambda n, o: jnp.where(active, n, o), v,
+                                            getattr(state, k)) for k, v in changed.items()})
+    return new, StepMetrics(loss=loss, nce=nce, acc=acc)
+
+
+def _grads(static: Static, hp: HParams, state: State, xa_KxLxD1, xb_KxLxD1, mask_W):
+    """InfoNCE (or SPEC §8's loss), top-1 accuracy and ∇_W of eq. 2 at W ⊙ mask, with
+    W_Q = W_K = W_V = I frozen. Returns (nce, acc, grad (m, d1))."""
+    # The attention is frozen, so H is data: computed once, outside the gradient.
     ha_KxLxD1, hb_KxLxD1 = attention(xa_KxLxD1), attention(xb_KxLxD1)
-    # Ranking neurons costs ~6% of a step; a group without pruning skips it (a static field).
-    mask_M = (prune_mask(state.w, hp.n_prune) if static.prune
-              else jnp.ones(state.w.shape[:1], state.w.dtype))
     dtype = jnp.dtype(static.matmul_dtype)
-    wm_MxD1 = state.w * mask_M[:, None]
+    wm_MxD1 = state.w * mask_W
     # W enters only through the pre-activations ⟨w_i ⊙ mask_i, H_r⟩, so autodiff is applied to
     # the cheap rest (the loss of the embeddings) and the chain rule through BReLU and the matmul
     # is written out: one forward matmul per view and one backward matmul for the anchor view
@@ -133,21 +201,33 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     # BReLU_b'(s) = 1 where |s| > b, else 0 (eq. 3); ∇_W of eq. 2 adds the weight decay's λW.
     b_Mx1x1 = jnp.reshape(state.b, (-1, 1, 1))
     dpre_MxKxL = (jnp.abs(pre_MxKxL) > b_Mx1x1).astype(jnp.float32) * dfa_MxK[:, :, None]
-    grad_MxD1 = (weight_grad_by_neuron(dpre_MxKxL, ha_KxLxD1, dtype) * mask_M[:, None]
+    grad_MxD1 = (weight_grad_by_neuron(dpre_MxKxL, ha_KxLxD1, dtype) * mask_W
                  + hp.lam * state.w)
-    # eq. 2; the row norms are the ones update_bias needs too, so XLA computes them once
-    loss = nce + 0.5 * hp.lam * jnp.sum(jnp.sum(state.w * state.w, axis=1))
-    updates, opt_state = _optimizer(hp).update(grad_MxD1, state.opt_state, state.w)
-    w_new = optax.apply_updates(state.w, updates)
-    b, stage, T1, T2, n2_T1 = update_bias(static, hp, state, w_new, mask_M)
-    changed = dict(w=w_new, b=b, opt_state=opt_state, t=state.t + 1, stage=stage, T1=T1, T2=T2,
-                   n2_T1=n2_T1)
-    # Past its own `steps` a config stands still; only the fields a step changes are selected
-    # (w0, M, eps and the key are constants).
-    active = state.t < hp.steps
-    new = state._replace(**{k: jax.tree.map(lambda n, o: jnp.where(active, n, o), v,
-                                            getattr(state, k)) for k, v in changed.items()})
-    return new, StepMetrics(loss=loss, nce=nce, acc=acc)
+    return nce, acc, grad_MxD1
+
+
+def _grads_with_attention(static: Static, hp: HParams, state: State, xa_KxLxD1, xb_KxLxD1,
+                          mask_W):
+    """`_grads` with W_Q, W_K, W_V trained (SPEC §2's extension), by autodiff through the
+    attention and the encoder of the anchor view (the second view is StopGrad, eq. 1).
+
+    Eq. 2's weight decay (λ/2)‖W‖² is on W alone, as the SPEC writes it: the attention matrices
+    get the loss gradient only. Returns (nce, acc, ∇_W (m, d1), ∇ of AttnParams).
+    """
+    dtype = jnp.dtype(static.matmul_dtype)
+
+    def embed(w_MxD1, attn, x_KxLxD1):
+        h_KxLxD1 = attention_qkv(x_KxLxD1, attn)
+        return embed_nonneg_bias_by_neuron(
+            preactivations_by_neuron(w_MxD1 * mask_W, h_KxLxD1, dtype), state.b)
+
+    fb_MxK = jax.lax.stop_gradient(embed(state.w, state.attn, xb_KxLxD1))
+    fa_MxK, pullback = jax.vjp(lambda w, attn: embed(w, attn, xa_KxLxD1), state.w, state.attn)
+    nce, acc, dfa_MxK = loss_and_grad_by_neuron(fa_MxK, fb_MxK, hp.tau, static.loss,
+                                                hp.loss_alpha, hp.loss_beta, static.loss_psi,
+                                                static.loss_phi)  # SPEC §8
+    grad_MxD1, grad_attn = pullback(dfa_MxK)
+    return nce, acc, grad_MxD1 + hp.lam * state.w, grad_attn
 
 
 def _scan_body(static: Static, hp: HParams, carry, _):
@@ -202,8 +282,10 @@ def _chunk(static: Static, hp: HParams, state: State) -> tuple[State, dict]:
         "T2": state.T2,
     }
     eval_x, _, _ = batch(static, hp, state, _EVAL, state.t)
-    metrics.update(observables.chunk_summary(state.w, state.b, state.M, hp.n_major, eval_x))
-    metrics.update(observables.set_summary(state.w, state.b, state.w0, state.M, hp))
+    metrics.update(observables.chunk_summary(state.w, state.b, state.M, hp.n_major, eval_x,
+                                             state.attn))
+    metrics.update(observables.set_summary(effective_weights(state.w, state.attn), state.b,
+                                           state.w0, state.M, hp))
     return state, metrics
 
 
