@@ -6,6 +6,7 @@ init_stats.json)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 
