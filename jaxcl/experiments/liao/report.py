@@ -115,21 +115,22 @@ def stages_section(finals: list[dict], lines: list[str]) -> None:
     lines += ["## Stage times and liveness", "",
               "T_1 and T_2 are seed means over configs that reached them; `scale` is "
               "d log d/(η log log d) (T_2: divided by ε_max), constant 1.", "",
-              "| d | ratio | α (loss) | η | seeds | T_1 | T_1/scale | T_2 reached | T_2 | T_2/scale | "
-              "alive (final) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| d | m | ratio | α (loss) | η | seeds | T_1 | T_1/scale | T_2 reached | T_2 | "
+              "T_2/scale | alive (final) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = defaultdict(list)
     for f in finals:
-        groups[(f["d"], f["ratio"], f["prune_fraction"], _loss_label(f), f["eta"])].append(f)
-    several = len({k[3] for k in groups}) > 1
+        groups[(f["d"], f["m"], f["ratio"], f["prune_fraction"], _loss_label(f),
+                f["eta"])].append(f)
+    several = len({k[4] for k in groups}) > 1
     dead = []
-    for (d, ratio, a, loss, eta), fs in sorted(groups.items()):
+    for (d, m, ratio, a, loss, eta), fs in sorted(groups.items()):
         t1 = [f["T1"] for f in fs if f["T1"] > 0]
         t2 = [f["T2"] for f in fs if f["T2"] > 0]
         s1 = theory.T1_scale(d, fs[0]["eta"])
         s2 = theory.T2_scale(d, fs[0]["eta"], fs[0]["eps_max"])
         alive = [f["observables"]["alive_frac"] for f in fs]
         dead += [f["config_id"] for f in fs if f["observables"]["alive_frac"] < 0.5]
-        lines.append(f"| {d} | {ratio:g} | {a:g}{' ' + loss if several else ''} | {eta:g} | "
+        lines.append(f"| {d} | {m} | {ratio:g} | {a:g}{' ' + loss if several else ''} | {eta:g} | "
                      f"{len(fs)} | "
                      f"{_f(np.mean(t1) if t1 else None)} | "
                      f"{_f(np.mean(t1) / s1 if t1 else None)} | {len(t2)}/{len(fs)} | "
@@ -256,13 +257,13 @@ def figures_section(run_dir: str, finals: list[dict], lines: list[str],
     lines += ["|N_i| at init and at the end, per ratio:", "", "![N histograms](N_hist.png)", ""]
     lines += ["Fate of lucky neurons and of the initial sets (seed means): share of i ∈ M_j* "
               "ending with N_i = {j}; share of neurons with N_i(T) ⊆ N_i(0); mean Jaccard of "
-              "N_i(0) and N_i(T).", "", "| d | ratio | α | lucky (total) | kept pure | "
-              "N(T) ⊆ N(0) | Jaccard |", "|---|---|---|---|---|---|---|"]
+              "N_i(0) and N_i(T).", "", "| d | m | ratio | α | lucky (total) | kept pure | "
+              "N(T) ⊆ N(0) | Jaccard |", "|---|---|---|---|---|---|---|---|"]
     groups = defaultdict(list)
     for f in finals:
-        groups[(f["d"], f["ratio"], f["prune_fraction"])].append(f["observables"])
-    for (d, ratio, a), o in sorted(groups.items()):
-        lines.append(f"| {d} | {ratio:g} | {a:g} | {_ms([x['lucky_total'] for x in o])} | "
+        groups[(f["d"], f["m"], f["ratio"], f["prune_fraction"])].append(f["observables"])
+    for (d, m, ratio, a), o in sorted(groups.items()):
+        lines.append(f"| {d} | {m} | {ratio:g} | {a:g} | {_ms([x['lucky_total'] for x in o])} | "
                      f"{_ms([x['lucky_kept_frac'] for x in o])} | "
                      f"{_ms([x['N_subset_frac'] for x in o])} | "
                      f"{_ms([x['N_jaccard_mean'] for x in o])} |")
