@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from jaxcl.fileio import read_jsonl
-from jaxcl.tables import mean_sd as _ms, num as _f
+from jaxcl.tables import md as _md, mean_sd as _ms, num as _f
 
 COLUMNS = ["cov_major", "cov_minor", "N_mean", "pure_neurons", "lucky_pure", "alive_frac",
            "noise_frac", "stage", "b_mean", "time"]
@@ -60,7 +60,7 @@ def long_run_section(run_dir: str, finals: list[dict], out_dir: str, lines: list
     hist = _history(run_dir)
     lines += hist["lines"]
     lines += ["Final values (seed mean ± sd):", "",
-              "| minority coverage | majority coverage | mean \\|N_i(T)\\| | pure neurons | "
+              "| majority coverage | minority coverage | mean \\|N_i(T)\\| | pure neurons | "
               "lucky and pure | alive | noise fraction |", "|---|---|---|---|---|---|---|"]
     last = defaultdict(dict)
     for r in rows:
@@ -123,7 +123,7 @@ def _trend(path: str, finals: list[dict], lines: list[str]) -> list[dict]:
                  and r.get("means")]
         here = float(np.mean([get(f["observables"]) for f in finals]))
         if not match:
-            lines.append(f"| {label} | — | — | — | {_f(here)} |")
+            lines.append(f"| {_md(label)} | — | — | — | {_f(here)} |")
             continue
         r = match[0]
         means = {int(k): v for k, v in r["means"].items()}
@@ -132,7 +132,7 @@ def _trend(path: str, finals: list[dict], lines: list[str]) -> list[dict]:
                 if math.isfinite(r["slope"]) and means[top] > 0 else math.nan)
         out.append({"claim": claim, "trend_d": sorted(means), "slope": r["slope"],
                     "lo": r["lo"], "hi": r["hi"], "extrapolated": pred, "measured": here})
-        lines.append(f"| {label} | {sorted(means)} | {_f(r['slope'])} [{_f(r['lo'])}, "
+        lines.append(f"| {_md(label)} | {sorted(means)} | {_f(r['slope'])} [{_f(r['lo'])}, "
                      f"{_f(r['hi'])}] | {_f(pred)} | {_f(here)} |")
     lines.append("")
     return out
@@ -164,7 +164,7 @@ def _plot(path: str, rows: list[dict], marks: dict, f0: dict) -> None:
                                ("T3", marks["T3"], "--"), ("T4", marks["T4"], "-")):
             if vals:
                 ax.axvline(float(np.mean(vals)), color="grey", ls=ls, lw=0.8)
-        ax.set_xscale("symlog", linthresh=100)
+        ax.set_xscale("log")  # rows start at step log_every > 0
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
