@@ -1,0 +1,255 @@
+"""jaxcl's engine against the PyTorch a user would write instead (issue 16), side by side in one
+process: a straightforward per-config training loop, and a batched version (configs stacked, one
+autograd step for all; optionally under torch.compile).
+
+    pip install -e .[bench]                    # torch (CPU), an optional extra
+    .venv/bin/python benchmarks/peers.py --d 32 --n 16 --repeats 3
+
+The peers implement the same model (SPEC §1-3): sparse-coding pairs (the same p_j, signs,
+token positions, noise σ_ξ, dictionary M), identity attention, the bilateral-ReLU encoder, InfoNCE
+with StopGrad on the second view, GD with weight decay, and the staged bias schedule (eq. 41, 67,
+70). Before timing, each peer's loss and W-gradient on one jaxcl batch (same W, b, M) is checked
+against jaxcl's `info_nce` and `jax.grad` of it, and printed. Times are config-steps/s, the median
+of `--repeats` timed calls of `--steps` steps each, the three measured in turn in one process.
+Prints a table and writes benchmarks/results/peers-<machine>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--d", type=int, nargs="+", default=[16, 32])
+    ap.add_argument("--n", type=int, nargs="+", default=[16])
+    ap.add_argument("--L", type=int, default=4)
+    ap.add_argument("--K", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=50, help="steps per timed call")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
+    ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = ap.parse_args()
+    sys.path.insert(0, ROOT)
+    from jaxcl.engine.cli import split_cpu
+
+    split_cpu(None)  # one JAX CPU device per core, as `jaxcl run` does
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import torch
+    except ImportError:
+        sys.exit("benchmarks/peers.py needs PyTorch: pip install -e .[bench]")
+    import _bench
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    rows = []
+    for d in args.d:
+        for n in args.n:
+            rows.append(bench(_bench, torch, d, n, args))
+    result = {"machine": _bench.machine_info(), "torch": torch.__version__,
+              "torch_threads": torch.get_num_threads(), "args": vars(args), "rows": rows}
+    os.makedirs(args.out_dir, exist_ok=True)
+    path = os.path.join(args.out_dir, f"peers-{result['machine']['machine']}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print("wrote", path)
+
+
+class Peer:
+    """The model in PyTorch for a stack of B configs (B = 1: the per-config loop)."""
+
+    def __init__(self, torch, cfgs, states):
+        self.t = torch
+        r = [c.resolved() for c in cfgs]
+        f = lambda key: torch.tensor([x[key] for x in r], dtype=torch.float32)  # noqa: E731
+        self.B, self.K, self.L, self.d, self.d1, self.m = (len(cfgs), r[0]["K"], r[0]["L"],
+                                                           r[0]["d"], r[0]["d1"], r[0]["m"])
+        self.tau, self.lam, self.eta = f("tau")[:, None, None], f("lam"), f("eta")
+        self.sigma, self.scale = f("sigma_xi"), f("feature_scale")
+        self.c_b, self.bias_rate = f("c_b"), f("bias_rate")
+        import numpy as np
+
+        self.M = torch.tensor(np.stack([np.asarray(s.M) for s in states]))  # (B, d1, d)
+        self.p = torch.tensor(np.stack([np.asarray(_presence(c)) for c in cfgs]))  # (B, d)
+        self.w = torch.tensor(np.stack([np.asarray(s.w) for s in states]))  # (B, m, d1)
+        self.n2_0 = (self.w * self.w).sum(-1)
+        self.b = torch.zeros(self.B, self.m)
+        self.stage = torch.ones(self.B, dtype=torch.int32)
+        self.n2_T1 = torch.zeros(self.B, self.m)
+        self.g1 = torch.tensor([(1 + x["eps_min"] * x["C_z"] * math.log(x["d"])) ** 2 for x in r])
+        self.gen = torch.Generator().manual_seed(0)
+
+    def batch(self):
+        """K positive pairs per config: signed features, redrawn positions, fresh noise."""
+        t, B, K, L, d, d1 = self.t, self.B, self.K, self.L, self.d, self.d1
+        u = t.rand(B, K, d, generator=self.gen)
+        coef = t.where(u < self.p[:, None, :], t.where(t.rand(B, K, d, generator=self.gen) < 0.5,
+                                                       1.0, -1.0), 0.0) * self.scale[:, None, None]
+        views = []
+        for _ in range(2):
+            pos = t.randint(L, (B, K, d), generator=self.gen)
+            z = coef[:, :, None, :] * t.nn.functional.one_hot(pos, L).permute(0, 1, 3, 2)
+            x = t.einsum("bkld,bed->bkle", z, self.M)
+            views.append(x + self.sigma[:, None, None, None] * t.randn(B, K, L, d1,
+                                                                       generator=self.gen))
+        return views
+
+    def loss(self, w, b, xa, xb):
+        """Mean InfoNCE (eq. 1) per config, summed over configs (each config's gradient is its
+        own); returns (sum, per-config losses)."""
+        t = self.t
+        fa = _encode(t, w, b, xa)
+        with t.no_grad():
+            fb = _encode(t, w, b, xb)
+        s = t.bmm(fa, fb.transpose(1, 2)) / self.tau  # (B, K, K)
+        per = (t.logsumexp(s, dim=2) - t.diagonal(s, dim1=1, dim2=2)).mean(1)
+        return per.sum(), per
+
+    def step(self, xa, xb):
+        t = self.t
+        w = self.w.detach().requires_grad_(True)
+        total, _ = self.loss(w, self.b, xa, xb)
+        (g,) = t.autograd.grad(total, w)
+        with t.no_grad():
+            w_new = self.w - self.eta[:, None, None] * (g + self.lam[:, None, None] * self.w)
+            self._bias(w_new)
+            self.w = w_new
+
+    def _bias(self, w_new):
+        """The staged bias schedule of jaxcl.experiments.liao.train.update_bias."""
+        t = self.t
+        log_d = math.log(self.d)
+        n2_old, n2_new = (self.w * self.w).sum(-1), (w_new * w_new).sum(-1)
+        growth = t.sqrt(n2_new / n2_old.clamp_min(1e-30))
+        enter2 = (self.stage == 1) & (n2_new >= self.g1[:, None] * self.n2_0).all(1)
+        enter3 = (self.stage == 2) & (n2_new >= self.d * self.n2_T1).any(1)
+        b_T1 = self.c_b[:, None] * math.sqrt(log_d / self.d) * t.sqrt(n2_new)
+        b2 = t.maximum(self.b * (1 + self.bias_rate[:, None]), self.b * growth)
+        s1, s2 = (self.stage == 1)[:, None], (self.stage == 2)[:, None]
+        self.b = t.where(s1, t.where(enter2[:, None], b_T1, 0.0),
+                         t.where(s2, b2, self.b * growth))
+        self.n2_T1 = t.where(enter2[:, None], n2_new, self.n2_T1)
+        self.stage = self.stage + enter2.int() + enter3.int()
+
+
+def _encode(t, w, b, x):
+    """Identity attention, then Σ_r BReLU_b(⟨w_i, H_r⟩) (SPEC §2): x (B, K, L, d1) -> (B, K, m)."""
+    d1 = x.shape[-1]
+    a = t.softmax(t.einsum("bkld,bkrd->bklr", x, x) / math.sqrt(d1), dim=-1)
+    h = t.einsum("bklr,bkrd->bkld", a, x)
+    pre = t.einsum("bkld,bmd->bklm", h, w)
+    bb = b[:, None, None, :]
+    return (t.relu(pre - bb) - t.relu(-pre - bb)).sum(2)
+
+
+def _presence(cfg):
+    from jaxcl.experiments.liao.data import frequencies, presence_prob
+
+    r = cfg.resolved()
+    return presence_prob(frequencies(r["d"], r["n_major"], r["eps_max"], r["eps_min"]),
+                         r["C_z"], r["d"])
+
+
+def check(torch, cfg, state, xa, xb) -> dict:
+    """A peer's loss and W-gradient against jaxcl's info_nce and jax.grad, on one jaxcl batch."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxcl
+
+    r = cfg.resolved()
+    w = state.w * 30.0  # grown weights and a positive bias: the BReLU's every branch is active
+    b = jnp.full((r["m"],), 0.01)
+    lj, gj = jax.value_and_grad(lambda w_: jaxcl.info_nce(w_, b, xa, xb, r["tau"], 0.0))(w)
+    peer = Peer(torch, [cfg], [state])
+    wt = torch.tensor(np.asarray(w))[None].requires_grad_(True)
+    total, _ = peer.loss(wt, torch.tensor(np.asarray(b))[None], torch.tensor(np.asarray(xa))[None],
+                         torch.tensor(np.asarray(xb))[None])
+    (gt,) = torch.autograd.grad(total, wt)
+    gt = gt[0].numpy()
+    total = total.item()
+    return {"loss_jaxcl": float(lj), "loss_torch": total,
+            "loss_rel_diff": abs(total - float(lj)) / abs(float(lj)),
+            "grad_rel_diff": float(np.max(np.abs(gt - np.asarray(gj))) / np.max(np.abs(gj)))}
+
+
+def bench(_bench, torch, d: int, n: int, args) -> dict:
+    import jax
+    import numpy as np
+
+    from jaxcl.engine import programs
+    from jaxcl.experiments.liao import train
+
+    opt = _bench.Options(steps=args.steps, repeats=args.repeats)
+    cfgs = [dataclasses.replace(c, L=args.L, K=args.K) for c in _bench._configs(opt, d, n)]
+    states = [train.init(c.static(), c.hparams()) for c in cfgs]
+    xa, xb, _ = train.batch(cfgs[0].static(), cfgs[0].hparams(), states[0], train._DATA, 0)
+    chk = check(torch, cfgs[0], states[0], xa, xb)
+    print(f"d={d} n={n}: peers' loss {chk['loss_torch']:.6f} vs jaxcl {chk['loss_jaxcl']:.6f} "
+          f"(rel. diff {chk['loss_rel_diff']:.1e}); W-gradient max rel. diff "
+          f"{chk['grad_rel_diff']:.1e}", flush=True)
+    assert chk["loss_rel_diff"] < 1e-4 and chk["grad_rel_diff"] < 1e-3, chk
+
+    engine = _bench._engine(cfgs, programs.config_mesh(), programs.resolve_batching("auto"))
+    jax.block_until_ready(engine["call"]())  # warm
+
+    loop = [Peer(torch, [c], [s]) for c, s in zip(cfgs, states)]
+    batched = Peer(torch, cfgs, states)
+
+    def run_loop():
+        for _ in range(args.steps):
+            for p in loop:
+                p.step(*p.batch())
+
+    def run_batched(step):
+        def run():
+            for _ in range(args.steps):
+                step(*batched.batch())
+        return run
+
+    peers = {"torch_loop": run_loop, "torch_batched": run_batched(batched.step)}
+    compile_note = None
+    if not args.no_compile:
+        try:
+            compiled_step = torch.compile(batched.step)
+            t0 = time.perf_counter()
+            compiled_step(*batched.batch())
+            compile_note = f"compiled in {time.perf_counter() - t0:.1f} s"
+            peers["torch_compiled"] = run_batched(compiled_step)
+        except Exception as e:  # no C++ toolchain, unsupported op, ...
+            compile_note = f"torch.compile failed here: {type(e).__name__}: {str(e)[:160]}"
+        print(f"  torch.compile: {compile_note}", flush=True)
+    for fn in peers.values():
+        fn()  # warm
+    times = {k: [] for k in ["engine", *peers]}
+    for _ in range(args.repeats):  # interleaved: the machine's noise hits all alike
+        t0 = time.perf_counter()
+        jax.block_until_ready(engine["call"]())
+        times["engine"].append(time.perf_counter() - t0)
+        for k, fn in peers.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    rate = {k: n * args.steps / float(np.median(v)) for k, v in times.items()}
+    row = {"d": d, "n": n, "K": args.K, "L": args.L, "m": cfgs[0].resolved()["m"],
+           "steps": args.steps, "repeats": args.repeats, "check": chk,
+           "torch_compile": compile_note, "config_steps_per_s": rate,
+           "engine_over": {k: rate["engine"] / v for k, v in rate.items() if k != "engine"},
+           "seconds": times}
+    print(f"  config-steps/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in rate.items())
+          + "; engine / " + ", ".join(f"{k} {v:.1f}x" for k, v in row["engine_over"].items()),
+          flush=True)
+    return row
+
+
+if __name__ == "__main__":
+    main()
