@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
                     "--out", "runs/figure1"],
         # Two or more workers (pytest-xdist), one test file each at a time: the suite is bound by
         # XLA compiles, which run on one thread, so two workers keep both cores of a small
-        # machine busy (738 s -> 593 s on 2 cores); at most 4, each holding its own jax.
+        # machine busy (fresh clone, 2 cores: 738 s on one worker, 604 s on two); at most 4, each holding its own jax.
         "test": [os.path.join(BIN, "python"), "-m", "pytest", "-n", "auto", "--maxprocesses",
                  "4", "--dist", "loadfile", "tests"],
     }

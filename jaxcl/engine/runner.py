@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 
 import jax
@@ -14,10 +13,13 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from jaxcl.engine import checkpoint, protocol
+from jaxcl.engine.progress import Progress
+from jaxcl.engine.records import command, invocation
 from jaxcl.engine.programs import (block_hparams, compiled, config_mesh, final_observables,
                                    global_array, plan_blocks, preflight, resolve_batching,
                                    state_bytes)
-from jaxcl.engine.rundir import DONE, FAILED, LOCK_NAME, RUNNING, RunDir, RunDirLock, Shard
+from jaxcl.engine.rundir import (DONE, FAILED, LOCK_NAME, RUNNING, RunDir, RunDirLock, Shard,
+                                 load_sweep)
 from jaxcl.engine.sweep import Sweep, group_by_static, shard_configs
 from jaxcl.errors import ConfigError
 from jaxcl.fileio import to_json
@@ -58,40 +60,6 @@ def local_rows(tree) -> dict[int, dict]:
 def _scalar(x):
     x = np.asarray(x)
     return x.item() if x.ndim == 0 else x.tolist()
-
-
-class Progress:
-    """Two live bars, the whole sweep and the current group, in config-steps with rate and ETA.
-
-    Silent when stderr is not a terminal (or when disabled), and on processes other than 0.
-    """
-
-    def __init__(self, total: int, enabled: bool | None):
-        from tqdm.auto import tqdm
-
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        enabled = enabled and jax.process_index() == 0
-        self._tqdm = tqdm
-        self._kw = dict(unit="cfg·step", unit_scale=True, dynamic_ncols=True,
-                        disable=not enabled)
-        self.total = tqdm(total=total, desc="sweep", position=0, **self._kw)
-        self.bar = None
-
-    def group(self, desc: str, total: int):
-        if self.bar is not None:
-            self.bar.close()
-        self.bar = self._tqdm(total=total, desc=desc, position=1, leave=False, **self._kw)
-
-    def update(self, n: int):
-        self.total.update(n)
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-        self.total.close()
 
 
 def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
@@ -193,7 +161,7 @@ def run(sweep: Sweep, out: str, *, lock: bool = True, shard: Shard | None = None
     held = None
     if lock and jax.process_index() == 0:
         held = RunDirLock(out, shard)
-        if not held.acquire(_command()):
+        if not held.acquire(command()):
             held = None  # not a run directory: RunDir.prepare refuses it, writing nothing
     try:
         return _run(sweep, out, held, shard=shard, **kw)
@@ -247,7 +215,7 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
     if held is not None and rd.moved_aside:  # the lock moved with the old directory
         held.release()
         held.path, held.file = out, os.path.join(out, LOCK_NAME)
-        held.acquire(_command())
+        held.acquire(command())
     if held is not None:
         held.write_note()
     summary = Summary(done=[], failed={}, skipped=[], seconds=0.0)
@@ -255,19 +223,19 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
     if is_main:
         if held is not None:
             rd.close_stale(shard)  # the lock proves their processes dead
-        record = rd.start_invocation(_invocation(started, t0, "running", summary, shard))
+        record = rd.start_invocation(invocation(started, t0, "running", summary, shard))
     try:
         _train(rd, sweep, configs, mine, summary, shard=shard, max_parallel=max_parallel,
                progress=progress, log=log, checkpoints=checkpoints, batching=batching)
     except checkpoint.Interrupted:
         if is_main:
-            rd.update_invocation(record, _invocation(started, t0, "interrupted", summary, shard))
+            rd.update_invocation(record, invocation(started, t0, "interrupted", summary, shard))
             rd.write_manifest(sweep, configs)
         raise
     except BaseException as e:
         if is_main:
             try:  # on a full disk this may fail too; the next run then marks it killed
-                rd.update_invocation(record, _invocation(
+                rd.update_invocation(record, invocation(
                     started, t0, f"stopped by {type(e).__name__}: {str(e)[:300]}", summary, shard))
             except OSError:
                 pass
@@ -275,15 +243,12 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
     _barrier("trained")
     if is_main:
         rd.merge_results(configs)
-        rd.update_invocation(record, _invocation(
+        rd.update_invocation(record, invocation(
             started, t0, "failed configs" if summary.failed else "finished", summary, shard))
         rd.write_manifest(sweep, configs)
         left = [c for c in configs if rd.status(c.config_id)["state"] not in (DONE, FAILED)]
         if not left:  # the whole grid is finished (the last task of a job array gets here)
-            for name in dict.fromkeys(c.experiment for c in configs):  # grid order
-                finals = [rd.load_info(c.config_id) for c in configs
-                          if c.experiment == name and rd.has_final(c.config_id)]
-                protocol.get(name).after_run(rd.path, finals)
+            _after_run(rd, configs)
         else:
             log(f"jaxcl: slice {shard} finished; {len(left)} configs of other slices are not "
                 "done yet: the task that finishes last (or `jaxcl merge " + out + "`) writes "
@@ -351,29 +316,26 @@ def merge(out: str, log=print) -> dict:
     """
     import json
 
-    from jaxcl.engine.sweep import loads
-
-    if not os.path.exists(os.path.join(out, "manifest.json")):
-        raise ConfigError(f"run directory {out!r}: no manifest.json, not a jaxcl run directory")
-    with open(os.path.join(out, "manifest.json")) as f:
-        manifest = json.load(f)
-    with open(os.path.join(out, "sweep.toml")) as f:
-        sweep = loads(f.read(), manifest["fingerprint"].get("overrides", {}),
-                      source=os.path.join(out, "sweep.toml"))
+    _, sweep = load_sweep(out)
     configs = sweep.configs()
     rd = RunDir(out)
     n_rows = rd.merge_results(configs)
     rd.write_manifest(sweep, configs)
-    for name in dict.fromkeys(c.experiment for c in configs):
-        finals = [rd.load_info(c.config_id) for c in configs
-                  if c.experiment == name and rd.has_final(c.config_id)]
-        if finals:
-            protocol.get(name).after_run(rd.path, finals)
+    _after_run(rd, configs, skip_empty=True)
     with open(os.path.join(out, "manifest.json")) as f:
         counts = json.load(f)["counts"]
     log(f"jaxcl: merged {n_rows} rows of {len(configs)} configs into {out}/results.jsonl "
         f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
     return counts
+
+
+def _after_run(rd: RunDir, configs: list, skip_empty: bool = False) -> None:
+    """Each experiment's after-run hook (liao: figure1.png) on its finished configs, grid order."""
+    for name in dict.fromkeys(c.experiment for c in configs):
+        finals = [rd.load_info(c.config_id) for c in configs
+                  if c.experiment == name and rd.has_final(c.config_id)]
+        if finals or not skip_empty:
+            protocol.get(name).after_run(rd.path, finals)
 
 
 def _warn_space(out: str, groups: dict, log) -> None:
@@ -389,50 +351,6 @@ def _warn_space(out: str, groups: dict, log) -> None:
         log(f"jaxcl: warning: {checkpoint._size(free)} free in {out}, less than one checkpoint "
             f"(about {checkpoint._size(ckpt)}) plus the final arrays (about "
             f"{checkpoint._size(need - ckpt)}); a checkpoint or a final may not fit")
-
-
-def _invocation(started: str, t0: float, outcome: str, summary: Summary,
-                shard: Shard | None = None) -> dict:
-    """One `jaxcl run` for the manifest's history: when, what, where, how long, how it ended."""
-    import platform
-    import socket
-    import subprocess
-
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"],
-                                capture_output=True, text=True, timeout=5,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"started": started, "seconds": round(time.perf_counter() - t0, 1),
-            "outcome": outcome, "shard": None if shard is None else str(shard),
-            "done": len(summary.done), "failed": len(summary.failed),
-            "resumed": summary.resumed, "checkpoints": summary.checkpoints,
-            "checkpoint_seconds": round(summary.checkpoint_seconds, 2),
-            "command": _command(),
-            "host": socket.gethostname(), "cpu": f"{_cpu_model() or platform.machine()}, "
-            f"{os.cpu_count()} cores", "commit": commit or "unknown",
-            "devices": f"{jax.device_count()} {jax.default_backend()} device(s), "
-                       f"{jax.process_count()} process(es)"}
-
-
-def _command() -> str:
-    import shlex
-
-    if sys.argv and sys.argv[0].endswith(("jaxcl", "__main__.py", "cli.py")):
-        return shlex.join(["jaxcl"] + sys.argv[1:])
-    return "jaxcl.engine.runner.run"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def _divergence(m: dict) -> str:

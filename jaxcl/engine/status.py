@@ -4,14 +4,13 @@ checkpoint's age. Read-only: it takes no lock and writes nothing, so it works wh
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from jaxcl.engine import protocol
-from jaxcl.engine.rundir import DONE, FAILED, PENDING, RUNNING, RunDir, RunDirLock, Shard
-from jaxcl.engine.sweep import group_by_static, loads, shard_configs
-from jaxcl.errors import ConfigError
+from jaxcl.engine.rundir import (DONE, FAILED, PENDING, RUNNING, RunDir, RunDirLock, Shard,
+                                 load_sweep)
+from jaxcl.engine.sweep import group_by_static, shard_configs
 from jaxcl.fileio import read_jsonl
 
 
@@ -26,14 +25,7 @@ def status(run_dir: str, now: float | None = None) -> dict:
       A config marked running while no process holds the lock counts as "interrupted".
     """
     now = time.time() if now is None else now
-    if not os.path.exists(os.path.join(run_dir, "manifest.json")):
-        raise ConfigError(f"run directory {run_dir!r}: no manifest.json, not a jaxcl run "
-                          "directory (or not started yet)")
-    with open(os.path.join(run_dir, "manifest.json")) as f:
-        manifest = json.load(f)
-    with open(os.path.join(run_dir, "sweep.toml")) as f:
-        sweep = loads(f.read(), manifest["fingerprint"].get("overrides", {}),
-                      source=os.path.join(run_dir, "sweep.toml"))
+    _, sweep = load_sweep(run_dir, "not a jaxcl run directory (or not started yet)")
     rd = RunDir(run_dir)
     lock = RunDirLock(run_dir)
     active = lock.active()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -88,21 +89,36 @@ def share_verdict(mean: float, lo: float, hi: float, n_lucky: int) -> tuple[str,
                        f"(95% interval [{100 * lo:.0f}%, {100 * hi:.0f}%]: between 50% and 80%)")
 
 
-# (key, claim in words, source, bound kind, per-config value, θ(C_m, ratio, γc0), trivial,
-#  the theory.expected_counts key of its exact expectation at Gaussian init)
-EXPONENT_CLAIMS = [
-    ("lucky", "every feature has many lucky neurons at init, |M_j*| = Ω(d^ω1)", "Lemma C.1",
-     "lower", lambda f: np.mean(f["observables"]["lucky_counts"]),
-     lambda c, r, g: theory.omega1(c, r, g), None, "lucky"),
-    ("ordinary", "few neurons are ordinary for a feature at init, |M_j| = O(d^ω2)",
-     "Lemma C.1", "upper", lambda f: np.mean(f["observables"]["ordinary_counts"]),
-     lambda c, r, g: theory.omega2(c, r, g), lambda c: c, "ordinary"),
-    ("N", "each neuron ends learning few features, |N_i(T)| = O(d^(1 − r²(1 − γc0)))",
-     "Theorem 3.3", "upper", lambda f: np.mean(f["observables"]["N_sizes"]),
-     lambda c, r, g: theory.n_exponent(r, g), lambda c: 1.0, "N0"),
-    ("pure", "Ω(d^ω1) neurons per feature end pure, N_i(T) = {j}", "Theorem 3.3", "lower",
-     lambda f: np.mean(f["observables"]["pure_counts"]),
-     lambda c, r, g: theory.omega1(c, r, g), None, "single"),
+class Quantity(NamedTuple):
+    """A quantity Theorem 3.3 / Lemma C.1 bounds, as the report fits it over d."""
+
+    key: str
+    label: str  # table label
+    words: str  # the claim in words
+    source: str
+    bound: str  # "lower" (Ω) or "upper" (O)
+    get: Callable  # a final json's observables -> the per-config value
+    theta: Callable  # (C_m, ratio, γc0) -> the bound's exponent (SPEC §6)
+    trivial: Callable | None  # C_m -> the exponent the quantity never exceeds
+    ekey: str  # the theory.expected_counts key of its exact expectation at Gaussian init
+
+
+QUANTITIES = [
+    Quantity("lucky", "|M_j*| (eq. 17, init)",
+             "every feature has many lucky neurons at init, |M_j*| = Ω(d^ω1)", "Lemma C.1",
+             "lower", lambda o: np.mean(o["lucky_counts"]),
+             lambda c, r, g: theory.omega1(c, r, g), None, "lucky"),
+    Quantity("ordinary", "|M_j| (eq. 16, init)",
+             "few neurons are ordinary for a feature at init, |M_j| = O(d^ω2)", "Lemma C.1",
+             "upper", lambda o: np.mean(o["ordinary_counts"]),
+             lambda c, r, g: theory.omega2(c, r, g), lambda c: c, "ordinary"),
+    Quantity("N", "mean |N_i(T)|",
+             "each neuron ends learning few features, |N_i(T)| = O(d^(1 − r²(1 − γc0)))",
+             "Theorem 3.3", "upper", lambda o: np.mean(o["N_sizes"]),
+             lambda c, r, g: theory.n_exponent(r, g), lambda c: 1.0, "N0"),
+    Quantity("pure", "pure count P_j(T)", "Ω(d^ω1) neurons per feature end pure, N_i(T) = {j}",
+             "Theorem 3.3", "lower", lambda o: np.mean(o["pure_counts"]),
+             lambda c, r, g: theory.omega1(c, r, g), None, "single"),
 ]
 STAGE_CLAIMS = [
     ("T1", "stage 1 ends at T_1 = Θ(d log d/(η log log d))",
@@ -121,19 +137,15 @@ def claims_section(finals: list[dict], lines: list[str]) -> list[dict]:
     for f in base:
         series[(f["ratio"], f["C_m"], f["gamma_c0"], f["eta"])].append(f)
     rows = []
-    expect = {}
-    for key, words, source, kind, get, theta_fn, trivial_fn, ekey in EXPONENT_CLAIMS:
+    for key, _, words, source, kind, get, theta_fn, trivial_fn, ekey in QUANTITIES:
         for (ratio, C_m, g, eta), fs in sorted(series.items()):
             by_d = defaultdict(list)
             m_of = {}
             for f in fs:
-                by_d[f["d"]].append(float(get(f)))
+                by_d[f["d"]].append(float(get(f["observables"])))
                 m_of[f["d"]] = f["m"]
             ft = fit.fit_exponent(by_d, name=key)
-            for d in by_d:
-                if (d, m_of[d], ratio, g) not in expect:
-                    expect[(d, m_of[d], ratio, g)] = theory.expected_counts(d, m_of[d], ratio, g)
-            e_slope = fit.fit_curve(ft.d_used, [expect[(d, m_of[d], ratio, g)][ekey]
+            e_slope = fit.fit_curve(ft.d_used, [theory.expected_counts(d, m_of[d], ratio, g)[ekey]
                                                 for d in ft.d_used])
             zeros = tuple(d for d in sorted(by_d) if np.mean(by_d[d]) <= 0)
             theta = theta_fn(C_m, ratio, g)

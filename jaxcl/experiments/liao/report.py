@@ -13,22 +13,9 @@ from collections import defaultdict
 import numpy as np
 
 from jaxcl import fit
-from jaxcl.experiments.liao import report_plots, theory
+from jaxcl.experiments.liao import claims, report_plots, theory
 from jaxcl.fileio import read_jsonl
 from jaxcl.tables import ci_cell, mean_sd as _ms, md as _md, md_row as _md_row, num as _f
-
-# (key, label, observable -> per-config value, theory exponent fn, expectation key, bound kind)
-QUANTITIES = [
-    ("lucky", "|M_j*| (eq. 17, init)", lambda o: np.mean(o["lucky_counts"]),
-     lambda c, r, g: theory.omega1(c, r, g), "lucky", "lower"),
-    ("ordinary", "|M_j| (eq. 16, init)", lambda o: np.mean(o["ordinary_counts"]),
-     lambda c, r, g: theory.omega2(c, r, g), "ordinary", "upper"),
-    ("N", "mean |N_i(T)|", lambda o: np.mean(o["N_sizes"]),
-     lambda c, r, g: theory.n_exponent(r, g), "N0", "upper"),
-    ("pure", "pure count P_j(T)", lambda o: np.mean(o["pure_counts"]),
-     lambda c, r, g: theory.omega1(c, r, g), "single", "lower"),
-]
-
 
 def _verdict(f: fit.Fit, theta: float, bound: str) -> str:
     if not f.ok:
@@ -66,7 +53,7 @@ def scaling_section(finals: list[dict], out_dir: str, lines: list[str]) -> None:
               "", "| quantity | ratio | C_m | measured | 95% interval | theory | finite-d | "
               "verdict vs theory |", "|---|---|---|---|---|---|---|---|"]
     warnings, panels = [], []
-    for key, label, get, theta_fn, ekey, bound in QUANTITIES:
+    for key, label, _, _, bound, get, theta_fn, _, ekey in claims.QUANTITIES:
         panel = {"title": label, "ylabel": label, "series": []}
         for (ratio, C_m, g), fs in sorted(series.items()):
             by_d = defaultdict(list)
@@ -344,14 +331,10 @@ def report(run_dir: str, finals: list[dict], lines: list[str], options: dict) ->
             # the other sections read the paper's model (frozen attention) only
             finals = [f for f in finals if not f.get("train_attention")]
         if len(ds) >= 2:
-            from jaxcl.experiments.liao import claims
-
             summary["claims"] = claims.claims_section(finals, lines)
         if every is not finals:
             attention_section(every, lines)
         if len({f["eta"] for f in finals}) >= 2:
-            from jaxcl.experiments.liao import claims
-
             summary["eta"] = claims.eta_section(finals, lines)
         stages_section(finals, lines)
         from jaxcl.experiments.liao import report_long

@@ -14,18 +14,12 @@ from collections import defaultdict
 
 import numpy as np
 
+from jaxcl.experiments.liao.claims import QUANTITIES
 from jaxcl.fileio import read_jsonl
 from jaxcl.tables import md as _md, mean_sd as _ms, num as _f
 
 COLUMNS = ["cov_major", "cov_minor", "N_mean", "pure_neurons", "lucky_pure", "alive_frac",
            "noise_frac", "stage", "b_mean", "time"]
-# trend quantity (claims.py key) -> the final observable it is compared with
-TREND = [("lucky", "|M_j*| (init)", lambda o: np.mean(o["lucky_counts"])),
-         ("ordinary", "|M_j| (init)", lambda o: np.mean(o["ordinary_counts"])),
-         ("N", "mean |N_i(T)|", lambda o: np.mean(o["N_sizes"])),
-         ("pure", "pure count P_j(T)", lambda o: np.mean(o["pure_counts"]))]
-
-
 def is_long(finals: list[dict]) -> bool:
     """One d, trained at least to T_3: the window run of sweeps/long-run.toml."""
     return len({f["d"] for f in finals}) == 1 and all(f["steps"] >= f["T3"] for f in finals)
@@ -118,7 +112,8 @@ def _trend(path: str, finals: list[dict], lines: list[str]) -> list[dict]:
               f"extrapolated from its largest d to d = {d}):", "",
               "| quantity | trend d | trend exponent [95%] | extrapolated to d | measured here |",
               "|---|---|---|---|---|"]
-    for claim, label, get in TREND:
+    for q in QUANTITIES:
+        claim, label, get = q.key, q.label, q.get
         match = [r for r in rows if r["claim"] == claim and (r["ratio"], r["C_m"]) == key
                  and r.get("means")]
         here = float(np.mean([get(f["observables"]) for f in finals]))

@@ -156,6 +156,7 @@ def p_alone(d: int, c_big: float, c2: float, n_mc: int | None = None, seed: int 
     return float(h.mean()), float(h.std() / math.sqrt(len(h)))
 
 
+@functools.lru_cache(maxsize=None)  # Monte Carlo; the report asks for each (d, m, ratio) twice
 def expected_counts(d: int, m: int, ratio: float, gamma_c0: float = 5e-4,
                     n_mc: int | None = None, seed: int = 0) -> dict:
     """Finite-d expected sizes at Gaussian init.

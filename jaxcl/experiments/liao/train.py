@@ -170,7 +170,9 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
         # the step that starts stage prune_stage (T_1 or T_2) removes the n_prune smallest
         # ‖w_i‖ of its new weights; the mask never changes again (no neuron is revived)
         now = (state.stage < hp.prune_stage) & (stage >= hp.prune_stage)
-        changed["keep"] = jnp.where(now, prune_mask(w_new, hp.n_prune), state.keep)
+        # ranked only at that step (a cond; under vmap it becomes a select, as before)
+        changed["keep"] = jax.lax.cond(now, lambda: prune_mask(w_new, hp.n_prune),
+                                       lambda: state.keep)
     # Past its own `steps` a config stands still; only the fields a step changes are selected
     # (w0, M, eps and the key are constants).
     active = state.t < hp.steps
