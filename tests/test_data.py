@@ -102,3 +102,32 @@ def test_positions_uniform_for_any_L_and_noise_standard_normal():
     phi = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
     ecdf = np.arange(1, z.size + 1) / z.size
     assert np.max(np.abs(ecdf - phi)) < 1.95 / np.sqrt(z.size)
+
+
+def test_both_views_in_one_pass_are_the_per_view_draws():
+    """sample_views draws both views in one pass; each view is what `place` draws alone with
+    its own folded key (counter-based: nothing depends on drawing them together), and
+    `stored` and `fold_many` are the identity and `fold`."""
+    from jaxcl.experiments.liao.data import (fold, fold_many, place, sample_codes,
+                                             sample_views, standard_normal, stored)
+
+    key = jax.random.PRNGKey(9)
+    M, _ = dictionary(jax.random.PRNGKey(1), 8, 16, "qr")
+    p = presence_prob(frequencies(8, 4, 1.0, 0.25), 3.0, 8)
+    x, coef = jax.jit(lambda k: sample_views(k, M, p, 4, 32, 1.5, 0.3, False))(key)
+    coef1, pos = sample_codes(fold(key, 1, 0), p, 32, 1.5, 4, 2)
+    np.testing.assert_array_equal(np.asarray(coef), np.asarray(coef1))
+    for v in range(2):
+        one = jax.jit(lambda k, c, q: place(k, c, q, M, 4, 0.3, False))(fold(key, 1, 1 + v),
+                                                                        coef1, pos[v])
+        np.testing.assert_array_equal(np.asarray(x[v]), np.asarray(one))
+        # and both are M z + σ ξ with ξ the view key's standard_normal draws (numpy one-hot z)
+        z = np.asarray(coef1)[:, None, :] * (np.asarray(pos[v])[:, None, :]
+                                              == np.arange(4)[None, :, None])
+        xi = np.asarray(standard_normal(fold(key, 1, 1 + v), (32, 4, 16)))
+        np.testing.assert_allclose(np.asarray(x[v]), z @ np.asarray(M).T + 0.3 * xi,
+                                   rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(fold_many(key, 1, np.arange(3))),
+                                  np.stack([np.asarray(fold(key, 1, i)) for i in range(3)]))
+    w = jnp.asarray(np.random.default_rng(0).integers(0, 2**32, 100, dtype=np.uint64), jnp.uint32)
+    np.testing.assert_array_equal(np.asarray(jax.jit(stored)(w)), np.asarray(w))

@@ -101,3 +101,21 @@ def test_public_boundary_checks_shapes():
     chex.assert_shape(f, (2, 4))
     chex.assert_trees_all_close(f, jaxcl.encode(w, b, jnp.ones((2, 3, 6))))
 
+
+
+def test_top1_and_transposed_against_numpy():
+    """The written-out pieces of the InfoNCE step: top-1 accuracy by comparisons is
+    mean(argmax == k) with argmax's first-maximum rule (ties included), and the gathered
+    transpose is the transpose."""
+    from jaxcl.experiments.liao.loss import top1, transposed
+
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 3, size=(40, 7, 7)).astype(np.float32)  # many ties on purpose
+    s[:, 2, 2] = 2.0  # a row whose diagonal ties the maximum
+    s[:, 4, :4] = 2.0  # ... and one where an earlier column ties it
+    s[:, 4, 4] = 2.0
+    for x in s:
+        want = np.mean(np.argmax(x, axis=1) == np.arange(7))
+        assert float(top1(jnp.asarray(x))) == pytest.approx(want)
+    a = rng.normal(size=(5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(jax.jit(transposed)(jnp.asarray(a))), a.T)

@@ -84,6 +84,12 @@ def fold(key_2, a, b):
     return jnp.stack([y0, y1])
 
 
+def fold_many(key_2, a, b_N):
+    """fold(key, a, b) for each b of b_N, as one hash call: (N, 2) uint32 keys."""
+    y0, y1 = threefry2x32(key_2[0], key_2[1], jnp.uint32(a), jnp.asarray(b_N, jnp.uint32))
+    return jnp.stack([y0, y1], axis=1)
+
+
 def words(key_2, tag: int, n: int, fuse: bool = True):
     """Two uint32 arrays of n random words each: the hashes of the counters (i, tag), i < n.
 
@@ -96,6 +102,18 @@ def words(key_2, tag: int, n: int, fuse: bool = True):
         return threefry2x32(key_2[0], key_2[1], x0, np.uint32(tag))
     k0, k1, x1 = (jnp.broadcast_to(v, (n,)) for v in (key_2[0], key_2[1], jnp.uint32(tag)))
     return tuple(threefry2x32_p.bind(k0, k1, x0, x1))
+
+
+def stored(words_N):
+    """The same uint32 words, computed in one pass and stored, not fused into their readers.
+
+    XLA fuses elementwise producers into their consumers, even into ones that read each element
+    many times (the one-hot placement reads each code word once per token and view), and drops
+    optimization barriers on CPU before fusing. A reduction is a fusion root that XLA does not
+    fuse into what reads it, so the words pass through one: the sum of (words, 0), exact in
+    uint32. No control flow, so under vmap and sharding it adds no collective.
+    """
+    return jnp.sum(jnp.stack([words_N, jnp.zeros_like(words_N)]), axis=0, dtype=words_N.dtype)
 
 
 def unit(w):
@@ -129,15 +147,17 @@ def sample_codes(key_2, p_D, K: int, feature_scale, L: int, n_views: int):
     Feature j is present with probability p_j (to 2⁻²⁴) and has a fair random sign: the top 24
     bits of one word decide presence and its lowest bit the sign, independently. A position is
     a word mod L: exactly uniform when L is a power of two, within L·2⁻³² otherwise.
-    All words come from one hash call whose result is stored (fuse=False): every token of every
-    view reads them, and a fused hash would be redone for each read.
+    All words come from one pass of the written-out hash whose result is stored (`stored`):
+    fused into its readers, the hash would be redone for every token of every view that reads
+    a word; jax's own Threefry primitive gives the same words but lowers on CPU to a loop of
+    five passes and a dozen copies (a third of a d = 16 step).
 
     Returns (coef (K, d) float32, pos (n_views, K, d) int32).
     """
     d = p_D.shape[0]
     n = K * d
     n_hash = -(-(1 + n_views) * n // 2)  # two words per hash
-    y0, y1 = words(key_2, 0, n_hash, fuse=False)
+    y0, y1 = (stored(y) for y in words(key_2, 0, n_hash))
     w = jnp.concatenate([y0, y1])
     w_KxD = jnp.reshape(w[:n], (K, d))
     present_KxD = unit(w_KxD) < p_D[None, :]
@@ -152,14 +172,33 @@ def place(key_2, coef_KxD, pos_KxD, M_D1xD, L: int, sigma_xi, identity: bool):
 
     x^(ℓ) = M z^(ℓ) + ξ^(ℓ) (SPEC §1); returns X of shape (K, L, d1).
     """
-    K, d = coef_KxD.shape
-    d1 = M_D1xD.shape[0]
-    z_KxLxD = coef_KxD[:, None, :] * jax.nn.one_hot(pos_KxD, L, axis=1, dtype=jnp.float32)
+    return place_views(key_2[None], coef_KxD, pos_KxD[None], M_D1xD, L, sigma_xi, identity)[0]
+
+
+def place_views(keys_Vx2, coef_KxD, pos_VxKxD, M_D1xD, L: int, sigma_xi, identity: bool):
+    """`place` for V views at once (view v with key keys[v] and positions pos[v]), each view's
+    draws those `place` makes alone, in one pass per part: returns X of shape (V, K, L, d1)."""
+    V, (K, d), d1 = keys_Vx2.shape[0], coef_KxD.shape, M_D1xD.shape[0]
+    z_VxKxLxD = coef_KxD[None, :, None, :] * jax.nn.one_hot(pos_VxKxD, L, axis=2,
+                                                            dtype=jnp.float32)
     if identity:  # M = first d standard basis vectors: no matmul needed
-        signal_KxLxD1 = jnp.pad(z_KxLxD, ((0, 0), (0, 0), (0, d1 - d)))
+        signal_VxKxLxD1 = jnp.pad(z_VxKxLxD, ((0, 0),) * 3 + ((0, d1 - d),))
     else:
-        signal_KxLxD1 = jnp.einsum("kld,ed->kle", z_KxLxD, M_D1xD)
-    return signal_KxLxD1 + sigma_xi * standard_normal(key_2, (K, L, d1))
+        signal_VxKxLxD1 = jnp.einsum("vkld,ed->vkle", z_VxKxLxD, M_D1xD)
+
+    # the noise of view v: standard_normal(keys[v], (K, L, d1)), all views in one pass
+    y0_VxN, _ = threefry2x32(keys_Vx2[:, :1], keys_Vx2[:, 1:],
+                             jax.lax.iota(jnp.uint32, K * L * d1)[None, :], np.uint32(0))
+    return signal_VxKxLxD1 + sigma_xi * jnp.reshape(normal(y0_VxN), (V, K, L, d1))
+
+
+def sample_views(key_2, M_D1xD, p_D, L: int, K: int, feature_scale, sigma_xi, identity: bool):
+    """K positive pairs as one array: X[0] the anchors, X[1] their positives (same signed
+    features, redrawn positions, fresh noise). Returns (X (2, K, L, d1), coef (K, d))."""
+    keys_3x2 = fold_many(key_2, 1, np.arange(3))  # fold(key, 1, i): codes, view 0, view 1
+    coef_KxD, pos_2xKxD = sample_codes(keys_3x2[0], p_D, K, feature_scale, L, 2)
+    x_2xKxLxD1 = place_views(keys_3x2[1:], coef_KxD, pos_2xKxD, M_D1xD, L, sigma_xi, identity)
+    return x_2xKxLxD1, coef_KxD
 
 
 def sample_pairs(key_2, M_D1xD, p_D, L: int, K: int, feature_scale, sigma_xi, identity: bool):
@@ -168,7 +207,6 @@ def sample_pairs(key_2, M_D1xD, p_D, L: int, K: int, feature_scale, sigma_xi, id
     key_2 is a (2,) uint32 key (e.g. jax.random.PRNGKey(seed)). Returns (Xa, Xb, coef) with
     Xa, Xb of shape (K, L, d1) and coef (K, d).
     """
-    coef_KxD, pos_2xKxD = sample_codes(fold(key_2, 1, 0), p_D, K, feature_scale, L, 2)
-    xa_KxLxD1 = place(fold(key_2, 1, 1), coef_KxD, pos_2xKxD[0], M_D1xD, L, sigma_xi, identity)
-    xb_KxLxD1 = place(fold(key_2, 1, 2), coef_KxD, pos_2xKxD[1], M_D1xD, L, sigma_xi, identity)
-    return xa_KxLxD1, xb_KxLxD1, coef_KxD
+    x_2xKxLxD1, coef_KxD = sample_views(key_2, M_D1xD, p_D, L, K, feature_scale, sigma_xi,
+                                        identity)
+    return x_2xKxLxD1[0], x_2xKxLxD1[1], coef_KxD

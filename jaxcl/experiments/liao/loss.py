@@ -19,6 +19,31 @@ def nce_from_embeddings(fa_KxM, fb_KxM, tau):
     return loss, acc
 
 
+def transposed(a_MxK):
+    """aᵀ, stored row-major: a gather that XLA does not fold into the matmul that reads it.
+
+    XLA folds a plain transpose into the dot's dimension numbers, and its CPU dot of a
+    transposed left operand runs as a slow generic kernel (about 4x this copy plus a plain
+    row-major matmul at K = 64).
+    """
+    m, K = a_MxK.shape
+    idx_KxM = (jax.lax.broadcasted_iota(jnp.int32, (K, m), 1) * K
+               + jax.lax.broadcasted_iota(jnp.int32, (K, m), 0))
+    return jnp.reshape(a_MxK, (-1,))[idx_KxM]
+
+
+def top1(s_KxK):
+    """Mean over rows k of [argmax_l s_kl == k] (the first maximum, as jnp.argmax picks it),
+    written as comparisons: row k is right when s_kk beats every s_kl before it and ties or
+    beats every one after it. (XLA runs argmax's index-carrying reduction as a slow scalar
+    loop on CPU.) A row holding NaN counts as wrong."""
+    K = s_KxK.shape[0]
+    diag_Kx1 = jnp.diagonal(s_KxK)[:, None]
+    before_KxK = jnp.arange(K)[None, :] < jnp.arange(K)[:, None]
+    ok_KxK = jnp.where(before_KxK, s_KxK < diag_Kx1, s_KxK <= diag_Kx1)
+    return jnp.mean(jnp.all(ok_KxK, axis=1).astype(jnp.float32))
+
+
 def nce_and_grad_by_neuron(fa_MxK, fb_MxK, tau):
     """`nce_from_embeddings` of neuron-major embeddings (m, K), with its gradient in fa.
 
@@ -27,10 +52,10 @@ def nce_and_grad_by_neuron(fa_MxK, fb_MxK, tau):
     Returns (loss, top-1 accuracy, ∂loss/∂fa of shape (m, K)).
     """
     K = fa_MxK.shape[1]
-    s_KxK = jnp.matmul(fa_MxK.T, fb_MxK) / tau  # the one transpose: (K, m) from (m, K)
+    s_KxK = jnp.matmul(transposed(fa_MxK), fb_MxK) / tau  # the one transpose: (K, m)
     lse_K = jax.nn.logsumexp(s_KxK, axis=1)
     loss = jnp.mean(lse_K - jnp.diagonal(s_KxK))
-    acc = jnp.mean(jnp.argmax(s_KxK, axis=1) == jnp.arange(K))
+    acc = top1(s_KxK)
     ds_KxK = (jnp.exp(s_KxK - lse_K[:, None]) - jnp.eye(K, dtype=s_KxK.dtype)) / (K * tau)
     return loss, acc, jnp.matmul(fb_MxK, ds_KxK.T)
 
@@ -46,7 +71,6 @@ def loss_and_grad_by_neuron(fa_MxK, fb_MxK, tau, loss: str = "infonce", alpha=1.
     """
     if loss == "infonce":
         return nce_and_grad_by_neuron(fa_MxK, fb_MxK, tau)
-    K = fa_MxK.shape[1]
     fb_MxK = jax.lax.stop_gradient(fb_MxK)
 
     def mean_loss(fa_MxK):
@@ -56,8 +80,7 @@ def loss_and_grad_by_neuron(fa_MxK, fb_MxK, tau, loss: str = "infonce", alpha=1.
         return jnp.mean(ell_K), s_KxK
 
     (value, s_KxK), grad_MxK = jax.value_and_grad(mean_loss, has_aux=True)(fa_MxK)
-    acc = jnp.mean(jnp.argmax(s_KxK, axis=1) == jnp.arange(K))
-    return value, acc, grad_MxK
+    return value, top1(s_KxK), grad_MxK
 
 
 def info_nce(w, b, Xa, Xb, tau, lam):

@@ -16,7 +16,7 @@ import optax
 
 from jaxcl.experiments.liao import observables
 from jaxcl.experiments.liao.config import HParams, Static
-from jaxcl.experiments.liao.data import dictionary, fold, frequencies, presence_prob, sample_pairs
+from jaxcl.experiments.liao.data import dictionary, fold, frequencies, presence_prob, sample_views
 from jaxcl.experiments.liao.loss import loss_and_grad_by_neuron
 from jaxcl.experiments.liao.model import (AttnParams, attention, attention_qkv,
                                          effective_weights, embed_nonneg_bias_by_neuron,
@@ -96,10 +96,19 @@ def forward_mask(static: Static, hp: HParams, state: State):
 
 
 def batch(static: Static, hp: HParams, state: State, stream: int, index):
-    """The positive pairs of step/chunk `index` of a stream; depends only on (seed, stream, index)."""
+    """The positive pairs of step/chunk `index` of a stream; depends only on (seed, stream, index).
+
+    Returns (Xa, Xb, coef): anchors and positives (K, L, d1), and the signed codes (K, d).
+    """
+    x_2xKxLxD1, coef_KxD = batch_views(static, hp, state, stream, index)
+    return x_2xKxLxD1[0], x_2xKxLxD1[1], coef_KxD
+
+
+def batch_views(static: Static, hp: HParams, state: State, stream: int, index):
+    """`batch` with both views in one array: (X (2, K, L, d1), coef (K, d)), X[0] the anchors."""
     key = fold(state.key, stream, index)  # stream >= 1, apart from jax.random.fold_in's (0, n)
     p_D = presence_prob(state.eps, hp.C_z, static.d)
-    return sample_pairs(key, state.M, p_D, static.L, static.K, hp.feature_scale, hp.sigma_xi,
+    return sample_views(key, state.M, p_D, static.L, static.K, hp.feature_scale, hp.sigma_xi,
                         static.dictionary == "identity")
 
 
@@ -145,13 +154,13 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     forward pass sees W ⊙ mask (SPEC §4). With `train_attention`, W_Q, W_K, W_V take the same GD
     step on the loss gradient (autodiff), without weight decay.
     """
-    xa_KxLxD1, xb_KxLxD1, _ = batch(static, hp, state, _DATA, state.t)
+    x_2xKxLxD1, _ = batch_views(static, hp, state, _DATA, state.t)  # anchors, positives
     mask_W, mask_M = forward_mask(static, hp, state)  # mask_W: (m, 1) or (m, d1)
     if static.train_attention:
-        nce, acc, grad_MxD1, grad_attn = _grads_with_attention(static, hp, state, xa_KxLxD1,
-                                                               xb_KxLxD1, mask_W)
+        nce, acc, grad_MxD1, grad_attn = _grads_with_attention(static, hp, state, x_2xKxLxD1[0],
+                                                               x_2xKxLxD1[1], mask_W)
     else:
-        nce, acc, grad_MxD1 = _grads(static, hp, state, xa_KxLxD1, xb_KxLxD1, mask_W)
+        nce, acc, grad_MxD1 = _grads(static, hp, state, x_2xKxLxD1, mask_W)
     # eq. 2; the row norms are the ones update_bias needs too, so XLA computes them once
     loss = nce + 0.5 * hp.lam * jnp.sum(jnp.sum(state.w * state.w, axis=1))
     if static.train_attention:  # the same GD step (η) on W and on W_Q, W_K, W_V
@@ -181,29 +190,30 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     return new, StepMetrics(loss=loss, nce=nce, acc=acc)
 
 
-def _grads(static: Static, hp: HParams, state: State, xa_KxLxD1, xb_KxLxD1, mask_W):
+def _grads(static: Static, hp: HParams, state: State, x_2xKxLxD1, mask_W):
     """InfoNCE (or SPEC §8's loss), top-1 accuracy and ∇_W of eq. 2 at W ⊙ mask, with
-    W_Q = W_K = W_V = I frozen. Returns (nce, acc, grad (m, d1))."""
-    # The attention is frozen, so H is data: computed once, outside the gradient.
-    ha_KxLxD1, hb_KxLxD1 = attention(xa_KxLxD1), attention(xb_KxLxD1)
+    W_Q = W_K = W_V = I frozen, on the views X[0] (anchors) and X[1] (positives).
+    Returns (nce, acc, grad (m, d1))."""
+    # The attention is frozen, so H is data: computed once, outside the gradient, for both
+    # views at once (one kernel per part of the step instead of one per view).
+    h_2xKxLxD1 = attention(x_2xKxLxD1)
     dtype = jnp.dtype(static.matmul_dtype)
     wm_MxD1 = state.w * mask_W
     # W enters only through the pre-activations ⟨w_i ⊙ mask_i, H_r⟩, so autodiff is applied to
     # the cheap rest (the loss of the embeddings) and the chain rule through BReLU and the matmul
-    # is written out: one forward matmul per view and one backward matmul for the anchor view
-    # alone (the StopGrad view needs no backward pass). Pre-activations are neuron-major
-    # (m, K, L), which keeps both matmuls in the layout XLA runs fastest.
-    fb_MxK = embed_nonneg_bias_by_neuron(preactivations_by_neuron(wm_MxD1, hb_KxLxD1, dtype),
-                                         state.b)
-    pre_MxKxL = preactivations_by_neuron(wm_MxD1, ha_KxLxD1, dtype)
-    fa_MxK = embed_nonneg_bias_by_neuron(pre_MxKxL, state.b)
-    nce, acc, dfa_MxK = loss_and_grad_by_neuron(fa_MxK, fb_MxK, hp.tau, static.loss,
-                                                hp.loss_alpha, hp.loss_beta, static.loss_psi,
-                                                static.loss_phi)  # SPEC §8
+    # is written out: one forward matmul over both views' tokens and one backward matmul for the
+    # anchor view alone (the StopGrad view needs no backward pass). Pre-activations are
+    # neuron-major (m, 2, K, L), which keeps both matmuls in the layout XLA runs fastest.
+    pre_Mx2xKxL = preactivations_by_neuron(wm_MxD1, h_2xKxLxD1, dtype)
+    f_Mx2xK = embed_nonneg_bias_by_neuron(pre_Mx2xKxL, state.b)
+    fa_MxK, fb_MxK, pre_MxKxL = f_Mx2xK[:, 0], f_Mx2xK[:, 1], pre_Mx2xKxL[:, 0]
+    nce, acc, dfa_MxK = loss_and_grad_by_neuron(fa_MxK, fb_MxK, hp.tau,
+                                                static.loss, hp.loss_alpha, hp.loss_beta,
+                                                static.loss_psi, static.loss_phi)  # SPEC §8
     # BReLU_b'(s) = 1 where |s| > b, else 0 (eq. 3); ∇_W of eq. 2 adds the weight decay's λW.
     b_Mx1x1 = jnp.reshape(state.b, (-1, 1, 1))
     dpre_MxKxL = (jnp.abs(pre_MxKxL) > b_Mx1x1).astype(jnp.float32) * dfa_MxK[:, :, None]
-    grad_MxD1 = (weight_grad_by_neuron(dpre_MxKxL, ha_KxLxD1, dtype) * mask_W
+    grad_MxD1 = (weight_grad_by_neuron(dpre_MxKxL, h_2xKxLxD1[0], dtype) * mask_W
                  + hp.lam * state.w)
     return nce, acc, grad_MxD1
 
