@@ -7,7 +7,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.random import threefry2x32_p
 
 
 def dictionary(key, d: int, d1: int, kind: str):
@@ -90,18 +89,13 @@ def fold_many(key_2, a, b_N):
     return jnp.stack([y0, y1], axis=1)
 
 
-def words(key_2, tag: int, n: int, fuse: bool = True):
+def words(key_2, tag: int, n: int):
     """Two uint32 arrays of n random words each: the hashes of the counters (i, tag), i < n.
 
-    fuse=True: the written-out hash, which XLA fuses into the words' consumer. fuse=False: the
-    same hash as jax's own primitive, a separate op whose result is stored: for words that a
-    larger array reads several times (XLA would redo a fused hash for every read).
+    The written-out hash, which XLA fuses into the words' consumer; words that a larger array
+    reads several times go through `stored` first.
     """
-    x0 = jax.lax.iota(jnp.uint32, n)
-    if fuse:
-        return threefry2x32(key_2[0], key_2[1], x0, np.uint32(tag))
-    k0, k1, x1 = (jnp.broadcast_to(v, (n,)) for v in (key_2[0], key_2[1], jnp.uint32(tag)))
-    return tuple(threefry2x32_p.bind(k0, k1, x0, x1))
+    return threefry2x32(key_2[0], key_2[1], jax.lax.iota(jnp.uint32, n), np.uint32(tag))
 
 
 def stored(words_N):
