@@ -132,7 +132,8 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
     summary.checkpoints += store.n_saved
     arrays = local_rows(exp.final_arrays(state))
     scalars = local_rows(exp.final_scalars(state))
-    obs = local_rows(final_observables(exp, static)(hp, state))  # the final json's observables
+    # the final json's observables
+    obs = local_rows(final_observables(exp, static, sharding)(hp, state))
     for i in owned:
         cid = cfgs[i].config_id
         if i in failed:
