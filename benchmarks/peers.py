@@ -12,6 +12,14 @@ with StopGrad on the second view, GD with weight decay, and the staged bias sche
 against jaxcl's `info_nce` and `jax.grad` of it, and printed. Times are config-steps/s, the median
 of `--repeats` timed calls of `--steps` steps each, the three measured in turn in one process.
 Prints a table and writes benchmarks/results/peers-<machine>.json.
+
+    .venv/bin/python benchmarks/peers.py --sweep --d 32 --L 8 --n 16 --sweep-steps 2000
+
+`--sweep` times whole processes instead, each started fresh (interpreter, imports, compile,
+training, results written): `jaxcl run` of an n-config sweep (seeds 0..n-1, `--sweep-steps`
+steps each, a cold compile cache) against a PyTorch script training the same configs one after
+another (`torch_loop`) and all stacked at once (`torch_batched`), run in turn `--repeats` times.
+The PyTorch scripts draw M and W(0) themselves (same distributions) and import no JAX.
 """
 
 from __future__ import annotations
@@ -37,7 +45,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--sweep", action="store_true",
+                    help="time whole processes: jaxcl run of a sweep against PyTorch scripts")
+    ap.add_argument("--sweep-steps", type=int, default=2000, help="training steps per config")
+    ap.add_argument("--torch-worker", nargs=3, metavar=("MODE", "SPEC", "OUT"),
+                    help=argparse.SUPPRESS)  # internal: one PyTorch sweep process
     args = ap.parse_args()
+    if args.torch_worker:
+        return torch_worker(*args.torch_worker)
+    if args.sweep:
+        return sweep(args)
     sys.path.insert(0, ROOT)
     from jaxcl.engine.cli import split_cpu
 
@@ -66,26 +83,36 @@ def main() -> None:
 class Peer:
     """The model in PyTorch for a stack of B configs (B = 1: the per-config loop)."""
 
-    def __init__(self, torch, cfgs, states):
+    def __init__(self, torch, resolved, M, p, w, seed=0):
+        """resolved: each config's resolved fields (dicts); M (B, d1, d), p (B, d) presence
+        probabilities, w (B, m, d1) initial weights: numpy arrays."""
         self.t = torch
-        r = [c.resolved() for c in cfgs]
+        r = resolved
         f = lambda key: torch.tensor([x[key] for x in r], dtype=torch.float32)  # noqa: E731
-        self.B, self.K, self.L, self.d, self.d1, self.m = (len(cfgs), r[0]["K"], r[0]["L"],
+        self.B, self.K, self.L, self.d, self.d1, self.m = (len(r), r[0]["K"], r[0]["L"],
                                                            r[0]["d"], r[0]["d1"], r[0]["m"])
         self.tau, self.lam, self.eta = f("tau")[:, None, None], f("lam"), f("eta")
         self.sigma, self.scale = f("sigma_xi"), f("feature_scale")
         self.c_b, self.bias_rate = f("c_b"), f("bias_rate")
-        import numpy as np
-
-        self.M = torch.tensor(np.stack([np.asarray(s.M) for s in states]))  # (B, d1, d)
-        self.p = torch.tensor(np.stack([np.asarray(_presence(c)) for c in cfgs]))  # (B, d)
-        self.w = torch.tensor(np.stack([np.asarray(s.w) for s in states]))  # (B, m, d1)
+        self.M = torch.as_tensor(M, dtype=torch.float32)  # (B, d1, d)
+        self.p = torch.as_tensor(p, dtype=torch.float32)  # (B, d)
+        self.w = torch.as_tensor(w, dtype=torch.float32)  # (B, m, d1)
         self.n2_0 = (self.w * self.w).sum(-1)
         self.b = torch.zeros(self.B, self.m)
         self.stage = torch.ones(self.B, dtype=torch.int32)
         self.n2_T1 = torch.zeros(self.B, self.m)
         self.g1 = torch.tensor([(1 + x["eps_min"] * x["C_z"] * math.log(x["d"])) ** 2 for x in r])
-        self.gen = torch.Generator().manual_seed(0)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def from_jaxcl(cls, torch, cfgs, states):
+        """The peer started from jaxcl's own M, W(0) and p_j (for the step benchmark)."""
+        import numpy as np
+
+        return cls(torch, [c.resolved() for c in cfgs],
+                   np.stack([np.asarray(s.M) for s in states]),
+                   np.stack([np.asarray(_presence(c)) for c in cfgs]),
+                   np.stack([np.asarray(s.w) for s in states]))
 
     def batch(self):
         """K positive pairs per config: signed features, redrawn positions, fresh noise."""
@@ -170,7 +197,7 @@ def check(torch, cfg, state, xa, xb) -> dict:
     w = state.w * 30.0  # grown weights and a positive bias: the BReLU's every branch is active
     b = jnp.full((r["m"],), 0.01)
     lj, gj = jax.value_and_grad(lambda w_: jaxcl.info_nce(w_, b, xa, xb, r["tau"], 0.0))(w)
-    peer = Peer(torch, [cfg], [state])
+    peer = Peer.from_jaxcl(torch, [cfg], [state])
     wt = torch.tensor(np.asarray(w))[None].requires_grad_(True)
     total, _ = peer.loss(wt, torch.tensor(np.asarray(b))[None], torch.tensor(np.asarray(xa))[None],
                          torch.tensor(np.asarray(xb))[None])
@@ -202,8 +229,8 @@ def bench(_bench, torch, d: int, n: int, args) -> dict:
     engine = _bench._engine(cfgs, programs.config_mesh(), programs.resolve_batching("auto"))
     jax.block_until_ready(engine["call"]())  # warm
 
-    loop = [Peer(torch, [c], [s]) for c, s in zip(cfgs, states)]
-    batched = Peer(torch, cfgs, states)
+    loop = [Peer.from_jaxcl(torch, [c], [s]) for c, s in zip(cfgs, states)]
+    batched = Peer.from_jaxcl(torch, cfgs, states)
 
     def run_loop():
         for _ in range(args.steps):
@@ -245,10 +272,118 @@ def bench(_bench, torch, d: int, n: int, args) -> dict:
            "torch_compile": compile_note, "config_steps_per_s": rate,
            "engine_over": {k: rate["engine"] / v for k, v in rate.items() if k != "engine"},
            "seconds": times}
-    print(f"  config-steps/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in rate.items())
+    print("  config-steps/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in rate.items())
           + "; engine / " + ", ".join(f"{k} {v:.1f}x" for k, v in row["engine_over"].items()),
           flush=True)
     return row
+
+
+SWEEP_TOML = """# written by benchmarks/peers.py --sweep
+[base]
+d = {d}
+C_m = 1.5
+K = {K}
+L = {L}
+steps = {steps}
+
+[grid]
+seed = {seeds}
+"""
+
+
+def torch_worker(mode: str, spec_path: str, out: str) -> None:
+    """One PyTorch sweep process, as a user would write it: draws each config's dictionary
+    M (Q of a Gaussian matrix) and W(0) ~ N(0, σ0² I) itself, then trains the configs one after
+    another (mode "loop") or all stacked (mode "batched") and saves the final weights."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    with open(spec_path) as f:
+        spec = json.load(f)
+    resolved, steps = spec["resolved"], spec["steps"]
+    Ms, ps, ws = [], [], []
+    for r in resolved:
+        gen = torch.Generator().manual_seed(r["seed"])
+        q, rr = torch.linalg.qr(torch.randn(r["d1"], r["d1"], generator=gen))
+        Ms.append((q * torch.sign(torch.diagonal(rr)))[:, :r["d"]].numpy())
+        eps = np.where(np.arange(r["d"]) < r["n_major"], r["eps_max"], r["eps_min"])
+        ps.append(np.minimum(1.0, eps * r["C_z"] * math.log(math.log(r["d"])) / r["d"]))
+        sigma0 = math.sqrt(r["init_mass"] * r["tau"] / (r["d"] * r["m"] * r["d1"]))
+        ws.append((sigma0 * torch.randn(r["m"], r["d1"], generator=gen)).numpy())
+    groups = [[i] for i in range(len(resolved))] if mode == "loop" else [list(range(len(resolved)))]
+    final = {}
+    for g in groups:
+        peer = Peer(torch, [resolved[i] for i in g], np.stack([Ms[i] for i in g]),
+                    np.stack([ps[i] for i in g]), np.stack([ws[i] for i in g]), seed=g[0])
+        for _ in range(steps):
+            peer.step(*peer.batch())
+        final.update({f"w_{i}": peer.w[j].numpy() for j, i in enumerate(g)})
+    np.savez(out, **final)
+
+
+def sweep(args) -> None:
+    """Whole-process times: `jaxcl run` of the sweep against the PyTorch scripts, in turn."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import torch
+    except ImportError:
+        sys.exit("benchmarks/peers.py needs PyTorch: pip install -e .[bench]")
+    import _bench
+    from jaxcl.engine.sweep import load as load_sweep
+
+    d, n, steps = args.d[0], args.n[0], args.sweep_steps
+    work = tempfile.mkdtemp(prefix="jaxcl-peers-sweep-")
+    toml = os.path.join(work, "sweep.toml")
+    with open(toml, "w") as f:
+        f.write(SWEEP_TOML.format(d=d, K=args.K, L=args.L, steps=steps, seeds=list(range(n))))
+    cfgs = load_sweep(toml).configs()
+    spec = os.path.join(work, "spec.json")
+    with open(spec, "w") as f:
+        json.dump({"resolved": [c.resolved() for c in cfgs], "steps": steps}, f)
+    py, me = sys.executable, os.path.abspath(__file__)
+    jaxcl = [py, "-m", "jaxcl", "run", toml, "--no-progress"]
+    commands = {
+        "jaxcl_run": lambda i: jaxcl + ["--out", os.path.join(work, f"run{i}"),
+                                        "--compile-cache", os.path.join(work, f"cache{i}")],
+        "torch_loop": lambda i: [py, me, "--torch-worker", "loop", spec,
+                                 os.path.join(work, f"loop{i}.npz")],
+        "torch_batched": lambda i: [py, me, "--torch-worker", "batched", spec,
+                                    os.path.join(work, f"batched{i}.npz")],
+    }
+    print(f"whole-process sweep: d={d}, L={args.L}, K={args.K}, {n} configs x {steps} steps; "
+          f"{args.repeats} rounds, each command a fresh process (work dir {work})", flush=True)
+    times = {k: [] for k in commands}
+    for i in range(args.repeats):
+        for k, cmd in commands.items():
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd(i), cwd=ROOT, capture_output=True, text=True)
+            times[k].append(time.perf_counter() - t0)
+            if proc.returncode != 0:
+                sys.exit(f"{k} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+            print(f"  round {i + 1}: {k} {times[k][-1]:.1f} s", flush=True)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    over = {k: med[k] / med["jaxcl_run"] for k in med if k != "jaxcl_run"}
+    print("median whole-process seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in med.items())
+          + "; jaxcl run is " + ", ".join(f"{v:.1f}x {k}" for k, v in over.items()), flush=True)
+    result = {"machine": _bench.machine_info(), "torch": torch.__version__,
+              "torch_threads": os.cpu_count(), "args": vars(args),
+              "command": " ".join(sys.argv), "sweep_toml": open(toml).read(),
+              "seconds": times, "median_s": med, "jaxcl_run_speedup": over,
+              "config_steps": n * steps}
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(args.out_dir, exist_ok=True)
+    path = os.path.join(args.out_dir, f"peers-sweep-{result['machine']['machine']}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print("wrote", path)
 
 
 if __name__ == "__main__":
