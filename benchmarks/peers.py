@@ -342,8 +342,9 @@ def sweep(args) -> None:
     d, n, steps = args.d[0], args.n[0], args.sweep_steps
     work = tempfile.mkdtemp(prefix="jaxcl-peers-sweep-")
     toml = os.path.join(work, "sweep.toml")
+    sweep_toml = SWEEP_TOML.format(d=d, K=args.K, L=args.L, steps=steps, seeds=list(range(n)))
     with open(toml, "w") as f:
-        f.write(SWEEP_TOML.format(d=d, K=args.K, L=args.L, steps=steps, seeds=list(range(n))))
+        f.write(sweep_toml)
     cfgs = load_sweep(toml).configs()
     spec = os.path.join(work, "spec.json")
     with open(spec, "w") as f:
@@ -375,7 +376,7 @@ def sweep(args) -> None:
           + "; jaxcl run is " + ", ".join(f"{v:.1f}x {k}" for k, v in over.items()), flush=True)
     result = {"machine": _bench.machine_info(), "torch": torch.__version__,
               "torch_threads": os.cpu_count(), "args": vars(args),
-              "command": " ".join(sys.argv), "sweep_toml": open(toml).read(),
+              "command": " ".join(sys.argv), "sweep_toml": sweep_toml,
               "seconds": times, "median_s": med, "jaxcl_run_speedup": over,
               "config_steps": n * steps}
     shutil.rmtree(work, ignore_errors=True)

@@ -126,13 +126,19 @@ def normal(w):
 
 
 def standard_normal(key_2, shape):
-    """N(0, 1) draws of the given shape, one hash each.
+    """N(0, 1) draws of the given shape, one hash each (`standard_normals` of one key)."""
+    return standard_normals(key_2[None], shape)[0]
+
+
+def standard_normals(keys_Vx2, shape):
+    """standard_normal(keys[v], shape) for each of V keys, in one pass: (V, *shape).
 
     Only the first output word is used: a fused consumer computes the whole hash per element
     either way, and a single output keeps the draws in one pass with no concatenation.
     """
-    y0, _ = words(key_2, 0, math.prod(shape))
-    return jnp.reshape(normal(y0), shape)
+    y0_VxN, _ = threefry2x32(keys_Vx2[:, :1], keys_Vx2[:, 1:],
+                             jax.lax.iota(jnp.uint32, math.prod(shape))[None, :], np.uint32(0))
+    return jnp.reshape(normal(y0_VxN), (keys_Vx2.shape[0], *shape))
 
 
 def sample_codes(key_2, p_D, K: int, feature_scale, L: int, n_views: int):
@@ -172,7 +178,7 @@ def place(key_2, coef_KxD, pos_KxD, M_D1xD, L: int, sigma_xi, identity: bool):
 def place_views(keys_Vx2, coef_KxD, pos_VxKxD, M_D1xD, L: int, sigma_xi, identity: bool):
     """`place` for V views at once (view v with key keys[v] and positions pos[v]), each view's
     draws those `place` makes alone, in one pass per part: returns X of shape (V, K, L, d1)."""
-    V, (K, d), d1 = keys_Vx2.shape[0], coef_KxD.shape, M_D1xD.shape[0]
+    (K, d), d1 = coef_KxD.shape, M_D1xD.shape[0]
     z_VxKxLxD = coef_KxD[None, :, None, :] * jax.nn.one_hot(pos_VxKxD, L, axis=2,
                                                             dtype=jnp.float32)
     if identity:  # M = first d standard basis vectors: no matmul needed
@@ -180,10 +186,7 @@ def place_views(keys_Vx2, coef_KxD, pos_VxKxD, M_D1xD, L: int, sigma_xi, identit
     else:
         signal_VxKxLxD1 = jnp.einsum("vkld,ed->vkle", z_VxKxLxD, M_D1xD)
 
-    # the noise of view v: standard_normal(keys[v], (K, L, d1)), all views in one pass
-    y0_VxN, _ = threefry2x32(keys_Vx2[:, :1], keys_Vx2[:, 1:],
-                             jax.lax.iota(jnp.uint32, K * L * d1)[None, :], np.uint32(0))
-    return signal_VxKxLxD1 + sigma_xi * jnp.reshape(normal(y0_VxN), (V, K, L, d1))
+    return signal_VxKxLxD1 + sigma_xi * standard_normals(keys_Vx2, (K, L, d1))
 
 
 def sample_views(key_2, M_D1xD, p_D, L: int, K: int, feature_scale, sigma_xi, identity: bool):
