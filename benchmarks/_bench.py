@@ -125,6 +125,29 @@ def _time_calls(fn, calls: int) -> float:
     return (time.perf_counter() - t) / calls
 
 
+def chunk_per_device(d: int, L: int, K: int, C_m: float) -> list[list]:
+    """[compiled run_chunk, hparams, state] for one config per device (seed = device index),
+    as `jaxcl run`'s sequential batching keeps every device busy; the chunk is 50 steps."""
+    runs = []
+    for seed, dev in enumerate(jax.devices()):
+        cfg = Config(d=d, C_m=C_m, K=K, L=L, steps=10**9, log_every=50, seed=seed)
+        static = cfg.static()
+        hp = jax.device_put(jax.tree.map(lambda x: jnp.asarray(x[0]), stack_hparams([cfg])), dev)
+        state = jax.device_put(jax.jit(functools.partial(train.init, static))(hp), dev)
+        chunk = jax.jit(functools.partial(train.run_chunk, static),
+                        compiler_options=programs.compiler_options()).lower(hp, state).compile()
+        runs.append([chunk, hp, state])
+    return runs
+
+
+def run_chunks(runs: list[list], n: int) -> None:
+    """n chunks on every device of `chunk_per_device`'s runs, each device's state carried on."""
+    for _ in range(n):
+        for r in runs:
+            r[2], _ = r[0](r[1], r[2])
+    jax.block_until_ready([r[2] for r in runs])
+
+
 def matmul_peak(n: int, repeats: int) -> float:
     """FLOP/s of an (n, n) @ (n, n) float32 matmul, median of `repeats`."""
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import os
 import re
 import sys
@@ -33,34 +32,22 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=16)
     args = ap.parse_args()
     sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from jaxcl.engine.cli import split_cpu
 
     split_cpu(None)
     import jax
-    import jax.numpy as jnp
     from jax.profiler import ProfileData
 
-    from jaxcl.engine import programs
-    from jaxcl.experiments.liao import train
-    from jaxcl.experiments.liao.config import Config, stack_hparams
+    import _bench
+    from jaxcl.experiments.liao.config import Config
 
-    runs = []
-    for seed, dev in enumerate(jax.devices()):
-        cfg = Config(d=args.d, C_m=args.C_m, K=args.K, L=args.L, steps=10**9, log_every=50,
-                     seed=seed)
-        static = cfg.static()
-        hp = jax.device_put(jax.tree.map(lambda x: jnp.asarray(x[0]), stack_hparams([cfg])), dev)
-        state = jax.device_put(jax.jit(functools.partial(train.init, static))(hp), dev)
-        chunk = jax.jit(functools.partial(train.run_chunk, static),
-                        compiler_options=programs.compiler_options()).lower(hp, state).compile()
-        runs.append([chunk, hp, state])
+    runs = _bench.chunk_per_device(args.d, args.L, args.K, args.C_m)
     hlo = runs[0][0].as_text()
+    static = Config(d=args.d, C_m=args.C_m, K=args.K, L=args.L).static()
 
     def go(n):
-        for _ in range(n):
-            for r in runs:
-                r[2], _ = r[0](r[1], r[2])
-        jax.block_until_ready([r[2] for r in runs])
+        _bench.run_chunks(runs, n)
 
     go(2)
     t0 = time.perf_counter()
