@@ -16,20 +16,18 @@ class DiskFullError(OSError):
     """No space left: the file being written was discarded, earlier files are intact."""
 
 
-def _jsonable(x: Any):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+def _numpy_value(x: Any):
+    """json's fallback for what it cannot write itself: numpy arrays and scalars."""
     if isinstance(x, np.ndarray):
         return x.tolist()
     if isinstance(x, np.generic):
         return x.item()
-    return x
+    raise TypeError(f"Object of type {type(x).__name__} is not JSON serializable")
 
 
 def dumps(obj: Any, **kw) -> str:
-    return json.dumps(_jsonable(obj), **kw)
+    """json.dumps that also writes numpy arrays (as lists) and numpy scalars (as numbers)."""
+    return json.dumps(obj, default=_numpy_value, **kw)
 
 
 def atomic_write(path: str, write) -> None:

@@ -110,6 +110,17 @@ def test_config_is_frozen_and_id_changes_with_any_field():
         c.d = 10
     assert Config(lam=0.031).config_id != c.config_id
     assert Config().config_id == c.config_id
+    # the id is computed once per config: a replaced config gets its own, not the original's
+    assert dataclasses.replace(c, lam=0.031).config_id == Config(lam=0.031).config_id
+
+
+def test_sweep_expands_once_and_hands_out_fresh_lists():
+    sw = loads("[base]\nd = 5\n[grid]\nseed = [0, 1, 2]\n")
+    first = sw.configs()
+    first.pop()
+    again = sw.configs()
+    assert [c.seed for c in again] == [0, 1, 2]
+    assert all(a is b for a, b in zip(again, sw.configs()))  # the same frozen configs
 
 
 def test_split_cpu_sets_a_device_count_and_keeps_the_users(monkeypatch):

@@ -1,6 +1,7 @@
 """The CLI end to end on a tiny grid: run-directory layout (SPEC §7), resume, divergence."""
 
 import json
+import math
 import os
 
 import numpy as np
@@ -86,6 +87,31 @@ def test_grid_is_product_and_set_applies_everywhere():
     cfgs = sw.configs()
     assert len(cfgs) == 6 and {c.K for c in cfgs} == {16}
     assert {(c.ratio, c.seed) for c in cfgs} == {(r, s) for r in (0.5, 1.0) for s in (0, 1, 2)}
+
+
+def test_json_writer_takes_numpy_values_and_rows_reset_only_what_exists(tmp_path):
+    """fileio.dumps writes numpy arrays and scalars as the plain values json.loads gives back;
+    reset_rows drops the rows past a step, keeps a torn-line-free file, and creates none."""
+    from jaxcl import fileio
+    from jaxcl.engine.rundir import RunDir
+
+    obj = {"a": np.arange(3, dtype=np.int32), "b": (np.float32(0.5), np.bool_(True)),
+           "c": [{"d": np.float64(0.1), "e": np.array([[1.5, np.nan]])}], "f": None}
+    back = json.loads(fileio.dumps(obj, sort_keys=True))
+    assert back["a"] == [0, 1, 2] and back["b"] == [0.5, True] and back["f"] is None
+    assert back["c"][0]["d"] == 0.1 and back["c"][0]["e"][0][0] == 1.5
+    assert math.isnan(back["c"][0]["e"][0][1])
+    with pytest.raises(TypeError, match="object"):
+        fileio.dumps({"x": object()})
+    rd = RunDir(str(tmp_path / "r"))
+    rd.reset_rows("fresh")
+    assert not os.path.exists(rd.p("rows", "fresh.jsonl"))
+    rd.append_rows("c", [{"step": s} for s in (50, 100, 150)])
+    with open(rd.p("rows", "c.jsonl"), "a") as f:
+        f.write('{"step": 2')  # a torn last line, as a kill mid-append leaves
+    rd.reset_rows("c", keep_until_step=100)
+    with open(rd.p("rows", "c.jsonl")) as f:
+        assert f.read() == '{"step": 50}\n{"step": 100}\n'
 
 
 def test_full_disk_is_a_clear_error_and_keeps_earlier_files(tmp_path, monkeypatch, capsys):

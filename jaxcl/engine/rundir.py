@@ -182,6 +182,9 @@ class RunDir:
     def reset_rows(self, config_id: str, keep_until_step: int = -1) -> None:
         """Drops rows past `keep_until_step` (all rows for -1), e.g. when a config restarts."""
         path = self.p("rows", config_id + ".jsonl")
+        if not os.path.exists(path):  # a config's first run: nothing to drop, nothing to write
+            os.makedirs(os.path.dirname(path), exist_ok=True)  # append_rows opens it in place
+            return
         kept = [r for r in read_jsonl(path) if r["step"] <= keep_until_step]
         write_text(path, "".join(dumps(r) + "\n" for r in kept))
 

@@ -45,7 +45,12 @@ class Sweep:
         """Each grid's product (the union over `[[grid]]` tables, grid order kept, a config
         that several grids give taken once), each point validated as a config of its
         experiment; errors name the field, value and point (and the experiment, for a field it
-        does not have)."""
+        does not have). Expanded once per Sweep (it is frozen); each call returns a new list."""
+        if "_configs" not in self.__dict__:
+            object.__setattr__(self, "_configs", tuple(self._expand()))
+        return list(self.__dict__["_configs"])
+
+    def _expand(self) -> list:
         out, seen = [], {}
         for gi, grid in enumerate(self.grids()):
             mine = {}
