@@ -451,9 +451,14 @@ def fit_exponents(rows: list[dict]) -> dict:
     return out
 
 
-def save(result: dict, out_dir: str) -> str:
+def write_result(result: dict, out_dir: str, name: str) -> str:
+    """Writes a benchmark's result as out_dir/name (JSON, numpy scalars as floats); its path."""
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{result['info']['machine']}.json")
+    path = os.path.join(out_dir, name)
     with open(path, "w") as f:
         json.dump(result, f, indent=1, default=float)
     return path
+
+
+def save(result: dict, out_dir: str) -> str:
+    return write_result(result, out_dir, f"{result['info']['machine']}.json")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import sys
@@ -189,11 +188,8 @@ def main() -> None:
     result = {"machine": _bench.machine_info(), "command": " ".join(sys.argv),
               "args": vars(args), "rows": rows,
               "noise_ns_per_draw": {"d": args.d[-1], **parts}}
-    os.makedirs(args.out_dir, exist_ok=True)
-    path = os.path.join(args.out_dir, f"ceiling-{result['machine']['machine']}-L{args.L}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote", path)
+    print("wrote", _bench.write_result(
+        result, args.out_dir, f"ceiling-{result['machine']['machine']}-L{args.L}.json"))
 
 
 if __name__ == "__main__":

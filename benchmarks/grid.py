@@ -113,11 +113,8 @@ def main() -> None:
               "args": vars(args), "seconds": times, "median_s": med, "fill_cache_s": cold,
               "outputs_differ": differs if args.compare else None}
     shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(args.out_dir, exist_ok=True)
-    path = os.path.join(args.out_dir, f"grid-{result['machine']['machine']}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote", path)
+    print("wrote", _bench.write_result(result, args.out_dir,
+                                       f"grid-{result['machine']['machine']}.json"))
 
 
 if __name__ == "__main__":

@@ -73,11 +73,8 @@ def main() -> None:
             rows.append(bench(_bench, torch, d, n, args))
     result = {"machine": _bench.machine_info(), "torch": torch.__version__,
               "torch_threads": torch.get_num_threads(), "args": vars(args), "rows": rows}
-    os.makedirs(args.out_dir, exist_ok=True)
-    path = os.path.join(args.out_dir, f"peers-{result['machine']['machine']}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote", path)
+    print("wrote", _bench.write_result(result, args.out_dir,
+                                       f"peers-{result['machine']['machine']}.json"))
 
 
 class Peer:
@@ -380,11 +377,8 @@ def sweep(args) -> None:
               "seconds": times, "median_s": med, "jaxcl_run_speedup": over,
               "config_steps": n * steps}
     shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(args.out_dir, exist_ok=True)
-    path = os.path.join(args.out_dir, f"peers-sweep-{result['machine']['machine']}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote", path)
+    print("wrote", _bench.write_result(result, args.out_dir,
+                                       f"peers-sweep-{result['machine']['machine']}.json"))
 
 
 if __name__ == "__main__":
