@@ -1,12 +1,23 @@
 """Refactor guard (issue: one engine, several experiments): with `loss = "infonce"` or no `loss`
-field, the final arrays of sweeps/figure1.toml and of a d = 32 grid are those that commit
-2499e74 wrote before the engine/experiment split and the loss family, to 1e-6 relative.
+field, the arrays after 10 steps of sweeps/figure1.toml's grid and of a d = 32 grid are those that
+commit 2499e74 wrote before the engine/experiment split and the loss family, within float32
+rounding (TOL below), on any CPU.
 
 The fixture (tests/fixtures/main_arrays.npz) was made by tests/fixtures/make_main_arrays.py at
 that commit. It guards the refactor; the independent checks of the same arrays are the tests
 of the step against autodiff and of the observables against tests/reference.py.
+
+Why 10 steps and TOL: another CPU (another vector width, so other summation orders) changes the
+last bits of every reduction. Measured between XLA_FLAGS=--xla_cpu_max_isa=SSE4_2 and AVX-512 on
+one machine: 1.3e-7 of the array's scale at init (W(0)'s erfinv, M's QR: about one float32 ulp),
+2.4e-7 after 10 steps, but 3.8e-5 after 100 at d = 32 (training amplifies them, chaotically
+once the bias schedule starts). So the guard stops at 10 steps and allows 8 float32 epsilons
+(2^-23) of the scale for the initial draw and 8 more per step: 11 × 8 × 1.19e-7 = 1.05e-5, 40×
+the measured drift. A changed formula or draw moves W far more: each test also checks that the
+10 steps moved W by over 100 × TOL, so an untrained W could not pass.
 """
 
+import json
 import os
 
 import numpy as np
@@ -15,22 +26,34 @@ from jaxcl.engine.cli import main
 from support import ROOT
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "main_arrays.npz")
+STEPS = 10
+EPS32 = float(np.finfo(np.float32).eps)  # 2^-23
+TOL = (1 + STEPS) * 8 * EPS32
 D32 = """
 [base]
 d = 32
 C_m = 1.5
-steps = 150
-log_every = 50
+steps = 10
+log_every = 5
 {extra}
 [grid]
 ratio = [0.25, 1.0]
 seed = [0]
 """
+FIGURE1 = """
+[base]
+d = 9
+m = 30
+steps = 10
+log_every = 5
+
+[grid]
+ratio = [0.25, 0.5, 1.0]
+seed = [0, 1, 2, 3, 4, 5, 6, 7]
+"""
 
 
 def _arrays(out) -> dict:
-    import json
-
     got = {}
     for name in sorted(os.listdir(out / "final")):
         if not name.endswith(".json"):
@@ -42,34 +65,33 @@ def _arrays(out) -> dict:
     return got
 
 
-def _check(got: dict, keys: list[str]) -> None:
+def _check(got: dict, prefix: str, n_configs: int) -> None:
     with np.load(FIXTURE) as want:
-        assert keys, "no fixture arrays selected"
+        keys = [k for k in want.files if k.startswith(prefix)]
+        assert len(keys) == n_configs * 5 and set(keys) == set(got)
         for k in keys:
             a, b = got[k], want[k]
             assert a.shape == b.shape and a.dtype == b.dtype, k
+            scale = float(np.abs(b).max())
             # relative to the array's scale, so entries near zero are held to the same bar
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * float(np.abs(b).max()),
-                                       err_msg=k)
+            np.testing.assert_allclose(a, b, rtol=TOL, atol=TOL * scale, err_msg=k)
+        for k in keys:  # the guard has teeth: 10 steps moved W far past the tolerance
+            if k.endswith("/w"):
+                w0 = want[k[:-1] + "w0"]
+                assert np.abs(want[k] - w0).max() > 100 * TOL * np.abs(w0).max(), k
+
+
+def _run(tmp_path, name: str, text: str) -> dict:
+    (tmp_path / f"{name}.toml").write_text(text)
+    assert main(["run", str(tmp_path / f"{name}.toml"), "--out", str(tmp_path / name),
+                 "--no-progress"]) == 0
+    return _arrays(tmp_path / name)
 
 
 def test_d32_grid_equals_main(tmp_path):
-    """With `loss = "infonce"` written out (figure1.toml below has no loss field)."""
-    (tmp_path / "s.toml").write_text(D32.format(extra='loss = "infonce"'))
-    assert main(["run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o"),
-                 "--no-progress"]) == 0
-    got = _arrays(tmp_path / "o")
-    with np.load(FIXTURE) as want:
-        keys = [k for k in want.files if k.startswith("d32_")]
-    assert len(keys) == 2 * 5 and set(keys) == set(got)
-    _check(got, keys)
+    """With `loss = "infonce"` written out (the Figure 1 grid below has no loss field)."""
+    _check(_run(tmp_path, "d32", D32.format(extra='loss = "infonce"')), "d32_", 2)
 
 
 def test_figure1_equals_main(tmp_path):
-    assert main(["run", os.path.join(ROOT, "sweeps", "figure1.toml"), "--out",
-                 str(tmp_path / "f1"), "--no-progress"]) == 0
-    got = _arrays(tmp_path / "f1")
-    with np.load(FIXTURE) as want:
-        keys = [k for k in want.files if k.startswith("d9_")]
-    assert len(keys) == 24 * 5 and set(keys) == set(got)
-    _check(got, keys)
+    _check(_run(tmp_path, "f1", FIGURE1), "d9_", 24)
