@@ -265,3 +265,45 @@ def test_bad_batching_is_refused_before_compiling(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "batching" in err and "'scan'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_resume_under_another_cpu_is_recorded(tmp_path, jax_cache):
+    """A run continued under other compiler flags (XLA's SSE4.2 target standing in for another
+    CPU) says so once, records the change in its invocation, and the report shows it."""
+    import subprocess
+    import sys
+
+    from support import ROOT, cli_env
+
+    (tmp_path / "s.toml").write_text(tiny_sweep(steps=20))
+    out = str(tmp_path / "out")
+
+    def jaxcl(*args, isa=None):
+        env = cli_env(cache=jax_cache)  # any ISA cap of the caller's dropped, `isa` set
+        env["XLA_FLAGS"] = " ".join([f for f in env["XLA_FLAGS"].split()
+                                     if not f.startswith("--xla_cpu_max_isa")]
+                                    + ([f"--xla_cpu_max_isa={isa}"] if isa else []))
+        res = subprocess.run([sys.executable, "-m", "jaxcl", *args], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        return res.stdout + res.stderr
+
+    first = jaxcl("run", str(tmp_path / "s.toml"), "--out", out, "--shard", "0/2",
+                  "--no-progress")
+    assert "another environment" not in first
+    second = jaxcl("run", str(tmp_path / "s.toml"), "--out", out, "--no-progress", isa="SSE4_2")
+    assert second.count("another environment") == 1 and "xla_flags" in second
+    runs = json.loads((tmp_path / "out" / "manifest.json").read_text())["invocations"]
+    assert [r["outcome"] for r in runs] == ["finished", "finished"]
+    assert runs[0]["environment_changed"] == []
+    env0, env1 = runs[0]["environment"], runs[1]["environment"]
+    assert "SSE4_2" not in env0["xla_flags"] and "SSE4_2" in env1["xla_flags"]
+    assert {env0["jax"], env1["jax"]} == {__import__("jax").__version__}
+    assert [c for c in runs[1]["environment_changed"] if c.startswith("xla_flags:")]
+    # nothing left to train: no warning, whatever the flags
+    assert "another environment" not in jaxcl("run", str(tmp_path / "s.toml"), "--out", out,
+                                              "--no-progress")
+    jaxcl("report", out)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.count("environment changed since the previous run") == 1
+    assert f"jax {env0['jax']}, jaxlib {env0['jaxlib']}, {env0['isa']}" in report

@@ -13,8 +13,10 @@ from jaxcl.engine.lock import Shard
 
 
 def invocation(started: str, t0: float, outcome: str, summary,
-               shard: Shard | None = None) -> dict:
-    """One `jaxcl run` for the manifest's history: when, what, where, how long, how it ended."""
+               shard: Shard | None = None, env_changed: list[str] | None = None) -> dict:
+    """One `jaxcl run` for the manifest's history: when, what, where, how long, how it ended,
+    and the environment that decides its last bits (`environment`); `env_changed` lists how
+    that differs from the run directory's previous invocation (`environment_changes`)."""
     import platform
     import socket
     import subprocess
@@ -34,7 +36,35 @@ def invocation(started: str, t0: float, outcome: str, summary,
             "host": socket.gethostname(), "cpu": f"{cpu_model() or platform.machine()}, "
             f"{os.cpu_count()} cores", "commit": commit or "unknown",
             "devices": f"{jax.device_count()} {jax.default_backend()} device(s), "
-                       f"{jax.process_count()} process(es)"}
+                       f"{jax.process_count()} process(es)",
+            "environment": environment(), "environment_changed": env_changed or []}
+
+
+# What decides a result's last bits besides its config: the compiler and its target (docs/engine.md,
+# "Reproducing across machines"). The device count does not: configs are sharded, never split.
+BITWISE_KEYS = ("jax", "jaxlib", "backend", "cpu", "isa", "xla_flags")
+
+
+def environment() -> dict:
+    """The versions, CPU and compiler flags a run was compiled under."""
+    import platform
+
+    import jaxlib
+
+    return {"jax": jax.__version__, "jaxlib": getattr(jaxlib, "__version__", "?"),
+            "python": platform.python_version(), "backend": jax.default_backend(),
+            "cpu": cpu_model() or platform.machine(), "isa": cpu_isa(),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def environment_changes(previous: list[dict], now: dict) -> list[str]:
+    """How `now` differs from the last recorded environment of `previous` invocation records
+    (oldest first; records from before environments were recorded are skipped)."""
+    before = next((r["environment"] for r in reversed(previous) if r.get("environment")), None)
+    if before is None:
+        return []
+    return [f"{k}: {before.get(k, '?')!r} -> {now.get(k, '?')!r}" for k in BITWISE_KEYS
+            if before.get(k) != now.get(k)]
 
 
 def command() -> str:
@@ -43,6 +73,23 @@ def command() -> str:
     if sys.argv and sys.argv[0].endswith(("jaxcl", "__main__.py", "cli.py")):
         return shlex.join(["jaxcl"] + sys.argv[1:])
     return "jaxcl.engine.runner.run"
+
+
+def cpu_isa() -> str:
+    """The widest x86 vector extension the CPU reports (avx512f, avx2, avx, sse4_2), or the
+    machine's architecture elsewhere. XLA compiles for it unless XLA_FLAGS caps it."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return next((x for x in ("avx512f", "avx2", "avx", "sse4_2") if x in flags),
+                                platform.machine())
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def cpu_model() -> str:

@@ -93,6 +93,15 @@ def provenance(manifest: dict) -> list[str]:
             if r.get("checkpoints"):
                 extra += (f"; saved {r['checkpoints']} checkpoint(s) in "
                           f"{r.get('checkpoint_seconds', 0):.1f} s")
+            env = r.get("environment") or {}
+            if env:
+                flags = f", XLA_FLAGS={env['xla_flags']}" if env.get("xla_flags") else ""
+                extra += (f"; jax {env.get('jax', '?')}, jaxlib {env.get('jaxlib', '?')}, "
+                          f"{env.get('isa', '?')}{flags}")
+            if r.get("environment_changed"):
+                extra += ("; **environment changed since the previous run** ("
+                          + "; ".join(r["environment_changed"]) + "): configs resumed across it "
+                          "are statistically, not bitwise, those of one run")
             out.append(f"- {r.get('started', '?')}: `{r.get('command', '?')}` on {r.get('host', '?')}"
                        f" ({r.get('cpu', '?')}; {r.get('devices', '?')}), {r.get('seconds', 0):.1f} s, "
                        f"{r.get('outcome', '?')}{extra}; jaxcl {r.get('commit', '?')}")

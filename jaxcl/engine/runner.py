@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding
 
 from jaxcl.engine import checkpoint, protocol
 from jaxcl.engine.progress import Progress
-from jaxcl.engine.records import command, invocation
+from jaxcl.engine.records import command, environment, environment_changes, invocation
 from jaxcl.engine.programs import (block_hparams, compiled, config_mesh, final_observables,
                                    global_array, plan_blocks, preflight, resolve_batching,
                                    state_bytes)
@@ -220,24 +220,34 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
     if held is not None:
         held.write_note()
     summary = Summary(done=[], failed={}, skipped=[], seconds=0.0)
-    record = None
+    record, changed = None, []
     if is_main:
         if held is not None:
             rd.close_stale(shard)  # the lock proves their processes dead
-        record = rd.start_invocation(invocation(started, t0, "running", summary, shard))
+        changed = environment_changes(rd.invocations(), environment())
+        if not any(rd.status(c.config_id)["state"] != DONE for c in mine):
+            changed = []  # nothing to train: nothing mixes
+        if changed:  # said once per invocation, and kept in its record
+            log("jaxcl: this run directory was written under another environment ("
+                + "; ".join(changed) + "); continuing. Configs resumed from a checkpoint will "
+                "not be bitwise those of one uninterrupted run, only statistically equal "
+                "(docs/engine.md, 'Reproducing across machines')")
+        record = rd.start_invocation(invocation(started, t0, "running", summary, shard, changed))
     try:
         _train(rd, sweep, configs, mine, summary, shard=shard, max_parallel=max_parallel,
                progress=progress, log=log, checkpoints=checkpoints, batching=batching)
     except checkpoint.Interrupted:
         if is_main:
-            rd.update_invocation(record, invocation(started, t0, "interrupted", summary, shard))
+            rd.update_invocation(record, invocation(started, t0, "interrupted", summary, shard,
+                                                    changed))
             rd.write_manifest(sweep, configs)
         raise
     except BaseException as e:
         if is_main:
             try:  # on a full disk this may fail too; the next run then marks it killed
                 rd.update_invocation(record, invocation(
-                    started, t0, f"stopped by {type(e).__name__}: {str(e)[:300]}", summary, shard))
+                    started, t0, f"stopped by {type(e).__name__}: {str(e)[:300]}", summary, shard,
+                    changed))
             except OSError:
                 pass
         raise
@@ -245,7 +255,8 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
     if is_main:
         rd.merge_results(configs)
         rd.update_invocation(record, invocation(
-            started, t0, "failed configs" if summary.failed else "finished", summary, shard))
+            started, t0, "failed configs" if summary.failed else "finished", summary, shard,
+            changed))
         rd.write_manifest(sweep, configs)
         left = [c for c in configs if rd.status(c.config_id)["state"] not in (DONE, FAILED)]
         if not left:  # the whole grid is finished (the last task of a job array gets here)
