@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--trend", default=None, metavar="REPORT_JSON",
                      help="liao: the report.json of a sweep over d (e.g. "
                      "results/theorem33-cpu/report.json) to set a long run's final values beside")
+    cmp = sub.add_parser("compare", help="two reports of one study side by side (e.g. "
+                         "results/<study> and its rerun elsewhere): verdicts and intervals; "
+                         "exit 1 when a verdict differs")
+    cmp.add_argument("a", metavar="REPORT_A", help="report.json, or the directory holding it")
+    cmp.add_argument("b", metavar="REPORT_B")
+    cmp.add_argument("--out", default=None, metavar="PATH",
+                     help="also write the table (markdown) here")
     for name in protocol.names():
         for cmd, spec in protocol.get(name).commands().items():
             p = sub.add_parser(cmd, help=f"{spec.help} [{name}]")
@@ -116,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       "trend": args.trend},
                                        out=args.out)
             print(f"jaxcl: report -> {path}", flush=True)
+        elif args.cmd == "compare":
+            return _compare(args)
         elif getattr(args, "experiment_command", None) is not None:
             return args.experiment_command(args)
     except ConfigError as e:  # includes RunDirError
@@ -129,6 +138,18 @@ def main(argv: list[str] | None = None) -> int:
               "continue.", file=sys.stderr, flush=True)
         return 3
     return 0
+
+
+def _compare(args) -> int:
+    from jaxcl.engine import compare
+    from jaxcl.fileio import write_text
+
+    rows = compare.compare(compare.load(args.a), compare.load(args.b))
+    lines = compare.table(rows, args.a, args.b)
+    print("\n".join(lines), flush=True)
+    if args.out:
+        write_text(args.out, "\n".join(lines) + "\n")
+    return 0 if all(r["agree"] for r in rows if r["kind"] == "verdict") else 1
 
 
 def parse_shard(text: str, env: dict | None = None):

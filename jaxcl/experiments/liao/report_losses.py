@@ -41,17 +41,27 @@ def _diff(a: list, b: list) -> tuple[float, float, float]:
 NEGLIGIBLE = 0.01  # a change in a share (coverage, accuracy, alive) this small is no finding
 
 
-def verdict(name: str, direction: int, d: tuple[float, float, float]) -> str:
-    """'raises X by …' / 'lowers X by …' when the 95% interval of the change excludes 0 and the
-    change is at least NEGLIGIBLE, 'a negligible change' when it is smaller, else 'no
-    detectable change in X'."""
+def verdict_word(d: tuple[float, float, float]) -> str:
+    """The verdict on a change (mean, lo, hi): "raises"/"lowers" when its 95% interval excludes
+    0 and it is at least NEGLIGIBLE, "negligible" when it is smaller, else "none"."""
     mid, lo, hi = d
     if not math.isfinite(mid):
-        return f"{name}: too few seeds to compare"
-    if (lo > 0 or hi < 0) and abs(mid) < NEGLIGIBLE:
-        return f"a negligible change in {name} ({mid:+.2g} [{lo:+.2g}, {hi:+.2g}], below {NEGLIGIBLE:g})"
+        return "too few seeds"
     if lo > 0 or hi < 0:
-        word = "raises" if mid > 0 else "lowers"
+        return "negligible" if abs(mid) < NEGLIGIBLE else ("raises" if mid > 0 else "lowers")
+    return "none"
+
+
+def verdict(name: str, direction: int, d: tuple[float, float, float]) -> str:
+    """`verdict_word` in a sentence: 'raises X by …' / 'lowers X by …', 'a negligible change
+    in X', or 'no detectable change in X'."""
+    mid, lo, hi = d
+    word = verdict_word(d)
+    if word == "too few seeds":
+        return f"{name}: too few seeds to compare"
+    if word == "negligible":
+        return f"a negligible change in {name} ({mid:+.2g} [{lo:+.2g}, {hi:+.2g}], below {NEGLIGIBLE:g})"
+    if word in ("raises", "lowers"):
         good = (mid > 0) == (direction > 0)
         return (f"{word} {name} by {abs(mid):.3g} [{lo:+.3g}, {hi:+.3g}]"
                 f" ({'better' if good else 'worse'} for the minority)")
@@ -60,7 +70,8 @@ def verdict(name: str, direction: int, d: tuple[float, float, float]) -> str:
 
 def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dict]:
     """Table per (d, ratio, loss), a plot, and one plain statement per loss and ratio.
-    Returns the table's rows (for report.json)."""
+    Returns the table's rows (for report.json), each loss's with its change against InfoNCE
+    (`vs_infonce`: mean, lo, hi and `verdict_word` per observable)."""
     groups = defaultdict(list)
     for f in finals:
         groups[(f["d"], f["ratio"], f["prune_fraction"], loss_label(f))].append(f["observables"])
@@ -71,7 +82,7 @@ def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dic
               "ℓ = −α s⁺/τ + β log(e^{s⁺/τ} + Σ_i e^{s_i/τ}); α = β = 1 is InfoNCE.", "",
               md_row("d", "ratio", "α_prune", "loss", "seeds",
                      *[m[1] for m in METRICS]), "|---|---|---|---|---|" + "---|" * len(METRICS)]
-    table = []
+    table, rows = [], {}
     for (d, ratio, a, lab), obs in sorted(groups.items(),
                                           key=lambda kv: (kv[0][:3], labels.index(kv[0][3]))):
         lines.append(md_row(str(d), f"{ratio:g}", f"{a:g}", lab, str(len(obs)),
@@ -80,6 +91,7 @@ def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dic
                       "seeds": len(obs), **{k: dict(zip(("mean", "lo", "hi"),
                                                         mean_ci([o[k] for o in obs])))
                                             for k, _, _ in METRICS}})
+        rows[(d, ratio, a, lab)] = table[-1]
     lines += ["", "**What it shows** (each loss against InfoNCE at the same d, ratio and "
               "pruning; a change counts when its 95% interval excludes 0 and it is at least "
               f"{NEGLIGIBLE:g}):", ""]
@@ -91,8 +103,11 @@ def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dic
             obs = groups.get((d, ratio, a, lab))
             if obs is None:
                 continue
-            parts = [verdict(name, sign, _diff([o[k] for o in obs], [o[k] for o in base]))
-                     for k, name, sign in METRICS[:3]]
+            diffs = {k: _diff([o[k] for o in obs], [o[k] for o in base]) for k, _, _ in METRICS[:3]}
+            rows[(d, ratio, a, lab)]["vs_infonce"] = {
+                k: {**dict(zip(("mean", "lo", "hi"), x)), "verdict": verdict_word(x)}
+                for k, x in diffs.items()}
+            parts = [verdict(name, sign, diffs[k]) for k, name, sign in METRICS[:3]]
             lines.append(f"- d {d}, ratio {ratio:g}" + (f", α_prune {a:g}" if a else "")
                          + f", {lab}: " + "; ".join(parts) + ".")
     lines.append("")

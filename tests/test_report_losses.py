@@ -1,0 +1,38 @@
+"""The loss-family section of Liao's report: each loss's change against InfoNCE, as a sentence and
+as numbers with a verdict word in report.json (what `jaxcl compare` reads)."""
+
+import numpy as np
+
+from jaxcl.experiments.liao.report_losses import loss_section, verdict_word
+
+
+def test_verdict_words():
+    assert verdict_word((0.3, 0.2, 0.4)) == "raises"
+    assert verdict_word((-0.3, -0.4, -0.2)) == "lowers"
+    assert verdict_word((0.005, 0.001, 0.009)) == "negligible"  # excludes 0, below 0.01
+    assert verdict_word((0.3, -0.1, 0.7)) == "none"
+    assert verdict_word((float("nan"),) * 3) == "too few seeds"
+
+
+def test_changes_against_infonce_by_hand(tmp_path):
+    def final(loss, cov, **kw):
+        obs = {"cov_minor": cov, "probe_gap": 0.4, "alive_frac": 1.0, "cov_major": 0.99,
+               "probe_minor": 0.6}
+        return {"d": 16, "ratio": 0.5, "prune_fraction": 0.0, "loss": loss, "observables": obs,
+                **kw}
+
+    base = [0.01, 0.02, 0.03]
+    finals = [final("infonce", c) for c in base] + [
+        final("balanced", c, loss_alpha=1.0, loss_beta=2.5) for c in (0.31, 0.32, 0.33)]
+    lines = []
+    rows = loss_section(finals, str(tmp_path), lines)
+    assert [r["loss"] for r in rows] == ["infonce", "balanced(α=1, β=2.5)"]
+    assert "vs_infonce" not in rows[0]
+    ch = rows[1]["vs_infonce"]["cov_minor"]
+    # mean difference 0.3; independent seeds: half-width 1.96 * sqrt(s²/3 + s²/3), s = 0.01
+    half = 1.96 * np.sqrt(2 * 0.01 ** 2 / 3)
+    np.testing.assert_allclose([ch["mean"], ch["lo"], ch["hi"]], [0.3, 0.3 - half, 0.3 + half])
+    assert ch["verdict"] == "raises"
+    assert rows[1]["vs_infonce"]["probe_gap"]["verdict"] == "none"  # equal in every seed
+    assert any("raises minority coverage by 0.3" in x for x in lines)
+    assert (tmp_path / "losses.png").exists()
