@@ -77,3 +77,50 @@ def test_fit_excludes_zeros_with_warning():
     assert any("bootstrap" in w for w in f.warnings)  # the 16 point can resample to zeros
     only = fit.fit_exponent({8: [0.0], 16: [1.0]})
     assert not only.ok and only.warnings
+
+
+def test_exponent_table_per_group_and_column():
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    recs = []
+    for ratio, (p, q) in {1.0: (0.7, -0.5), 0.5: (1.5, 0.25)}.items():
+        for d in (8, 16, 32, 64):
+            for seed in range(4):
+                noise = math.exp(0.2 * rng.standard_normal())
+                recs.append({"ratio": ratio, "d": d, "seed": seed, "A": 3.0 * d**p * noise,
+                             "B": 2.0 * d**q})  # B: noiseless, the same at every seed
+    df = pd.DataFrame(recs).sample(frac=1.0, random_state=0)  # row order must not matter...
+    table = fit.exponent(df, x="d", y=["A", "B"], by="ratio")
+    assert list(table.columns) == ["ratio", *fit.COLUMNS]
+    assert [(r, y) for r, y in zip(table.ratio, table.y)] == [(0.5, "A"), (0.5, "B"),
+                                                             (1.0, "A"), (1.0, "B")]
+    for ratio, (p, q) in {1.0: (0.7, -0.5), 0.5: (1.5, 0.25)}.items():
+        b = table[(table.ratio == ratio) & (table.y == "B")].iloc[0]
+        assert b.slope == pytest.approx(q) and b.lo == pytest.approx(q) == b.hi
+        assert b.intercept == pytest.approx(math.log(2.0)) and b.x_used == [8, 16, 32, 64]
+        # ...and A's interval is fit_exponent's (the report's) on the seeds grouped here by hand,
+        # in the table's order (a bootstrap draw picks seeds by position)
+        a = table[(table.ratio == ratio) & (table.y == "A")].iloc[0]
+        values = {}
+        for r in df[df.ratio == ratio].to_dict("records"):
+            values.setdefault(r["d"], []).append(r["A"])
+        ref = fit.fit_exponent(values)
+        assert (a.slope, a.lo, a.hi, a.intercept) == (ref.slope, ref.lo, ref.hi, ref.intercept)
+        assert a.lo <= p <= a.hi
+        assert isinstance(a.x_used[0], int) and a.n_x == 4 and a.warnings == []
+
+
+def test_exponent_leaves_out_missing_values_and_names_columns():
+    import pandas as pd
+
+    df = pd.DataFrame({"d": [8, 8, 16, 16, 32], "T": [1.0, None, 4.0, 4.0, 16.0]})
+    row = fit.exponent(df, y="T", name="T_1").iloc[0]
+    assert row.slope == pytest.approx(2.0) and row.x_used == [8, 16, 32]
+    assert row.warnings[0] == "T_1: 1 row(s) without a value left out"
+    zero = fit.exponent(pd.DataFrame({"n": [4, 8], "Q": [0.0, 1.0]}), x="n", y="Q").iloc[0]
+    assert math.isnan(zero.slope) and "zero (or no) values at n = [4]" in zero.warnings[0]
+    with pytest.raises(KeyError, match=r"\['dd'\]"):
+        fit.exponent(df, x="dd", y="T")
+    with pytest.raises(TypeError, match="give y"):
+        fit.exponent(df)

@@ -208,6 +208,9 @@ def compile_cache(path: str | None = None) -> str | None:
     return path
 
 
+_enable_compile_cache = compile_cache  # run_sweep's argument of that name shadows it
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -229,29 +232,48 @@ def split_cpu(n: int | None = None) -> None:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
-def _checkpoint_options(args, options: dict):
-    """CLI flags override the sweep file's [sweep] options, which override the defaults."""
+def _checkpoint_options(options: dict, every_steps, every_seconds, keep):
+    """Arguments override the sweep file's [sweep] options, which override the defaults."""
     from jaxcl.engine.checkpoint import CheckpointOptions
 
-    picked = {"every_steps": (args.checkpoint_every_steps, "checkpoint_every_steps"),
-              "every_seconds": (args.checkpoint_every_seconds, "checkpoint_every_seconds"),
-              "keep": (args.keep_checkpoints, "keep_checkpoints")}
+    picked = {"every_steps": (every_steps, "checkpoint_every_steps"),
+              "every_seconds": (every_seconds, "checkpoint_every_seconds"),
+              "keep": (keep, "keep_checkpoints")}
     return CheckpointOptions(**{k: flag if flag is not None else options[key]
                                 for k, (flag, key) in picked.items()
                                 if flag is not None or key in options})
 
 
-def _run(args) -> int:
+def run_sweep(sw, out: str, *, shard: str | None = None, max_parallel: int | None = None,
+              batching: str | None = None, force_new: bool = False,
+              progress: bool | None = None, lock: bool = True, compile_cache: str | None = None,
+              cpu_devices: int | None = None, checkpoint_every_steps: int | None = None,
+              checkpoint_every_seconds: float | None = None,
+              keep_checkpoints: int | None = None, coordinator: str | None = None,
+              num_processes: int | None = None, process_id: int | None = None,
+              distributed: bool = False):
+    """What `jaxcl run` does once the sweep is parsed (the CLI and `jaxcl.run` call this): checks
+    the options, splits the CPU into devices, starts jax.distributed if asked, turns on the
+    compile cache, and runs the sweep under the run directory's lock. Each argument is the
+    `jaxcl run` flag of the same name (`lock=False` is `--no-lock`, `progress=False`
+    `--no-progress`; None: the flag's default).
+
+    Returns:
+      runner.Summary: what was done, skipped and failed.
+
+    Raises:
+      ConfigError: a bad option or config, before anything compiles.
+      RunDirBusy: another run holds the directory.
+      checkpoint.Interrupted: stopped by SIGINT/SIGTERM after a checkpoint; rerunning resumes.
+    """
     from jaxcl.engine import sweep as sweep_mod
-    from jaxcl.engine.checkpoint import Interrupted
     from jaxcl.errors import ConfigError
 
-    if args.max_parallel is not None and args.max_parallel < 1:
-        raise ConfigError(f"--max-parallel = {args.max_parallel}: must be >= 1")
-    if args.cpu_devices is not None and args.cpu_devices < 1:
-        raise ConfigError(f"--cpu-devices = {args.cpu_devices}: must be >= 1")
-    sw = sweep_mod.load(args.sweep, args.set)  # every config validated before jax starts
-    shard = parse_shard(args.shard) if args.shard else None
+    if max_parallel is not None and max_parallel < 1:
+        raise ConfigError(f"--max-parallel = {max_parallel}: must be >= 1")
+    if cpu_devices is not None and cpu_devices < 1:
+        raise ConfigError(f"--cpu-devices = {cpu_devices}: must be >= 1")
+    shard = parse_shard(shard) if shard else None
     if shard is not None and shard.count > len(sw.configs()):
         raise ConfigError(f"--shard {shard}: the grid has only {len(sw.configs())} configs, "
                           f"fewer than {shard.count} slices")
@@ -259,29 +281,46 @@ def _run(args) -> int:
     # One device per core, but no more than the smallest shape group has configs: a group
     # smaller than the device count is padded, and padding rows would take cores from it.
     smallest = min(len(g) for g in sweep_mod.group_by_static(mine).values())
-    split_cpu(args.cpu_devices or min(usable_cores(), smallest))
-    if args.coordinator or args.distributed:
+    split_cpu(cpu_devices or min(usable_cores(), smallest))
+    if coordinator or distributed:
         import jax
 
         # CPU processes need gloo for the cross-process barriers (GPU/TPU have their own).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=args.coordinator,
-                                   num_processes=args.num_processes, process_id=args.process_id)
-    cache = compile_cache(args.compile_cache)
+        jax.distributed.initialize(coordinator_address=coordinator,
+                                   num_processes=num_processes, process_id=process_id)
+    cache = _enable_compile_cache(compile_cache)
     from jaxcl.engine import runner
 
     import jax
 
     n = len(mine)
     print(f"jaxcl: {n} configs in {len(sweep_mod.group_by_static(mine))} shape groups "
-          + (f"(slice {shard} of a {len(sw.configs())}-config grid) " if shard else "") + f"on {jax.device_count()} {jax.default_backend()} device(s) -> {args.out}"
+          + (f"(slice {shard} of a {len(sw.configs())}-config grid) " if shard else "") + f"on {jax.device_count()} {jax.default_backend()} device(s) -> {out}"
           + (f" (compile cache {cache})" if cache else ""), flush=True)
-    ckpt = _checkpoint_options(args, sw.options)
+    ckpt = _checkpoint_options(sw.options, checkpoint_every_steps, checkpoint_every_seconds,
+                               keep_checkpoints)
+    return runner.run(sw, out, lock=lock, shard=shard, max_parallel=max_parallel,
+                      force_new=force_new, batching=batching, progress=progress,
+                      checkpoints=ckpt)
+
+
+def _run(args) -> int:
+    from jaxcl.engine import sweep as sweep_mod
+    from jaxcl.engine.checkpoint import Interrupted
+
+    sw = sweep_mod.load(args.sweep, args.set)  # every config validated before jax starts
     try:
-        summary = runner.run(sw, args.out, lock=not args.no_lock, shard=shard,
-                             max_parallel=args.max_parallel, force_new=args.force_new,
-                             batching=args.batching,
-                             progress=False if args.no_progress else None, checkpoints=ckpt)
+        summary = run_sweep(
+            sw, args.out, shard=args.shard, max_parallel=args.max_parallel,
+            batching=args.batching, force_new=args.force_new,
+            progress=False if args.no_progress else None, lock=not args.no_lock,
+            compile_cache=args.compile_cache, cpu_devices=args.cpu_devices,
+            checkpoint_every_steps=args.checkpoint_every_steps,
+            checkpoint_every_seconds=args.checkpoint_every_seconds,
+            keep_checkpoints=args.keep_checkpoints, coordinator=args.coordinator,
+            num_processes=args.num_processes, process_id=args.process_id,
+            distributed=args.distributed)
     except Interrupted as e:
         print(f"jaxcl: {e}.\njaxcl: to resume, run the same command again:\n  "
               f"{shlex.join(['jaxcl'] + list(args.argv))}", file=sys.stderr, flush=True)

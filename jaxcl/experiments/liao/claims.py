@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import Callable, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from jaxcl import fit
 from jaxcl.experiments.liao import theory
@@ -136,6 +137,14 @@ def claims_section(finals: list[dict], lines: list[str]) -> list[dict]:
     series = defaultdict(list)
     for f in base:
         series[(f["ratio"], f["C_m"], f["gamma_c0"], f["eta"])].append(f)
+    by = ["ratio", "C_m", "gamma_c0", "eta"]
+    table = pd.DataFrame([{**{k: f[k] for k in by}, "d": f["d"],
+                           **{q.key: float(q.get(f["observables"])) for q in QUANTITIES},
+                           # stage times: fitted where reached (T > 0), as NaN (left out) if not
+                           **{k: float(f[k]) if f[k] > 0 else math.nan for k, *_ in STAGE_CLAIMS}}
+                          for f in base])
+    fits = fit.by_key(fit.exponent(table, x="d", y=[q.key for q in QUANTITIES]
+                                   + [k for k, *_ in STAGE_CLAIMS], by=by, name="{y}"))
     rows = []
     for key, _, words, source, kind, get, theta_fn, trivial_fn, ekey in QUANTITIES:
         for (ratio, C_m, g, eta), fs in sorted(series.items()):
@@ -144,7 +153,7 @@ def claims_section(finals: list[dict], lines: list[str]) -> list[dict]:
             for f in fs:
                 by_d[f["d"]].append(float(get(f["observables"])))
                 m_of[f["d"]] = f["m"]
-            ft = fit.fit_exponent(by_d, name=key)
+            ft = fits[(key, ratio, C_m, g, eta)]
             e_slope = fit.fit_curve(ft.d_used, [theory.expected_counts(d, m_of[d], ratio, g)[ekey]
                                                 for d in ft.d_used])
             zeros = tuple(d for d in sorted(by_d) if np.mean(by_d[d]) <= 0)
@@ -166,7 +175,7 @@ def claims_section(finals: list[dict], lines: list[str]) -> list[dict]:
                 if f[key] > 0:
                     by_d[f["d"]].append(float(f[key]))
             ds = sorted(by_d)
-            ft = fit.fit_exponent(by_d, name=key) if len(ds) >= 2 else None
+            ft = fits[(key, ratio, C_m, g, eta)] if len(ds) >= 2 else None
             theta = (fit.fit_curve(ds, [scale(d, eta, fs[0]["eps_max"]) for d in ds])
                      if len(ds) >= 2 else math.nan)
             if ft is None:

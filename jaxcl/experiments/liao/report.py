@@ -11,6 +11,7 @@ import os
 from collections import defaultdict
 
 import numpy as np
+import pandas as pd
 
 from jaxcl import fit
 from jaxcl.experiments.liao import claims, report_plots, theory
@@ -52,6 +53,12 @@ def scaling_section(finals: list[dict], out_dir: str, lines: list[str]) -> None:
               "constants: a slope past the exponent over a short d range is evidence, not proof.",
               "", "| quantity | ratio | C_m | measured | 95% interval | theory | finite-d | "
               "verdict vs theory |", "|---|---|---|---|---|---|---|---|"]
+    table = pd.DataFrame([{"ratio": f["ratio"], "C_m": f["C_m"], "gamma_c0": f["gamma_c0"],
+                           "d": f["d"], **{q.label: float(q.get(f["observables"]))
+                                           for q in claims.QUANTITIES}} for f in base])
+    fits = fit.by_key(fit.exponent(table, x="d", y=[q.label for q in claims.QUANTITIES],
+                                   by=["ratio", "C_m", "gamma_c0"],
+                                   name="{y} at ratio {ratio:g}"))
     warnings, panels = [], []
     for key, label, _, _, bound, get, theta_fn, _, ekey in claims.QUANTITIES:
         panel = {"title": label, "ylabel": label, "series": []}
@@ -60,7 +67,7 @@ def scaling_section(finals: list[dict], out_dir: str, lines: list[str]) -> None:
             for f in fs:
                 by_d[f["d"]].append(float(get(f["observables"])))
             ds = sorted(by_d)
-            ft = fit.fit_exponent(by_d, name=f"{label} at ratio {ratio:g}")
+            ft = fits[(label, ratio, C_m, g)]
             warnings += ft.warnings
             theta = theta_fn(C_m, ratio, g)
             m_of = {f["d"]: f["m"] for f in fs}
@@ -153,12 +160,18 @@ def init_section(stats: dict, out_dir: str, lines: list[str]) -> None:
     lines += ["", "| quantity | ratio | measured slope | 95% interval | theory | finite-d | "
               "verdict vs theory |", "|---|---|---|---|---|---|---|"]
     exp = {(e["d"], e["ratio"]): e for e in stats["expected"]}
+    quantities = (
+        ("lucky_counts", "|M_j*|", lambda r: theory.omega1(C_m, r, g), "lucky", "lower"),
+        ("ordinary_counts", "|M_j|", lambda r: theory.omega2(C_m, r, g), "ordinary", "upper"),
+        ("single_counts", "#{N_i(0) = {j}}", lambda r: theory.omega1(C_m, r, g), "single",
+         "lower"))
+    table = pd.DataFrame([{"ratio": r["ratio"], "d": r["d"],
+                           **{q[1]: float(np.mean(r[q[0]])) for q in quantities}}
+                          for r in stats["records"]])
+    fits = fit.by_key(fit.exponent(table, x="d", y=[q[1] for q in quantities], by=["ratio"],
+                                   name="init {y} at ratio {ratio:g}"))
     panels, warnings = [], []
-    for key, label, theta_fn, ekey, bound in (
-            ("lucky_counts", "|M_j*|", lambda r: theory.omega1(C_m, r, g), "lucky", "lower"),
-            ("ordinary_counts", "|M_j|", lambda r: theory.omega2(C_m, r, g), "ordinary", "upper"),
-            ("single_counts", "#{N_i(0) = {j}}", lambda r: theory.omega1(C_m, r, g), "single",
-             "lower")):
+    for key, label, theta_fn, ekey, bound in quantities:
         panel = {"title": f"{label} at init", "ylabel": label, "series": []}
         for ratio in sorted({r["ratio"] for r in stats["records"]}):
             by_d = defaultdict(list)
@@ -166,7 +179,7 @@ def init_section(stats: dict, out_dir: str, lines: list[str]) -> None:
                 if r["ratio"] == ratio:
                     by_d[r["d"]].append(float(np.mean(r[key])))
             ds = sorted(by_d)
-            ft = fit.fit_exponent(by_d, name=f"init {label} at ratio {ratio:g}")
+            ft = fits[(label, ratio)]
             warnings += ft.warnings
             e = [exp[(d, ratio)][ekey] for d in ds]
             lines.append(f"| {_md(label)} | {ratio:g} | {_f(ft.slope)} | [{_f(ft.lo)}, {_f(ft.hi)}] | "

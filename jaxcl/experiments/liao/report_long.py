@@ -136,7 +136,8 @@ def _trend(path: str, finals: list[dict], lines: list[str]) -> list[dict]:
 def _plot(path: str, rows: list[dict], marks: dict, f0: dict) -> None:
     import matplotlib
 
-    matplotlib.use("Agg")
+    if not os.environ.get("MPLBACKEND"):  # headless PNGs; a Jupyter kernel sets its own
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [("coverage", [("cov_major", "majority", "-"), ("cov_minor", "minority", "--")]),

@@ -4,10 +4,12 @@ coverage over training with T_1/T_2 marked, |N_i| histograms, and the pruning co
 from __future__ import annotations
 
 import math
+import os
 
 import matplotlib
 
-matplotlib.use("Agg")
+if not os.environ.get("MPLBACKEND"):  # headless PNGs; a Jupyter kernel sets its own
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

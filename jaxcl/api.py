@@ -1,0 +1,277 @@
+"""The Python API (`jaxcl.run`, `jaxcl.open`): run a sweep as `jaxcl run` does, read a run
+directory as pandas tables, from a notebook or a script."""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import json
+import math
+import os
+import re
+import signal
+import sys
+from typing import Any
+
+import numpy as np
+
+from jaxcl.errors import ConfigError
+
+
+def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "Run":
+    """Runs (or continues) a sweep into a run directory, exactly as `jaxcl run` does.
+
+    The lock, resume, `--shard` slices and checkpoints behave as on the command line (one code
+    path: `jaxcl.engine.cli.run_sweep`). Stopping it (Ctrl-C, the notebook's stop button) saves
+    a checkpoint at the end of the current chunk and raises KeyboardInterrupt; calling it again
+    with the same arguments resumes.
+
+    Args:
+      sweep: a sweep TOML file's path, a TOML string, or a dict of the same shape
+        ({"base": {...}, "grid": {...}} or "grid": [{...}, ...] for `[[grid]]`, optional
+        "sweep": {...}); a dict is written to RUN_DIR/sweep.toml as TOML.
+      out: the run directory.
+      **options: the options of `jaxcl run`, named as its flags with underscores: `set` (a
+        dict {field: value} or a list of "field=value"), `max_parallel`, `batching`,
+        `force_new`, `shard` ("I/N" or "auto"), `progress` (default: on in a notebook or a
+        terminal), `lock` (False is `--no-lock`), `compile_cache`, `cpu_devices`,
+        `checkpoint_every_steps`, `checkpoint_every_seconds`, `keep_checkpoints`,
+        `coordinator`, `num_processes`, `process_id`, `distributed`.
+
+    Returns:
+      The run directory as a `Run`; its `summary` says what was done, skipped and failed.
+
+    Raises:
+      ConfigError: bad sweep or option (naming the field and value), before anything compiles.
+      RunDirBusy: another run holds the directory's lock.
+      KeyboardInterrupt: stopped by SIGINT, after saving a checkpoint.
+      TypeError: an unknown option.
+    """
+    from jaxcl.engine import cli
+    from jaxcl.engine.checkpoint import Interrupted
+
+    known = [p for p in inspect.signature(cli.run_sweep).parameters if p not in ("sw", "out")]
+    unknown = sorted(set(options) - set(known) - {"set"})
+    if unknown:
+        raise TypeError(f"jaxcl.run: unknown option(s) {', '.join(map(repr, unknown))}; "
+                        f"options: set, {', '.join(known)}")
+    sw = load_sweep(sweep, options.pop("set", None))
+    if options.get("progress") is None:
+        options["progress"] = _interactive()
+    try:
+        summary = cli.run_sweep(sw, os.fspath(out), **options)
+    except Interrupted as e:
+        if e.signum == signal.SIGINT:
+            raise KeyboardInterrupt(f"jaxcl: {e}; call jaxcl.run again with the same "
+                                    "arguments to resume") from None
+        raise
+    done = Run(out)
+    done.summary = summary
+    return done
+
+
+def open(run_dir: str | os.PathLike) -> "Run":  # noqa: A001  (jaxcl.open, as in xarray)
+    """Opens a run directory for reading: finished, running or partial; takes no lock.
+
+    Raises:
+      ConfigError: `run_dir` has no manifest.json (not a jaxcl run directory).
+    """
+    return Run(run_dir)
+
+
+class Run:
+    """A run directory, read from its plain files (docs/run-directory.md) without its lock.
+
+    Attributes:
+      path: the run directory.
+      summary: what `jaxcl.run` did (None for `jaxcl.open`).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self.summary = None
+        if not os.path.exists(self._p("manifest.json")):
+            raise ConfigError(f"run directory {self.path!r}: no manifest.json, not a jaxcl run "
+                              "directory (or not started yet)")
+
+    def __repr__(self) -> str:
+        return f"jaxcl.Run({self.path!r})"
+
+    def _p(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    @property
+    def config_ids(self) -> list[str]:
+        """Every config id of the sweep, in grid order (manifest.json)."""
+        with builtins.open(self._p("manifest.json")) as f:
+            return json.load(f)["config_ids"]
+
+    def rows(self):
+        """results.jsonl as a DataFrame: one row per config per logged chunk, every config field
+        and metric a column. While a run goes (or after a killed one) results.jsonl lags
+        behind; then the rows are read from rows/<id>.jsonl in grid order instead, which is
+        what `jaxcl merge` would write.
+
+        Returns:
+          pandas.DataFrame.
+        """
+        import pandas as pd
+
+        from jaxcl.fileio import read_jsonl
+
+        results, rows_dir = self._p("results.jsonl"), self._p("rows")
+        fresh = os.path.exists(results)
+        if fresh and os.path.isdir(rows_dir):
+            newest = max((e.stat().st_mtime_ns for e in os.scandir(rows_dir)
+                          if e.name.endswith(".jsonl")), default=-1)
+            fresh = newest <= os.stat(results).st_mtime_ns
+        if fresh:
+            records = read_jsonl(results)
+        else:
+            records = [r for cid in self.config_ids
+                       for r in read_jsonl(os.path.join(rows_dir, cid + ".jsonl"))]
+        return pd.DataFrame(records)
+
+    def finals(self):
+        """One row per finished config (final/<id>.json and .npz written), in grid order,
+        indexed by config_id: every resolved config field, the final scalars, and the
+        observables as columns (an observable whose name is already a column, e.g. liao's T1,
+        is `observables.<name>`). Array observables are lists, as in the json.
+
+        Returns:
+          pandas.DataFrame.
+        """
+        import pandas as pd
+
+        records = []
+        for cid in self.config_ids:
+            if not self._finished(cid):
+                continue
+            with builtins.open(self._p("final", cid + ".json")) as f:
+                info = json.load(f)
+            for k, v in (info.pop("observables", None) or {}).items():
+                info["observables." + k if k in info else k] = v
+            info["config_id"] = cid
+            records.append(info)
+        if not records:
+            return pd.DataFrame(index=pd.Index([], name="config_id"))
+        return pd.DataFrame(records).set_index("config_id")
+
+    def _finished(self, cid: str) -> bool:
+        return all(os.path.exists(self._p("final", cid + ext)) for ext in (".npz", ".json"))
+
+    def arrays(self, config_id: str) -> dict[str, np.ndarray]:
+        """A finished config's final arrays (final/<config_id>.npz), loaded into memory.
+
+        Raises:
+          KeyError: the config has no final arrays (not finished, failed, or not in the sweep).
+        """
+        if not self._finished(config_id):
+            known = config_id in self.config_ids
+            raise KeyError(f"config {config_id!r} has no final arrays in {self.path!r} ("
+                           + ("not finished" if known else "not a config of this sweep") + ")")
+        with np.load(self._p("final", config_id + ".npz")) as z:
+            return {k: z[k] for k in z.files}
+
+    def status(self) -> dict:
+        """What `jaxcl status RUN_DIR --json` prints (`jaxcl.engine.status.status`)."""
+        from jaxcl.engine import status
+
+        return status.status(self.path)
+
+    def report(self, out: str | os.PathLike | None = None, *, init_stats: str | None = None,
+               trend: str | None = None) -> str:
+        """Writes report.md, report.json and the PNGs, as `jaxcl report RUN_DIR [--out OUT]`.
+
+        Args:
+          out: where to write them (default: the run directory).
+          init_stats, trend: liao's `--init-stats` and `--trend` (see `jaxcl report --help`).
+
+        Returns:
+          The path of report.md.
+        """
+        from jaxcl.engine import report
+
+        return report.write_report(self.path, {"init_stats": init_stats, "trend": trend},
+                                   out=None if out is None else os.fspath(out))
+
+
+def load_sweep(sweep: str | os.PathLike | dict, sets: dict | list[str] | None = None):
+    """A Sweep from a TOML path, a TOML string or a dict of the same shape, with `--set`
+    overrides ({field: value} or ["field=value", ...]); a dict is validated as its TOML is.
+
+    Raises:
+      ConfigError: naming the field and value.
+    """
+    from jaxcl.engine import sweep as sweep_mod
+
+    if isinstance(sets, dict):
+        sets = [f"{k}={_value(v, f'set {k!r}')}" for k, v in sets.items()]
+    sets = list(sets or [])
+    if isinstance(sweep, dict):
+        text, source = sweep_toml(sweep), "<sweep dict>"
+    elif isinstance(sweep, str) and not os.path.isfile(sweep) and ("\n" in sweep or "=" in sweep):
+        text, source = sweep, "<sweep string>"
+    else:
+        return sweep_mod.load(os.fspath(sweep), sets)
+    return sweep_mod.loads(text, dict(sweep_mod.parse_set(s) for s in sets), source=source)
+
+
+def sweep_toml(doc: dict) -> str:
+    """The TOML text of a sweep given as a dict (`tomllib.loads` of it gives the dict back).
+
+    Raises:
+      ConfigError: a value TOML cannot hold (None, an object), naming where it is.
+    """
+    def is_grids(k, v):
+        return k == "grid" and isinstance(v, (list, tuple)) and all(isinstance(g, dict) for g in v)
+
+    lines = [f"{_key(k)} = {_value(v, k)}" for k, v in doc.items()
+             if not isinstance(v, dict) and not (is_grids(k, v) and v)]
+    for k, v in doc.items():
+        tables = [v] if isinstance(v, dict) else list(v) if is_grids(k, v) and v else []
+        for t in tables:
+            lines += ["", f"[[{_key(k)}]]" if not isinstance(v, dict) else f"[{_key(k)}]"]
+            lines += [f"{_key(f)} = {_value(x, f'[{k}] {f}')}" for f, x in t.items()]
+    return "\n".join(lines) + "\n"
+
+
+_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _key(k: Any) -> str:
+    if not isinstance(k, str):
+        raise ConfigError(f"sweep dict: key {k!r}: keys must be strings")
+    return k if _BARE.match(k) else json.dumps(k, ensure_ascii=False)
+
+
+def _value(v: Any, where: str) -> str:
+    """A TOML literal of a Python value (numpy scalars and arrays included)."""
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v)
+                else repr(v))
+    if isinstance(v, str):  # json's escapes are TOML's; TOML also wants DEL escaped
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(v, (list, tuple, range, np.ndarray)):
+        return "[" + ", ".join(_value(x, where) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(x, where)}" for k, x in v.items()) + " }"
+    raise ConfigError(f"sweep dict: {where} = {v!r}: a {type(v).__name__}, which a sweep "
+                      "cannot hold (numbers, strings, booleans, lists and tables)")
+
+
+def _interactive() -> bool:
+    """A terminal, or a Jupyter kernel (tqdm.auto then draws a notebook bar)."""
+    if sys.stderr.isatty():
+        return True
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None
+    except Exception:  # pragma: no cover - an IPython too old or too odd to ask
+        return False
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
