@@ -155,8 +155,12 @@ def run(sweep: Sweep, out: str, *, lock: bool = True, shard: Shard | None = None
     0 for the whole run.
 
     Raises:
+      ConfigError: `out` is a file; a config cannot fit in memory (`preflight`).
       RunDirBusy: another `jaxcl run` holds `out` (or this slice), before anything is written.
     """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out = {out!r}: is a file, not a run directory; name a directory "
+                          "(new, or one of this sweep's runs)")
     mine = shard_configs(sweep.configs(), shard) if shard is not None else sweep.configs()
     preflight(mine)  # a config that cannot fit is refused before anything is written
     held = None
