@@ -347,18 +347,27 @@ def _global(x: np.ndarray, sharding: NamedSharding):
 
 
 class StopSignal:
-    """While active, SIGTERM and SIGINT only set a flag the driver checks between chunks.
+    """While active, SIGTERM, SIGINT and SIGUSR1 (Slurm's warning, `--signal=B:USR1@S`) only set
+    a flag the driver checks between chunks; one that came since `early()` counts too.
 
     A second signal restores the previous handlers and re-delivers itself, so a user who
     insists stops at once. Handlers are restored on exit. Outside the main thread (where
     Python forbids handlers) this is inert.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+    _early: list = []  # signals caught by `early` before training began
 
     def __init__(self):
-        self.signum: int | None = None
+        self.signum: int | None = StopSignal._early[0] if StopSignal._early else None
         self._previous: dict[int, Any] = {}
+
+    @classmethod
+    def early(cls) -> None:
+        """From now on (main thread), SIGUSR1 before training only marks a stop request that
+        the next StopSignal honours, instead of killing the process unsaved."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, lambda signum, frame: cls._early.append(signum))
 
     @property
     def requested(self) -> bool:

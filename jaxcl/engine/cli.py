@@ -46,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="on CPU, split the host into N JAX devices that the configs are "
                      "sharded over (default: one per core, at most the smallest shape group's size; "
                      "ignored if XLA_FLAGS sets a count)")
+    run.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
+                     help="size blocks so that one chunk takes about S seconds: a stop request "
+                     "(SIGTERM, Slurm's warning signal) is honoured at the end of the running "
+                     "chunk (default 10; 0: blocks as large as memory allows). Never changes a "
+                     "result")
+    run.add_argument("--requeue", type=int, nargs="?", const=20, default=None, metavar="N",
+                     help="in a Slurm batch job: after the warning signal (#SBATCH "
+                     "--signal=B:USR1@SECONDS) or SIGTERM, save, then requeue this job or "
+                     "array task (scontrol requeue) unless $SLURM_RESTART_COUNT reached N "
+                     "(default 20); the next leg resumes")
     ck = run.add_argument_group("checkpoints (run options: they never change config ids)")
     ck.add_argument("--checkpoint-every-steps", type=int, default=None, metavar="N",
                     help="checkpoint at the first chunk boundary past every N steps (0: off; "
@@ -229,6 +239,14 @@ def _run(args) -> int:
         raise ConfigError(f"--max-parallel = {args.max_parallel}: must be >= 1")
     if args.cpu_devices is not None and args.cpu_devices < 1:
         raise ConfigError(f"--cpu-devices = {args.cpu_devices}: must be >= 1")
+    if args.chunk_seconds is not None and not 0 <= args.chunk_seconds < float("inf"):
+        raise ConfigError(f"--chunk-seconds = {args.chunk_seconds}: must be a finite number >= 0")
+    if args.requeue is not None and args.requeue < 0:
+        raise ConfigError(f"--requeue = {args.requeue}: must be >= 0")
+    if args.requeue is not None:
+        from jaxcl.engine.checkpoint import StopSignal
+
+        StopSignal.early()  # Slurm's warning before training starts must not kill it unsaved
     sw = sweep_mod.load(args.sweep, args.set)  # every config validated before jax starts
     shard = parse_shard(args.shard) if args.shard else None
     if shard is not None and shard.count > len(sw.configs()):
@@ -260,10 +278,16 @@ def _run(args) -> int:
         summary = runner.run(sw, args.out, lock=not args.no_lock, shard=shard,
                              max_parallel=args.max_parallel, force_new=args.force_new,
                              batching=args.batching,
-                             progress=False if args.no_progress else None, checkpoints=ckpt)
+                             progress=False if args.no_progress else None, checkpoints=ckpt,
+                             requeue=args.requeue, **({} if args.chunk_seconds is None else
+                                                      {"chunk_seconds": args.chunk_seconds}))
     except Interrupted as e:
-        print(f"jaxcl: {e}.\njaxcl: to resume, run the same command again:\n  "
-              f"{shlex.join(['jaxcl'] + list(args.argv))}", file=sys.stderr, flush=True)
+        if getattr(e, "requeue", "").startswith("requeued"):
+            print(f"jaxcl: {e}; {e.requeue}", file=sys.stderr, flush=True)
+        else:
+            print(f"jaxcl: {e}." + (f"\njaxcl: {e.requeue}" if hasattr(e, "requeue") else "")
+                  + "\njaxcl: to resume, run the same command again:\n  "
+                  f"{shlex.join(['jaxcl'] + list(args.argv))}", file=sys.stderr, flush=True)
         return 128 + e.signum
     print(f"jaxcl: {len(summary.done)} done, {len(summary.skipped)} already done, "
           f"{len(summary.failed)} failed in {summary.seconds:.1f}s -> {args.out}", flush=True)

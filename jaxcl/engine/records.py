@@ -25,7 +25,9 @@ def invocation(started: str, t0: float, outcome: str, summary,
                                 cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return {"started": started, "seconds": round(time.perf_counter() - t0, 1),
+    from jaxcl.engine import slurm
+
+    return {**({"slurm": slurm.leg()} if slurm.leg() else {}),"started": started, "seconds": round(time.perf_counter() - t0, 1),
             "outcome": outcome, "shard": None if shard is None else str(shard),
             "done": len(summary.done), "failed": len(summary.failed),
             "resumed": summary.resumed, "checkpoints": summary.checkpoints,
