@@ -4,9 +4,9 @@
     .venv/bin/python benchmarks/stop.py --src /path/to/other/checkout
 
 Writes an n-config sweep, starts `jaxcl run` of it (warm or cold compile cache as given), waits
-until the first config's first rows are written (the first chunk is done, so the next one has
-just begun: about the worst moment to be asked to stop), sends SIGTERM and measures the time
-until the process exits. Prints the figures and writes benchmarks/results/stop-<machine>[-label].json.
+until training starts (`--when start`: the run's invocation record is written) or until the
+first rows are written (`--when rows`), sends SIGTERM and measures the time until the process
+exits: what a stop request waits for (compile, the running chunk, rows, the checkpoint). Prints the figures and writes benchmarks/results/stop-<machine>[-label].json.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ def main() -> None:
     ap.add_argument("--src", default=ROOT, help="the jaxcl checkout to run")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--label", default="", help="added to the result file's name")
+    ap.add_argument("--when", choices=("rows", "start"), default="start",
+                    help="send SIGTERM once training starts (the run's invocation record is "
+                    "written: the signal waits for the compile and the first chunk) or once "
+                    "the first rows are written (a chunk boundary just passed)")
     args = ap.parse_args()
     ratios = [round(0.1 * k, 1) for k in range(1, 11)]
     seeds = list(range(-(-args.configs // len(ratios))))
@@ -61,20 +65,22 @@ def main() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "jaxcl", "run", toml, "--no-progress",
                              "--out", out, "--compile-cache", "off"], cwd=args.src, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    rows = os.path.join(out, "rows")
+    rows, records = os.path.join(out, "rows"), os.path.join(out, "invocations")
     deadline = t0 + args.timeout
     while proc.poll() is None and time.perf_counter() < deadline:
-        if os.path.isdir(rows) and any(os.path.getsize(os.path.join(rows, n))
-                                       for n in os.listdir(rows)[:64]):
+        if args.when == "start" and os.path.isdir(records) and os.listdir(records):
+            break
+        if args.when == "rows" and os.path.isdir(rows) and any(
+                os.path.getsize(os.path.join(rows, n)) for n in os.listdir(rows)[:64]):
             break
         time.sleep(0.2)
     t_signal = time.perf_counter()
     proc.send_signal(signal.SIGTERM)
     log, _ = proc.communicate(timeout=args.timeout)
     t_exit = time.perf_counter()
-    result = {"configs": len(ratios) * len(seeds), "d": args.d, "K": args.K, "L": args.L,
+    result = {"when": args.when, "configs": len(ratios) * len(seeds), "d": args.d, "K": args.K, "L": args.L,
               "steps": args.steps, "log_every": args.log_every, "src": args.src,
-              "seconds_to_first_rows": round(t_signal - t0, 1),
+              "seconds_to_signal": round(t_signal - t0, 1),
               "seconds_to_stop": round(t_exit - t_signal, 1), "returncode": proc.returncode}
     print(log[-3000:])
     print(result)
