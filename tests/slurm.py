@@ -128,8 +128,9 @@ PartitionName=test Nodes={self.host} Default=YES MaxTime=INFINITE State=UP OverS
             time.sleep(0.2)
 
     def run(self, cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("timeout", 60)
         proc = subprocess.run(cmd, env={**self.env, **kw.pop("env", {})}, capture_output=True,
-                              text=True, timeout=60, **kw)
+                              text=True, **kw)
         if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr}")
         return proc

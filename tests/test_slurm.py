@@ -153,3 +153,30 @@ def test_array_requeues_itself_until_done_bitwise(cluster, tmp_path, jax_cache):
     for name in a:
         for k in a[name]:
             assert np.array_equal(a[name][k], b[name][k]), (name, k)
+
+
+def test_srun_two_processes_distributed_bitwise_one_summary(cluster, tmp_path, jax_cache):
+    """`srun --ntasks=2 jaxcl run ... --distributed`: jax.distributed finds its coordinator
+    from Slurm's variables; the finals are bitwise those of one process, and one banner and
+    one summary (counting every config) are printed."""
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(SWEEP.replace("steps = 3000", "steps = 40"))
+    out = str(tmp_path / "run")
+    env = {**_job_env(tmp_path, jax_cache), "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    proc = cluster.run(["srun", "--ntasks=2", "--cpus-per-task=1", "--mem-per-cpu=400M",
+                        "--time=5", f"--chdir={ROOT}", "jaxcl", "run", str(sweep), "--out", out,
+                        "--distributed", "--no-progress"], env=env, check=False, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("jaxcl: 4 configs in") == 1, proc.stdout
+    summary = [line for line in proc.stdout.splitlines() if " done, " in line]
+    assert len(summary) == 1 and summary[0].startswith("jaxcl: 4 done, 0 already done, 0 failed")
+    (rec,) = _records(out)
+    assert rec["outcome"] == "finished" and "2 process(es)" in rec["devices"]
+    ref = str(tmp_path / "ref")
+    runner.run(loads(SWEEP.replace("steps = 3000", "steps = 40")), ref, progress=False,
+               log=lambda m: None)
+    a, b = _finals(out), _finals(ref)
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for name in a:
+        for k in a[name]:
+            assert np.array_equal(a[name][k], b[name][k]), (name, k)

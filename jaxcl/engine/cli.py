@@ -268,9 +268,11 @@ def _run(args) -> int:
     from jaxcl.engine import runner
 
     import jax
+    import numpy as np
 
     n = len(mine)
-    print(f"jaxcl: {n} configs in {len(sweep_mod.group_by_static(mine))} shape groups "
+    say = print if jax.process_index() == 0 else (lambda *a, **k: None)  # one banner, one summary
+    say(f"jaxcl: {n} configs in {len(sweep_mod.group_by_static(mine))} shape groups "
           + (f"(slice {shard} of a {len(sw.configs())}-config grid) " if shard else "") + f"on {jax.device_count()} {jax.default_backend()} device(s) -> {args.out}"
           + (f" (compile cache {cache})" if cache else ""), flush=True)
     ckpt = _checkpoint_options(args, sw.options)
@@ -289,9 +291,15 @@ def _run(args) -> int:
                   + "\njaxcl: to resume, run the same command again:\n  "
                   f"{shlex.join(['jaxcl'] + list(args.argv))}", file=sys.stderr, flush=True)
         return 128 + e.signum
-    print(f"jaxcl: {len(summary.done)} done, {len(summary.skipped)} already done, "
-          f"{len(summary.failed)} failed in {summary.seconds:.1f}s -> {args.out}", flush=True)
-    return 1 if summary.failed else 0
+    done, failed = len(summary.done), len(summary.failed)
+    if jax.process_count() > 1:  # each process counts the configs it wrote
+        from jax.experimental import multihost_utils
+
+        done, failed = (int(x) for x in np.sum(multihost_utils.process_allgather(
+            np.asarray([done, failed], np.int32)), axis=0))
+    say(f"jaxcl: {done} done, {len(summary.skipped)} already done, "
+          f"{failed} failed in {summary.seconds:.1f}s -> {args.out}", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
