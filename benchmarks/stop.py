@@ -51,6 +51,8 @@ def main() -> None:
                     help="send SIGTERM once training starts (the run's invocation record is "
                     "written: the signal waits for the compile and the first chunk) or once "
                     "the first rows are written (a chunk boundary just passed)")
+    ap.add_argument("--after", type=float, default=0.0, metavar="S",
+                    help="and then S seconds more (past setup, into the training)")
     args = ap.parse_args()
     ratios = [round(0.1 * k, 1) for k in range(1, 11)]
     seeds = list(range(-(-args.configs // len(ratios))))
@@ -74,11 +76,14 @@ def main() -> None:
                 os.path.getsize(os.path.join(rows, n)) for n in os.listdir(rows)[:64]):
             break
         time.sleep(0.2)
+    t_ready = time.perf_counter()
+    while proc.poll() is None and time.perf_counter() < t_ready + args.after:
+        time.sleep(0.2)
     t_signal = time.perf_counter()
     proc.send_signal(signal.SIGTERM)
     log, _ = proc.communicate(timeout=args.timeout)
     t_exit = time.perf_counter()
-    result = {"when": args.when, "configs": len(ratios) * len(seeds), "d": args.d, "K": args.K, "L": args.L,
+    result = {"when": args.when, "after": args.after, "configs": len(ratios) * len(seeds), "d": args.d, "K": args.K, "L": args.L,
               "steps": args.steps, "log_every": args.log_every, "src": args.src,
               "seconds_to_signal": round(t_signal - t0, 1),
               "seconds_to_stop": round(t_exit - t_signal, 1), "returncode": proc.returncode}

@@ -128,3 +128,24 @@ def test_saved_block_resumes_as_saved_under_another_plan(reference, tmp_path, mo
     assert "resuming 10 configs from the checkpoint at step 20" in capsys.readouterr().out
     _assert_bitwise(_finals(out), reference)
     assert pacing.saved_blocks(out) == []
+
+
+def test_signal_before_training_is_a_recorded_stop(tmp_path, monkeypatch):
+    """SIGTERM or Slurm's SIGUSR1 that comes before training starts (imports, the grid's
+    statuses) does not kill the run unrecorded: the run stops before its first block with the
+    record "interrupted"; the handlers and the flag are gone afterwards."""
+    import json
+    import signal
+
+    monkeypatch.setattr(runner, "run_block", lambda *a, **k: pytest.fail("trained"))
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        before = signal.getsignal(sig)
+        out = str(tmp_path / f"out{int(sig)}")
+        with checkpoint.StopSignal.early():
+            os.kill(os.getpid(), sig)
+            with pytest.raises(checkpoint.Interrupted, match="between blocks") as e:
+                runner.run(loads(SWEEP), out, progress=False, log=lambda m: None)
+        assert e.value.signum == sig
+        assert signal.getsignal(sig) is before and not checkpoint.StopSignal._early
+        (rec,) = [json.load(open(p)) for p in glob.glob(os.path.join(out, "invocations", "*"))]
+        assert rec["outcome"] == "interrupted"

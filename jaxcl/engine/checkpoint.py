@@ -363,11 +363,21 @@ class StopSignal:
         self._previous: dict[int, Any] = {}
 
     @classmethod
-    def early(cls) -> None:
-        """From now on (main thread), SIGUSR1 before training only marks a stop request that
-        the next StopSignal honours, instead of killing the process unsaved."""
+    @contextlib.contextmanager
+    def early(cls):
+        """While active (main thread), SIGTERM and SIGUSR1 outside training only mark a stop
+        request that a StopSignal within honours (before its first block), instead of killing
+        the process before it has recorded anything."""
+        previous = {}
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGUSR1, lambda signum, frame: cls._early.append(signum))
+            for s in (signal.SIGTERM, signal.SIGUSR1):
+                previous[s] = signal.signal(s, lambda signum, frame: cls._early.append(signum))
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            cls._early.clear()
 
     @property
     def requested(self) -> bool:

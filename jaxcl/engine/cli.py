@@ -231,6 +231,13 @@ def _checkpoint_options(args, options: dict):
 
 
 def _run(args) -> int:
+    from jaxcl.engine.checkpoint import StopSignal
+
+    with StopSignal.early():  # SIGTERM or Slurm's warning before training: a recorded stop
+        return _run_sweep(args)
+
+
+def _run_sweep(args) -> int:
     from jaxcl.engine import sweep as sweep_mod
     from jaxcl.engine.checkpoint import Interrupted
     from jaxcl.errors import ConfigError
@@ -243,10 +250,6 @@ def _run(args) -> int:
         raise ConfigError(f"--chunk-seconds = {args.chunk_seconds}: must be a finite number >= 0")
     if args.requeue is not None and args.requeue < 0:
         raise ConfigError(f"--requeue = {args.requeue}: must be >= 0")
-    if args.requeue is not None:
-        from jaxcl.engine.checkpoint import StopSignal
-
-        StopSignal.early()  # Slurm's warning before training starts must not kill it unsaved
     sw = sweep_mod.load(args.sweep, args.set)  # every config validated before jax starts
     shard = parse_shard(args.shard) if args.shard else None
     if shard is not None and shard.count > len(sw.configs()):
