@@ -72,6 +72,25 @@ def _parser() -> argparse.ArgumentParser:
     dist.add_argument("--process-id", type=int, default=None)
     dist.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() with auto-detection (Slurm, TPU)")
+    pla = sub.add_parser("plan", help="what a sweep will cost, before it is queued: configs, "
+                         "shape groups, compiles, memory, steps, an estimated wall time from a "
+                         "short calibration, a job array's time and legs per task (writes "
+                         "nothing)")
+    pla.add_argument("sweep")
+    pla.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    pla.add_argument("--max-parallel", type=int, default=None)
+    pla.add_argument("--batching", choices=BATCHINGS, default=None)
+    pla.add_argument("--chunk-seconds", type=float, default=None, metavar="S")
+    pla.add_argument("--cpu-devices", type=int, default=None, metavar="N")
+    pla.add_argument("--array", type=int, default=None, metavar="N",
+                     help="the time per task of a job array of N tasks (--shard auto)")
+    pla.add_argument("--time", type=float, default=None, metavar="MINUTES",
+                     help="with --array: each leg's time limit (sbatch --time), for the legs "
+                     "per task")
+    pla.add_argument("--signal-seconds", type=float, default=120.0, metavar="S",
+                     help="with --time: the warning's offset (--signal=B:USR1@S; default 120)")
+    pla.add_argument("--no-calibrate", action="store_true",
+                     help="no compile, no time estimate")
     mer = sub.add_parser("merge", help="write results.jsonl, the manifest and the figures from "
                          "a run directory's finished configs (after a job array's tasks)")
     mer.add_argument("run_dir")
@@ -108,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "run":
             return _run(args)
+        if args.cmd == "plan":
+            return _plan(args)
         if args.cmd == "merge":
             from jaxcl.engine import runner
 
@@ -228,6 +249,34 @@ def _checkpoint_options(args, options: dict):
     return CheckpointOptions(**{k: flag if flag is not None else options[key]
                                 for k, (flag, key) in picked.items()
                                 if flag is not None or key in options})
+
+
+def _plan(args) -> int:
+    import math
+
+    from jaxcl.engine import sweep as sweep_mod
+    from jaxcl.errors import ConfigError
+
+    for name in ("max_parallel", "cpu_devices", "array"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} = {getattr(args, name)}: must be >= 1")
+    for name in ("chunk_seconds", "time", "signal_seconds"):
+        v = getattr(args, name)
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"--{name.replace('_', '-')} = {v}: must be a finite number >= 0")
+    sw = sweep_mod.load(args.sweep, args.set)
+    smallest = min(len(g) for g in sweep_mod.group_by_static(sw.configs()).values())
+    split_cpu(args.cpu_devices or min(usable_cores(), smallest))  # as `jaxcl run` would
+    import jax
+
+    jax.config.update("jax_enable_compilation_cache", False)  # the plan writes nothing
+    from jaxcl.engine import pacing, plan
+
+    plan.plan(sw, max_parallel=args.max_parallel, batching=args.batching,
+              chunk_seconds=pacing.CHUNK_SECONDS if args.chunk_seconds is None
+              else args.chunk_seconds, array=args.array, time_limit=args.time,
+              signal_seconds=args.signal_seconds, calibrate_time=not args.no_calibrate)
+    return 0
 
 
 def _run(args) -> int:
