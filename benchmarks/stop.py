@@ -1,12 +1,13 @@
 """How long a `jaxcl run` takes to stop after SIGTERM on a large grid of small configs (issue 23).
 
-    .venv/bin/python benchmarks/stop.py                    # 100,000 configs at d = 8
-    .venv/bin/python benchmarks/stop.py --src /path/to/other/checkout
+    .venv/bin/python benchmarks/stop.py --when rows --after 20   # 100,000 configs at d = 8
+    .venv/bin/python benchmarks/stop.py --src /path/to/other/checkout --label before
 
-Writes an n-config sweep, starts `jaxcl run` of it (warm or cold compile cache as given), waits
+Writes an n-config sweep, starts `jaxcl run` of it (compile cache off), waits
 until training starts (`--when start`: the run's invocation record is written) or until the
-first rows are written (`--when rows`), sends SIGTERM and measures the time until the process
-exits: what a stop request waits for (compile, the running chunk, rows, the checkpoint). Prints the figures and writes benchmarks/results/stop-<machine>[-label].json.
+first rows are written (`--when rows`), and `--after` seconds more, sends SIGTERM and measures the time until the process
+exits: what a stop request waits for (compile, the running chunk, rows, the checkpoint).
+Prints the figures and writes benchmarks/results/stop-<machine>[-label].json.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def main() -> None:
     proc.send_signal(signal.SIGTERM)
     log, _ = proc.communicate(timeout=args.timeout)
     t_exit = time.perf_counter()
-    result = {"when": args.when, "after": args.after, "configs": len(ratios) * len(seeds), "d": args.d, "K": args.K, "L": args.L,
+    result = {"when": args.when, "after": args.after, "configs": len(ratios) * len(seeds),
+              "d": args.d, "K": args.K, "L": args.L,
               "steps": args.steps, "log_every": args.log_every, "src": args.src,
               "seconds_to_signal": round(t_signal - t0, 1),
               "seconds_to_stop": round(t_exit - t_signal, 1), "returncode": proc.returncode}

@@ -27,7 +27,9 @@ def invocation(started: str, t0: float, outcome: str, summary,
         commit = ""
     from jaxcl.engine import slurm
 
-    return {**({"slurm": slurm.leg()} if slurm.leg() else {}),"started": started, "seconds": round(time.perf_counter() - t0, 1),
+    leg = slurm.leg()  # the job and leg under Slurm
+    return {**({"slurm": leg} if leg else {}),
+            "started": started, "seconds": round(time.perf_counter() - t0, 1),
             "outcome": outcome, "shard": None if shard is None else str(shard),
             "done": len(summary.done), "failed": len(summary.failed),
             "resumed": summary.resumed, "checkpoints": summary.checkpoints,
