@@ -26,7 +26,7 @@ d = 5
 m = 6
 L = 3
 K = 8
-steps = 3000
+steps = 20000
 log_every = 10
 [grid]
 seed = [0, 1, 2, 3]
@@ -118,15 +118,24 @@ def test_array_requeues_itself_until_done_bitwise(cluster, tmp_path, jax_cache):
                        "--mem=400M", "--time=10", f"--output={tmp_path}/slurm-%A_%a.out",
                        f"--chdir={ROOT}", os.path.join(ROOT, "sweeps", "slurm-array.sh")],
                       env=env).stdout.strip()
+    from jaxcl.engine.lock import Shard
+    from jaxcl.engine.sweep import shard_configs
+
+    first = {f"{jid}_{i}": shard_configs(loads(SWEEP).configs(), Shard(i, 2))[0].config_id
+             for i in (0, 1)}
+
+    def training(tid):  # the task's first config has rows: leg 1 is past its first chunk
+        path = os.path.join(out, "rows", first[tid] + ".jsonl")
+        return os.path.exists(path) and os.path.getsize(path) > 0
+
     signalled, deadline = set(), time.monotonic() + 240
     while True:
         q = cluster.run(["squeue", "-h", "-r", "-j", jid, "-o", "%i %T %r"]).stdout.split("\n")
         tasks = [line.split() for line in q if line.strip()]
         if not tasks:
             break
-        legs = {r["slurm"]["job"]: r["slurm"]["leg"] for r in _records(out)}
         for tid, state, reason in tasks:
-            if state == "RUNNING" and tid not in signalled and legs.get(tid) == 1:
+            if state == "RUNNING" and tid not in signalled and training(tid):
                 cluster.run(["scancel", "--batch", "--signal=USR1", tid])
                 signalled.add(tid)
             if state == "PENDING" and reason == "BeginTime":  # Slurm holds a requeued job
@@ -136,8 +145,8 @@ def test_array_requeues_itself_until_done_bitwise(cluster, tmp_path, jax_cache):
     logs = "\n".join(open(p).read() for p in sorted(glob.glob(f"{tmp_path}/slurm-*.out")))
     assert signalled == {f"{jid}_0", f"{jid}_1"}, logs
     recs = sorted(_records(out), key=lambda r: (r["slurm"]["job"], r["slurm"]["leg"]))
-    assert [(r["slurm"]["leg"], r["outcome"]) for r in recs] == [
-        (1, "interrupted"), (2, "finished")] * 2, logs
+    legs = [(r["slurm"]["leg"], r["outcome"]) for r in recs]
+    assert legs == [(1, "interrupted"), (2, "finished")] * 2, (legs, logs)
     assert all(r["requeue"].startswith("requeued") for r in recs[::2])
     assert all(r["resumed"] for r in recs[1::2]), "the second legs restarted from step 0"
     with open(os.path.join(out, "manifest.json")) as f:
@@ -145,7 +154,7 @@ def test_array_requeues_itself_until_done_bitwise(cluster, tmp_path, jax_cache):
     with open(os.path.join(out, "results.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     keys = collections.Counter((r["config_id"], r["step"]) for r in rows)
-    assert len(keys) == 4 * 300 and max(keys.values()) == 1
+    assert len(keys) == 4 * 2000 and max(keys.values()) == 1
     ref = str(tmp_path / "ref")
     runner.run(loads(SWEEP), ref, progress=False, log=lambda m: None)
     a, b = _finals(out), _finals(ref)
@@ -160,7 +169,7 @@ def test_srun_two_processes_distributed_bitwise_one_summary(cluster, tmp_path, j
     from Slurm's variables; the finals are bitwise those of one process, and one banner and
     one summary (counting every config) are printed."""
     sweep = tmp_path / "s.toml"
-    sweep.write_text(SWEEP.replace("steps = 3000", "steps = 40"))
+    sweep.write_text(SWEEP.replace("steps = 20000", "steps = 40"))
     out = str(tmp_path / "run")
     env = {**_job_env(tmp_path, jax_cache), "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     proc = cluster.run(["srun", "--ntasks=2", "--cpus-per-task=1", "--mem-per-cpu=400M",
@@ -173,7 +182,7 @@ def test_srun_two_processes_distributed_bitwise_one_summary(cluster, tmp_path, j
     (rec,) = _records(out)
     assert rec["outcome"] == "finished" and "2 process(es)" in rec["devices"]
     ref = str(tmp_path / "ref")
-    runner.run(loads(SWEEP.replace("steps = 3000", "steps = 40")), ref, progress=False,
+    runner.run(loads(SWEEP.replace("steps = 20000", "steps = 40")), ref, progress=False,
                log=lambda m: None)
     a, b = _finals(out), _finals(ref)
     assert sorted(a) == sorted(b) and len(a) == 4
