@@ -39,6 +39,8 @@ def check_types(cfg) -> None:
         if value is None and type(None) in allowed:
             continue
         ok = False
+        if (float in allowed and isinstance(value, float) and not math.isfinite(value)):
+            raise ConfigError(f"field {f.name!r} = {value!r}: must be a finite number")
         for t in allowed:
             if t is int and isinstance(value, int) and not isinstance(value, bool):
                 ok = True

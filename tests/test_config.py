@@ -44,6 +44,9 @@ BAD = [  # (sweep text, words the error must contain)
      ["'loss_phi'", "tanh"]),
     ("[grid]\nv = [{loss = \"balanced\"}, 3]\n", ["'v'", "tables"]),
     ("[grid]\nv = [{loss = \"balanced\", loss_beta = -1.0}]\n", ["'loss_beta'", "-1.0"]),
+    ("[base]\nratio = nan\n", ["'ratio'", "nan", "must be a finite number"]),
+    ("[grid]\neta = [0.1, inf]\n", ["'eta'", "inf", "must be a finite number"]),
+    ("[base]\ntau = -inf\n", ["'tau'", "-inf", "must be a finite number"]),
 ]
 
 
@@ -67,6 +70,20 @@ def test_bad_set_override_refused(tmp_path, capsys, no_compile):
     path.write_text("[base]\nd = 9\n")
     assert main(["run", str(path), "--out", str(tmp_path / "r"), "--set", "ratio=2"]) == 2
     assert "'ratio'" in capsys.readouterr().err
+
+
+def test_out_naming_a_file_refused_in_one_line(tmp_path, capsys, no_compile):
+    """`--out` naming an existing file: one line naming it, exit 2, the file untouched."""
+    path = tmp_path / "ok.toml"
+    path.write_text("[base]\nd = 5\nm = 6\n")
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out) in err and "is a file" in err
+    assert out.read_text() == "mine"
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 2
+    assert "is a file" in capsys.readouterr().err and out.read_text() == "mine"
 
 
 def test_different_sweep_in_run_dir_refused_and_untouched(tmp_path, capsys, no_compile, tiny):

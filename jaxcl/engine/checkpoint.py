@@ -347,18 +347,37 @@ def _global(x: np.ndarray, sharding: NamedSharding):
 
 
 class StopSignal:
-    """While active, SIGTERM and SIGINT only set a flag the driver checks between chunks.
+    """While active, SIGTERM, SIGINT and SIGUSR1 (Slurm's warning, `--signal=B:USR1@S`) only set
+    a flag the driver checks between chunks; one that came since `early()` counts too.
 
     A second signal restores the previous handlers and re-delivers itself, so a user who
     insists stops at once. Handlers are restored on exit. Outside the main thread (where
     Python forbids handlers) this is inert.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+    _early: list = []  # signals caught by `early` before training began
 
     def __init__(self):
-        self.signum: int | None = None
+        self.signum: int | None = StopSignal._early[0] if StopSignal._early else None
         self._previous: dict[int, Any] = {}
+
+    @classmethod
+    @contextlib.contextmanager
+    def early(cls):
+        """While active (main thread), SIGTERM and SIGUSR1 outside training only mark a stop
+        request that a StopSignal within honours (before its first block), instead of killing
+        the process before it has recorded anything."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGUSR1):
+                previous[s] = signal.signal(s, lambda signum, frame: cls._early.append(signum))
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            cls._early.clear()
 
     @property
     def requested(self) -> bool:

@@ -46,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="on CPU, split the host into N JAX devices that the configs are "
                      "sharded over (default: one per core, at most the smallest shape group's size; "
                      "ignored if XLA_FLAGS sets a count)")
+    run.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
+                     help="size blocks so that one chunk takes about S seconds: a stop request "
+                     "(SIGTERM, Slurm's warning signal) is honoured at the end of the running "
+                     "chunk (default 10; 0: blocks as large as memory allows). Never changes a "
+                     "result")
+    run.add_argument("--requeue", type=int, nargs="?", const=20, default=None, metavar="N",
+                     help="in a Slurm batch job: after the warning signal (#SBATCH "
+                     "--signal=B:USR1@SECONDS) or SIGTERM, save, then requeue this job or "
+                     "array task (scontrol requeue) unless $SLURM_RESTART_COUNT reached N "
+                     "(default 20); the next leg resumes")
     ck = run.add_argument_group("checkpoints (run options: they never change config ids)")
     ck.add_argument("--checkpoint-every-steps", type=int, default=None, metavar="N",
                     help="checkpoint at the first chunk boundary past every N steps (0: off; "
@@ -62,6 +72,25 @@ def _parser() -> argparse.ArgumentParser:
     dist.add_argument("--process-id", type=int, default=None)
     dist.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() with auto-detection (Slurm, TPU)")
+    pla = sub.add_parser("plan", help="what a sweep will cost, before it is queued: configs, "
+                         "shape groups, compiles, memory, steps, an estimated wall time from a "
+                         "short calibration, a job array's time and legs per task (writes "
+                         "nothing)")
+    pla.add_argument("sweep")
+    pla.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    pla.add_argument("--max-parallel", type=int, default=None)
+    pla.add_argument("--batching", choices=BATCHINGS, default=None)
+    pla.add_argument("--chunk-seconds", type=float, default=None, metavar="S")
+    pla.add_argument("--cpu-devices", type=int, default=None, metavar="N")
+    pla.add_argument("--array", type=int, default=None, metavar="N",
+                     help="the time per task of a job array of N tasks (--shard auto)")
+    pla.add_argument("--time", type=float, default=None, metavar="MINUTES",
+                     help="with --array: each leg's time limit (sbatch --time), for the legs "
+                     "per task")
+    pla.add_argument("--signal-seconds", type=float, default=120.0, metavar="S",
+                     help="with --time: the warning's offset (--signal=B:USR1@S; default 120)")
+    pla.add_argument("--no-calibrate", action="store_true",
+                     help="no compile, no time estimate")
     mer = sub.add_parser("merge", help="write results.jsonl, the manifest and the figures from "
                          "a run directory's finished configs (after a job array's tasks)")
     mer.add_argument("run_dir")
@@ -105,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "run":
             return _run(args)
+        if args.cmd == "plan":
+            return _plan(args)
         if args.cmd == "merge":
             from jaxcl.engine import runner
 
@@ -244,27 +275,60 @@ def _checkpoint_options(options: dict, every_steps, every_seconds, keep):
                                 if flag is not None or key in options})
 
 
+def _plan(args) -> int:
+    import math
+
+    from jaxcl.engine import sweep as sweep_mod
+    from jaxcl.errors import ConfigError
+
+    for name in ("max_parallel", "cpu_devices", "array"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} = {getattr(args, name)}: must be >= 1")
+    for name in ("chunk_seconds", "time", "signal_seconds"):
+        v = getattr(args, name)
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"--{name.replace('_', '-')} = {v}: must be a finite number >= 0")
+    sw = sweep_mod.load(args.sweep, args.set)
+    smallest = min(len(g) for g in sweep_mod.group_by_static(sw.configs()).values())
+    split_cpu(args.cpu_devices or min(usable_cores(), smallest))  # as `jaxcl run` would
+    import jax
+
+    jax.config.update("jax_enable_compilation_cache", False)  # the plan writes nothing
+    from jaxcl.engine import pacing, plan
+
+    plan.plan(sw, max_parallel=args.max_parallel, batching=args.batching,
+              chunk_seconds=pacing.CHUNK_SECONDS if args.chunk_seconds is None
+              else args.chunk_seconds, array=args.array, time_limit=args.time,
+              signal_seconds=args.signal_seconds, calibrate_time=not args.no_calibrate)
+    return 0
+
+
+_compile_cache = compile_cache  # run_sweep's argument of that name shadows the function
+
+
 def run_sweep(sw, out: str, *, shard: str | None = None, max_parallel: int | None = None,
               batching: str | None = None, force_new: bool = False,
               progress: bool | None = None, lock: bool = True, compile_cache: str | None = None,
               cpu_devices: int | None = None, checkpoint_every_steps: int | None = None,
               checkpoint_every_seconds: float | None = None,
-              keep_checkpoints: int | None = None, coordinator: str | None = None,
+              keep_checkpoints: int | None = None, chunk_seconds: float | None = None,
+              requeue: int | None = None, coordinator: str | None = None,
               num_processes: int | None = None, process_id: int | None = None,
-              distributed: bool = False):
+              distributed: bool = False, log=print):
     """What `jaxcl run` does once the sweep is parsed (the CLI and `jaxcl.run` call this): checks
     the options, splits the CPU into devices, starts jax.distributed if asked, turns on the
     compile cache, and runs the sweep under the run directory's lock. Each argument is the
     `jaxcl run` flag of the same name (`lock=False` is `--no-lock`, `progress=False`
-    `--no-progress`; None: the flag's default).
+    `--no-progress`; None: the flag's default). Under jax.distributed only process 0 prints.
 
     Returns:
-      runner.Summary: what was done, skipped and failed.
+      runner.Summary: what was done, skipped and failed (this process's configs).
 
     Raises:
       ConfigError: a bad option or config, before anything compiles.
       RunDirBusy: another run holds the directory.
-      checkpoint.Interrupted: stopped by SIGINT/SIGTERM after a checkpoint; rerunning resumes.
+      checkpoint.Interrupted: stopped by SIGINT/SIGTERM/SIGUSR1 after a checkpoint (with
+        `requeue`, its `.requeue` says what the requeue did); rerunning resumes.
     """
     from jaxcl.engine import sweep as sweep_mod
     from jaxcl.errors import ConfigError
@@ -273,6 +337,10 @@ def run_sweep(sw, out: str, *, shard: str | None = None, max_parallel: int | Non
         raise ConfigError(f"--max-parallel = {max_parallel}: must be >= 1")
     if cpu_devices is not None and cpu_devices < 1:
         raise ConfigError(f"--cpu-devices = {cpu_devices}: must be >= 1")
+    if chunk_seconds is not None and not 0 <= chunk_seconds < float("inf"):
+        raise ConfigError(f"--chunk-seconds = {chunk_seconds}: must be a finite number >= 0")
+    if requeue is not None and requeue < 0:
+        raise ConfigError(f"--requeue = {requeue}: must be >= 0")
     shard = parse_shard(shard) if shard else None
     if shard is not None and shard.count > len(sw.configs()):
         raise ConfigError(f"--shard {shard}: the grid has only {len(sw.configs())} configs, "
@@ -289,25 +357,36 @@ def run_sweep(sw, out: str, *, shard: str | None = None, max_parallel: int | Non
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=coordinator,
                                    num_processes=num_processes, process_id=process_id)
-    cache = _enable_compile_cache(compile_cache)
+    cache = _compile_cache(compile_cache)
     from jaxcl.engine import runner
 
     import jax
 
-    n = len(mine)
-    print(f"jaxcl: {n} configs in {len(sweep_mod.group_by_static(mine))} shape groups "
-          + (f"(slice {shard} of a {len(sw.configs())}-config grid) " if shard else "") + f"on {jax.device_count()} {jax.default_backend()} device(s) -> {out}"
-          + (f" (compile cache {cache})" if cache else ""), flush=True)
+    if jax.process_index() == 0:  # one banner for the whole job
+        log(f"jaxcl: {len(mine)} configs in {len(sweep_mod.group_by_static(mine))} shape groups "
+            + (f"(slice {shard} of a {len(sw.configs())}-config grid) " if shard else "")
+            + f"on {jax.device_count()} {jax.default_backend()} device(s) -> {out}"
+            + (f" (compile cache {cache})" if cache else ""))
     ckpt = _checkpoint_options(sw.options, checkpoint_every_steps, checkpoint_every_seconds,
                                keep_checkpoints)
     return runner.run(sw, out, lock=lock, shard=shard, max_parallel=max_parallel,
                       force_new=force_new, batching=batching, progress=progress,
-                      checkpoints=ckpt)
+                      checkpoints=ckpt, requeue=requeue,
+                      **({} if chunk_seconds is None else {"chunk_seconds": chunk_seconds}))
 
 
 def _run(args) -> int:
+    from jaxcl.engine.checkpoint import StopSignal
+
+    with StopSignal.early():  # SIGTERM or Slurm's warning before training: a recorded stop
+        return _run_sweep(args)
+
+
+def _run_sweep(args) -> int:
     from jaxcl.engine import sweep as sweep_mod
     from jaxcl.engine.checkpoint import Interrupted
+
+    import numpy as np
 
     sw = sweep_mod.load(args.sweep, args.set)  # every config validated before jax starts
     try:
@@ -318,16 +397,30 @@ def _run(args) -> int:
             compile_cache=args.compile_cache, cpu_devices=args.cpu_devices,
             checkpoint_every_steps=args.checkpoint_every_steps,
             checkpoint_every_seconds=args.checkpoint_every_seconds,
-            keep_checkpoints=args.keep_checkpoints, coordinator=args.coordinator,
+            keep_checkpoints=args.keep_checkpoints, chunk_seconds=args.chunk_seconds,
+            requeue=args.requeue, coordinator=args.coordinator,
             num_processes=args.num_processes, process_id=args.process_id,
-            distributed=args.distributed)
+            distributed=args.distributed, log=lambda m: print(m, flush=True))
     except Interrupted as e:
-        print(f"jaxcl: {e}.\njaxcl: to resume, run the same command again:\n  "
-              f"{shlex.join(['jaxcl'] + list(args.argv))}", file=sys.stderr, flush=True)
+        if getattr(e, "requeue", "").startswith("requeued"):
+            print(f"jaxcl: {e}; {e.requeue}", file=sys.stderr, flush=True)
+        else:
+            print(f"jaxcl: {e}." + (f"\njaxcl: {e.requeue}" if hasattr(e, "requeue") else "")
+                  + "\njaxcl: to resume, run the same command again:\n  "
+                  f"{shlex.join(['jaxcl'] + list(args.argv))}", file=sys.stderr, flush=True)
         return 128 + e.signum
-    print(f"jaxcl: {len(summary.done)} done, {len(summary.skipped)} already done, "
-          f"{len(summary.failed)} failed in {summary.seconds:.1f}s -> {args.out}", flush=True)
-    return 1 if summary.failed else 0
+    import jax
+
+    done, failed = len(summary.done), len(summary.failed)
+    if jax.process_count() > 1:  # each process counts the configs it wrote
+        from jax.experimental import multihost_utils
+
+        done, failed = (int(x) for x in np.sum(multihost_utils.process_allgather(
+            np.asarray([done, failed], np.int32)), axis=0))
+    if jax.process_index() == 0:  # one summary for the whole job
+        print(f"jaxcl: {done} done, {len(summary.skipped)} already done, "
+              f"{failed} failed in {summary.seconds:.1f}s -> {args.out}", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,11 @@ def invocation(started: str, t0: float, outcome: str, summary,
                                 cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return {"started": started, "seconds": round(time.perf_counter() - t0, 1),
+    from jaxcl.engine import slurm
+
+    leg = slurm.leg()  # the job and leg under Slurm
+    return {**({"slurm": leg} if leg else {}),
+            "started": started, "seconds": round(time.perf_counter() - t0, 1),
             "outcome": outcome, "shard": None if shard is None else str(shard),
             "done": len(summary.done), "failed": len(summary.failed),
             "resumed": summary.resumed, "checkpoints": summary.checkpoints,
@@ -54,7 +58,9 @@ def environment() -> dict:
     return {"jax": jax.__version__, "jaxlib": getattr(jaxlib, "__version__", "?"),
             "python": platform.python_version(), "backend": jax.default_backend(),
             "cpu": cpu_model() or platform.machine(), "isa": cpu_isa(),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            # the device count is recorded under "devices" and changes no result
+            "xla_flags": " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                                  if not f.startswith("--xla_force_host_platform_device_count"))}
 
 
 def environment_changes(previous: list[dict], now: dict) -> list[str]:

@@ -37,9 +37,11 @@ def write_report(run_dir: str, options: dict | None = None, out: str | None = No
       Path of report.md.
 
     Raises:
-      ConfigError: no experiment found anything to report.
+      ConfigError: `out` is a file; no experiment found anything to report.
     """
     out = out or run_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out = {out!r}: is a file, not a directory")
     os.makedirs(out, exist_ok=True)
     finals = load_finals(run_dir)
     by_exp: dict[str, list[dict]] = {}

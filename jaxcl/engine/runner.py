@@ -12,11 +12,11 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from jaxcl.engine import checkpoint, protocol
+from jaxcl.engine import checkpoint, pacing, protocol, slurm
 from jaxcl.engine.progress import Progress
 from jaxcl.engine.records import command, environment, environment_changes, invocation
 from jaxcl.engine.programs import (block_hparams, compiled, config_mesh, final_observables,
-                                   global_array, plan_blocks, preflight, resolve_batching,
+                                   global_array, preflight, resolve_batching,
                                    state_bytes)
 from jaxcl.engine.rundir import (DONE, FAILED, LOCK_NAME, RUNNING, RunDir, RunDirLock, Shard,
                                  load_sweep)
@@ -65,11 +65,15 @@ def _scalar(x):
 def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
               sharding: NamedSharding, progress: Progress, summary: Summary,
               ckpt: checkpoint.CheckpointOptions = checkpoint.CheckpointOptions(),
-              stop: checkpoint.StopSignal | None = None, batching: str = "auto") -> None:
+              stop: checkpoint.StopSignal | None = None, batching: str = "auto") -> float:
     """Trains one block of same-shape configs to the end, writing what this process owns.
 
     Resumes from the block's latest good checkpoint if there is one, saves checkpoints at chunk
     boundaries as `ckpt` says, and on a stop request saves and raises checkpoint.Interrupted.
+
+    Returns:
+      The wall seconds of its slowest chunk but the first (which compiles), or of the first
+      if it ran only one (for `pacing.blocks`).
     """
     n = len(cfgs)
     exp = protocol.of(cfgs[0])
@@ -100,9 +104,12 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
         print(f"jaxcl: resuming {n} configs from the checkpoint at step {ckpt_step} "
               f"({store.dir})", flush=True)
     progress.update(sum(min(c.n_steps, chunk0 * log_every) for c in cfgs))
+    seconds = []
     for k in range(chunk0, n_chunks):
+        t0 = time.perf_counter()
         state, metrics = chunk_fn(hp, state)
-        local = local_rows(metrics)
+        local = local_rows(metrics)  # waits for the chunk
+        seconds.append(time.perf_counter() - t0)
         for i in owned:
             m = local[i]
             if i in failed or not m["logged"]:
@@ -146,6 +153,7 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
     _barrier("block")
     if jax.process_index() == 0:
         store.remove()  # every final of the block is written: its checkpoints are redundant
+    return max(seconds[1:] or seconds or [0.0])
 
 
 def run(sweep: Sweep, out: str, *, lock: bool = True, shard: Shard | None = None,
@@ -155,8 +163,12 @@ def run(sweep: Sweep, out: str, *, lock: bool = True, shard: Shard | None = None
     0 for the whole run.
 
     Raises:
+      ConfigError: `out` is a file; a config cannot fit in memory (`preflight`).
       RunDirBusy: another `jaxcl run` holds `out` (or this slice), before anything is written.
     """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out = {out!r}: is a file, not a run directory; name a directory "
+                          "(new, or one of this sweep's runs)")
     mine = shard_configs(sweep.configs(), shard) if shard is not None else sweep.configs()
     preflight(mine)  # a config that cannot fit is refused before anything is written
     held = None
@@ -180,7 +192,8 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
          max_parallel: int | None = None, force_new: bool = False,
          progress: bool | None = None, log=print,
          checkpoints: checkpoint.CheckpointOptions | None = None,
-         batching: str | None = None) -> Summary:
+         batching: str | None = None, chunk_seconds: float = pacing.CHUNK_SECONDS,
+         requeue: int | None = None) -> Summary:
     """Runs every config of `sweep` not yet done in `out`, resuming from checkpoints.
 
     Args:
@@ -195,6 +208,10 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
       checkpoints: when to checkpoint (default CheckpointOptions()).
       batching: how a device runs its configs (`resolve_batching`; default: the sweep's
         `batching` option, else "auto").
+      chunk_seconds: size blocks so that a chunk takes about this long, which bounds the
+        wait after a stop request (`pacing.blocks`; 0: blocks as memory allows).
+      requeue: under Slurm, once interrupted and saved, requeue the job (`slurm.requeue`)
+        unless it was requeued this many times; the record's "requeue" says what happened.
 
     Returns:
       What was done, skipped and failed.
@@ -235,12 +252,16 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
         record = rd.start_invocation(invocation(started, t0, "running", summary, shard, changed))
     try:
         _train(rd, sweep, configs, mine, summary, shard=shard, max_parallel=max_parallel,
-               progress=progress, log=log, checkpoints=checkpoints, batching=batching)
-    except checkpoint.Interrupted:
+               progress=progress, log=log, checkpoints=checkpoints, batching=batching,
+               chunk_seconds=chunk_seconds)
+    except checkpoint.Interrupted as e:
         if is_main:
-            rd.update_invocation(record, invocation(started, t0, "interrupted", summary, shard,
-                                                    changed))
+            rec = invocation(started, t0, "interrupted", summary, shard, changed)
+            rd.update_invocation(record, rec)
             rd.write_manifest(sweep, configs)
+            if requeue is not None:
+                e.requeue = slurm.requeue(requeue)
+                rd.update_invocation(record, {**rec, "requeue": e.requeue})
         raise
     except BaseException as e:
         if is_main:
@@ -273,7 +294,7 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
 
 
 def _train(rd: RunDir, sweep: Sweep, configs: list, mine: list, summary: Summary, *,
-           shard, max_parallel, progress, log, checkpoints, batching) -> None:
+           shard, max_parallel, progress, log, checkpoints, batching, chunk_seconds) -> None:
     """Trains the configs of `mine` not yet done, block by block (see `_run`)."""
     is_main = jax.process_index() == 0
     _barrier("prepare")
@@ -294,18 +315,22 @@ def _train(rd: RunDir, sweep: Sweep, configs: list, mine: list, summary: Summary
         _warn_space(rd.path, groups, log)
     bar = Progress(sum(c.n_steps for c in todo), progress)
     ckpt = checkpoints or checkpoint.CheckpointOptions()
+    saved = pacing.saved_blocks(rd.path)  # resumed as they were, whatever the plan says now
+    last = [0.0]  # seconds per chunk of the last block run
     try:
         with checkpoint.StopSignal() as stop:
             for gi, ((name, static), group) in enumerate(groups.items()):
                 bar.group(f"group {gi + 1}/{len(groups)} {name} "
                           f"{protocol.get(name).describe(static)} ({len(group)} configs)",
                           sum(c.n_steps for c in group))
-                for block, n_pad in plan_blocks(group, sharding, max_parallel, batching,
-                                                group_size=sizes[(name, static)]):
+                for block, n_pad in pacing.blocks(
+                        group, sharding, saved=saved, max_parallel=max_parallel,
+                        batching=batching, group_size=sizes[(name, static)],
+                        seconds=chunk_seconds, timing=lambda: _agree_max(last[0])):
                     if _agree(stop.requested):  # between blocks: nothing to save
                         raise checkpoint.Interrupted(stop.signum, "between blocks")
-                    run_block(rd, static, block, n_pad, sharding, bar, summary, ckpt, stop,
-                              batching)
+                    last[0] = run_block(rd, static, block, n_pad, sharding, bar, summary, ckpt,
+                                        stop, batching)
                     if is_main and jax.process_count() == 1:  # a live view for the watcher
                         rd.write_manifest(sweep, configs)
     except checkpoint.Interrupted:
@@ -379,6 +404,15 @@ def _agree(flag: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def _agree_max(x: float) -> float:
+    """The largest of every process's `x` (block sizes must be the same on all of them)."""
+    if jax.process_count() == 1:
+        return float(x)
+    from jax.experimental import multihost_utils
+
+    return float(np.max(multihost_utils.process_allgather(np.float32(x))))
 
 
 def _barrier(name: str) -> None:

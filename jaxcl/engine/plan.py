@@ -1,0 +1,161 @@
+"""`jaxcl plan SWEEP`: what a sweep will cost before it is queued (configs, shape groups,
+compiles, memory, steps, a wall-time estimate from a short calibration, and the legs of a job
+array's tasks under a time limit). Writes nothing: no run directory, no compile cache."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import numpy as np
+
+from jaxcl.engine import pacing, protocol
+from jaxcl.engine.programs import (block_hparams, compiled, config_mesh, final_observables,
+                                   global_array, memory_limit, plan_blocks, resolve_batching,
+                                   state_bytes)
+from jaxcl.engine.sweep import group_by_static, shard_configs
+
+# Host work the calibration does not see, measured on whole runs (benchmarks/grid.py: rows,
+# status and final files, merging): seconds per config and per config-chunk, and per process
+# (start, imports, the figures).
+HOST_PER_CONFIG, HOST_PER_CHUNK, HOST_PER_RUN = 0.004, 0.0001, 6.0
+
+
+def calibrate(group: list, sharding, batching: str) -> dict:
+    """Compiles one shape group's programs for one config per device and times them: the
+    compile (init, chunk, final observables) and one chunk of one config per device."""
+    exp, static, n_dev = protocol.of(group[0]), group[0].static(), sharding.mesh.size
+    hp_np = block_hparams(group[:n_dev], n_dev)
+    hp_np = hp_np._replace(steps=np.full_like(hp_np.steps, 1 << 30))  # never an idle chunk
+    hp = jax.tree.map(lambda x: global_array(x, sharding), hp_np)
+    init_fn, chunk_fn = compiled(exp, static, sharding, batching=batching)
+    t0 = time.perf_counter()
+    state = jax.block_until_ready(init_fn(hp))
+    t1 = time.perf_counter()
+    state, m = jax.block_until_ready(chunk_fn(hp, state))
+    t2 = time.perf_counter()
+    runs = []
+    for _ in range(2):
+        t = time.perf_counter()
+        state, m = jax.block_until_ready(chunk_fn(hp, state))
+        runs.append(time.perf_counter() - t)
+    t3 = time.perf_counter()
+    jax.block_until_ready(final_observables(exp, static, sharding)(hp, state))
+    t4 = time.perf_counter()
+    chunk = min(runs)
+    return {"chunk": chunk, "compile": (t1 - t0) + (t2 - t1 - chunk) + (t4 - t3)}
+
+
+def estimate(configs: list, sharding, batching: str, max_parallel: int | None,
+             chunk_seconds: float, cal: dict) -> dict:
+    """Seconds for one process to run `configs` (calibrations `cal` by group key), and the
+    blocks and compiles it takes."""
+    n_dev = sharding.mesh.size
+    total, blocks, compiles = HOST_PER_RUN, 0, 0
+    for key, group in group_by_static(configs).items():
+        c = cal[key]
+        size = None
+        if (not max_parallel and chunk_seconds > 0 and resolve_batching(batching) == "sequential"
+                and c["chunk"] > 0):
+            per_device = max(1, int(chunk_seconds / c["chunk"]))
+            size = (1 << (per_device.bit_length() - 1)) * n_dev
+        plan = plan_blocks(group, sharding, max_parallel or size, batching)
+        pads = {n_pad for _, n_pad in plan}
+        compiles += len(pads)
+        blocks += len(plan)
+        total += len(pads) * c["compile"]
+        for block, n_pad in plan:
+            chunks = [-(-cfg.n_steps // cfg.log_every) for cfg in block]
+            total += sum(chunks) / n_dev * c["chunk"]
+            total += len(block) * HOST_PER_CONFIG + sum(chunks) * HOST_PER_CHUNK
+    return {"seconds": total, "blocks": blocks, "compiles": compiles}
+
+
+def plan(sweep, *, max_parallel: int | None = None, batching: str | None = None,
+         chunk_seconds: float = pacing.CHUNK_SECONDS, array: int | None = None,
+         time_limit: float | None = None, signal_seconds: float = 120.0,
+         calibrate_time: bool = True, log=print) -> dict:
+    """Prints (through `log`) and returns what running `sweep` will take on this machine.
+
+    Args:
+      array: also the time per task of a job array of this many tasks (`--shard I/N`).
+      time_limit: minutes per leg (sbatch --time): the legs per task, each leg using
+        the limit less `signal_seconds` (the warning's offset).
+      calibrate_time: compile and time each group's programs (off: no time estimate).
+    """
+    configs = sweep.configs()
+    batching = resolve_batching(batching or sweep.options.get("batching", "auto"))
+    max_parallel = max_parallel or sweep.options.get("max_parallel")
+    sharding = config_mesh()
+    n_dev = sharding.mesh.size
+    limit, what = memory_limit()
+    groups = group_by_static(configs)
+    log(f"jaxcl plan: {len(configs)} configs in {len(groups)} shape groups on {n_dev} "
+        f"{jax.default_backend()} device(s), batching {batching}; memory: {_gib(limit)} "
+        f"({what})")
+    cal, out = {}, {"configs": len(configs), "groups": []}
+    for (name, static), group in groups.items():
+        exp = protocol.get(name)
+        steps = sorted({c.n_steps for c in group})
+        given = sorted({str(c.steps) for c in group})
+        state, step = state_bytes(group[0]), exp.config_bytes(static)
+        plan_ = plan_blocks(group, sharding, max_parallel, batching)
+        per_dev = max(n_pad for _, n_pad in plan_) // n_dev
+        block_mem = per_dev * state + (step if batching == "sequential" else per_dev * step)
+        if calibrate_time:
+            cal[(name, static)] = calibrate(group, sharding, batching)
+        g = {"experiment": name, "shape": exp.describe(static), "configs": len(group),
+             "steps": steps, "steps_given": given, "config_bytes": state + step,
+             "block_bytes_per_device": block_mem, **cal.get((name, static), {})}
+        out["groups"].append(g)
+        log(f"  {name} {g['shape']}: {len(group)} configs; steps {', '.join(given)} -> "
+            f"{_range(steps)} ({sum(c.n_steps for c in group):,} config-steps); memory "
+            f"{_mib(state + step)} per config, {_mib(block_mem)} per device for its largest "
+            f"block ({per_dev} configs per device) of {_gib(limit)}"
+            + (f"; calibration: compile {g['compile']:.1f} s, a chunk of one config per "
+               f"device {g['chunk'] * 1e3:.1f} ms" if calibrate_time else ""))
+    if not calibrate_time:
+        return out
+    est = estimate(configs, sharding, batching, max_parallel, chunk_seconds, cal)
+    out.update(est)
+    log(f"  compiles: {est['compiles']} block sizes ({est['blocks']} blocks); estimated wall "
+        f"time on this machine: {_hms(est['seconds'])}")
+    if array:
+        from jaxcl.engine.lock import Shard
+
+        tasks = [estimate(shard_configs(configs, Shard(i, array)), sharding, batching,
+                          max_parallel, chunk_seconds, cal)["seconds"] for i in range(array)]
+        out["array"] = {"tasks": array, "seconds_per_task": max(tasks)}
+        line = (f"  a job array of {array} tasks: up to {_hms(max(tasks))} per task "
+                f"(tasks of {len(shard_configs(configs, Shard(0, array)))} configs or fewer)")
+        if time_limit:
+            usable = time_limit * 60 - signal_seconds
+            if usable <= 0:
+                line += (f"; --time={time_limit:g} min is not more than the warning's "
+                         f"{signal_seconds:g} s: no leg would train")
+            else:
+                legs = math.ceil(max(tasks) / usable)
+                out["array"]["legs_per_task"] = legs
+                line += (f"; under --time={time_limit:g} (the warning {signal_seconds:g} s "
+                         f"before it) {legs} leg(s) per task")
+        log(line)
+    return out
+
+
+def _range(xs: list) -> str:
+    return f"{xs[0]:,}" if len(xs) == 1 else f"{xs[0]:,}..{xs[-1]:,}"
+
+
+def _mib(n: float) -> str:
+    return f"{n / (1 << 20):,.2f} MiB"
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):,.1f} GiB"
+
+
+def _hms(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else (
+        f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s} s")

@@ -1,0 +1,151 @@
+"""Blocks sized by wall time (the stop request's latency) and checkpointed blocks resumed as they
+were saved (issue 23): neither changes any result bitwise."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from jaxcl.engine import checkpoint, pacing, programs, runner
+from jaxcl.engine.sweep import loads
+from jaxcl.experiments.liao.config import Config
+
+SWEEP = """
+[base]
+d = 5
+m = 6
+L = 3
+K = 8
+steps = 40
+log_every = 10
+[grid]
+seed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+"""
+
+
+def _finals(out) -> dict:
+    got = {}
+    for path in sorted(glob.glob(os.path.join(out, "final", "*.npz"))):
+        with np.load(path) as z:
+            got[os.path.basename(path)] = {k: z[k] for k in z.files}
+    return got
+
+
+def _assert_bitwise(a: dict, b: dict):
+    assert sorted(a) == sorted(b) and a
+    for name in a:
+        for k in a[name]:
+            assert np.array_equal(a[name][k], b[name][k]), (name, k)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One block of all 10 configs, as memory allows (no pacing)."""
+    out = str(tmp_path_factory.mktemp("ref") / "out")
+    runner.run(loads(SWEEP), out, progress=False, log=lambda m: None, chunk_seconds=0)
+    return _finals(out)
+
+
+def test_blocks_probe_then_sized_by_time_saved_first(tiny, monkeypatch):
+    """A large group: a probe block of PROBE_PER_DEVICE per device, then blocks of a power of
+    two per device sized by the probe's seconds per chunk; a saved block comes first, as it was
+    saved; vmap and --max-parallel plan as before; every config exactly once."""
+    monkeypatch.setattr(pacing, "PROBE_PER_DEVICE", 2)
+    sharding = programs.config_mesh()
+    n_dev = sharding.mesh.size
+    group = [Config(**tiny, seed=s) for s in range(41)]
+    kw = dict(batching="sequential", group_size=41, max_parallel=None)
+    asked = []
+
+    def timing():
+        asked.append(1)
+        return 0.5  # s per chunk of the probe (2 per device): 8 per device fit in 2 s
+
+    saved = [([group[7].config_id, group[3].config_id, group[5].config_id], 4),
+             (["not-in-this-group"], 2)]
+    got = list(pacing.blocks(group, sharding, saved=saved, seconds=2.0, timing=timing, **kw))
+    assert got[0] == ([group[7], group[3], group[5]], 4)
+    assert len(got[1][0]) == 2 * n_dev and asked == [1]
+    assert all(len(b) <= 8 * n_dev and n_pad % n_dev == 0 for b, n_pad in got[2:])
+    ids = [c.config_id for b, _ in got for c in b]
+    assert sorted(ids) == sorted(c.config_id for c in group)
+    # an unknown chunk time (a probe of one chunk that compiled) keeps the probe's size
+    got = list(pacing.blocks(group, sharding, saved=[], seconds=2.0, timing=lambda: None, **kw))
+    assert max(len(b) for b, _ in got) == 2 * n_dev
+    for off in (dict(seconds=0.0), dict(seconds=2.0, batching="vmap"),
+                dict(seconds=2.0, max_parallel=1000)):
+        args = {**kw, "seconds": 2.0, "timing": timing, **off}
+        assert list(pacing.blocks(group, sharding, saved=[], **args)) == programs.plan_blocks(
+            group, sharding, args["max_parallel"], args["batching"], group_size=41)
+    assert asked == [1]  # no probe when pacing is off
+
+
+def test_paced_blocks_are_bitwise_the_unpaced_run(reference, tmp_path, monkeypatch):
+    """A probe of one config per device, then blocks as small as a tiny chunk budget makes
+    them: the same finals, bit for bit, as one block of all configs."""
+    monkeypatch.setattr(pacing, "PROBE_PER_DEVICE", 1)
+    sizes = []
+    real = runner.run_block
+
+    def spy(rd, static, block, *a, **k):
+        sizes.append(len(block))
+        return real(rd, static, block, *a, **k)
+
+    monkeypatch.setattr(runner, "run_block", spy)
+    out = str(tmp_path / "out")
+    summary = runner.run(loads(SWEEP), out, progress=False, log=lambda m: None,
+                         chunk_seconds=1e-9)
+    assert len(summary.done) == 10 and sum(sizes) == 10 and max(sizes) <= 2 < len(sizes)
+    _assert_bitwise(_finals(out), reference)
+
+
+def test_saved_block_resumes_as_saved_under_another_plan(reference, tmp_path, monkeypatch,
+                                                         capsys):
+    """A block checkpointed by an unpaced run is resumed whole by a paced run (which would
+    plan other blocks) and ends bitwise equal: no leg loses the work of the block it stopped."""
+    class Crash(Exception):
+        pass
+
+    real = checkpoint.BlockCheckpoints.save
+
+    def save(self, *a, **k):
+        real(self, *a, **k)
+        raise Crash
+
+    out = str(tmp_path / "out")
+    every = checkpoint.CheckpointOptions(every_steps=20, every_seconds=0)
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint.BlockCheckpoints, "save", save)
+        with pytest.raises(Crash):
+            runner.run(loads(SWEEP), out, progress=False, checkpoints=every, chunk_seconds=0)
+    (ids, n_rows), = pacing.saved_blocks(out)
+    assert len(ids) == 10 and n_rows % 2 == 0
+    monkeypatch.setattr(pacing, "PROBE_PER_DEVICE", 1)
+    capsys.readouterr()
+    summary = runner.run(loads(SWEEP), out, progress=False, chunk_seconds=1e-9)
+    assert len(summary.done) == 10
+    assert "resuming 10 configs from the checkpoint at step 20" in capsys.readouterr().out
+    _assert_bitwise(_finals(out), reference)
+    assert pacing.saved_blocks(out) == []
+
+
+def test_signal_before_training_is_a_recorded_stop(tmp_path, monkeypatch):
+    """SIGTERM or Slurm's SIGUSR1 that comes before training starts (imports, the grid's
+    statuses) does not kill the run unrecorded: the run stops before its first block with the
+    record "interrupted"; the handlers and the flag are gone afterwards."""
+    import json
+    import signal
+
+    monkeypatch.setattr(runner, "run_block", lambda *a, **k: pytest.fail("trained"))
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        before = signal.getsignal(sig)
+        out = str(tmp_path / f"out{int(sig)}")
+        with checkpoint.StopSignal.early():
+            os.kill(os.getpid(), sig)
+            with pytest.raises(checkpoint.Interrupted, match="between blocks") as e:
+                runner.run(loads(SWEEP), out, progress=False, log=lambda m: None)
+        assert e.value.signum == sig
+        assert signal.getsignal(sig) is before and not checkpoint.StopSignal._early
+        (rec,) = [json.load(open(p)) for p in glob.glob(os.path.join(out, "invocations", "*"))]
+        assert rec["outcome"] == "interrupted"

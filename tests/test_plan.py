@@ -1,0 +1,79 @@
+"""`jaxcl plan`: configs, groups, steps (T_3/T_4 resolved), memory, the time estimate's
+arithmetic and a job array's legs, writing nothing (issue 23)."""
+
+import math
+import os
+
+import pytest
+
+from jaxcl.engine import plan
+from jaxcl.engine.cli import main
+from jaxcl.engine.sweep import loads
+
+SWEEP = """
+[base]
+d = 5
+m = 6
+L = 3
+K = 8
+log_every = 10
+[grid]
+steps = [40, 25, "T3"]
+seed = [0, 1]
+"""
+
+
+def _tree(path) -> list:
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+
+
+def test_plan_prints_what_a_run_takes_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    (tmp_path / "s.toml").write_text(SWEEP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    before = _tree(tmp_path)
+    calls = []
+
+    def fake(group, sharding, batching):  # a calibration with known figures
+        calls.append(len(group))
+        return {"chunk": 0.25, "compile": 3.0}
+
+    monkeypatch.setattr(plan, "calibrate", fake)
+    assert main(["plan", "s.toml", "--array", "2", "--time", "1", "--signal-seconds",
+                 "30", "--chunk-seconds", "0"]) == 0
+    text = capsys.readouterr().out
+    assert _tree(tmp_path) == before  # no run directory, no compile cache, nothing
+    configs = loads(SWEEP).configs()
+    t3 = configs[-1].n_steps
+    assert configs[-1].steps == "T3" and t3 not in (25, 40)  # resolved from d, m, ...
+    lo, hi = min(25, t3), max(40, t3)
+    assert "6 configs in 1 shape groups" in text and f"T3 -> {lo:,}..{hi:,}" in text
+    assert f"{(40 + 25 + t3) * 2:,} config-steps" in text and "per config" in text
+    assert calls == [6]
+    # by hand: one block of 6 configs on 2 devices, one compile; chunks of each config
+    chunks = 2 * (4 + 3 + math.ceil(t3 / 10))  # log_every 10
+    want = (plan.HOST_PER_RUN + 3.0 + chunks / 2 * 0.25 + 6 * plan.HOST_PER_CONFIG
+            + chunks * plan.HOST_PER_CHUNK)
+    got = plan.plan(loads(SWEEP), array=2, time_limit=1, signal_seconds=30,
+                    chunk_seconds=0, log=lambda m: None)
+    assert got["seconds"] == pytest.approx(want) and got["compiles"] == 1
+    # slices of 3 configs in grid order, each its own compile; the longer one counts
+    per = [[math.ceil(c.n_steps / 10) for c in configs[:3]],
+           [math.ceil(c.n_steps / 10) for c in configs[3:]]]
+    task = max(plan.HOST_PER_RUN + 3.0 + sum(ch) / 2 * 0.25 + 3 * plan.HOST_PER_CONFIG
+               + sum(ch) * plan.HOST_PER_CHUNK for ch in per)
+    assert got["array"]["seconds_per_task"] == pytest.approx(task)
+    assert got["array"]["legs_per_task"] == math.ceil(task / 30)
+    assert f"{got['array']['legs_per_task']} leg(s) per task" in text
+
+
+def test_plan_calibrates_for_real_and_refuses_bad_input(tmp_path, capsys):
+    (tmp_path / "s.toml").write_text(SWEEP.replace('"T3"', "30"))
+    got = plan.plan(loads(SWEEP.replace('"T3"', "30")), log=lambda m: None)
+    (g,) = got["groups"]
+    assert g["chunk"] > 0 and g["compile"] > 0 and got["seconds"] > g["compile"]
+    assert main(["plan", str(tmp_path / "s.toml"), "--time", "nan"]) == 2
+    assert "--time = nan: must be a finite number" in capsys.readouterr().err
+    assert main(["plan", str(tmp_path / "s.toml"), "--set", "eta=inf"]) == 2
+    assert "must be a finite number" in capsys.readouterr().err
