@@ -128,11 +128,23 @@ def test_array_requeues_itself_until_done_bitwise(cluster, tmp_path, jax_cache):
         path = os.path.join(out, "rows", first[tid] + ".jsonl")
         return os.path.exists(path) and os.path.getsize(path) > 0
 
-    signalled, deadline = set(), time.monotonic() + 240
+    def all_done():
+        try:
+            with open(os.path.join(out, "manifest.json")) as f:
+                return json.load(f)["counts"]["done"] == 4
+        except (OSError, ValueError, KeyError):
+            return False
+
+    signalled, deadline, empty, seen = set(), time.monotonic() + 240, 0, []
     while True:
         q = cluster.run(["squeue", "-h", "-r", "-j", jid, "-o", "%i %T %r"]).stdout.split("\n")
         tasks = [line.split() for line in q if line.strip()]
-        if not tasks:
+        if not seen or seen[-1] != tasks:
+            seen.append(tasks)
+        empty = 0 if tasks else empty + 1
+        # Done when the queue is empty and the grid finished (or the queue stayed empty: a
+        # requeued task may be missing from one squeue between its legs).
+        if not tasks and (all_done() or empty >= 20):
             break
         for tid, state, reason in tasks:
             if state == "RUNNING" and tid not in signalled and training(tid):
@@ -143,6 +155,7 @@ def test_array_requeues_itself_until_done_bitwise(cluster, tmp_path, jax_cache):
         assert time.monotonic() < deadline, f"tasks still queued: {tasks}"
         time.sleep(0.5)
     logs = "\n".join(open(p).read() for p in sorted(glob.glob(f"{tmp_path}/slurm-*.out")))
+    logs += f"\nsqueue: {seen}"
     assert signalled == {f"{jid}_0", f"{jid}_1"}, logs
     recs = sorted(_records(out), key=lambda r: (r["slurm"]["job"], r["slurm"]["leg"]))
     legs = [(r["slurm"]["leg"], r["outcome"]) for r in recs]
