@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ import numpy as np
 
 from jaxcl.errors import ConfigError
 from jaxcl.experiments.geometry.bfgs import bfgs
+from jaxcl.losses import hard_off
 from jaxcl.experiments.geometry.objective import (_check_int, _check_positive,
                                                   _check_solver_inputs, _objective,
                                                   negative_counts)
@@ -36,21 +38,52 @@ def _gram(V_CxP):
     return (Vn @ Vn.T) * (1.0 - eye) + eye  # diag exactly 1 (it is fixed in the program)
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "psi", "phi"))
-def _solve(V0_SxCxP, pi_C, counts_NxC, weights_N, tau, alpha, beta, *, loss, psi, phi):
+_STATIC = ("loss", "psi", "phi", "hard", "frozen")
+
+
+class _Problem(NamedTuple):
+    """The traced data of F: π, the counts and their probabilities, τ, α, β, hard_beta and the
+    Gram matrix the hard-negative weights are frozen at (used only when `frozen`)."""
+
+    pi_C: Any
+    counts_NxC: Any
+    weights_N: Any
+    tau: Any
+    alpha: Any
+    beta: Any
+    hard_beta: Any
+    G_weight_CxC: Any
+
+
+def _problem(pi, counts, weights, tau, alpha, beta, hard_beta=0.0, G_weight=None) -> _Problem:
+    C = pi.shape[0]
+    return _Problem(pi, counts, weights, *(np.float64(x) for x in (tau, alpha, beta, hard_beta)),
+                    np.eye(C) if G_weight is None else np.asarray(G_weight, np.float64))
+
+
+def _F(prob: _Problem, loss, psi, phi, hard, frozen):
+    """G ↦ F(G). `hard`: hard_beta is on (off: exactly SPEC §9's F); `frozen`: the hard-negative
+    weights come from prob.G_weight_CxC, not from G (the field that training follows)."""
+    def F(G):
+        return _objective(G, prob.pi_C, prob.counts_NxC, prob.weights_N, prob.tau, loss,
+                          prob.alpha, prob.beta, psi, phi, prob.hard_beta if hard else 0.0,
+                          prob.G_weight_CxC if frozen else None)
+    return F
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _solve(V0_SxCxP, prob: _Problem, *, loss, psi, phi, hard=False, frozen=False):
     """Every start of the Burer–Monteiro form min_V F(V̂ V̂ᵀ), vmapped; V0 is (S, C, p).
 
     Returns G_S (S, C, C), F_S (S,), accepted BFGS steps (S,) and ∇_G F at each G_S (S, C, C),
     the last for the certificate without a second compile.
     """
-    def F(G):
-        return _objective(G, pi_C, counts_NxC, weights_N, tau, loss, alpha, beta, psi, phi)
-
+    F = _F(prob, loss, psi, phi, hard, frozen)
     # F is invariant to the row norms of V, and its gradient in row c is ∝ π_c / ‖V_c‖ (row c's
     # curvature ∝ π_c / ‖V_c‖²): starting the rows at ‖V_c‖ = √(π_c / max π) gives every row an
     # O(1) curvature, so the first steps and the stopping test treat a minority row like a
     # majority one. The norms barely move (each step is orthogonal to V_c, to first order).
-    row_scale_C = jnp.sqrt(pi_C / jnp.max(pi_C))
+    row_scale_C = jnp.sqrt(prob.pi_C / jnp.max(prob.pi_C))
     V0_SxCxP = (V0_SxCxP / jnp.linalg.norm(V0_SxCxP, axis=2, keepdims=True)
                 * row_scale_C[None, :, None])
 
@@ -62,10 +95,10 @@ def _solve(V0_SxCxP, pi_C, counts_NxC, weights_N, tau, alpha, beta, *, loss, psi
     return jax.vmap(one)(V0_SxCxP)
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "psi", "phi"))
-def _grad(G_CxC, pi_C, counts_NxC, weights_N, tau, alpha, beta, *, loss, psi, phi):
-    return jax.grad(_objective)(G_CxC, pi_C, counts_NxC, weights_N, tau, loss, alpha, beta, psi,
-                                phi)
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _values(G_SxCxC, prob: _Problem, *, loss, psi, phi, hard=False, frozen=False):
+    """F and ∇F at each of a stack of Gram matrices."""
+    return jax.vmap(jax.value_and_grad(_F(prob, loss, psi, phi, hard, frozen)))(G_SxCxC)
 
 
 def _kkt(grad_CxC: np.ndarray, G: np.ndarray, pi: np.ndarray) -> dict:
@@ -89,16 +122,17 @@ def _kkt(grad_CxC: np.ndarray, G: np.ndarray, pi: np.ndarray) -> dict:
 
 
 def kkt_residuals(G, pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
-                  psi: str = "log1p", phi: str = "exp") -> dict:
+                  psi: str = "log1p", phi: str = "exp", hard_beta=0.0) -> dict:
     """The optimality certificate of a feasible G for min F(G) s.t. G ⪰ 0, diag G = 1.
 
     With ∇F the symmetrized gradient, μ_c = (∇F G)_cc and Z = ∇F − Diag(μ), a feasible G is
     optimal for the convex program iff Z ⪰ 0 and Z G = 0 (Z is the dual slack of the SDP; the
-    diagonal of ∇F drops out of Z). Computed in float64.
+    diagonal of ∇F drops out of Z). Computed in float64. With hard_beta > 0 F need not be
+    convex: the residuals then certify a stationary point only (first-order KKT).
 
     Args:
       G: a Gram matrix of unit vectors, shape (C, C).
-      pi, k, tau, loss, alpha, beta, psi, phi: as in `collapsed_objective`.
+      pi, k, tau, loss, alpha, beta, psi, phi, hard_beta: as in `collapsed_objective`.
 
     Returns:
       {"min_eig_Z": smallest eigenvalue of Z (≥ 0 at the optimum),
@@ -109,20 +143,20 @@ def kkt_residuals(G, pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0
     Raises:
       ConfigError: bad input, naming the field.
     """
-    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi)
+    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
     G = np.asarray(G, dtype=np.float64)
     if G.shape != (pi.shape[0],) * 2:
         raise ConfigError(f"field 'G' of shape {G.shape}: expected {(pi.shape[0],) * 2}")
     with jax.enable_x64(True):
         counts, weights, _ = negative_counts(pi, k)
-        grad = _grad(G, pi, counts, weights, np.float64(tau), np.float64(alpha),
-                     np.float64(beta), loss=loss, psi=psi, phi=phi)
-        return _kkt(np.asarray(grad, dtype=np.float64), G, pi)
+        _, grad = _values(G[None], _problem(pi, counts, weights, tau, alpha, beta, hard_beta),
+                          loss=loss, psi=psi, phi=phi, hard=not hard_off(hard_beta))
+        return _kkt(np.asarray(grad[0], dtype=np.float64), G, pi)
 
 
 def optimal_gram(pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0, psi: str = "log1p",
                  phi: str = "exp", n_starts: int = 5, seed: int = 0, return_info: bool = False,
-                 rank: int | None = None):
+                 rank: int | None = None, hard_beta=0.0):
     """G*, the minimizer of the collapsed objective F over Gram matrices of unit vectors (SPEC §9),
     or G*_p, its minimizer over those of rank ≤ p (SPEC §10, `rank=p`).
 
@@ -143,6 +177,12 @@ def optimal_gram(pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0, ps
     For p ≥ C − 1 and a G* of rank ≤ p it returns G* (`info["convex_max_dev"]`). p = 1 (unit
     rows ±1) is solved exactly by enumerating the 2^(C−1) sign patterns (C ≤ 20).
 
+    With `hard_beta` = β > 0 (SPEC §10) F weighs each negative by e^{β G_cc'} against the
+    anchor's other draws (`collapsed_objective`); that F need not be convex, so the starts are
+    the multi-start of SPEC §10 and `info["starts_F"]`, `info["F_spread"]` are reported. (The
+    minimizer of F is not what training with constant weights settles at: see
+    `hard_equilibrium`.)
+
     Args:
       pi: class proportions π, shape (C,), C ≥ 2, positive, summing to 1 (within 1e-6).
       k: number of negatives per anchor, ≥ 1.
@@ -153,22 +193,23 @@ def optimal_gram(pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0, ps
       seed: seed of the starts (and of the Monte Carlo draws if any).
       return_info: also return the certificate.
       rank: None (no rank constraint: V is C × C) or p ≥ 1, the rank bound.
+      hard_beta: β ≥ 0 of the hard negatives (0: uniform, SPEC §9's F).
 
     Returns:
       G* as a float64 (C, C) numpy array (unit diagonal, symmetric); with return_info,
       (G*, info) where info has "F" (F(G*)), "starts_max_dev" (max over starts of
       max|G_start − G*|), "kkt" (see `kkt_residuals`), "method" ("enumeration" or
       "monte-carlo"), "n_counts" (count vectors or draws) and "steps" (BFGS steps per start).
-      With `rank`, also "rank" (p), "starts_F" (F at each start's end), "F_spread" (their max
-      minus min), "convex_max_dev" (max|G*_p − G*| against the unconstrained G*, computed when
+      With `rank` or `hard_beta`, also "starts_F" (F at each start's end) and "F_spread"
+      (their max minus min); with `rank`, "rank" (p), "convex_max_dev" (max|G*_p − G*| against the unconstrained G*, computed when
       p ≥ C − 1, else None) and "convex_rank" (the numerical rank of that G*: eigenvalues above
       1e-6, or None).
 
     Raises:
-      ConfigError: bad input, naming the field ('pi', 'k', 'tau', 'n_starts', 'rank', a loss
-        field).
+      ConfigError: bad input, naming the field ('pi', 'k', 'tau', 'n_starts', 'rank',
+        'hard_beta', a loss field).
     """
-    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi)
+    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
     n_starts = _check_int("n_starts", n_starts, 1)
     seed = _check_int("seed", seed, 0)
     C = pi.shape[0]
@@ -176,19 +217,19 @@ def optimal_gram(pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0, ps
     if p == 1 and C > 20:
         raise ConfigError(f"field 'rank' = 1: solved by enumerating 2^(C-1) sign patterns, "
                           f"only for C <= 20 (C = {C})")
+    statics = dict(loss=loss, psi=psi, phi=phi, hard=not hard_off(hard_beta))
     with jax.enable_x64(True):
         counts, weights, method = negative_counts(pi, k, seed=seed)
+        prob = _problem(pi, counts, weights, tau, alpha, beta, hard_beta)
         if p == 1:
-            G_S, F_S, steps_S, grad_S = _signs(pi, counts, weights, tau, alpha, beta, loss, psi,
-                                               phi)
+            G_S = _signs(C)
+            F_S, grad_S = (np.asarray(a) for a in _values(G_S, prob, **statics))
+            steps_S = np.zeros(G_S.shape[0], np.int64)
         else:
             V0 = np.random.default_rng(seed).standard_normal((n_starts, C, p))
-            out = _solve(V0, pi, counts, weights, np.float64(tau), np.float64(alpha),
-                         np.float64(beta), loss=loss, psi=psi, phi=phi)
-            G_S, F_S, steps_S, grad_S = (np.asarray(a) for a in out)
+            G_S, F_S, steps_S, grad_S = (np.asarray(a) for a in _solve(V0, prob, **statics))
     best = int(np.argmin(F_S))
-    G = np.clip(0.5 * (G_S[best] + G_S[best].T), -1.0, 1.0)
-    np.fill_diagonal(G, 1.0)
+    G = _tidy(G_S[best])
     if not return_info:
         return G
     info = {"F": float(F_S[best]),
@@ -197,35 +238,91 @@ def optimal_gram(pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0, ps
             "method": method,
             "n_counts": int(counts.shape[0]),
             "steps": [int(i) for i in steps_S]}
+    if rank is not None or statics["hard"]:
+        info.update(starts_F=[float(x) for x in F_S], F_spread=float(np.max(F_S) - np.min(F_S)))
     if rank is not None:
-        info.update(rank=p, starts_F=[float(x) for x in F_S],
-                    F_spread=float(np.max(F_S) - np.min(F_S)), convex_max_dev=None,
-                    convex_rank=None)
+        info.update(rank=p, convex_max_dev=None, convex_rank=None)
         if p >= C - 1:
-            G_convex = optimal_gram(pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed)
+            G_convex = optimal_gram(pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed,
+                                    hard_beta=hard_beta)
             info.update(convex_max_dev=float(np.abs(G - G_convex).max()),
                         convex_rank=int(np.sum(np.linalg.eigvalsh(G_convex) > 1e-6)))
     return G, info
 
 
-def _signs(pi, counts, weights, tau, alpha, beta, loss, psi, phi):
-    """Rank 1: every G = σσᵀ, σ ∈ {±1}^C with σ_0 = 1, evaluated (G_S, F_S, steps, ∇F)."""
-    C = pi.shape[0]
+def _tidy(G_CxC: np.ndarray) -> np.ndarray:
+    """Symmetric, entries in [−1, 1], unit diagonal (float64)."""
+    G = np.clip(0.5 * (G_CxC + G_CxC.T), -1.0, 1.0)
+    np.fill_diagonal(G, 1.0)
+    return G
+
+
+def _signs(C: int) -> np.ndarray:
+    """Rank 1: every G = σσᵀ, σ ∈ {±1}^C with σ_0 = 1, shape (2^(C−1), C, C)."""
     bits = (np.arange(2 ** (C - 1))[:, None] >> np.arange(C - 1)[None, :]) & 1
     sigma = np.concatenate([np.ones((bits.shape[0], 1)), 1.0 - 2.0 * bits], axis=1)
-    G_S = sigma[:, :, None] * sigma[:, None, :]
-    F_S, grad_S = (np.asarray(a) for a in _values(G_S, pi, counts, weights, np.float64(tau),
-                                                  np.float64(alpha), np.float64(beta),
-                                                  loss=loss, psi=psi, phi=phi))
-    return G_S, F_S, np.zeros(G_S.shape[0], np.int64), grad_S
+    return sigma[:, :, None] * sigma[:, None, :]
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "psi", "phi"))
-def _values(G_SxCxC, pi_C, counts_NxC, weights_N, tau, alpha, beta, *, loss, psi, phi):
-    """F and ∇F at each of a stack of Gram matrices."""
-    return jax.vmap(jax.value_and_grad(
-        lambda G: _objective(G, pi_C, counts_NxC, weights_N, tau, loss, alpha, beta, psi, phi)
-    ))(G_SxCxC)
+def hard_equilibrium(pi, k: int, tau, hard_beta, loss: str = "infonce", alpha=1.0, beta=1.0,
+                     psi: str = "log1p", phi: str = "exp", n_starts: int = 5, seed: int = 0,
+                     max_iter: int = 200, tol: float = 1e-9, return_info: bool = False):
+    """G°(β): the geometry that training with constant hard-negative weights settles at.
+
+    Training holds the weights v_i constant in the gradient (SPEC §10), so in the collapsed
+    limit it follows ∇_G F(G; w) with w frozen at the current G, not ∇F of `optimal_gram`'s
+    F(G; w(G)). Its rest points are the fixed points G = argmin_G' F(G'; w(G)), each inner
+    problem convex (constant weights). Found by a damped iteration of that map T from
+    `optimal_gram`'s minimizer, G ← (1 − η) G + η T(G) (a convex combination stays a Gram
+    matrix of unit vectors), η = 1 halved whenever the residual max|T(G) − G| fails to shrink
+    (the undamped map can cycle at large β), each solve warm-started at the current G, until
+    the residual is ≤ tol. β = 0 gives G*. A fixed point need not be unique.
+
+    Args:
+      pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed: as in `optimal_gram`.
+      hard_beta: β ≥ 0.
+      max_iter: iterations of the map, ≥ 1.
+      tol: max|ΔG| at which it stops, > 0.
+      return_info: also return {"iterations", "residual" (max|T(G°) − G°|), "converged",
+        "damping" (the last η), "max_dev_from_minimizer" (max|G° − argmin F|)}.
+
+    Returns:
+      G° as a float64 (C, C) numpy array, or (G°, info).
+
+    Raises:
+      ConfigError: bad input, naming the field.
+    """
+    G_min = optimal_gram(pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed,
+                         hard_beta=hard_beta)
+    max_iter = _check_int("max_iter", max_iter, 1)
+    _check_positive("tol", tol)
+    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
+    G, it, resid, eta = G_min, 0, 0.0, 1.0
+    if not hard_off(hard_beta):
+        with jax.enable_x64(True):
+            counts, weights, _ = negative_counts(pi, k, seed=seed)
+
+            def T(G):
+                lam, U = np.linalg.eigh(G)
+                V0 = (U * np.sqrt(np.maximum(lam, 1e-12)))[None]  # a factor of G: warm start
+                prob = _problem(pi, counts, weights, tau, alpha, beta, hard_beta, G_weight=G)
+                G_S = _solve(V0, prob, loss=loss, psi=psi, phi=phi, hard=True, frozen=True)[0]
+                return _tidy(np.asarray(G_S[0]))
+
+            resid = math.inf
+            for it in range(1, max_iter + 1):
+                TG = T(G)
+                new_resid = float(np.abs(TG - G).max())
+                if new_resid >= resid:
+                    eta = max(eta / 2, 1e-3)
+                resid = new_resid
+                if resid <= tol:
+                    break
+                G = _tidy((1 - eta) * G + eta * TG)
+    if not return_info:
+        return G
+    return G, {"iterations": it, "residual": resid, "converged": resid <= tol, "damping": eta,
+               "max_dev_from_minimizer": float(np.abs(G - G_min).max())}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +337,8 @@ def _minority_cos(G: np.ndarray, n_major: int) -> float:
 
 def collapse_threshold(n_major: int, n_minor: int, k: int, tau, loss: str = "infonce",
                        alpha=1.0, beta=1.0, psi: str = "log1p", phi: str = "exp",
-                       tol: float = 1e-3, n_starts: int = 2, rank: int | None = None) -> float:
+                       tol: float = 1e-3, n_starts: int = 2, rank: int | None = None,
+                       hard_beta=0.0, hard_target: str = "minimizer") -> float:
     """ρ*, the largest minority ratio at which the minority class means collapse (SPEC §9).
 
     Classes: n_major of weight 1 and n_minor of weight ρ, π ∝ (1, …, 1, ρ, …, ρ). Collapse is
@@ -257,6 +355,10 @@ def collapse_threshold(n_major: int, n_minor: int, k: int, tau, loss: str = "inf
       n_starts: random starts per solve.
       rank: None, or p for the threshold of the rank-constrained G*_p (`optimal_gram`'s rank;
         not convex for p < C − 1, so give it more starts there).
+      hard_beta: β of the hard negatives.
+      hard_target: with hard_beta > 0, whose minority cosine decides collapse: "minimizer"
+        (`optimal_gram`'s minimizer of F under the weighting) or "rest" (`hard_equilibrium`,
+        where training with constant weights settles; rank must then be None).
 
     Returns:
       ρ* ∈ (0, 1), the largest ratio found to collapse: the minorities do not collapse at
@@ -266,6 +368,9 @@ def collapse_threshold(n_major: int, n_minor: int, k: int, tau, loss: str = "inf
     Raises:
       ConfigError: bad input, naming the field ('n_major', 'n_minor', 'tol', ...).
     """
+    if hard_target not in ("minimizer", "rest") or (hard_target == "rest" and rank is not None):
+        raise ConfigError(f"field 'hard_target' = {hard_target!r}: expected 'minimizer' or "
+                          "'rest' (the latter without rank)")
     n_major = _check_int("n_major", n_major, 1)
     n_minor = _check_int("n_minor", n_minor, 2)
     _check_positive("tol", tol)
@@ -273,11 +378,15 @@ def collapse_threshold(n_major: int, n_minor: int, k: int, tau, loss: str = "inf
 
     def collapsed(rho: float) -> bool:
         w = np.concatenate([np.ones(n_major), np.full(n_minor, rho)])
-        G = optimal_gram(w / w.sum(), k, tau, loss, alpha, beta, psi, phi, n_starts=n_starts,
-                         rank=rank)
+        if hard_target == "rest":
+            G = hard_equilibrium(w / w.sum(), k, tau, hard_beta, loss, alpha, beta, psi, phi,
+                                 n_starts=n_starts)
+        else:
+            G = optimal_gram(w / w.sum(), k, tau, loss, alpha, beta, psi, phi, n_starts=n_starts,
+                             rank=rank, hard_beta=hard_beta)
         return _minority_cos(G, n_major) >= 1.0 - COLLAPSE_TOL
 
-    _check_solver_inputs(np.full(C, 1.0 / C), k, tau, loss, alpha, beta, psi, phi)
+    _check_solver_inputs(np.full(C, 1.0 / C), k, tau, loss, alpha, beta, psi, phi, hard_beta)
     lo, hi = 1e-6, 1.0
     if not collapsed(lo):
         return 0.0
