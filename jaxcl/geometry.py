@@ -1,9 +1,12 @@
-"""Public entry to the geometry experiment's convex program (SPEC §9): the optimal Gram matrix
-of the class means, G* = argmin F(G) over Gram matrices of unit vectors, and the minority
-collapse threshold ρ*. See jaxcl/experiments/geometry/objective.py (F) and optimal.py (G*, ρ*)."""
+"""Public entry to the geometry experiment's convex program (SPEC §9–§10): the optimal Gram
+matrix of the class means, G* = argmin F(G) over Gram matrices of unit vectors (of rank ≤ p with
+`rank=p`; under hard negatives with `hard_beta`), the rest point of constant-weight hard-negative
+training, and the minority collapse threshold ρ*. See jaxcl/experiments/geometry/objective.py
+(F) and optimal.py (G*, ρ*)."""
 
 from jaxcl.experiments.geometry.optimal import (collapse_threshold, collapsed_objective,
-                                                kkt_residuals, optimal_gram, simplex_etf)
+                                                hard_equilibrium, kkt_residuals, optimal_gram,
+                                                simplex_etf)
 
-__all__ = ["collapse_threshold", "collapsed_objective", "kkt_residuals", "optimal_gram",
-           "simplex_etf"]
+__all__ = ["collapse_threshold", "collapsed_objective", "hard_equilibrium", "kkt_residuals",
+           "optimal_gram", "simplex_etf"]

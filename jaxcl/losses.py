@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcl.errors import ConfigError
 
@@ -20,6 +21,30 @@ PHIS = ("exp", "softplus")
 
 class LossError(ConfigError):
     """An unknown loss name or a bad loss parameter; the message names the field."""
+
+
+def hard_off(hard_beta) -> bool:
+    """Whether hard-negative weighting is off: hard_beta is None or a concrete 0 (SPEC §10: then
+    the unweighted code runs, bitwise as before). A traced value always takes the weighted path."""
+    if hard_beta is None:
+        return True
+    if isinstance(hard_beta, (int, float, np.integer, np.floating)) and not isinstance(
+            hard_beta, bool):
+        return hard_beta == 0
+    return False
+
+
+def check_hard_beta(hard_beta) -> None:
+    """Refuses a hard_beta that is not a finite number >= 0 (a tracer passes), naming it."""
+    if hard_beta is None or isinstance(hard_beta, jax.core.Tracer):
+        return
+    try:
+        ok = (not isinstance(hard_beta, bool) and np.ndim(hard_beta) == 0
+              and bool(np.isfinite(hard_beta)) and hard_beta >= 0)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise LossError(f"field 'hard_beta' = {hard_beta!r}: must be a finite number >= 0")
 
 
 def check(loss: str, alpha=1.0, beta=1.0, psi: str = "log1p", phi: str = "exp") -> None:
@@ -55,8 +80,19 @@ def check_fields(loss: str, alpha=1.0, beta=1.0, psi: str = "log1p", phi: str = 
                                 f"(loss = {loss!r})")
 
 
+def hard_log_weights(s_neg_KxN, hard_beta):
+    """log v_i of Robinson et al.'s importance weights (SPEC §10), shape (K, n).
+
+    v_i = n e^{β s_i} / Σ_l e^{β s_l} over an anchor's n negatives (mean 1 per anchor), computed
+    from the raw similarities and held constant in the gradient (stop_gradient).
+    """
+    n = s_neg_KxN.shape[1]
+    s = jax.lax.stop_gradient(s_neg_KxN)
+    return jnp.log(jnp.asarray(n, s.dtype)) + jax.nn.log_softmax(hard_beta * s, axis=1)
+
+
 def per_anchor(s_pos_K, s_neg_KxN, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
-               psi: str = "log1p", phi: str = "exp"):
+               psi: str = "log1p", phi: str = "exp", hard_beta=0.0):
     """ℓ for each anchor (SPEC §8), shape (K,).
 
     Args:
@@ -67,7 +103,12 @@ def per_anchor(s_pos_K, s_neg_KxN, tau, loss: str = "infonce", alpha=1.0, beta=1
       alpha, beta: the balanced loss's weights of attraction and repulsion.
       psi, phi: the generalized loss's outer ψ ("log1p" or "identity") and inner φ ("exp" or
         "softplus", φ(u) = e^{u/τ} or log(1 + e^{u/τ})).
+      hard_beta: β ≥ 0 of SPEC §10's hard negatives: every sum over negatives becomes Σ_i v_i (·)
+        with v_i = n e^{β s_i} / Σ_l e^{β s_l}, constants in the gradient. A concrete 0 (the
+        default) runs the unweighted code, bitwise as before.
     """
+    if not hard_off(hard_beta):
+        return _per_anchor_hard(s_pos_K, s_neg_KxN, tau, loss, alpha, beta, psi, phi, hard_beta)
     pos_K = s_pos_K / tau
     neg_KxN = s_neg_KxN / tau
     if loss in ("infonce", "balanced"):
@@ -88,8 +129,31 @@ def per_anchor(s_pos_K, s_neg_KxN, tau, loss: str = "infonce", alpha=1.0, beta=1
     return jnp.log1p(total_K) if psi == "log1p" else total_K
 
 
+def _per_anchor_hard(s_pos_K, s_neg_KxN, tau, loss, alpha, beta, psi, phi, hard_beta):
+    """`per_anchor` with Σ_i (·) → Σ_i v_i (·): each e^{x_i} gains the factor e^{log v_i}."""
+    lv_KxN = hard_log_weights(s_neg_KxN, hard_beta)
+    pos_K = s_pos_K / tau
+    neg_KxN = s_neg_KxN / tau
+    if loss in ("infonce", "balanced"):  # log(e^{s⁺/τ} + Σ_i v_i e^{s_i/τ})
+        lse_K = jax.nn.logsumexp(jnp.concatenate([pos_K[:, None], neg_KxN + lv_KxN], axis=1),
+                                 axis=1)
+        if loss == "infonce":
+            return lse_K - pos_K
+        return -alpha * pos_K + beta * lse_K
+    if loss == "decoupled":
+        return jax.nn.logsumexp(neg_KxN + lv_KxN, axis=1) - pos_K
+    u_KxN = neg_KxN - pos_K[:, None]
+    if phi == "exp":
+        if psi == "log1p":  # log(1 + Σ_i v_i e^{u_i})
+            zero_Kx1 = jnp.zeros_like(u_KxN[:, :1])
+            return jax.nn.logsumexp(jnp.concatenate([zero_Kx1, u_KxN + lv_KxN], axis=1), axis=1)
+        return jnp.sum(jnp.exp(u_KxN + lv_KxN), axis=1)
+    total_K = jnp.sum(jnp.exp(lv_KxN) * jax.nn.softplus(u_KxN), axis=1)
+    return jnp.log1p(total_K) if psi == "log1p" else total_K
+
+
 def contrastive_loss(s_pos, s_neg, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
-                     psi: str = "log1p", phi: str = "exp"):
+                     psi: str = "log1p", phi: str = "exp", hard_beta=0.0):
     """The mean over anchors of a loss of SPEC §8's family.
 
     Pure, jittable and differentiable in s_pos and s_neg (and in tau, alpha, beta).
@@ -102,19 +166,23 @@ def contrastive_loss(s_pos, s_neg, tau, loss: str = "infonce", alpha=1.0, beta=1
       alpha, beta: weights of the balanced loss, ℓ = −α s⁺/τ + β log(e^{s⁺/τ} + Σ e^{s_i/τ}).
       psi, phi: ψ ∈ {"log1p", "identity"} and φ ∈ {"exp", "softplus"} of the generalized loss
         ℓ = ψ(Σ_i φ(s_i − s⁺)).
+      hard_beta: β ≥ 0, hard-negative weights v_i = n e^{β s_i} / Σ_l e^{β s_l} on every sum
+        over negatives (SPEC §10; Robinson et al., ICLR 2021), held constant in the gradient.
+        0 (default): uniform negatives.
 
     Returns:
       The scalar mean of ℓ over the K anchors.
 
     Raises:
-      LossError: an unknown name, or a negative α or β, naming the field.
+      LossError: an unknown name, or a negative α, β or hard_beta, naming the field.
     """
     check(loss, alpha, beta, psi, phi)
+    check_hard_beta(hard_beta)
     s_pos, s_neg = jnp.asarray(s_pos), jnp.asarray(s_neg)
     if s_pos.ndim != 1 or s_neg.ndim != 2 or s_neg.shape[0] != s_pos.shape[0]:
         raise LossError(f"s_pos {tuple(s_pos.shape)} and s_neg {tuple(s_neg.shape)}: expected "
                         "shapes (K,) and (K, n)")
-    return jnp.mean(per_anchor(s_pos, s_neg, tau, loss, alpha, beta, psi, phi))
+    return jnp.mean(per_anchor(s_pos, s_neg, tau, loss, alpha, beta, psi, phi, hard_beta))
 
 
 def off_diagonal(s_KxK):
@@ -125,7 +193,8 @@ def off_diagonal(s_KxK):
 
 
 def per_anchor_counts(s_pos, s_vals_C, counts_NxC, tau, loss: str = "infonce", alpha=1.0,
-                      beta=1.0, psi: str = "log1p", phi: str = "exp"):
+                      beta=1.0, psi: str = "log1p", phi: str = "exp", hard_beta=0.0,
+                      s_weight_C=None):
     """ℓ of one anchor (SPEC §8) for each row of counts, shape (N,): negatives given by counts.
 
     Row n stands for the anchor with positive similarity s⁺ whose negatives are counts[n, c]
@@ -139,11 +208,18 @@ def per_anchor_counts(s_pos, s_vals_C, counts_NxC, tau, loss: str = "infonce", a
     underflows, so this is exact; otherwise a row whose terms all lie more than ~85 (float32) or
     ~700 (float64) below that maximum, in units of τ, would underflow to log 0.
 
+    With hard_beta = β (SPEC §10) a negative of class c in row n weighs
+    w_nc = k_n e^{β s_c} / Σ_c' n_c' e^{β s_c'} (k_n = Σ_c n_c): the weights of `per_anchor`
+    written per class. Here they follow s (no stop_gradient): the collapsed objective is a
+    function of G. `s_weight_C` computes them from other similarities instead (held fixed).
+
     Args:
       s_pos: the positive similarity s⁺, a scalar.
       s_vals_C: the similarity of a negative of each class, shape (C,).
       counts_NxC: how many negatives of each class, shape (N, C), integers ≥ 0 (any dtype).
       tau, loss, alpha, beta, psi, phi: as in `per_anchor`.
+      hard_beta: β ≥ 0; a concrete 0 (default) runs the unweighted code, bitwise as before.
+      s_weight_C: similarities the weights are computed from, shape (C,); None: s_vals_C.
     """
     pos = jnp.asarray(s_pos) / tau
     vals_C = jnp.asarray(s_vals_C) / tau
@@ -154,23 +230,39 @@ def per_anchor_counts(s_pos, s_vals_C, counts_NxC, tau, loss: str = "infonce", a
     def shifted_exp(x_C, m):  # e^{x_c − m}, 0 for absent classes (no inf reaches the product)
         return jnp.exp(jnp.where(present_C, x_C - m, -jnp.inf))
 
+    if hard_off(hard_beta):
+        def wsum(x_C, m):  # Σ_c n_c e^{x_c − m}, shape (N,)
+            return counts_NxC @ shifted_exp(x_C, m)
+    else:
+        sw_C = jnp.asarray(s_vals_C if s_weight_C is None else s_weight_C, vals_C.dtype)
+        bw_C = hard_beta * sw_C
+        b_C = bw_C - jnp.max(jnp.where(present_C, bw_C, -jnp.inf))  # ≤ 0 where present
+        # k_n / Σ_c n_c e^{b_c}: with e^{b_c} below, k_n e^{β s_c} / Σ_c' n_c' e^{β s_c'}
+        scale_N = jnp.sum(counts_NxC, axis=1) / (counts_NxC @ shifted_exp(b_C, 0.0))
+
+        def wsum(x_C, m):  # Σ_c n_c w_nc e^{x_c − m}
+            return scale_N * (counts_NxC @ shifted_exp(x_C + b_C, m))
+
     vmax = jnp.max(jnp.where(present_C, vals_C, -jnp.inf))
     if loss in ("infonce", "balanced"):
         # log(e^{s⁺/τ} + Σ_c n_c e^{s_c/τ})
         m = jax.lax.stop_gradient(jnp.maximum(pos, vmax))
-        lse_N = m + jnp.log(jnp.exp(pos - m) + counts_NxC @ shifted_exp(vals_C, m))
+        lse_N = m + jnp.log(jnp.exp(pos - m) + wsum(vals_C, m))
         if loss == "infonce":
             return lse_N - pos
         return -alpha * pos + beta * lse_N
     if loss == "decoupled":  # log Σ_c n_c e^{s_c/τ}, the positive left out
         m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(vmax), vmax, 0.0))
-        return m + jnp.log(counts_NxC @ shifted_exp(vals_C, m)) - pos
+        return m + jnp.log(wsum(vals_C, m)) - pos
     u_C = vals_C - pos  # (s_c − s⁺)/τ
     if phi == "exp":
         if psi == "log1p":  # log(1 + Σ_c n_c e^{u_c}), shifted like a logsumexp with a 0 entry
             m = jax.lax.stop_gradient(jnp.maximum(0.0, vmax - pos))
-            return m + jnp.log(jnp.exp(-m) + counts_NxC @ shifted_exp(u_C, m))
-        return counts_NxC @ shifted_exp(u_C, 0.0)
+            return m + jnp.log(jnp.exp(-m) + wsum(u_C, m))
+        return wsum(u_C, 0.0)
     sp_C = jnp.where(present_C, jax.nn.softplus(jnp.where(present_C, u_C, 0.0)), 0.0)
-    total_N = counts_NxC @ sp_C
+    if hard_off(hard_beta):
+        total_N = counts_NxC @ sp_C
+    else:
+        total_N = scale_N * (counts_NxC @ (shifted_exp(b_C, 0.0) * sp_C))
     return jnp.log1p(total_N) if psi == "log1p" else total_N

@@ -42,7 +42,7 @@ class Geometry(Experiment):
 
     def describe(self, static: Static) -> str:
         return (f"C={static.n_major_classes}+{static.n_minor_classes} p={static.p} "
-                f"k={static.negatives} {static.loss}")
+                f"k={static.negatives} {static.loss}" + (" hard" if static.hard else ""))
 
     def config_bytes(self, static: Static) -> int:
         return 4 * (4 * static.n_rows * static.p + static.batch * (static.negatives + 2) * static.p)

@@ -20,6 +20,9 @@ OPTIMIZERS = ("adam", "sgd")
 class Config(BaseConfig):
     """One training run of the unconstrained-features model of SPEC §9."""
 
+    # added after run directories were written: out of the config id while at their default
+    ID_SKIP_IF_DEFAULT = ("hard_beta",)
+
     experiment: str = "geometry"
     # --- classes
     n_major_classes: int = 2
@@ -38,6 +41,7 @@ class Config(BaseConfig):
     loss_beta: float = 1.0
     loss_psi: str = "log1p"
     loss_phi: str = "exp"
+    hard_beta: float = 0.0  # SPEC §10: negatives weighted ∝ e^{β s} (0: uniform, as before)
     # --- optimizer (optax), learning rate with a cosine decay to 0 over `steps` (convention)
     optimizer: str = "adam"
     lr: float = 0.05
@@ -64,6 +68,7 @@ class Config(BaseConfig):
         require(self.tau > 0, "tau", self.tau, "must be > 0")
         losses.check_fields(self.loss, self.loss_alpha, self.loss_beta, self.loss_psi,
                             self.loss_phi)
+        require(self.hard_beta >= 0, "hard_beta", self.hard_beta, "must be >= 0")
         require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer,
                 f"must be one of {', '.join(OPTIMIZERS)}")
         require(self.lr > 0, "lr", self.lr, "must be > 0")
@@ -99,8 +104,9 @@ class Config(BaseConfig):
         return self.steps
 
     def id_prefix(self) -> str:
+        hard = f"_b{self.hard_beta:g}" if self.hard_beta else ""
         return (f"geo_C{self.n_major_classes}+{self.n_minor_classes}_r{self.ratio:g}"
-                f"_k{self.negatives}_s{self.seed}")
+                f"_k{self.negatives}{hard}_s{self.seed}")
 
     def resolved(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -112,24 +118,31 @@ class Config(BaseConfig):
         return Static(n_major_classes=self.n_major_classes, n_minor_classes=self.n_minor_classes,
                       samples_major=self.samples_major, p=self.p, batch=self.batch,
                       negatives=self.negatives, loss=self.loss, loss_psi=self.loss_psi,
-                      loss_phi=self.loss_phi, optimizer=self.optimizer, log_every=self.log_every)
+                      loss_phi=self.loss_phi, optimizer=self.optimizer, log_every=self.log_every,
+                      hard=self.hard_beta > 0)
 
     def hparams(self) -> "HParams":
         return HParams(seed=self.seed, samples_minor=self.samples_minor,
                        init_scale=self.init_scale, tau=self.tau, loss_alpha=self.loss_alpha,
                        loss_beta=self.loss_beta, lr=self.lr, steps=self.steps,
-                       G_opt=self.G_opt())
+                       G_opt=self.G_opt(), hard_beta=self.hard_beta)
 
     def G_opt(self) -> np.ndarray:
-        """G* of the collapsed objective at this config's π, k, τ and loss (cached)."""
+        """G* of the collapsed objective at this config's π, k, τ and loss (cached); with
+        hard_beta > 0, G°(β), the rest point of training with constant hard-negative weights
+        (`jaxcl.geometry.hard_equilibrium`, SPEC §10)."""
         return _optimal(tuple(self.pi), self.negatives, self.tau, self.loss, self.loss_alpha,
-                        self.loss_beta, self.loss_psi, self.loss_phi, self.opt_starts)
+                        self.loss_beta, self.loss_psi, self.loss_phi, self.opt_starts,
+                        self.hard_beta)
 
 
 @functools.lru_cache(maxsize=None)
-def _optimal(pi, k, tau, loss, alpha, beta, psi, phi, n_starts) -> np.ndarray:
-    from jaxcl.experiments.geometry.optimal import optimal_gram
+def _optimal(pi, k, tau, loss, alpha, beta, psi, phi, n_starts, hard_beta=0.0) -> np.ndarray:
+    from jaxcl.experiments.geometry.optimal import hard_equilibrium, optimal_gram
 
+    if hard_beta:
+        return np.asarray(hard_equilibrium(np.asarray(pi), k, tau, hard_beta, loss, alpha, beta,
+                                           psi, phi, n_starts=n_starts), np.float64)
     return np.asarray(optimal_gram(np.asarray(pi), k, tau, loss=loss, alpha=alpha, beta=beta,
                                    psi=psi, phi=phi, n_starts=n_starts), np.float64)
 
@@ -148,6 +161,7 @@ class Static(NamedTuple):
     loss_phi: str
     optimizer: str
     log_every: int
+    hard: bool = False  # hard_beta > 0: the weighted loss (off: the code of SPEC §9, bitwise)
 
     @property
     def n_classes(self) -> int:
@@ -171,6 +185,7 @@ class HParams(NamedTuple):
     lr: Any
     steps: Any
     G_opt: Any  # (C, C) predicted Gram matrix of the class means
+    hard_beta: Any = 0.0  # SPEC §10's β (read only where Static.hard)
 
     INT_FIELDS = ("seed", "samples_minor", "steps")
 

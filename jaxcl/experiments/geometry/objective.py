@@ -66,7 +66,8 @@ def _check_positive(name: str, v):
     return v
 
 
-def _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi) -> tuple[np.ndarray, int]:
+def _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta=0.0
+                         ) -> tuple[np.ndarray, int]:
     """Everything optimal_gram / kkt_residuals need, refused before any compile."""
     pi = _check_pi(pi)
     if pi is None:
@@ -74,6 +75,7 @@ def _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi) -> tuple[np.nd
     k = _check_int("k", k, 1)
     _check_positive("tau", tau)
     losses.check(loss, alpha, beta, psi, phi)
+    losses.check_hard_beta(hard_beta)
     if loss == "balanced" and beta == 0:
         # s⁺ = 1 is fixed in F, so with β = 0 F is the constant −α/τ: every G is a minimizer
         raise losses.LossError("field 'loss_beta' = 0: the collapsed objective is then constant "
@@ -180,20 +182,26 @@ def negative_counts(pi, k: int, max_enumerate: int = MAX_ENUMERATE, n_draws: int
 # the collapsed objective F(G) of SPEC §9
 
 
-def _objective(G_CxC, pi_C, counts_NxC, weights_N, tau, loss, alpha, beta, psi, phi):
-    """F(G) = Σ_c π_c Σ_n P(n) ℓ(1; n_c' copies of G_cc') (SPEC §9), from precomputed counts."""
-    counts_NxC = counts_NxC.astype(G_CxC.dtype)
+def _objective(G_CxC, pi_C, counts_NxC, weights_N, tau, loss, alpha, beta, psi, phi,
+               hard_beta=0.0, G_weight_CxC=None):
+    """F(G) = Σ_c π_c Σ_n P(n) ℓ(1; n_c' copies of G_cc') (SPEC §9), from precomputed counts.
 
-    def per_class(g_row_C):  # anchor of class c: s⁺ = 1 and a negative of class c' gives G_cc'
-        return losses.per_anchor_counts(1.0, g_row_C, counts_NxC, tau, loss, alpha, beta, psi, phi)
+    With hard_beta (SPEC §10) a negative of class c' weighs e^{β G_cc'} against the anchor's
+    other draws; `G_weight_CxC` takes those weights from another Gram matrix (held fixed)."""
+    counts_NxC = counts_NxC.astype(G_CxC.dtype)
+    G_w = G_CxC if G_weight_CxC is None else G_weight_CxC
+
+    def per_class(g_row_C, gw_row_C):  # anchor of class c: s⁺ = 1, a class-c' negative: G_cc'
+        return losses.per_anchor_counts(1.0, g_row_C, counts_NxC, tau, loss, alpha, beta, psi, phi,
+                                        hard_beta, None if G_weight_CxC is None else gw_row_C)
 
     # vmapped over anchor classes: one (N, C) @ (C, C) product, no (C, N, C) intermediate
-    ell_CxN = jax.vmap(per_class)(G_CxC)
+    ell_CxN = jax.vmap(per_class)(G_CxC, G_w)
     return pi_C.astype(G_CxC.dtype) @ (ell_CxN @ weights_N.astype(G_CxC.dtype))
 
 
 def collapsed_objective(G, pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
-                        psi: str = "log1p", phi: str = "exp"):
+                        psi: str = "log1p", phi: str = "exp", hard_beta=0.0):
     """The collapsed objective F(G) of SPEC §9 for any loss of SPEC §8.
 
     F(G) = Σ_c π_c E_{n ~ Mult(k, π)} ℓ(s⁺ = 1; n_c' negatives of similarity G_cc'): every sample
@@ -209,20 +217,24 @@ def collapsed_objective(G, pi, k: int, tau, loss: str = "infonce", alpha=1.0, be
       k: number of negatives per anchor, ≥ 1.
       tau: temperature τ > 0.
       loss, alpha, beta, psi, phi: the loss of SPEC §8 (see `jaxcl.losses.contrastive_loss`).
+      hard_beta: β ≥ 0 of SPEC §10: in the anchor of class c's draw n, a negative of class c'
+        weighs k e^{β G_cc'} / Σ_c'' n_c'' e^{β G_cc''}; the weights follow G, so F is a function
+        of G alone (and need not be convex). 0: uniform negatives, F as before.
 
     Returns:
       The scalar F(G), a jnp array.
 
     Raises:
-      ConfigError: a bad π ('pi'), k ('k'), τ ('tau') or loss field, naming it.
+      ConfigError: a bad π ('pi'), k ('k'), τ ('tau'), hard_beta or loss field, naming it.
     """
     _check_pi(pi)
     k = _check_int("k", k, 1)
     _check_positive("tau", tau)
     losses.check(loss, alpha, beta, psi, phi)
+    losses.check_hard_beta(hard_beta)
     G = jnp.asarray(G)
     pi = jnp.asarray(pi, G.dtype)
     if G.shape != (pi.shape[0], pi.shape[0]):
         raise ConfigError(f"field 'G' of shape {G.shape}: expected ({pi.shape[0]}, {pi.shape[0]})")
     counts, weights, _ = negative_counts(pi, k)
-    return _objective(G, pi, counts, weights, tau, loss, alpha, beta, psi, phi)
+    return _objective(G, pi, counts, weights, tau, loss, alpha, beta, psi, phi, hard_beta)

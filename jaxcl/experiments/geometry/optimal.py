@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxcl.errors import ConfigError
+from jaxcl.experiments.geometry.bfgs import bfgs
+from jaxcl.losses import hard_off
 from jaxcl.experiments.geometry.objective import (_check_int, _check_positive,
                                                   _check_solver_inputs, _objective,
                                                   negative_counts)
@@ -21,160 +24,81 @@ from jaxcl.experiments.geometry.objective import (  # noqa: F401
     simplex_etf)
 
 COLLAPSE_TOL = 1e-4  # SPEC §9: minority c ≠ c' collapsed when G*_cc' ≥ 1 − 1e-4
-_MAX_EVALS = 5000  # evaluations of F and ∇F per start; typical solves need 20–300
-_MAX_TRIALS = 40  # trial steps of one linesearch
-_XTOL = 1e-12  # a step turning every row by less than this (radians) is "no move"
-_SMALL_STEPS = 3  # that many such steps in a row: converged
-_PATIENCE = 100  # steps without a new smallest gradient norm: at the noise floor
 
 
 # ---------------------------------------------------------------------------------------------
 # the minimizer G* and its optimality certificate
 
 
-def _gram(V_CxC):
-    """G = V̂ V̂ᵀ with unit rows V̂_c = V_c / ‖V_c‖: PSD with unit diagonal by construction."""
-    Vn = V_CxC / jnp.linalg.norm(V_CxC, axis=1, keepdims=True)
-    eye = jnp.eye(V_CxC.shape[0], dtype=V_CxC.dtype)
+def _gram(V_CxP):
+    """G = V̂ V̂ᵀ with unit rows V̂_c = V_c / ‖V_c‖: PSD with unit diagonal (and rank ≤ p) by
+    construction."""
+    Vn = V_CxP / jnp.linalg.norm(V_CxP, axis=1, keepdims=True)
+    eye = jnp.eye(V_CxP.shape[0], dtype=V_CxP.dtype)
     return (Vn @ Vn.T) * (1.0 - eye) + eye  # diag exactly 1 (it is fixed in the program)
 
 
-def _bfgs(f, V0):
-    """Minimizes f from V0 by BFGS, weak-Wolfe bisection linesearch: (V, f(V), accepted steps).
-
-    One while_loop whose every pass evaluates f and ∇f once (a trial step of the linesearch), so
-    f is traced once and the solver compiles about a third faster than optax.lbfgs with its zoom
-    linesearch (which traces f several times). The dense inverse-Hessian model (C² ≤ a few
-    hundred unknowns) learns the curvature of every direction, which plain gradient descent
-    lacks when some π_c are tiny.
-
-    A trial step α along d = −H∇f is accepted when it satisfies the weak Wolfe conditions, with
-    Armijo's sufficient decrease replaced near the optimum by the approximate one of Hager and
-    Zhang (f within 1e-10 |f| of the current value and φ'(α) ≤ (2δ − 1) φ'(0)): the minority
-    entries move F by O(π_c π_c') (≈ 1e-13 at π_c = 5e-7), below float64 resolution of F ≈ 1,
-    while their gradient is still resolved. Too long a step halves the bracket, too short a step
-    doubles (or bisects) it.
-
-    Stops when `_SMALL_STEPS` accepted steps in a row turn every row V_c by less than `_XTOL`
-    radians: near the optimum a BFGS step is a Newton step, the distance left, whatever the scale
-    of F (a gradient-norm test is not: at small τ every e^{(G − 1)/τ} makes F flat). Also stops
-    when the gradient norm has not reached a new minimum for `_PATIENCE` steps (its noise floor),
-    after `_MAX_EVALS` evaluations, or when a linesearch fails twice in a row.
-    """
-    shape = V0.shape
-    n = V0.size
-    eye = jnp.eye(n, dtype=V0.dtype)
-
-    def vg(x):
-        value, grad = jax.value_and_grad(lambda x: f(x.reshape(shape)))(x)
-        return value, grad
-
-    def new_direction(H, g):
-        d = -H @ g
-        descent = g @ d < 0  # rounding can spoil a nearly singular H: fall back to −∇f
-        return jnp.where(descent, d, -g), jnp.where(descent, H, eye)
-
-    def body(c):
-        x, fx, g, H, d, alpha, lo, hi, trials, fails, it, small, best, since, evals, done = c
-        dphi0 = g @ d
-        x_try = x + alpha * d
-        f_try, g_try = vg(x_try)
-        dphi = g_try @ d
-        finite = jnp.isfinite(f_try) & jnp.all(jnp.isfinite(g_try))
-        decrease = (f_try <= fx + 1e-4 * alpha * dphi0) | (
-            (f_try <= fx + 1e-10 * jnp.abs(fx)) & (dphi <= (2 * 0.1 - 1) * dphi0))
-        decrease = finite & decrease
-        curvature = dphi >= 0.9 * dphi0
-        give_up = trials + 1 >= _MAX_TRIALS
-        accept = decrease & (curvature | give_up)
-        fail = give_up & ~accept
-
-        # linesearch bracket for the next trial
-        lo_n = jnp.where(decrease & ~curvature, alpha, lo)
-        hi_n = jnp.where(~decrease, alpha, hi)
-        alpha_n = jnp.where(jnp.isinf(hi_n), 2.0 * alpha, 0.5 * (lo_n + hi_n))
-
-        # BFGS update of the inverse Hessian on an accepted step (skipped unless sᵀy > 0)
-        s_vec = alpha * d
-        y = g_try - g
-        sy = s_vec @ y
-        H0 = jnp.where(it == 0, eye * jnp.where(sy > 0, sy / (y @ y), 1.0), H)  # first-step scale
-        Hy = H0 @ y
-        rho = 1.0 / jnp.where(sy > 0, sy, 1.0)
-        H_upd = (H0 - rho * (jnp.outer(s_vec, Hy) + jnp.outer(Hy, s_vec))
-                 + (rho * rho * (y @ Hy) + rho) * jnp.outer(s_vec, s_vec))
-        H_acc = jnp.where(sy > 0, H_upd, H0)
-        d_acc, H_acc = new_direction(H_acc, g_try)
-
-        rows_x = jnp.linalg.norm(x_try.reshape(shape), axis=1)
-        turn = jnp.max(jnp.linalg.norm(s_vec.reshape(shape), axis=1) / rows_x)
-        gnorm = jnp.linalg.norm(g_try)
-
-        # on a failed linesearch restart from steepest descent with a fresh model
-        d_fail, H_fail = -g, eye
-        x = jnp.where(accept, x_try, x)
-        fx = jnp.where(accept, f_try, fx)
-        g = jnp.where(accept, g_try, g)
-        H = jnp.where(accept, H_acc, jnp.where(fail, H_fail, H))
-        d = jnp.where(accept, d_acc, jnp.where(fail, d_fail, d))
-        alpha = jnp.where(accept | fail, 1.0, alpha_n)
-        lo = jnp.where(accept | fail, 0.0, lo_n)
-        hi = jnp.where(accept | fail, jnp.inf, hi_n)
-        trials = jnp.where(accept | fail, 0, trials + 1)
-        fails = jnp.where(accept, 0, fails + fail.astype(fails.dtype))
-        small = jnp.where(accept, jnp.where(turn < _XTOL, small + 1, 0), small)
-        since = jnp.where(accept, jnp.where(gnorm < best, 0, since + 1), since)
-        best = jnp.where(accept, jnp.minimum(best, gnorm), best)
-        it = it + accept.astype(it.dtype)
-        done = ((small >= _SMALL_STEPS) | (since >= _PATIENCE) | (fails >= 2)
-                | (jnp.linalg.norm(g) == 0))
-        return x, fx, g, H, d, alpha, lo, hi, trials, fails, it, small, best, since, evals + 1, done
-
-    def keep_going(c):
-        return ~c[-1] & (c[-2] < _MAX_EVALS)
-
-    x0 = V0.reshape(-1)
-    f0, g0 = vg(x0)
-    zero = jnp.zeros((), jnp.int32)
-    # first step: steepest descent scaled to turn the rows by ~0.1 rad; the linesearch adjusts
-    alpha0 = 0.1 * jnp.linalg.norm(x0) / jnp.maximum(jnp.linalg.norm(g0), 1e-300)
-    init = (x0, f0, g0, eye, -g0 * alpha0, jnp.asarray(1.0, x0.dtype), jnp.asarray(0.0, x0.dtype),
-            jnp.asarray(jnp.inf, x0.dtype), zero, zero, zero, zero,
-            jnp.asarray(jnp.inf, x0.dtype), zero, zero, jnp.linalg.norm(g0) == 0)
-    c = jax.lax.while_loop(keep_going, body, init)
-    return c[0].reshape(shape), c[1], c[10]
+_STATIC = ("loss", "psi", "phi", "hard", "frozen")
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "psi", "phi"))
-def _solve(V0_SxCxC, pi_C, counts_NxC, weights_N, tau, alpha, beta, *, loss, psi, phi):
-    """Every start of the Burer–Monteiro form min_V F(V̂ V̂ᵀ), vmapped.
+class _Problem(NamedTuple):
+    """The traced data of F: π, the counts and their probabilities, τ, α, β, hard_beta and the
+    Gram matrix the hard-negative weights are frozen at (used only when `frozen`)."""
+
+    pi_C: Any
+    counts_NxC: Any
+    weights_N: Any
+    tau: Any
+    alpha: Any
+    beta: Any
+    hard_beta: Any
+    G_weight_CxC: Any
+
+
+def _problem(pi, counts, weights, tau, alpha, beta, hard_beta=0.0, G_weight=None) -> _Problem:
+    C = pi.shape[0]
+    return _Problem(pi, counts, weights, *(np.float64(x) for x in (tau, alpha, beta, hard_beta)),
+                    np.eye(C) if G_weight is None else np.asarray(G_weight, np.float64))
+
+
+def _F(prob: _Problem, loss, psi, phi, hard, frozen):
+    """G ↦ F(G). `hard`: hard_beta is on (off: exactly SPEC §9's F); `frozen`: the hard-negative
+    weights come from prob.G_weight_CxC, not from G (the field that training follows)."""
+    def F(G):
+        return _objective(G, prob.pi_C, prob.counts_NxC, prob.weights_N, prob.tau, loss,
+                          prob.alpha, prob.beta, psi, phi, prob.hard_beta if hard else 0.0,
+                          prob.G_weight_CxC if frozen else None)
+    return F
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _solve(V0_SxCxP, prob: _Problem, *, loss, psi, phi, hard=False, frozen=False):
+    """Every start of the Burer–Monteiro form min_V F(V̂ V̂ᵀ), vmapped; V0 is (S, C, p).
 
     Returns G_S (S, C, C), F_S (S,), accepted BFGS steps (S,) and ∇_G F at each G_S (S, C, C),
     the last for the certificate without a second compile.
     """
-    def F(G):
-        return _objective(G, pi_C, counts_NxC, weights_N, tau, loss, alpha, beta, psi, phi)
-
+    F = _F(prob, loss, psi, phi, hard, frozen)
     # F is invariant to the row norms of V, and its gradient in row c is ∝ π_c / ‖V_c‖ (row c's
     # curvature ∝ π_c / ‖V_c‖²): starting the rows at ‖V_c‖ = √(π_c / max π) gives every row an
     # O(1) curvature, so the first steps and the stopping test treat a minority row like a
     # majority one. The norms barely move (each step is orthogonal to V_c, to first order).
-    row_scale_C = jnp.sqrt(pi_C / jnp.max(pi_C))
-    V0_SxCxC = (V0_SxCxC / jnp.linalg.norm(V0_SxCxC, axis=2, keepdims=True)
+    row_scale_C = jnp.sqrt(prob.pi_C / jnp.max(prob.pi_C))
+    V0_SxCxP = (V0_SxCxP / jnp.linalg.norm(V0_SxCxP, axis=2, keepdims=True)
                 * row_scale_C[None, :, None])
 
     def one(V0):
-        V, value, steps = _bfgs(lambda V: F(_gram(V)), V0)
+        V, value, steps = bfgs(lambda V: F(_gram(V)), V0)
         G = _gram(V)
         return G, value, steps, jax.grad(F)(G)
 
-    return jax.vmap(one)(V0_SxCxC)
+    return jax.vmap(one)(V0_SxCxP)
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "psi", "phi"))
-def _grad(G_CxC, pi_C, counts_NxC, weights_N, tau, alpha, beta, *, loss, psi, phi):
-    return jax.grad(_objective)(G_CxC, pi_C, counts_NxC, weights_N, tau, loss, alpha, beta, psi,
-                                phi)
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _values(G_SxCxC, prob: _Problem, *, loss, psi, phi, hard=False, frozen=False):
+    """F and ∇F at each of a stack of Gram matrices."""
+    return jax.vmap(jax.value_and_grad(_F(prob, loss, psi, phi, hard, frozen)))(G_SxCxC)
 
 
 def _kkt(grad_CxC: np.ndarray, G: np.ndarray, pi: np.ndarray) -> dict:
@@ -198,16 +122,17 @@ def _kkt(grad_CxC: np.ndarray, G: np.ndarray, pi: np.ndarray) -> dict:
 
 
 def kkt_residuals(G, pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
-                  psi: str = "log1p", phi: str = "exp") -> dict:
+                  psi: str = "log1p", phi: str = "exp", hard_beta=0.0) -> dict:
     """The optimality certificate of a feasible G for min F(G) s.t. G ⪰ 0, diag G = 1.
 
     With ∇F the symmetrized gradient, μ_c = (∇F G)_cc and Z = ∇F − Diag(μ), a feasible G is
     optimal for the convex program iff Z ⪰ 0 and Z G = 0 (Z is the dual slack of the SDP; the
-    diagonal of ∇F drops out of Z). Computed in float64.
+    diagonal of ∇F drops out of Z). Computed in float64. With hard_beta > 0 F need not be
+    convex: the residuals then certify a stationary point only (first-order KKT).
 
     Args:
       G: a Gram matrix of unit vectors, shape (C, C).
-      pi, k, tau, loss, alpha, beta, psi, phi: as in `collapsed_objective`.
+      pi, k, tau, loss, alpha, beta, psi, phi, hard_beta: as in `collapsed_objective`.
 
     Returns:
       {"min_eig_Z": smallest eigenvalue of Z (≥ 0 at the optimum),
@@ -218,20 +143,22 @@ def kkt_residuals(G, pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0
     Raises:
       ConfigError: bad input, naming the field.
     """
-    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi)
+    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
     G = np.asarray(G, dtype=np.float64)
     if G.shape != (pi.shape[0],) * 2:
         raise ConfigError(f"field 'G' of shape {G.shape}: expected {(pi.shape[0],) * 2}")
     with jax.enable_x64(True):
         counts, weights, _ = negative_counts(pi, k)
-        grad = _grad(G, pi, counts, weights, np.float64(tau), np.float64(alpha),
-                     np.float64(beta), loss=loss, psi=psi, phi=phi)
-        return _kkt(np.asarray(grad, dtype=np.float64), G, pi)
+        _, grad = _values(G[None], _problem(pi, counts, weights, tau, alpha, beta, hard_beta),
+                          loss=loss, psi=psi, phi=phi, hard=not hard_off(hard_beta))
+        return _kkt(np.asarray(grad[0], dtype=np.float64), G, pi)
 
 
 def optimal_gram(pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0, psi: str = "log1p",
-                 phi: str = "exp", n_starts: int = 5, seed: int = 0, return_info: bool = False):
-    """G*, the minimizer of the collapsed objective F over Gram matrices of unit vectors (SPEC §9).
+                 phi: str = "exp", n_starts: int = 5, seed: int = 0, return_info: bool = False,
+                 rank: int | None = None, hard_beta=0.0):
+    """G*, the minimizer of the collapsed objective F over Gram matrices of unit vectors (SPEC §9),
+    or G*_p, its minimizer over those of rank ≤ p (SPEC §10, `rank=p`).
 
     Solves min F(G) s.t. G ⪰ 0, diag G = 1 (no rank constraint) in the Burer–Monteiro form
     G = V̂ V̂ᵀ, V ∈ R^{C×C} with normalized rows V̂_c = V_c / ‖V_c‖, by BFGS in float64 (inside
@@ -244,6 +171,18 @@ def optimal_gram(pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0, ps
     the lowest F is kept. One compile per (C, number of count vectors, n_starts, loss, psi, phi);
     π, τ, α, β are traced.
 
+    With `rank=p` the factor is V ∈ R^{C×p} (unit rows), the Burer–Monteiro form of the
+    rank-constrained problem, which is not convex for p < C: its starts may end at different
+    local minima, and the lowest F is kept (`info["F_spread"]` says how far apart they ended).
+    For p ≥ C − 1 and a G* of rank ≤ p it returns G* (`info["convex_max_dev"]`). p = 1 (unit
+    rows ±1) is solved exactly by enumerating the 2^(C−1) sign patterns (C ≤ 20).
+
+    With `hard_beta` = β > 0 (SPEC §10) F weighs each negative by e^{β G_cc'} against the
+    anchor's other draws (`collapsed_objective`); that F need not be convex, so the starts are
+    the multi-start of SPEC §10 and `info["starts_F"]`, `info["F_spread"]` are reported. (The
+    minimizer of F is not what training with constant weights settles at: see
+    `hard_equilibrium`.)
+
     Args:
       pi: class proportions π, shape (C,), C ≥ 2, positive, summing to 1 (within 1e-6).
       k: number of negatives per anchor, ≥ 1.
@@ -253,37 +192,137 @@ def optimal_gram(pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0, ps
       n_starts: random starts, ≥ 1.
       seed: seed of the starts (and of the Monte Carlo draws if any).
       return_info: also return the certificate.
+      rank: None (no rank constraint: V is C × C) or p ≥ 1, the rank bound.
+      hard_beta: β ≥ 0 of the hard negatives (0: uniform, SPEC §9's F).
 
     Returns:
       G* as a float64 (C, C) numpy array (unit diagonal, symmetric); with return_info,
       (G*, info) where info has "F" (F(G*)), "starts_max_dev" (max over starts of
       max|G_start − G*|), "kkt" (see `kkt_residuals`), "method" ("enumeration" or
       "monte-carlo"), "n_counts" (count vectors or draws) and "steps" (BFGS steps per start).
+      With `rank` or `hard_beta`, also "starts_F" (F at each start's end) and "F_spread"
+      (their max minus min); with `rank`, "rank" (p), "convex_max_dev" (max|G*_p − G*| against the unconstrained G*, computed when
+      p ≥ C − 1, else None) and "convex_rank" (the numerical rank of that G*: eigenvalues above
+      1e-6, or None).
 
     Raises:
-      ConfigError: bad input, naming the field ('pi', 'k', 'tau', 'n_starts', a loss field).
+      ConfigError: bad input, naming the field ('pi', 'k', 'tau', 'n_starts', 'rank',
+        'hard_beta', a loss field).
     """
-    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi)
+    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
     n_starts = _check_int("n_starts", n_starts, 1)
     seed = _check_int("seed", seed, 0)
     C = pi.shape[0]
-    V0 = np.random.default_rng(seed).standard_normal((n_starts, C, C))
+    p = C if rank is None else _check_int("rank", rank, 1)
+    if p == 1 and C > 20:
+        raise ConfigError(f"field 'rank' = 1: solved by enumerating 2^(C-1) sign patterns, "
+                          f"only for C <= 20 (C = {C})")
+    statics = dict(loss=loss, psi=psi, phi=phi, hard=not hard_off(hard_beta))
     with jax.enable_x64(True):
         counts, weights, method = negative_counts(pi, k, seed=seed)
-        out = _solve(V0, pi, counts, weights, np.float64(tau), np.float64(alpha),
-                     np.float64(beta), loss=loss, psi=psi, phi=phi)
-        G_S, F_S, steps_S, grad_S = (np.asarray(a) for a in out)
+        prob = _problem(pi, counts, weights, tau, alpha, beta, hard_beta)
+        if p == 1:
+            G_S = _signs(C)
+            F_S, grad_S = (np.asarray(a) for a in _values(G_S, prob, **statics))
+            steps_S = np.zeros(G_S.shape[0], np.int64)
+        else:
+            V0 = np.random.default_rng(seed).standard_normal((n_starts, C, p))
+            G_S, F_S, steps_S, grad_S = (np.asarray(a) for a in _solve(V0, prob, **statics))
     best = int(np.argmin(F_S))
-    G = np.clip(0.5 * (G_S[best] + G_S[best].T), -1.0, 1.0)
-    np.fill_diagonal(G, 1.0)
+    G = _tidy(G_S[best])
     if not return_info:
         return G
-    return G, {"F": float(F_S[best]),
-               "starts_max_dev": float(np.abs(G_S - G[None]).max()),
-               "kkt": _kkt(grad_S[best].astype(np.float64), G, pi),
-               "method": method,
-               "n_counts": int(counts.shape[0]),
-               "steps": [int(i) for i in steps_S]}
+    info = {"F": float(F_S[best]),
+            "starts_max_dev": float(np.abs(G_S - G[None]).max()),
+            "kkt": _kkt(grad_S[best].astype(np.float64), G, pi),
+            "method": method,
+            "n_counts": int(counts.shape[0]),
+            "steps": [int(i) for i in steps_S]}
+    if rank is not None or statics["hard"]:
+        info.update(starts_F=[float(x) for x in F_S], F_spread=float(np.max(F_S) - np.min(F_S)))
+    if rank is not None:
+        info.update(rank=p, convex_max_dev=None, convex_rank=None)
+        if p >= C - 1:
+            G_convex = optimal_gram(pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed,
+                                    hard_beta=hard_beta)
+            info.update(convex_max_dev=float(np.abs(G - G_convex).max()),
+                        convex_rank=int(np.sum(np.linalg.eigvalsh(G_convex) > 1e-6)))
+    return G, info
+
+
+def _tidy(G_CxC: np.ndarray) -> np.ndarray:
+    """Symmetric, entries in [−1, 1], unit diagonal (float64)."""
+    G = np.clip(0.5 * (G_CxC + G_CxC.T), -1.0, 1.0)
+    np.fill_diagonal(G, 1.0)
+    return G
+
+
+def _signs(C: int) -> np.ndarray:
+    """Rank 1: every G = σσᵀ, σ ∈ {±1}^C with σ_0 = 1, shape (2^(C−1), C, C)."""
+    bits = (np.arange(2 ** (C - 1))[:, None] >> np.arange(C - 1)[None, :]) & 1
+    sigma = np.concatenate([np.ones((bits.shape[0], 1)), 1.0 - 2.0 * bits], axis=1)
+    return sigma[:, :, None] * sigma[:, None, :]
+
+
+def hard_equilibrium(pi, k: int, tau, hard_beta, loss: str = "infonce", alpha=1.0, beta=1.0,
+                     psi: str = "log1p", phi: str = "exp", n_starts: int = 5, seed: int = 0,
+                     max_iter: int = 200, tol: float = 1e-9, return_info: bool = False):
+    """G°(β): the geometry that training with constant hard-negative weights settles at.
+
+    Training holds the weights v_i constant in the gradient (SPEC §10), so in the collapsed
+    limit it follows ∇_G F(G; w) with w frozen at the current G, not ∇F of `optimal_gram`'s
+    F(G; w(G)). Its rest points are the fixed points G = argmin_G' F(G'; w(G)), each inner
+    problem convex (constant weights). Found by a damped iteration of that map T from
+    `optimal_gram`'s minimizer, G ← (1 − η) G + η T(G) (a convex combination stays a Gram
+    matrix of unit vectors), η = 1 halved whenever the residual max|T(G) − G| fails to shrink
+    (the undamped map can cycle at large β), each solve warm-started at the current G, until
+    the residual is ≤ tol. β = 0 gives G*. A fixed point need not be unique.
+
+    Args:
+      pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed: as in `optimal_gram`.
+      hard_beta: β ≥ 0.
+      max_iter: iterations of the map, ≥ 1.
+      tol: max|ΔG| at which it stops, > 0.
+      return_info: also return {"iterations", "residual" (max|T(G°) − G°|), "converged",
+        "damping" (the last η), "max_dev_from_minimizer" (max|G° − argmin F|)}.
+
+    Returns:
+      G° as a float64 (C, C) numpy array, or (G°, info).
+
+    Raises:
+      ConfigError: bad input, naming the field.
+    """
+    G_min = optimal_gram(pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed,
+                         hard_beta=hard_beta)
+    max_iter = _check_int("max_iter", max_iter, 1)
+    _check_positive("tol", tol)
+    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
+    G, it, resid, eta = G_min, 0, 0.0, 1.0
+    if not hard_off(hard_beta):
+        with jax.enable_x64(True):
+            counts, weights, _ = negative_counts(pi, k, seed=seed)
+
+            def T(G):
+                lam, U = np.linalg.eigh(G)
+                V0 = (U * np.sqrt(np.maximum(lam, 1e-12)))[None]  # a factor of G: warm start
+                prob = _problem(pi, counts, weights, tau, alpha, beta, hard_beta, G_weight=G)
+                G_S = _solve(V0, prob, loss=loss, psi=psi, phi=phi, hard=True, frozen=True)[0]
+                return _tidy(np.asarray(G_S[0]))
+
+            resid = math.inf
+            for it in range(1, max_iter + 1):
+                TG = T(G)
+                new_resid = float(np.abs(TG - G).max())
+                if new_resid >= resid:
+                    eta = max(eta / 2, 1e-3)
+                resid = new_resid
+                if resid <= tol:
+                    break
+                G = _tidy((1 - eta) * G + eta * TG)
+    if not return_info:
+        return G
+    return G, {"iterations": it, "residual": resid, "converged": resid <= tol, "damping": eta,
+               "max_dev_from_minimizer": float(np.abs(G - G_min).max())}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +337,8 @@ def _minority_cos(G: np.ndarray, n_major: int) -> float:
 
 def collapse_threshold(n_major: int, n_minor: int, k: int, tau, loss: str = "infonce",
                        alpha=1.0, beta=1.0, psi: str = "log1p", phi: str = "exp",
-                       tol: float = 1e-3, n_starts: int = 2) -> float:
+                       tol: float = 1e-3, n_starts: int = 2, rank: int | None = None,
+                       hard_beta=0.0, hard_target: str = "minimizer") -> float:
     """ρ*, the largest minority ratio at which the minority class means collapse (SPEC §9).
 
     Classes: n_major of weight 1 and n_minor of weight ρ, π ∝ (1, …, 1, ρ, …, ρ). Collapse is
@@ -313,6 +353,12 @@ def collapse_threshold(n_major: int, n_minor: int, k: int, tau, loss: str = "inf
       k, tau, loss, alpha, beta, psi, phi: as in `optimal_gram`.
       tol: relative tolerance on ρ*, > 0.
       n_starts: random starts per solve.
+      rank: None, or p for the threshold of the rank-constrained G*_p (`optimal_gram`'s rank;
+        not convex for p < C − 1, so give it more starts there).
+      hard_beta: β of the hard negatives.
+      hard_target: with hard_beta > 0, whose minority cosine decides collapse: "minimizer"
+        (`optimal_gram`'s minimizer of F under the weighting) or "rest" (`hard_equilibrium`,
+        where training with constant weights settles; rank must then be None).
 
     Returns:
       ρ* ∈ (0, 1), the largest ratio found to collapse: the minorities do not collapse at
@@ -322,6 +368,9 @@ def collapse_threshold(n_major: int, n_minor: int, k: int, tau, loss: str = "inf
     Raises:
       ConfigError: bad input, naming the field ('n_major', 'n_minor', 'tol', ...).
     """
+    if hard_target not in ("minimizer", "rest") or (hard_target == "rest" and rank is not None):
+        raise ConfigError(f"field 'hard_target' = {hard_target!r}: expected 'minimizer' or "
+                          "'rest' (the latter without rank)")
     n_major = _check_int("n_major", n_major, 1)
     n_minor = _check_int("n_minor", n_minor, 2)
     _check_positive("tol", tol)
@@ -329,10 +378,15 @@ def collapse_threshold(n_major: int, n_minor: int, k: int, tau, loss: str = "inf
 
     def collapsed(rho: float) -> bool:
         w = np.concatenate([np.ones(n_major), np.full(n_minor, rho)])
-        G = optimal_gram(w / w.sum(), k, tau, loss, alpha, beta, psi, phi, n_starts=n_starts)
+        if hard_target == "rest":
+            G = hard_equilibrium(w / w.sum(), k, tau, hard_beta, loss, alpha, beta, psi, phi,
+                                 n_starts=n_starts)
+        else:
+            G = optimal_gram(w / w.sum(), k, tau, loss, alpha, beta, psi, phi, n_starts=n_starts,
+                             rank=rank, hard_beta=hard_beta)
         return _minority_cos(G, n_major) >= 1.0 - COLLAPSE_TOL
 
-    _check_solver_inputs(np.full(C, 1.0 / C), k, tau, loss, alpha, beta, psi, phi)
+    _check_solver_inputs(np.full(C, 1.0 / C), k, tau, loss, alpha, beta, psi, phi, hard_beta)
     lo, hi = 1e-6, 1.0
     if not collapsed(lo):
         return 0.0

@@ -100,7 +100,8 @@ def normalize(u_RxP):
 
 
 def batch_loss(static: Static, hp: HParams, u_RxP, rows):
-    """The loss of SPEC §8 on a step's rows, s = ⟨z, z'⟩ with no StopGrad (SPEC §9).
+    """The loss of SPEC §8 on a step's rows, s = ⟨z, z'⟩ with no StopGrad (SPEC §9), its
+    negatives weighted by SPEC §10's v_i (constants in the gradient) where hard_beta > 0.
 
     Rows are gathered; the backward pass is a scatter-add of B (k + 2) rows. (A dense form,
     one-hot matmuls and the negatives as counts per row, ran 4-5x slower on CPU at batch 64.)
@@ -110,8 +111,9 @@ def batch_loss(static: Static, hp: HParams, u_RxP, rows):
     za_BxP = z_RxP[a_B]
     s_pos_B = jnp.sum(za_BxP * z_RxP[pos_B], axis=1)
     s_neg_BxK = jnp.einsum("bp,bkp->bk", za_BxP, z_RxP[neg_BxK])
+    hard_beta = hp.hard_beta if static.hard else 0.0  # SPEC §10; 0: the unweighted code
     return jnp.mean(losses.per_anchor(s_pos_B, s_neg_BxK, hp.tau, static.loss, hp.loss_alpha,
-                                      hp.loss_beta, static.loss_psi, static.loss_phi))
+                                      hp.loss_beta, static.loss_psi, static.loss_phi, hard_beta))
 
 
 def learning_rate(hp: HParams, t):

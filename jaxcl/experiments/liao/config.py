@@ -71,15 +71,17 @@ class Config(BaseConfig):
     loss_beta: float = 1.0
     loss_psi: str = "log1p"
     loss_phi: str = "exp"
+    hard_beta: float = 0.0  # SPEC §10: negatives weighted ∝ e^{β s} (0: uniform, as before)
 
     ID_SKIP_IF_DEFAULT = ("experiment",) + _LOSS_FIELDS + ("prune_mode", "prune_at",
-                                                           "train_attention")
+                                                           "train_attention", "hard_beta")
 
     def __post_init__(self):
         check_types(self)
         _require(self.experiment == "liao", "experiment", self.experiment, "must be 'liao'")
         losses.check_fields(self.loss, self.loss_alpha, self.loss_beta, self.loss_psi,
                             self.loss_phi)
+        _require(self.hard_beta >= 0, "hard_beta", self.hard_beta, "must be >= 0")
         _require(self.d >= 3, "d", self.d, "must be >= 3 (log log d must be positive)")
         if self.d1 is not None:
             _require(self.d1 >= self.d, "d1", self.d1, f"must be >= d = {self.d}")
@@ -219,7 +221,7 @@ class Config(BaseConfig):
                       probe_samples=self.probe_samples, matmul_dtype=self.matmul_dtype,
                       prune=self.n_prune > 0, loss=self.loss, loss_psi=self.loss_psi,
                       loss_phi=self.loss_phi, prune_mode=self.prune_mode,
-                      train_attention=self.train_attention)
+                      train_attention=self.train_attention, hard=self.hard_beta > 0)
 
     def hparams(self) -> "HParams":
         return HParams(seed=self.seed, eps_max=self.eps_max, eps_min=self.eps_min,
@@ -230,7 +232,7 @@ class Config(BaseConfig):
                        c_b=self.c_b, bias_rate=self.bias_rate, n_prune=self.n_prune,
                        gamma_c0=self.gamma_c0, probe_ridge=self.probe_ridge,
                        loss_alpha=self.loss_alpha, loss_beta=self.loss_beta,
-                       prune_stage=self.prune_stage)
+                       prune_stage=self.prune_stage, hard_beta=self.hard_beta)
 
 
 class Static(NamedTuple):
@@ -252,6 +254,7 @@ class Static(NamedTuple):
     loss_phi: str = "exp"
     prune_mode: str = "neurons"  # which mask (SPEC §4 and its variants; Config.prune_mode)
     train_attention: bool = False  # W_Q, W_K, W_V in the state and the gradient (SPEC §2)
+    hard: bool = False  # hard_beta > 0: SPEC §10's weighted negatives (off: bitwise as before)
 
 
 class HParams(NamedTuple):
@@ -278,6 +281,7 @@ class HParams(NamedTuple):
     loss_alpha: Any = 1.0
     loss_beta: Any = 1.0
     prune_stage: Any = 2  # neurons_once: removal when this stage starts (2: T_1, 3: T_2)
+    hard_beta: Any = 0.0  # SPEC §10's β (read only where Static.hard)
 
     INT_FIELDS = ("seed", "n_major", "steps", "stage1_steps", "n_prune", "prune_stage")
 

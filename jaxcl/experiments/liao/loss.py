@@ -45,39 +45,61 @@ def top1(s_KxK):
     return jnp.mean(jnp.all(ok_KxK, axis=1).astype(jnp.float32))
 
 
-def nce_and_grad_by_neuron(fa_MxK, fb_MxK, tau):
+def nce_and_grad_by_neuron(fa_MxK, fb_MxK, tau, hard_beta=0.0):
     """`nce_from_embeddings` of neuron-major embeddings (m, K), with its gradient in fa.
 
     ∂ℓ/∂s = (softmax_rows(s) − I)/K, so ∂L/∂fa = fb (∂ℓ/∂s)ᵀ/τ (eq. 1; StopGrad on fb).
     Written out so that each matmul reads its operands in their stored layout.
+
+    With hard_beta = β (SPEC §10) row k's negatives l ≠ k carry the weights
+    v_kl = (K − 1) e^{β s_kl} / Σ_{l'≠k} e^{β s_kl'} on the raw similarities, constant in the
+    gradient: ℓ_k = log(e^{s_kk/τ} + Σ_{l≠k} v_kl e^{s_kl/τ}) − s_kk/τ, whose ∂ℓ/∂s is the same
+    expression with the softmax of s/τ + log v (log v_kk = 0). A concrete 0 runs the code above
+    unchanged.
     Returns (loss, top-1 accuracy, ∂loss/∂fa of shape (m, K)).
     """
     K = fa_MxK.shape[1]
-    s_KxK = jnp.matmul(transposed(fa_MxK), fb_MxK) / tau  # the one transpose: (K, m)
-    lse_K = jax.nn.logsumexp(s_KxK, axis=1)
+    raw_KxK = jnp.matmul(transposed(fa_MxK), fb_MxK)  # the one transpose: (K, m)
+    s_KxK = raw_KxK / tau
+    logits_KxK = s_KxK
+    if not losses.hard_off(hard_beta):
+        logits_KxK = s_KxK + hard_log_weights_in_batch(raw_KxK, hard_beta)
+    lse_K = jax.nn.logsumexp(logits_KxK, axis=1)
     loss = jnp.mean(lse_K - jnp.diagonal(s_KxK))
     acc = top1(s_KxK)
-    ds_KxK = (jnp.exp(s_KxK - lse_K[:, None]) - jnp.eye(K, dtype=s_KxK.dtype)) / (K * tau)
+    ds_KxK = (jnp.exp(logits_KxK - lse_K[:, None]) - jnp.eye(K, dtype=s_KxK.dtype)) / (K * tau)
     return loss, acc, jnp.matmul(fb_MxK, ds_KxK.T)
 
 
+def hard_log_weights_in_batch(s_KxK, hard_beta):
+    """log v_kl of SPEC §10 for in-batch negatives (l ≠ k) of raw similarities s, and 0 on the
+    diagonal (the positive is not weighted); constants in the gradient. Shape (K, K)."""
+    K = s_KxK.shape[0]
+    eye = jnp.eye(K, dtype=bool)
+    bs_KxK = jnp.where(eye, -jnp.inf, hard_beta * jax.lax.stop_gradient(s_KxK))
+    lv_KxK = (jnp.log(jnp.asarray(K - 1, s_KxK.dtype))
+              + bs_KxK - jax.nn.logsumexp(bs_KxK, axis=1, keepdims=True))
+    return jnp.where(eye, 0.0, lv_KxK)
+
+
 def loss_and_grad_by_neuron(fa_MxK, fb_MxK, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
-                            psi: str = "log1p", phi: str = "exp"):
+                            psi: str = "log1p", phi: str = "exp", hard_beta=0.0):
     """The chosen loss of SPEC §8 on s_kl = ⟨fa_k, StopGrad(fb_l)⟩ (s⁺ = s_kk, negatives s_kl,
     l ≠ k), with its gradient in the neuron-major anchor embeddings fa (m, K).
 
     InfoNCE takes the written-out gradient of `nce_and_grad_by_neuron`; the other losses are
     differentiated by autodiff through this cheap part (the embeddings' K × K similarities).
+    hard_beta: SPEC §10's hard-negative weights (a concrete 0: uniform, the code as before).
     Returns (loss, top-1 accuracy, ∂loss/∂fa of shape (m, K)).
     """
     if loss == "infonce":
-        return nce_and_grad_by_neuron(fa_MxK, fb_MxK, tau)
+        return nce_and_grad_by_neuron(fa_MxK, fb_MxK, tau, hard_beta)
     fb_MxK = jax.lax.stop_gradient(fb_MxK)
 
     def mean_loss(fa_MxK):
         s_KxK = jnp.matmul(fa_MxK.T, fb_MxK)
         ell_K = losses.per_anchor(jnp.diagonal(s_KxK), losses.off_diagonal(s_KxK), tau, loss,
-                                  alpha, beta, psi, phi)
+                                  alpha, beta, psi, phi, hard_beta)
         return jnp.mean(ell_K), s_KxK
 
     (value, s_KxK), grad_MxK = jax.value_and_grad(mean_loss, has_aux=True)(fa_MxK)

@@ -190,6 +190,12 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     return new, StepMetrics(loss=loss, nce=nce, acc=acc)
 
 
+def _hard_beta(static: Static, hp: HParams):
+    """SPEC §10's β where the config has one, else the concrete 0 that keeps the unweighted
+    code (bitwise as before)."""
+    return hp.hard_beta if static.hard else 0.0
+
+
 def _grads(static: Static, hp: HParams, state: State, x_2xKxLxD1, mask_W):
     """InfoNCE (or SPEC §8's loss), top-1 accuracy and ∇_W of eq. 2 at W ⊙ mask, with
     W_Q = W_K = W_V = I frozen, on the views X[0] (anchors) and X[1] (positives).
@@ -209,7 +215,8 @@ def _grads(static: Static, hp: HParams, state: State, x_2xKxLxD1, mask_W):
     fa_MxK, fb_MxK, pre_MxKxL = f_Mx2xK[:, 0], f_Mx2xK[:, 1], pre_Mx2xKxL[:, 0]
     nce, acc, dfa_MxK = loss_and_grad_by_neuron(fa_MxK, fb_MxK, hp.tau,
                                                 static.loss, hp.loss_alpha, hp.loss_beta,
-                                                static.loss_psi, static.loss_phi)  # SPEC §8
+                                                static.loss_psi, static.loss_phi,
+                                                _hard_beta(static, hp))  # SPEC §8, §10
     # BReLU_b'(s) = 1 where |s| > b, else 0 (eq. 3); ∇_W of eq. 2 adds the weight decay's λW.
     b_Mx1x1 = jnp.reshape(state.b, (-1, 1, 1))
     dpre_MxKxL = (jnp.abs(pre_MxKxL) > b_Mx1x1).astype(jnp.float32) * dfa_MxK[:, :, None]
@@ -237,7 +244,8 @@ def _grads_with_attention(static: Static, hp: HParams, state: State, xa_KxLxD1, 
     fa_MxK, pullback = jax.vjp(lambda w, attn: embed(w, attn, xa_KxLxD1), state.w, state.attn)
     nce, acc, dfa_MxK = loss_and_grad_by_neuron(fa_MxK, fb_MxK, hp.tau, static.loss,
                                                 hp.loss_alpha, hp.loss_beta, static.loss_psi,
-                                                static.loss_phi)  # SPEC §8
+                                                static.loss_phi,
+                                                _hard_beta(static, hp))  # SPEC §8, §10
     grad_MxD1, grad_attn = pullback(dfa_MxK)
     return nce, acc, grad_MxD1 + hp.lam * state.w, grad_attn
 
