@@ -307,3 +307,32 @@ def test_resume_under_another_cpu_is_recorded(tmp_path, jax_cache):
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.count("environment changed since the previous run") == 1
     assert f"jax {env0['jax']}, jaxlib {env0['jaxlib']}, {env0['isa']}" in report
+
+
+def test_directory_being_created_by_another_task_is_joined(tmp_path):
+    """Two tasks of a job array start together: one finds the directory that the other is
+    creating (lock, skeleton and sweep.toml, no manifest yet) and joins it, where it used to
+    refuse it as not a jaxcl run directory (seen under Slurm). Another sweep's, or a foreign
+    file, is still refused."""
+    from jaxcl.engine.rundir import LOCK_NAME, RunDir, RunDirError
+
+    sw, other = loads(SWEEP), loads(tiny_sweep(steps=20))
+    cfgs = sw.configs()
+
+    def half_made(name, text):
+        d = tmp_path / name
+        for sub in ("final", "rows", "status"):
+            (d / sub).mkdir(parents=True)
+        (d / LOCK_NAME).write_text("")
+        (d / "sweep.toml").write_text(text)
+        return str(d)
+
+    rd = RunDir.prepare(half_made("same", sw.text), sw, cfgs)
+    manifest = json.loads(open(rd.p("manifest.json")).read())
+    assert manifest["config_ids"] == [c.config_id for c in cfgs]
+    with pytest.raises(RunDirError, match="being created by a different sweep"):
+        RunDir.prepare(half_made("other", other.text), sw, cfgs)
+    d = half_made("foreign", sw.text)
+    open(os.path.join(d, "notes.txt"), "w").close()
+    with pytest.raises(RunDirError, match="not a jaxcl run directory"):
+        RunDir.prepare(d, sw, cfgs)

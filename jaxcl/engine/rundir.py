@@ -82,11 +82,16 @@ class RunDir:
                         f"({_describe_diff(old.get('fingerprint', {}), sweep.fingerprint())}); "
                         "use another --out, or --force-new to move it aside and start anew")
                 rd._move_aside(is_main)
-        elif os.path.isdir(path) and foreign(os.listdir(path)):
+        elif os.path.isdir(path) and foreign(_not_skeleton(os.listdir(path))):
             if not force_new:
                 raise RunDirError(f"run directory {path!r} exists, is not empty and has no "
                                   "manifest.json: not a jaxcl run directory; use another --out")
             rd._move_aside(is_main)
+        elif os.path.exists(rd.p("sweep.toml")) and not force_new:
+            with open(rd.p("sweep.toml")) as f:  # another task of the array is creating it
+                if f.read() != sweep.text:
+                    raise RunDirError(f"run directory {path!r} is being created by a different "
+                                      "sweep (its sweep.toml differs); use another --out")
         if is_main and not os.path.exists(rd.p("manifest.json")):
             for sub in ("final", "rows", "status"):
                 os.makedirs(rd.p(sub), exist_ok=True)
@@ -249,3 +254,12 @@ def _describe_diff(old: dict, new: dict) -> str:
     diffs = [f"{k}: {a.get(k, '<unset>')!r} there vs {b.get(k, '<unset>')!r} here"
              for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return "fields that differ: " + "; ".join(diffs) if diffs else "its config list differs"
+
+
+# What `prepare` writes before manifest.json: a directory holding only these (and the lock) is a
+# run directory that another task of the same job array is creating at this moment.
+SKELETON = ("final", "rows", "status", "sweep.toml")
+
+
+def _not_skeleton(names: list[str]) -> list[str]:
+    return [n for n in names if n not in SKELETON]
