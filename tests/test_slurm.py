@@ -135,25 +135,30 @@ def test_array_requeues_itself_until_done_bitwise(cluster, tmp_path, jax_cache):
         except (OSError, ValueError, KeyError):
             return False
 
-    signalled, deadline, empty, seen = set(), time.monotonic() + 240, 0, []
+    signalled, released, deadline, seen = set(), set(), time.monotonic() + 300, []
     while True:
-        # Every job of this private cluster, named ARRAYJOB_TASK (%F_%K): `squeue -j ARRAYJOB`
-        # loses a requeued task once `scontrol update` splits it into a job record of its own.
-        q = cluster.run(["squeue", "-h", "-r", "-o", "%F_%K %T %r"]).stdout.split("\n")
-        tasks = [line.split() for line in q if line.startswith(f"{jid}_")]
+        # Every job of this private cluster that belongs to the array, by its array job id (%F)
+        # or its name (%i): `squeue -j ARRAYJOB` loses a requeued task once `scontrol update`
+        # splits it into a job record of its own, and such a task may miss from a listing.
+        q = cluster.run(["squeue", "-h", "-r", "-o", "%i %F %K %T %r"]).stdout.split("\n")
+        tasks = [(f"{jid}_{k}", state, reason) for i, f, k, state, reason in
+                 (line.split() for line in q if line.strip()) if f == jid or i.startswith(jid + "_")]
         if not seen or seen[-1] != tasks:
             seen.append(tasks)
-        empty = 0 if tasks else empty + 1
-        # Done when the queue is empty and the grid finished (or the queue stayed empty: a
-        # requeued task may be missing from one squeue between its legs).
-        if not tasks and (all_done() or empty >= 20):
+        # Done when the grid is finished and no task of the array is queued. A task that never
+        # shows again only waits out Slurm's two-minute hold before its next leg.
+        if not tasks and all_done():
             break
         for tid, state, reason in tasks:
             if state == "RUNNING" and tid not in signalled and training(tid):
                 cluster.run(["scancel", "--batch", "--signal=USR1", tid])
                 signalled.add(tid)
-            if state == "PENDING" and reason == "BeginTime":  # Slurm holds a requeued job
-                cluster.run(["scontrol", "update", f"JobId={tid}", "StartTime=now"])  # 2 min
+            if state == "PENDING" and reason == "BeginTime" and tid not in released:
+                # Slurm holds a requeued job for 2 min; shorten that to 10 s, not to "now": a
+                # start while the last leg's credential is still being revoked fails the job
+                # ("Killing non-startable batch job"), which then ends instead of running again
+                cluster.run(["scontrol", "update", f"JobId={tid}", "StartTime=now+10"])
+                released.add(tid)
         assert time.monotonic() < deadline, f"tasks still queued: {tasks}"
         time.sleep(0.5)
     logs = "\n".join(open(p).read() for p in sorted(glob.glob(f"{tmp_path}/slurm-*.out")))
