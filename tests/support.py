@@ -5,20 +5,20 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_sweep(steps: int) -> str:
-    """6 configs in one shape group."""
+def tiny_sweep(steps: int | None, grid: str = "ratio = [0.5, 1.0]\nseed = [0, 1, 2]") -> str:
+    """Tiny liao configs in one shape group: by default 6 (2 ratios x 3 seeds); `grid` replaces
+    the [grid] table's lines, and `steps = None` leaves steps to it."""
+    steps_line = "" if steps is None else f"steps = {steps}\n"
     return f"""
 [base]
 d = 5
 m = 6
 L = 3
 K = 8
-steps = {steps}
-log_every = 10
+{steps_line}log_every = 10
 
 [grid]
-ratio = [0.5, 1.0]
-seed = [0, 1, 2]
+{grid}
 """
 
 

@@ -10,18 +10,9 @@ import pytest
 from jaxcl.engine import checkpoint, pacing, programs, runner
 from jaxcl.engine.sweep import loads
 from jaxcl.experiments.liao.config import Config
+from support import tiny_sweep
 
-SWEEP = """
-[base]
-d = 5
-m = 6
-L = 3
-K = 8
-steps = 40
-log_every = 10
-[grid]
-seed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
-"""
+SWEEP = tiny_sweep(40, "seed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]")
 
 
 def _finals(out) -> dict:

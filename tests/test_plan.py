@@ -9,18 +9,9 @@ import pytest
 from jaxcl.engine import plan
 from jaxcl.engine.cli import main
 from jaxcl.engine.sweep import loads
+from support import tiny_sweep
 
-SWEEP = """
-[base]
-d = 5
-m = 6
-L = 3
-K = 8
-log_every = 10
-[grid]
-steps = [40, 25, "T3"]
-seed = [0, 1]
-"""
+SWEEP = tiny_sweep(None, 'steps = [40, 25, "T3"]\nseed = [0, 1]')
 
 
 def _tree(path) -> list:

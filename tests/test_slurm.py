@@ -14,23 +14,13 @@ import numpy as np
 import pytest
 
 import slurm as slurm_helper
-from support import ROOT
+from support import ROOT, tiny_sweep
 
 from jaxcl.engine import runner
 from jaxcl.engine import slurm as jslurm
 from jaxcl.engine.sweep import loads
 
-SWEEP = """
-[base]
-d = 5
-m = 6
-L = 3
-K = 8
-steps = 20000
-log_every = 10
-[grid]
-seed = [0, 1, 2, 3]
-"""
+SWEEP = tiny_sweep(20000, "seed = [0, 1, 2, 3]")
 
 
 @pytest.fixture(scope="module")
