@@ -22,7 +22,7 @@ def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "
     """Runs (or continues) a sweep into a run directory, exactly as `jaxcl run` does.
 
     The lock, resume, `--shard` slices and checkpoints behave as on the command line (one code
-    path: `jaxcl.engine.cli.run_sweep`). Stopping it (Ctrl-C, the notebook's stop button) saves
+    path: `jaxcl.engine.launch.run_sweep`). Stopping it (Ctrl-C, the notebook's stop button) saves
     a checkpoint at the end of the current chunk and raises KeyboardInterrupt; calling it again
     with the same arguments resumes.
 
@@ -47,10 +47,10 @@ def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "
       KeyboardInterrupt: stopped by SIGINT, after saving a checkpoint.
       TypeError: an unknown option.
     """
-    from jaxcl.engine import cli
+    from jaxcl.engine import launch
     from jaxcl.engine.checkpoint import Interrupted
 
-    known = [p for p in inspect.signature(cli.run_sweep).parameters if p not in ("sw", "out")]
+    known = [p for p in inspect.signature(launch.run_sweep).parameters if p not in ("sw", "out")]
     unknown = sorted(set(options) - set(known) - {"set"})
     if unknown:
         raise TypeError(f"jaxcl.run: unknown option(s) {', '.join(map(repr, unknown))}; "
@@ -59,7 +59,7 @@ def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "
     if options.get("progress") is None:
         options["progress"] = _interactive()
     try:
-        summary = cli.run_sweep(sw, os.fspath(out), **options)
+        summary = launch.run_sweep(sw, os.fspath(out), **options)
     except Interrupted as e:
         if e.signum == signal.SIGINT:
             raise KeyboardInterrupt(f"jaxcl: {e}; call jaxcl.run again with the same "
