@@ -325,6 +325,7 @@ def test_directory_being_created_by_another_task_is_joined(tmp_path):
             (d / sub).mkdir(parents=True)
         (d / LOCK_NAME).write_text("")
         (d / "sweep.toml").write_text(text)
+        (d / ".manifest.json.k3j9x.tmp").write_text("{")  # fileio's atomic write under way
         return str(d)
 
     rd = RunDir.prepare(half_made("same", sw.text), sw, cfgs)

@@ -84,8 +84,11 @@ class RunDir:
                 rd._move_aside(is_main)
         elif os.path.isdir(path) and foreign(_not_skeleton(os.listdir(path))):
             if not force_new:
-                raise RunDirError(f"run directory {path!r} exists, is not empty and has no "
-                                  "manifest.json: not a jaxcl run directory; use another --out")
+                held = sorted(_not_skeleton(os.listdir(path)))
+                raise RunDirError(f"run directory {path!r} exists, is not empty (it holds "
+                                  f"{', '.join(held[:5])}{', ...' if len(held) > 5 else ''}) "
+                                  "and has no manifest.json: not a jaxcl run directory; use "
+                                  "another --out")
             rd._move_aside(is_main)
         elif os.path.exists(rd.p("sweep.toml")) and not force_new:
             with open(rd.p("sweep.toml")) as f:  # another task of the array is creating it
@@ -257,9 +260,14 @@ def _describe_diff(old: dict, new: dict) -> str:
 
 
 # What `prepare` writes before manifest.json: a directory holding only these (and the lock) is a
-# run directory that another task of the same job array is creating at this moment.
+# run directory that another task of the same job array is creating at this moment. fileio's
+# atomic writes pass through `.<name>.<random>.tmp` files, sweep.toml's and manifest.json's too.
 SKELETON = ("final", "rows", "status", "sweep.toml")
 
 
 def _not_skeleton(names: list[str]) -> list[str]:
-    return [n for n in names if n not in SKELETON]
+    def writing(n: str) -> bool:
+        return n.endswith(".tmp") and any(n.startswith(f".{f}.")
+                                          for f in ("sweep.toml", "manifest.json"))
+
+    return [n for n in names if n not in SKELETON and not writing(n)]
