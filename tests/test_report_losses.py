@@ -59,7 +59,7 @@ def test_step_control_matches_beta_over_alpha(tmp_path):
     rows, text = run((0.30, 0.33, 0.32, 0.31))  # the bigger step alone gives the gain
     ctl = rows["balanced(α=1, β=2.5)"]["vs_step_control"]
     assert ctl["eta"] == 2.5 and ctl["cov_minor"]["verdict"] == "none"
-    assert "infonce at η=2.5" in rows and "does not survive" in text
+    assert "infonce at η=2.5" in rows and "not shown to survive" in text
     rows, text = run((0.02, 0.03, 0.01, 0.02))
     assert rows["balanced(α=1, β=2.5)"]["vs_step_control"]["cov_minor"]["verdict"] == "raises"
     assert "**survives**" in text

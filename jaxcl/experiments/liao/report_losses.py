@@ -144,7 +144,7 @@ def _step_control(groups: dict, rows: dict, eta_ref: float, lines: list[str]) ->
         word = verdict_word(diffs["cov_minor"])
         if gain:
             tail = ("the gain over InfoNCE **survives** the step control" if word == "raises"
-                    else "the gain over InfoNCE **does not survive** the step control")
+                    else "the gain over InfoNCE is **not shown to survive** the step control")
         else:
             tail = "no minority gain over InfoNCE to explain"
         found.append(f"- d {d}, ratio {ratio:g}, {lab} against InfoNCE at η = {eta:g}: "
