@@ -166,7 +166,11 @@ def test_windows_take_the_max_over_logged_t_in_T3_T4(tmp_path):
     rows.append({"config_id": "other", "step": 10, "N_max": 50})
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     w = claims.windows(str(tmp_path / "r.jsonl"), [f])
-    assert w == {f["config_id"]: {"N_max": 4, "T3_before_T2": True}}
+    assert w == {f["config_id"]: {"N_max": 4, "N_max_late": 4, "T3_before_T2": True}}
+    f["T2"] = 50  # after stage 2 (t ≥ 50, in [T_3, T_4]): only t = 63
+    rows[4]["N_max"] = 1
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert claims.windows(str(tmp_path / "r.jsonl"), [f])[f["config_id"]]["N_max_late"] == 1
     assert claims.windows(str(tmp_path / "missing.jsonl"), [f]) == {}
 
 
@@ -181,12 +185,16 @@ def test_claims_section_ratio_and_init_stats():
     stats = {"C_m": 1.5, "gamma_c0": 5e-4, "records": [
         {"d": d, "m": round(d**1.5), "ratio": 1.0, "seed": s, "lucky_counts": [d, d],
          "ordinary_counts": [d, d], "N0_hist": [0, 5, 1] + [0] * 61}
-        for d in (64, 128) for s in range(2)], "expected": []}
+        for d in (64, 128) for s in range(2)] + [
+        {"d": 256, "m": 4096, "ratio": 1.0, "seed": s, "lucky_counts": [256, 256],
+         "ordinary_counts": [256, 256], "N0_hist": [0] * 63 + [1]} for s in range(2)],
+        "expected": []}
     rows = claims.claims_section(finals, [], init_stats=[stats])
     lucky = [r for r in rows if r["claim"] == "lucky_min" and r["ratio"] == 1.0][0]
-    assert lucky["d"] == [8, 16, 32, 64, 128] and lucky["trained_d"] == [8, 16, 32]
+    assert lucky["d"] == [8, 16, 32, 64, 128, 256] and lucky["trained_d"] == [8, 16, 32]
     n0 = [r for r in rows if r["claim"] == "N0_max" and r["ratio"] == 1.0][0]
     assert n0["means"]["128"] == 2.0  # the highest non-empty bin of the |N_i(0)| histogram
+    assert 256 not in n0["d"]  # its last bin ("63 or more") holds a neuron: the max is unknown
 
 
 def test_eta_threshold_words():

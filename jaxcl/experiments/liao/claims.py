@@ -20,6 +20,7 @@ from jaxcl.fileio import read_jsonl
 from jaxcl.tables import num as _f
 
 MIN_D = verdicts.TAIL_D
+NO_ENLARGEMENT = 0.1  # (ii): a difference in mean |N_i(T)| below 0.1 feature is no enlargement
 
 
 class Quantity(NamedTuple):
@@ -59,11 +60,15 @@ class Claim(NamedTuple):
     trivial: Callable | None = None
 
 
-def _n_window(f: dict, windows: dict) -> float:
-    """max over neurons of |N_i(t)| and over logged t ∈ [T_3, T_4] (N_max of results.jsonl);
-    the final one where the run logged no N_max (runs before it existed)."""
+def _n_window(f: dict, windows: dict, key: str = "N_max") -> float | None:
+    """max over neurons of |N_i(t)| and over logged t ∈ [T_3, T_4] (key "N_max") or
+    t ∈ [max(T_2, T_3), T_4] ("N_max_late") of results.jsonl. None where there is no such
+    window (stage 2 never ended); for runs that logged no N_max (before it existed), the final
+    max for "N_max" and None for "N_max_late"."""
     w = windows.get(f["config_id"])
-    return float(w["N_max"]) if w else float(max(f["observables"]["N_sizes"]))
+    if w is None:
+        return float(max(f["observables"]["N_sizes"])) if key == "N_max" else None
+    return None if w.get(key) is None else float(w[key])
 
 
 CLAIMS = [
@@ -79,6 +84,10 @@ CLAIMS = [
           lambda c, r, g: 0.0, "N0"),
     Claim("N_max", "each neuron learns few features: max_i |N_i(t)| over t ∈ [T_3, T_4] = "
           "O(d^(1 − r²(1 − γc0)))", "Theorem 3.3", "upper", _n_window, None,
+          lambda c, r, g: theory.n_exponent(r, g), None, lambda c: 1.0),
+    Claim("N_max_late", "the same after stage 2: max_i |N_i(t)| over t ∈ [max(T_2, T_3), T_4]",
+          "Theorem 3.3 (window from T_2)", "upper",
+          lambda f, w: _n_window(f, w, "N_max_late"), None,
           lambda c, r, g: theory.n_exponent(r, g), None, lambda c: 1.0),
     Claim("pure_min", "for each atom, Ω(d^ω1) neurons end pure: min_j P_j(T) = Ω(d^ω1)",
           "Theorem 3.3", "lower", lambda f, w: min(f["observables"]["pure_counts"]), None,
@@ -106,7 +115,8 @@ def _init_values(stats: list[dict], key: tuple) -> dict:
                 v = vals[r["d"]]
                 v["lucky_counts"].append(min(r["lucky_counts"]))
                 v["ordinary_counts"].append(max(r["ordinary_counts"]))
-                v["N0_max"].append(float(hist[-1]) if len(hist) else 0.0)
+                if not len(hist) or hist[-1] < len(r["N0_hist"]) - 1:  # the last bin is "≥"
+                    v["N0_max"].append(float(hist[-1]) if len(hist) else 0.0)
         for e in s["expected"]:
             if e["ratio"] == ratio:
                 exp[e["d"]] = {k: (e[k], e.get(k + "_se", 0.0))
@@ -116,7 +126,8 @@ def _init_values(stats: list[dict], key: tuple) -> dict:
 
 def windows(path: str, finals: list[dict]) -> dict:
     """{config_id: {"N_max": max of results.jsonl's N_max over logged t ∈ [T_3, T_4],
-    "T3_before_T2": whether T_3 < T_2}} for the configs whose rows log N_max."""
+    "N_max_late": the same over t ≥ T_2 (None if stage 2 never ended), "T3_before_T2": whether
+    T_3 < T_2}} for the configs whose rows log N_max."""
     if not os.path.exists(path):
         return {}
     info = {f["config_id"]: f for f in finals}
@@ -125,9 +136,11 @@ def windows(path: str, finals: list[dict]) -> dict:
         f = info.get(r.get("config_id"))
         if f is None or "N_max" not in r or not f["T3"] <= r["step"] <= f["T4"] + 1:
             continue
-        w = out.setdefault(f["config_id"], {"N_max": 0, "T3_before_T2": not (
-            0 < f["T2"] <= f["T3"])})
+        w = out.setdefault(f["config_id"], {"N_max": 0, "N_max_late": None,
+                                            "T3_before_T2": not (0 < f["T2"] <= f["T3"])})
         w["N_max"] = max(w["N_max"], r["N_max"])
+        if 0 < f["T2"] <= r["step"]:
+            w["N_max_late"] = max(w["N_max_late"] or 0, r["N_max"])
     return out
 
 
@@ -163,11 +176,16 @@ def claims_section(finals: list[dict], lines: list[str], *, windows: dict | None
         for c in CLAIMS:
             by_d = defaultdict(list)
             for f in fs:
-                by_d[f["d"]].append(float(c.get(f, windows)))
+                val = c.get(f, windows)
+                if val is not None:  # None: the statistic does not exist for this config
+                    by_d[f["d"]].append(float(val))
+            if not by_d:
+                continue
             trained = sorted(by_d)
             if c.init:
                 for d, v in init_vals.items():
-                    if d > max(trained) and v[c.init]:
+                    if d > max(trained) and v[c.init] and len(v[c.init]) == len(
+                            v["lucky_counts"]):  # every seed (|N_i(0)| past the histogram: none)
                         by_d[d] = list(v[c.init])
             expected = None
             if c.ekey:
@@ -181,7 +199,7 @@ def claims_section(finals: list[dict], lines: list[str], *, windows: dict | None
                 v, why = verdicts.lower(by_d, theta, expected=expected)
             whole = fit.fit_exponent(dict(by_d))
             tail = verdicts.tail_fit(by_d)
-            if c.key == "N_max":
+            if c.key in ("N_max", "N_max_late"):
                 early = sum(bool(windows.get(f["config_id"], {}).get("T3_before_T2"))
                             for f in fs)
                 if early:
@@ -300,10 +318,11 @@ def _ratio_rows(finals: list[dict]) -> list[dict]:
         cells_txt = ", ".join(f"d = {d}: {x:+.3g}" for d, (x, _) in diffs.items())
         if lo > 0:
             v, why = SUPPORTS, f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, {hi:.3g}] > 0"
-        elif hi <= 0:
+        elif hi < NO_ENLARGEMENT:
             v, why = CONTRADICTS, (f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, "
-                                   f"{hi:.3g}], not above 0: the ratio does not enlarge "
-                                   "|N_i(T)| here (the theorem's bound on it does grow)")
+                                   f"{hi:.3g}], below {NO_ENLARGEMENT:g} of a feature per neuron: "
+                                   "the ratio does not enlarge |N_i(T)| here (the theorem's "
+                                   "bound on it does grow)")
         else:
             v, why = UNDECIDED, f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, {hi:.3g}]"
         out.append({"ratio": lo_r, "C_m": C_m, "eta": eta, "claim": "ratio_N",
@@ -317,6 +336,9 @@ def _ratio_rows(finals: list[dict]) -> list[dict]:
 def _design(row: dict, finals: list[dict]) -> str:
     """The cheapest design that would decide an undecided row, with its cost from this run's
     per-config times where it has them."""
+    if row["bound"] == "share" and not row.get("n"):
+        return ("nothing at this ratio: the lucky sets are empty in expectation (see the lucky "
+                "row); a ratio or C_m with ω1 > 0 has lucky neurons to follow")
     if row["bound"] == "share":
         k, n = row.get("k", 0), row.get("n", 0)
         p = k / n if n else 0.8
@@ -326,12 +348,18 @@ def _design(row: dict, finals: list[dict]) -> str:
                 f"{100 * verdicts.SHARE_CONTRADICT:.0f}%" + (
                     f" (about {math.ceil(need / max(n, 1)) - 1} × this run's seeds more at "
                     f"d = {row['d'][-1]})" if n else "") if need else
-                "the share lies between the two thresholds: more samples alone do not decide")
+                f"the measured share ({100 * p:.0f}% of {n}) lies between the thresholds: more "
+                "samples decide only if the true share lies outside them")
     d_top = max(row.get("trained_d") or row["d"] or [8])
     if row["claim"] == "ratio_N" or row["bound"] == "equal":
         return (f"more seeds at d = {d_top} (the interval narrows as 1/√seeds), or d = "
                 f"{2 * d_top}: {_cpu_minutes(2 * d_top, row['C_m']):.0f} min per config here")
     if row["claim"] in ("lucky_min", "ordinary_max", "N0_max"):
+        top = max(row["d"])
+        if top >= 1024:
+            return (f"`jaxcl init-stats` past d = {top} (d = {2 * top}, {4 * top}; m = "
+                    f"d^{row['C_m']:g} neurons, init only) with more seeds: the minimum over d "
+                    "atoms of a count with mean λ(d) leaves 0 only once λ(d) outgrows log d")
         return ("`jaxcl init-stats` to d = 4096 at this ratio and C_m (init only; minutes on a "
                 "CPU), read by `jaxcl report --init-stats`")
     minutes = _cpu_minutes(2 * d_top, row["C_m"])

@@ -208,7 +208,7 @@ def share(k: int, n: int, what: str, *, support: float = SHARE_SUPPORT,
     lies below `contradict`; otherwise undecided. Returns (verdict, why, lo, hi).
     """
     if n == 0:
-        return UNDECIDED, f"no {what}", math.nan, math.nan
+        return UNDECIDED, f"none to count ({what}: 0 of 0)", math.nan, math.nan
     lo, hi = clopper_pearson(k, n)
     cell = f"{k} of {n} {what} ({100 * k / n:.0f}%, exact 95% interval [{100 * lo:.0f}%, " \
            f"{100 * hi:.0f}%])"
