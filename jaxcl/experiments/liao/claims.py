@@ -352,8 +352,9 @@ def _design(row: dict, finals: list[dict]) -> str:
                 "samples decide only if the true share lies outside them")
     d_top = max(row.get("trained_d") or row["d"] or [8])
     if row["claim"] == "ratio_N" or row["bound"] == "equal":
-        return (f"more seeds at d = {d_top} (the interval narrows as 1/√seeds), or d = "
-                f"{2 * d_top}: {_cpu_minutes(2 * d_top, row['C_m']):.0f} min per config here")
+        return (f"more seeds at d = {d_top} (the interval narrows as 1/√seeds: 4× the seeds "
+                f"halves it, {12 * _cpu_minutes(d_top, row['C_m']):.0f} min for 12 more here), or "
+                f"d = {2 * d_top}: {_cpu_minutes(2 * d_top, row['C_m']):.0f} min per config")
     if row["claim"] in ("lucky_min", "ordinary_max", "N0_max"):
         top = max(row["d"])
         if top >= 1024:
@@ -362,16 +363,17 @@ def _design(row: dict, finals: list[dict]) -> str:
                     "atoms of a count with mean λ(d) leaves 0 only once λ(d) outgrows log d")
         return ("`jaxcl init-stats` to d = 4096 at this ratio and C_m (init only; minutes on a "
                 "CPU), read by `jaxcl report --init-stats`")
-    minutes = _cpu_minutes(2 * d_top, row["C_m"])
-    return (f"two more d (d = {2 * d_top}, {4 * d_top}) at this ratio and C_m: about "
-            f"{minutes:.0f} and {_cpu_minutes(4 * d_top, row['C_m']):.0f} min per config on "
-            "this CPU" + (": a GPU's job" if minutes > 60 else ""))
+    minutes = 4 * (_cpu_minutes(2 * d_top, row["C_m"]) + _cpu_minutes(4 * d_top, row["C_m"]))
+    return (f"two more d (d = {2 * d_top}, {4 * d_top}) at this ratio and C_m, 4 seeds: about "
+            f"{minutes / 60:.1f} h on this 2-core CPU"
+            + (" (a GPU's job)" if minutes > 60 else ""))
 
 
 def _cpu_minutes(d: int, C_m: float) -> float:
-    """Minutes per config on the 2-core CPU that ran theorem33: d = 128, C_m 1.5 took about
-    9 min per config (36 of its 46 min, 4 configs at a time); cost ∝ m d T_4 = d^(C_m + 2.99)."""
-    return 9.0 * (d ** (C_m + 2.99)) / (128 ** (1.5 + 2.99))
+    """Wall minutes per config on the 2-core CPU that ran theorem33 (2026-11-28): its 16 configs
+    at d = 128, C_m 1.5 took about 36 of its 46 min, 2.3 min each; cost ∝ m·d1·T_4 ∝
+    d^(C_m + 2.99)."""
+    return 2.3 * (d ** (C_m + 2.99)) / (128 ** (1.5 + 2.99))
 
 
 def _write(rows: list[dict], lines: list[str]) -> None:
