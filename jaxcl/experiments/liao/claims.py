@@ -252,8 +252,8 @@ def _proof_rows(fs: list[dict], head: dict) -> list[dict]:
     at = [f for f in fs if f["d"] == d_max]
     obs = [f["observables"] for f in at]
     n_lucky = int(sum(o.get("lucky_total", 0) for o in obs))
-    k_lucky = int(round(sum((o.get("lucky_kept_frac") or 0.0) * o.get("lucky_total", 0)
-                            for o in obs)))
+    k_lucky = int(round(sum(o["lucky_kept_frac"] * o["lucky_total"] for o in obs
+                            if o.get("lucky_total", 0) > 0)))
     n_neur = int(sum(f["m"] for f in at))
     k_sub = int(round(sum(o["N_subset_frac"] * f["m"] for o, f in zip(obs, at))))
     k_full = int(sum(int(np.sum(np.asarray(o["N_sizes"]) > 0)) for o in obs))
