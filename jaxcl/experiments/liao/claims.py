@@ -351,7 +351,7 @@ def _design(row: dict, finals: list[dict]) -> str:
                 f"the measured share ({100 * p:.0f}% of {n}) lies between the thresholds: more "
                 "samples decide only if the true share lies outside them")
     d_top = max(row.get("trained_d") or row["d"] or [8])
-    if row["claim"] == "ratio_N" or row["bound"] == "equal":
+    if row["claim"] == "ratio_N":
         return (f"more seeds at d = {d_top} (the interval narrows as 1/√seeds: 4× the seeds "
                 f"halves it, {12 * _cpu_minutes(d_top, row['C_m']):.0f} min for 12 more here), or "
                 f"d = {2 * d_top}: {_cpu_minutes(2 * d_top, row['C_m']):.0f} min per config")

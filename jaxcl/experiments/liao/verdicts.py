@@ -135,8 +135,8 @@ def lower(by_d: dict[int, list[float]], theta: float, *, count: bool = True,
     θ > 0: supported only when the tail interval lies above max(θ − TOL, 0) (it excludes 0);
     contradicted when it lies below θ − TOL and Q/d^θ at the largest d is under 1/GROWTH of its
     smallest value at the smaller d. θ ≤ 0: for a count, Ω(d^θ) asks only that it is not 0
-    (count ≥ c d^θ > 0): supported when it is ≥ 1 in every seed at the tail d, contradicted when
-    it is 0 in every seed at every tail d. Either sign: contradicted when the exact expectation
+    (count ≥ c d^θ > 0): supported when it is > 0 in every seed at the tail d, contradicted when
+    it is 0 in every seed at every tail d (for θ > 0 too). Either sign: contradicted when the exact expectation
     (of a quantity bounding Q from above) falls faster than d^(θ − TOL) at the largest d: a count
     that is ≥ c d^θ with high probability has expectation ≥ (1 − o(1)) c d^θ.
     """
@@ -153,10 +153,13 @@ def lower(by_d: dict[int, list[float]], theta: float, *, count: bool = True,
             e_note = f"; its exact expectation has local slope {es:.3g} at d = {d_far}"
     ds = sorted(by_d)
     tail_ds = ds[-TAIL_D:]
+    if count and theta > 0 and all(all(v <= 0 for v in by_d[d]) for d in tail_ds):
+        return CONTRADICTS, (f"0 in every seed at d = {tail_ds}: a count ≥ c d^θ > 0 is ≥ 1 "
+                             f"(θ = {theta:.3g}){e_note}")
     if theta <= 0 and count:
-        zero = [d for d in tail_ds if all(v < 1 for v in by_d[d])]
-        if all(min(by_d[d]) >= 1 for d in tail_ds):
-            return SUPPORTS, (f"≥ 1 in every seed at d = {tail_ds}: Ω(d^{theta:.3g}) with "
+        zero = [d for d in tail_ds if all(v <= 0 for v in by_d[d])]
+        if all(min(by_d[d]) > 0 for d in tail_ds):
+            return SUPPORTS, (f"> 0 in every seed at d = {tail_ds}: Ω(d^{theta:.3g}) with "
                               f"θ ≤ 0 asks a count only not to vanish{e_note}")
         if zero == tail_ds:
             return CONTRADICTS, (f"0 in every seed at d = {tail_ds}: Ω(d^{theta:.3g}) asks a "
@@ -187,14 +190,26 @@ def lower(by_d: dict[int, list[float]], theta: float, *, count: bool = True,
 
 def equal(by_d: dict[int, list[float]], theta: float) -> tuple[str, str]:
     """Q = Θ(d^θ) (stage times): the tail interval against θ ± TOL, where θ is the slope of the
-    theory's scale over the same tail d."""
+    theory's scale over the same tail d. Contradicted, as for O and Ω, only when also Q/d^θ at
+    the largest d has moved past GROWTH× (or 1/GROWTH×) its small-d values."""
     t = tail_fit(by_d)
     if len(t.d_used) < TAIL_D or not t.ok:
         return UNDECIDED, f"reached at {len(t.d_used)} d only: no tail slope"
     where = f"the tail slope over d = {t.d_used} is {t.slope:.3g} [{t.lo:.3g}, {t.hi:.3g}]"
     if t.hi < theta - TOL or t.lo > theta + TOL:
-        side = "below" if t.hi < theta - TOL else "above"
-        return CONTRADICTS, f"{where}, entirely {side} {theta:.3g} ± {TOL:g}"
+        above = t.lo > theta + TOL
+        ds = sorted(by_d)
+        sc = _scaled(by_d, theta)
+        small = [d for d in ds if d < t.d_used[0]] or [t.d_used[0]]
+        moved = (sc[ds[-1]] / max(max(sc[d] for d in small), 1e-300) if above
+                 else sc[ds[-1]] / max(min(sc[d] for d in small), 1e-300))
+        side = "above" if above else "below"
+        if (above and moved > GROWTH) or (not above and moved < 1 / GROWTH):
+            return CONTRADICTS, (f"{where}, entirely {side} {theta:.3g} ± {TOL:g}, and Q/d^θ at "
+                                 f"d = {ds[-1]} is {moved:.3g}× its small-d values")
+        return UNDECIDED, (f"{where}, entirely {side} {theta:.3g} ± {TOL:g}, but Q/d^θ at "
+                           f"d = {ds[-1]} is {moved:.3g}× its small-d values (within "
+                           f"{GROWTH:g}×): a constant still settling cannot be ruled out")
     if t.hi - t.lo > MAX_WIDTH:
         return UNDECIDED, f"{where}: wider than {MAX_WIDTH:g}"
     return SUPPORTS, f"{where}: it meets {theta:.3g} ± {TOL:g}"
