@@ -179,7 +179,7 @@ class Run:
 
         return status.status(self.path)
 
-    def report(self, out: str | os.PathLike | None = None, *, init_stats: str | None = None,
+    def report(self, out: str | os.PathLike | None = None, *, init_stats: str | list | None = None,
                trend: str | None = None) -> str:
         """Writes report.md, report.json and the PNGs, as `jaxcl report RUN_DIR [--out OUT]`.
 

@@ -92,6 +92,8 @@ def test_chunk_metrics_agree_with_final(run_dir):
         obs = info["observables"]
         assert last["N_mean"] == pytest.approx(np.mean(obs["N_sizes"]), abs=1e-5)
         assert last["pure_neurons"] == sum(obs["pure_counts"])
+        assert last["N_max"] == max(obs["N_sizes"])  # per-neuron claims read the max
+        assert last["pure_min"] == min(obs["pure_counts"])  # "for each j": the min over atoms
         assert last["lucky_pure"] == pytest.approx(
             (obs["lucky_kept_frac"] or 0) * obs["lucky_total"], abs=1e-3)
 

@@ -54,3 +54,21 @@ def test_report_sections_and_plots(report):
 def test_report_refuses_empty_dir(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "nothing to report" in capsys.readouterr().err
+
+
+def test_report_reads_several_init_stats_and_refuses_a_missing_one(report, tmp_path, capsys):
+    """--init-stats takes several files (each gets its section; the claims read them all); a
+    path that is not a file is refused, naming it, before anything is written."""
+    import shutil
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(report / "init_stats.json", other / "init_stats.json")
+    out = tmp_path / "rep"
+    assert main(["report", str(report), "--out", str(out), "--init-stats",
+                 str(report / "init_stats.json"), str(other / "init_stats.json")]) == 0
+    text = (out / "report.md").read_text()
+    assert text.count("## Init-only counts") == 2 and (out / "init_scaling_2.png").exists()
+    assert main(["report", str(report), "--out", str(tmp_path / "x"), "--init-stats",
+                 str(tmp_path / "nope.json")]) == 2
+    assert "nope.json" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -36,3 +36,30 @@ def test_changes_against_infonce_by_hand(tmp_path):
     assert rows[1]["vs_infonce"]["probe_gap"]["verdict"] == "none"  # equal in every seed
     assert any("raises minority coverage by 0.3" in x for x in lines)
     assert (tmp_path / "losses.png").exists()
+
+
+def test_step_control_matches_beta_over_alpha(tmp_path):
+    """balanced(1, 2.5) at η = 1 against InfoNCE at η = 2.5: a gain over InfoNCE that the larger
+    step alone gives does not survive; one it does not give survives."""
+    def final(loss, cov, eta=1.0, **kw):
+        obs = {"cov_minor": cov, "probe_gap": 0.4, "alive_frac": 1.0, "cov_major": 0.99,
+               "probe_minor": 0.6}
+        return {"d": 16, "ratio": 0.5, "prune_fraction": 0.0, "loss": loss, "eta": eta,
+                "observables": obs, **kw}
+
+    def run(ctrl_cov):
+        finals = ([final("infonce", c) for c in (0.01, 0.02, 0.03, 0.02)]
+                  + [final("balanced", c, loss_alpha=1.0, loss_beta=2.5)
+                     for c in (0.31, 0.32, 0.33, 0.32)]
+                  + [final("infonce", c, eta=2.5) for c in ctrl_cov])
+        lines = []
+        rows = {r["loss"]: r for r in loss_section(finals, str(tmp_path), lines)}
+        return rows, "\n".join(lines)
+
+    rows, text = run((0.30, 0.33, 0.32, 0.31))  # the bigger step alone gives the gain
+    ctl = rows["balanced(α=1, β=2.5)"]["vs_step_control"]
+    assert ctl["eta"] == 2.5 and ctl["cov_minor"]["verdict"] == "none"
+    assert "infonce at η=2.5" in rows and "not shown to survive" in text
+    rows, text = run((0.02, 0.03, 0.01, 0.02))
+    assert rows["balanced(α=1, β=2.5)"]["vs_step_control"]["cov_minor"]["verdict"] == "raises"
+    assert "**survives**" in text

@@ -106,8 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, metavar="DIR",
                      help="write report.md, report.json, the PNGs and a copy of sweep.toml "
                      "here instead of RUN_DIR (e.g. results/<study>/)")
-    rep.add_argument("--init-stats", default=None, metavar="PATH",
-                     help="liao: init_stats.json to include (default: RUN_DIR/init_stats.json)")
+    rep.add_argument("--init-stats", default=None, metavar="PATH", nargs="+",
+                     help="liao: init_stats.json file(s) to include (default: "
+                     "RUN_DIR/init_stats.json); their counts and expectations extend Lemma "
+                     "C.1's claims past a sweep's d")
     rep.add_argument("--trend", default=None, metavar="REPORT_JSON",
                      help="liao: the report.json of a sweep over d (e.g. "
                      "results/theorem33-cpu/report.json) to set a long run's final values beside")

@@ -37,11 +37,17 @@ def write_report(run_dir: str, options: dict | None = None, out: str | None = No
       Path of report.md.
 
     Raises:
-      ConfigError: `out` is a file; no experiment found anything to report.
+      ConfigError: `out` is a file; an `init_stats` path is not a file; no experiment found
+        anything to report.
     """
     out = out or run_dir
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--out = {out!r}: is a file, not a directory")
+    given = (options or {}).get("init_stats")
+    for p in [given] if isinstance(given, str) else list(given or []):
+        if not os.path.isfile(p):
+            raise ConfigError(f"--init-stats {p!r}: no such file (an init_stats.json written "
+                              "by `jaxcl init-stats --out DIR`)")
     os.makedirs(out, exist_ok=True)
     finals = load_finals(run_dir)
     by_exp: dict[str, list[dict]] = {}

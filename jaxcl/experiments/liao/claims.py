@@ -1,127 +1,99 @@
-"""The claim-by-claim summary that opens Liao's report: for each claim of Theorem 3.3 and Lemma
-C.1 (SPEC §6), the claim in words, the measured exponent with its 95% interval, the bound, and
-whether this d range supports it, contradicts it, or cannot decide, and why (a vacuous bound, too
-few d, a zero count, an interval too wide). `verdict` and `share_verdict` are pure functions of
-numbers, tested with known answers in tests/test_claims.py; the table under the summary shows
-the numbers each verdict is read from."""
+"""The claim-by-claim summary that opens Liao's report: each claim of Theorem 3.3, Lemma C.1 and
+the proof's steps (SPEC §6) measured as the paper states it ("for each j": the minimum over
+atoms; "for each neuron, t ∈ [T_3, T_4]": the maximum over neurons and logged t), judged by the
+rules of verdicts.py on the tail of the d range, with the whole-range slope beside it, and, for
+every claim left undecided, the cheapest design that would decide it."""
 
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from typing import Callable, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from jaxcl import fit
-from jaxcl.experiments.liao import theory
-from jaxcl.tables import mean_ci, num as _f
+from jaxcl.experiments.liao import theory, verdicts
+from jaxcl.experiments.liao.verdicts import CONTRADICTS, SUPPORTS, UNDECIDED
+from jaxcl.fileio import read_jsonl
+from jaxcl.tables import num as _f
 
-SUPPORTS, CONTRADICTS, UNDECIDED = "supports", "contradicts", "cannot decide"
-MIN_D = 3  # d values a slope needs before its interval says anything about a trend
-MAX_WIDTH = 1.0  # a 95% interval wider than this (in exponent units) decides nothing
-# "Lucky neurons stay pure" (Theorem 3.3's proof: a lucky neuron of feature j ends with
-# N_i = {j}): supported at a seed mean >= 80%, contradicted when the 95% interval is below 50%.
-SHARE_SUPPORT, SHARE_CONTRADICT = 0.8, 0.5
-STAGE_TOL = 0.1  # T_1, T_2 = Θ(scale): exponents within ±0.1 of the scale's agree
-
-
-def verdict(kind: str, slope: float, lo: float, hi: float, theta: float, n_d: int, *,
-            trivial: float | None = None, zeros: tuple = (), max_width: float = MAX_WIDTH,
-            tol: float = 0.0) -> tuple[str, str]:
-    """Whether a fitted exponent supports a bound over the d range it was fitted on.
-
-    Args:
-      kind: "lower" (Q = Ω(d^θ)), "upper" (Q = O(d^θ)) or "equal" (Q = Θ(d^θ)).
-      slope, lo, hi: the measured exponent and its 95% interval (NaN: no fit).
-      theta: the bound's exponent.
-      n_d: how many d values the fit used.
-      trivial: the exponent the quantity can never exceed (|M_j| ≤ m = d^C_m, |N_i| ≤ d): an
-        upper bound at or above it says nothing.
-      zeros: d values where the quantity's seed mean is 0 (left out of the fit).
-      max_width: a wider interval cannot decide.
-      tol: for "equal", exponents within θ ± tol count as agreement (a Θ claim over a finite d
-        range: a slope off by 0.1 changes the ratio Q/scale by 2^0.1 = 7% per doubling of d).
-
-    Returns:
-      (SUPPORTS | CONTRADICTS | UNDECIDED, the reason in words).
-    """
-    if kind == "lower" and theta <= 0:
-        return UNDECIDED, (f"vacuous bound: Ω(d^{theta:.3g}) with an exponent ≤ 0 holds for any "
-                           "count that does not vanish")
-    if kind == "upper" and trivial is not None and theta >= trivial:
-        return UNDECIDED, (f"vacuous bound: O(d^{theta:.3g}) is at or above d^{trivial:.3g}, "
-                           "which the quantity never exceeds")
-    if not math.isfinite(slope):
-        if zeros:
-            return UNDECIDED, f"zero count at d = {list(zeros)}: no exponent to fit"
-        return UNDECIDED, "no fit"
-    if n_d < MIN_D:
-        return UNDECIDED, f"too few d: a slope over {n_d} d values shows no trend"
-    below, above = hi < theta - tol, lo > theta + tol
-    if (kind == "lower" and below) or (kind == "upper" and above) or (
-            kind == "equal" and (below or above)):
-        side = "below" if below else "above"
-        ref = f"{theta:.3g}" if not tol else f"{theta:.3g} ± {tol:g}"
-        return CONTRADICTS, f"the 95% interval [{lo:.3g}, {hi:.3g}] lies entirely {side} {ref}"
-    if hi - lo > max_width:
-        return UNDECIDED, (f"the 95% interval [{lo:.3g}, {hi:.3g}] is wider than "
-                           f"{max_width:g}")
-    zero_note = f" (d = {list(zeros)} left out: zero count)" if zeros else ""
-    if kind == "equal":
-        ref = f"{theta:.3g}" if not tol else f"a point of {theta:.3g} ± {tol:g}"
-        return SUPPORTS, f"the 95% interval [{lo:.3g}, {hi:.3g}] contains {ref}{zero_note}"
-    side = "reaches" if kind == "lower" else "stays within"
-    return SUPPORTS, (f"the 95% interval [{lo:.3g}, {hi:.3g}] {side} {theta:.3g}{zero_note}")
-
-
-def share_verdict(mean: float, lo: float, hi: float, n_lucky: int) -> tuple[str, str]:
-    """Whether lucky neurons stay pure: the seed mean of the share of lucky neurons that end
-    with N_i = {j}, with its 95% interval, and the number of lucky neurons it is over."""
-    if n_lucky == 0 or not math.isfinite(mean):
-        return UNDECIDED, "no lucky neurons at init (ω1 ≤ 0 leaves the lucky sets empty)"
-    if mean >= SHARE_SUPPORT:
-        return SUPPORTS, f"{100 * mean:.0f}% of {n_lucky} lucky neurons end pure (≥ 80%)"
-    if hi < SHARE_CONTRADICT:
-        return CONTRADICTS, (f"{100 * mean:.0f}% of {n_lucky} lucky neurons end pure "
-                             f"(95% interval [{100 * lo:.0f}%, {100 * hi:.0f}%], below 50%)")
-    return UNDECIDED, (f"{100 * mean:.0f}% of {n_lucky} lucky neurons end pure "
-                       f"(95% interval [{100 * lo:.0f}%, {100 * hi:.0f}%]: between 50% and 80%)")
+MIN_D = verdicts.TAIL_D
+NO_ENLARGEMENT = 0.1  # (ii): a difference in mean |N_i(T)| below 0.1 feature is no enlargement
 
 
 class Quantity(NamedTuple):
-    """A quantity Theorem 3.3 / Lemma C.1 bounds, as the report fits it over d."""
+    """A per-config seed mean the scaling section fits over d (mean over atoms or neurons): the
+    context of the claims, and the trend a long run is set beside (report_long)."""
 
     key: str
-    label: str  # table label
-    words: str  # the claim in words
-    source: str
-    bound: str  # "lower" (Ω) or "upper" (O)
+    label: str
     get: Callable  # a final json's observables -> the per-config value
     theta: Callable  # (C_m, ratio, γc0) -> the bound's exponent (SPEC §6)
-    trivial: Callable | None  # C_m -> the exponent the quantity never exceeds
     ekey: str  # the theory.expected_counts key of its exact expectation at Gaussian init
 
 
 QUANTITIES = [
-    Quantity("lucky", "|M_j*| (eq. 17, init)",
-             "every feature has many lucky neurons at init, |M_j*| = Ω(d^ω1)", "Lemma C.1",
-             "lower", lambda o: np.mean(o["lucky_counts"]),
-             lambda c, r, g: theory.omega1(c, r, g), None, "lucky"),
-    Quantity("ordinary", "|M_j| (eq. 16, init)",
-             "few neurons are ordinary for a feature at init, |M_j| = O(d^ω2)", "Lemma C.1",
-             "upper", lambda o: np.mean(o["ordinary_counts"]),
-             lambda c, r, g: theory.omega2(c, r, g), lambda c: c, "ordinary"),
-    Quantity("N", "mean |N_i(T)|",
-             "each neuron ends learning few features, |N_i(T)| = O(d^(1 − r²(1 − γc0)))",
-             "Theorem 3.3", "upper", lambda o: np.mean(o["N_sizes"]),
-             lambda c, r, g: theory.n_exponent(r, g), lambda c: 1.0, "N0"),
-    Quantity("pure", "pure count P_j(T)", "Ω(d^ω1) neurons per feature end pure, N_i(T) = {j}",
-             "Theorem 3.3", "lower", lambda o: np.mean(o["pure_counts"]),
-             lambda c, r, g: theory.omega1(c, r, g), None, "single"),
+    Quantity("lucky", "|M_j*| (eq. 17, init)", lambda o: np.mean(o["lucky_counts"]),
+             lambda c, r, g: theory.omega1(c, r, g), "lucky"),
+    Quantity("ordinary", "|M_j| (eq. 16, init)", lambda o: np.mean(o["ordinary_counts"]),
+             lambda c, r, g: theory.omega2(c, r, g), "ordinary"),
+    Quantity("N", "mean |N_i(T)|", lambda o: np.mean(o["N_sizes"]),
+             lambda c, r, g: theory.n_exponent(r, g), "N0"),
+    Quantity("pure", "pure count P_j(T)", lambda o: np.mean(o["pure_counts"]),
+             lambda c, r, g: theory.omega1(c, r, g), "single"),
 ]
-STAGE_CLAIMS = [
+
+
+class Claim(NamedTuple):
+    """A growth claim: its statistic per config, the bound, and the expectation that tests it."""
+
+    key: str
+    words: str
+    source: str
+    bound: str  # "lower" (Ω) or "upper" (O)
+    get: Callable  # (final json, windows) -> the per-config statistic
+    init: str | None  # the init-stats record key it is read from beyond the trained d
+    theta: Callable  # (C_m, ratio, γc0) -> exponent
+    ekey: str | None  # theory.expected_counts key of an expectation that bounds it (see verdicts)
+    trivial: Callable | None = None
+
+
+def _n_window(f: dict, windows: dict, key: str = "N_max") -> float | None:
+    """max over neurons of |N_i(t)| and over logged t ∈ [T_3, T_4] (key "N_max") or
+    t ∈ [max(T_2, T_3), T_4] ("N_max_late") of results.jsonl. None where there is no such
+    window (stage 2 never ended); for runs that logged no N_max (before it existed), the final
+    max for "N_max" and None for "N_max_late"."""
+    w = windows.get(f["config_id"])
+    if w is None:
+        return float(max(f["observables"]["N_sizes"])) if key == "N_max" else None
+    return None if w.get(key) is None else float(w[key])
+
+
+CLAIMS = [
+    Claim("lucky_min", "every feature has many lucky neurons at init: min_j |M_j*| = Ω(d^ω1)",
+          "Lemma C.1(c)", "lower", lambda f, w: min(f["observables"]["lucky_counts"]),
+          "lucky_counts", lambda c, r, g: theory.omega1(c, r, g), "lucky"),
+    Claim("ordinary_max", "few neurons are ordinary for any feature at init: max_j |M_j| = "
+          "O(d^ω2)", "Lemma C.1(c)", "upper",
+          lambda f, w: max(f["observables"]["ordinary_counts"]), "ordinary_counts",
+          lambda c, r, g: theory.omega2(c, r, g), "ordinary", lambda c: c),
+    Claim("N0_max", "each neuron is ordinary for O(1) features at init: max_i |N_i(0)| = O(1)",
+          "Lemma C.1(f)", "upper", lambda f, w: max(f["observables"]["N0_sizes"]), "N0_max",
+          lambda c, r, g: 0.0, "N0"),
+    Claim("N_max", "each neuron learns few features: max_i |N_i(t)| over t ∈ [T_3, T_4] = "
+          "O(d^(1 − r²(1 − γc0)))", "Theorem 3.3", "upper", _n_window, None,
+          lambda c, r, g: theory.n_exponent(r, g), None, lambda c: 1.0),
+    Claim("N_max_late", "the same after stage 2: max_i |N_i(t)| over t ∈ [max(T_2, T_3), T_4]",
+          "Theorem 3.3 (window from T_2)", "upper",
+          lambda f, w: _n_window(f, w, "N_max_late"), None,
+          lambda c, r, g: theory.n_exponent(r, g), None, lambda c: 1.0),
+    Claim("pure_min", "for each atom, Ω(d^ω1) neurons end pure: min_j P_j(T) = Ω(d^ω1)",
+          "Theorem 3.3", "lower", lambda f, w: min(f["observables"]["pure_counts"]), None,
+          lambda c, r, g: theory.omega1(c, r, g), None),
+]
+STAGES = [
     ("T1", "stage 1 ends at T_1 = Θ(d log d/(η log log d))",
      lambda d, eta, eps_max=1.0: theory.T1_scale(d, eta)),
     ("T2", "stage 2 ends at T_2 = Θ(d log d/(ε_max η log log d))",
@@ -129,171 +101,310 @@ STAGE_CLAIMS = [
 ]
 
 
-def claims_section(finals: list[dict], lines: list[str]) -> list[dict]:
-    """Appends the claim-by-claim summary and the table it is read from (configs without
-    pruning, InfoNCE, per (ratio, C_m) series over d). Returns the table's rows (report.json)."""
+def _init_values(stats: list[dict], key: tuple) -> dict:
+    """{d: {record key: [per seed]}} and {d: (E, se) per ekey} from init-stats files (beyond the
+    trained d: same C_m, ratio, γc0)."""
+    vals, exp = defaultdict(lambda: defaultdict(list)), defaultdict(dict)
+    ratio, C_m, g = key
+    for s in stats:
+        if (s["C_m"], s["gamma_c0"]) != (C_m, g):
+            continue
+        for r in s["records"]:
+            if r["ratio"] == ratio:
+                hist = np.nonzero(r["N0_hist"])[0]
+                v = vals[r["d"]]
+                v["lucky_counts"].append(min(r["lucky_counts"]))
+                v["ordinary_counts"].append(max(r["ordinary_counts"]))
+                if not len(hist) or hist[-1] < len(r["N0_hist"]) - 1:  # the last bin is "≥"
+                    v["N0_max"].append(float(hist[-1]) if len(hist) else 0.0)
+        for e in s["expected"]:
+            if e["ratio"] == ratio:
+                exp[e["d"]] = {k: (e[k], e.get(k + "_se", 0.0))
+                               for k in ("lucky", "ordinary", "N0")}
+    return vals, exp
+
+
+def windows(path: str, finals: list[dict]) -> dict:
+    """{config_id: {"N_max": max of results.jsonl's N_max over logged t ∈ [T_3, T_4],
+    "N_max_late": the same over t ≥ T_2 (None if stage 2 never ended), "T3_before_T2": whether
+    T_3 < T_2}} for the configs whose rows log N_max."""
+    if not os.path.exists(path):
+        return {}
+    info = {f["config_id"]: f for f in finals}
+    out = {}
+    for r in read_jsonl(path):
+        f = info.get(r.get("config_id"))
+        if f is None or "N_max" not in r or not f["T3"] <= r["step"] <= f["T4"] + 1:
+            continue
+        w = out.setdefault(f["config_id"], {"N_max": 0, "N_max_late": None,
+                                            "T3_before_T2": not (0 < f["T2"] <= f["T3"])})
+        w["N_max"] = max(w["N_max"], r["N_max"])
+        if 0 < f["T2"] <= r["step"]:
+            w["N_max_late"] = max(w["N_max_late"] or 0, r["N_max"])
+    return out
+
+
+def _series(finals: list[dict]) -> dict:
     base = [f for f in finals if f["prune_fraction"] == 0
             and f.get("loss", "infonce") in ("infonce", None)] or finals
     series = defaultdict(list)
     for f in base:
         series[(f["ratio"], f["C_m"], f["gamma_c0"], f["eta"])].append(f)
-    by = ["ratio", "C_m", "gamma_c0", "eta"]
-    table = pd.DataFrame([{**{k: f[k] for k in by}, "d": f["d"],
-                           **{q.key: float(q.get(f["observables"])) for q in QUANTITIES},
-                           # stage times: fitted where reached (T > 0), as NaN (left out) if not
-                           **{k: float(f[k]) if f[k] > 0 else math.nan for k, *_ in STAGE_CLAIMS}}
-                          for f in base])
-    fits = fit.by_key(fit.exponent(table, x="d", y=[q.key for q in QUANTITIES]
-                                   + [k for k, *_ in STAGE_CLAIMS], by=by, name="{y}"))
+    return series
+
+
+def claims_section(finals: list[dict], lines: list[str], *, windows: dict | None = None,
+                   init_stats: list[dict] = ()) -> list[dict]:
+    """Appends the claim-by-claim summary; returns its rows (report.json `claims`).
+
+    Args:
+      finals: final jsons (configs without pruning, InfoNCE, are read; series over d per
+        (ratio, C_m, γc0, η)).
+      lines: report.md so far.
+      windows: {config_id: {"N_max": max over logged t ∈ [T_3, T_4], "T3_before_T2": bool}}
+        from results.jsonl (report.py); without it the final max is read.
+      init_stats: parsed init_stats.json files: their counts extend the init claims (Lemma C.1)
+        past the trained d, and their expectations to the largest d they computed.
+    """
+    windows = windows or {}
     rows = []
-    for key, _, words, source, kind, get, theta_fn, trivial_fn, ekey in QUANTITIES:
-        for (ratio, C_m, g, eta), fs in sorted(series.items()):
-            by_d = defaultdict(list)
-            m_of = {}
-            for f in fs:
-                by_d[f["d"]].append(float(get(f["observables"])))
-                m_of[f["d"]] = f["m"]
-            ft = fits[(key, ratio, C_m, g, eta)]
-            e_slope = fit.fit_curve(ft.d_used, [theory.expected_counts(d, m_of[d], ratio, g)[ekey]
-                                                for d in ft.d_used])
-            zeros = tuple(d for d in sorted(by_d) if np.mean(by_d[d]) <= 0)
-            theta = theta_fn(C_m, ratio, g)
-            v, why = verdict(kind, ft.slope, ft.lo, ft.hi, theta, len(ft.d_used),
-                             trivial=trivial_fn(C_m) if trivial_fn else None, zeros=zeros)
-            if math.isfinite(e_slope):
-                at = "at init " if key in ("N", "pure") else ""
-                why += f" (the exact finite-d expectation {at}has slope {e_slope:.3g} over these d)"
-            rows.append({"claim": key, "words": words, "source": source, "bound": kind,
-                         "ratio": ratio, "C_m": C_m, "eta": eta, "d": sorted(by_d),
-                         "slope": ft.slope, "lo": ft.lo, "hi": ft.hi, "theta": theta,
-                         "finite_d_slope": e_slope, "verdict": v, "why": why,
-                         "means": {str(d): float(np.mean(by_d[d])) for d in sorted(by_d)}})
-    for key, words, scale in STAGE_CLAIMS:
-        for (ratio, C_m, g, eta), fs in sorted(series.items()):
+    for (ratio, C_m, g, eta), fs in sorted(_series(finals).items()):
+        init_vals, init_exp = _init_values(list(init_stats), (ratio, C_m, g))
+        m_of = {f["d"]: f["m"] for f in fs}
+        e_at = {d: theory.expected_counts(d, m_of[d], ratio, g) for d in sorted(m_of)}
+        head = {"ratio": ratio, "C_m": C_m, "eta": eta}
+        for c in CLAIMS:
             by_d = defaultdict(list)
             for f in fs:
-                if f[key] > 0:
-                    by_d[f["d"]].append(float(f[key]))
-            ds = sorted(by_d)
-            ft = fits[(key, ratio, C_m, g, eta)] if len(ds) >= 2 else None
-            theta = (fit.fit_curve(ds, [scale(d, eta, fs[0]["eps_max"]) for d in ds])
-                     if len(ds) >= 2 else math.nan)
-            if ft is None:
-                v, why = UNDECIDED, (f"{key} reached at {len(ds)} d value(s) only"
-                                     if ds else f"{key} never reached")
-                slope = lo = hi = math.nan
+                val = c.get(f, windows)
+                if val is not None:  # None: the statistic does not exist for this config
+                    by_d[f["d"]].append(float(val))
+            if not by_d:
+                continue
+            trained = sorted(by_d)
+            if c.init:
+                for d, v in init_vals.items():
+                    if d > max(trained) and v[c.init] and len(v[c.init]) == len(
+                            v["lucky_counts"]):  # every seed (|N_i(0)| past the histogram: none)
+                        by_d[d] = list(v[c.init])
+            expected = None
+            if c.ekey:
+                expected = {d: (e[c.ekey], e.get(c.ekey + "_se", 0.0)) for d, e in e_at.items()}
+                expected.update({d: e[c.ekey] for d, e in init_exp.items() if d > max(trained)})
+            theta = c.theta(C_m, ratio, g)
+            if c.bound == "upper":
+                v, why = verdicts.upper(by_d, theta, expected=expected,
+                                        trivial=c.trivial(C_m) if c.trivial else None)
             else:
-                slope, lo, hi = ft.slope, ft.lo, ft.hi
-                v, why = verdict("equal", slope, lo, hi, theta, len(ft.d_used), tol=STAGE_TOL)
-            rows.append({"claim": key, "words": words, "source": "Theorem 3.3", "bound": "equal",
-                         "ratio": ratio, "C_m": C_m, "eta": eta, "d": ds, "slope": slope,
-                         "lo": lo, "hi": hi, "theta": theta, "verdict": v, "why": why})
-    for (ratio, C_m, g, eta), fs in sorted(series.items()):
-        d_max = max(f["d"] for f in fs)
-        at = [f["observables"] for f in fs if f["d"] == d_max]
-        shares = [o["lucky_kept_frac"] for o in at if o.get("lucky_kept_frac") is not None
-                  and o.get("lucky_total", 0) > 0]
-        n_lucky = int(sum(o.get("lucky_total", 0) for o in at))
-        mean, lo, hi = mean_ci(shares) if shares else (math.nan,) * 3
-        v, why = share_verdict(mean, lo, hi, n_lucky)
-        rows.append({"claim": "lucky_pure", "words": "lucky neurons stay pure: a lucky neuron "
-                     "of feature j ends with N_i(T) = {j}", "source": "Theorem 3.3 (proof)",
-                     "bound": "share", "ratio": ratio, "C_m": C_m, "eta": eta, "d": [d_max],
-                     "slope": mean, "lo": lo, "hi": hi, "theta": SHARE_SUPPORT, "verdict": v,
-                     "why": why})
+                v, why = verdicts.lower(by_d, theta, expected=expected)
+            whole = fit.fit_exponent(dict(by_d))
+            tail = verdicts.tail_fit(by_d)
+            if c.key in ("N_max", "N_max_late"):
+                early = sum(bool(windows.get(f["config_id"], {}).get("T3_before_T2"))
+                            for f in fs)
+                if early:
+                    why += (f"; in {early} of {len(fs)} configs T_3 < T_2 (the window starts "
+                            "before stage 2 ends, unlike the theorem's)")
+            rows.append({**head, "claim": c.key, "words": c.words, "source": c.source,
+                         "bound": c.bound, "theta": theta, "d": sorted(by_d),
+                         "trained_d": trained, "slope": whole.slope, "lo": whole.lo,
+                         "hi": whole.hi, "tail_slope": tail.slope, "tail_lo": tail.lo,
+                         "tail_hi": tail.hi, "tail_d": tail.d_used, "verdict": v, "why": why,
+                         "means": {str(d): float(np.mean(by_d[d])) for d in sorted(by_d)}})
+        rows += _stage_rows(fs, head)
+        rows += _proof_rows(fs, head)
+    rows += _ratio_rows(finals)
+    for r in rows:
+        if r["verdict"] == UNDECIDED:
+            r["decide"] = _design(r, finals)
     _write(rows, lines)
     return rows
 
 
-def _write(rows: list[dict], lines: list[str]) -> None:
-    lines += ["## Theorem 3.3 and Lemma C.1, claim by claim", "",
-              "One line per claim and (ratio, C_m): the measured exponent (slope of log seed mean "
-              "on log d) with its 95% bootstrap interval over seeds, the bound's exponent θ, and "
-              "what this d range says. A claim is *supported* when the interval reaches the "
-              "bound's side of θ (contains θ, for Θ) and is at most 1 wide; *contradicted* when "
-              "the whole interval lies on the wrong side (over this d range: the theorem is "
-              "asymptotic, and log factors can bend a finite-d slope); otherwise *cannot decide*, "
-              f"with the reason. Fits need {MIN_D} or more d values. For T_1 and T_2, θ is the "
-              "slope of the theory's scale over the same d, and a slope within "
-              f"±{STAGE_TOL:g} of it agrees (Θ hides constants, not exponents; ±{STAGE_TOL:g} "
-              "moves T/scale by at most 7% per doubling of d).", ""]
-    claims = list(dict.fromkeys(r["claim"] for r in rows))
-    for c in claims:
-        rs = [r for r in rows if r["claim"] == c]
-        lines.append(f"- **{rs[0]['words']}** ({rs[0]['source']}):")
-        for r in rs:
-            if r["bound"] == "share":
-                measured = (f"share at d = {r['d'][0]}: {_f(r['slope'])} "
-                            f"[{_f(r['lo'])}, {_f(r['hi'])}]")
-            else:
-                measured = f"exponent {_f(r['slope'])} [{_f(r['lo'])}, {_f(r['hi'])}]"
-                measured += f", θ = {r['theta']:.3g}" if math.isfinite(r["theta"]) else ""
-            lines.append(f"  - ratio {r['ratio']:g}, C_m {r['C_m']:g}, η {r['eta']:g}, "
-                         f"d ∈ {r['d']}: {measured}: **{r['verdict']}**: {r['why']}.")
-    counts = {v: sum(r["verdict"] == v for r in rows) for v in (SUPPORTS, CONTRADICTS, UNDECIDED)}
-    lines += ["", f"In all: {counts[SUPPORTS]} supported, {counts[CONTRADICTS]} contradicted, "
-              f"{counts[UNDECIDED]} undecided.", ""]
-
-
-def eta_section(finals: list[dict], lines: list[str]) -> list[dict]:
-    """The step-size study: per (d, ratio, C_m) and η, the share of lucky neurons that end pure,
-    mean |N_i(T)| and P_j(T) (seed means with 95% intervals), and the η above which the share
-    falls below 80%, where the theorem's "lucky neurons stay pure" stops holding."""
-    from jaxcl.tables import ci_cell
-
-    groups = defaultdict(list)
-    for f in finals:
-        if f["prune_fraction"] == 0:
-            groups[(f["d"], f["ratio"], f["C_m"])].append(f)
-    lines += ["## Step size: do lucky neurons stay pure?", "",
-              "Seed mean [95% interval] at each config's T_4 = d^1.99/η. The theorem's proof "
-              "keeps every lucky neuron of feature j on j alone (N_i(T) = {j}); a larger step "
-              "can move a neuron between features.", "",
-              "| d | ratio | C_m | η | seeds | lucky neurons | share pure | mean \\|N_i(T)\\| | "
-              "P_j(T) | alive |", "|---|---|---|---|---|---|---|---|---|---|"]
-    rows, verdicts = [], []
-    for (d, ratio, C_m), fs in sorted(groups.items()):
-        by_eta = defaultdict(list)
+def _stage_rows(fs: list[dict], head: dict) -> list[dict]:
+    rows = []
+    for key, words, scale in STAGES:
+        by_d = defaultdict(list)
         for f in fs:
-            by_eta[f["eta"]].append(f["observables"])
-        if len(by_eta) < 2:
-            continue
-        holds = {}
-        for eta, obs in sorted(by_eta.items()):
-            share = [o["lucky_kept_frac"] for o in obs if o.get("lucky_total", 0) > 0
-                     and o.get("lucky_kept_frac") is not None]
-            n_lucky = int(sum(o.get("lucky_total", 0) for o in obs))
-            m, lo, hi = mean_ci(share) if share else (math.nan,) * 3
-            holds[eta] = m >= SHARE_SUPPORT if math.isfinite(m) else None
-            rows.append({"d": d, "ratio": ratio, "C_m": C_m, "eta": eta, "seeds": len(obs),
-                         "lucky": n_lucky, "share": m, "share_lo": lo, "share_hi": hi,
-                         "N_mean": float(np.mean([np.mean(o["N_sizes"]) for o in obs])),
-                         "P_mean": float(np.mean([np.mean(o["pure_counts"]) for o in obs]))})
-            lines.append(
-                f"| {d} | {ratio:g} | {C_m:g} | {eta:g} | {len(obs)} | {n_lucky} | "
-                f"{ci_cell(share)} | {ci_cell([np.mean(o['N_sizes']) for o in obs])} | "
-                f"{ci_cell([np.mean(o['pure_counts']) for o in obs])} | "
-                f"{ci_cell([o['alive_frac'] for o in obs])} |")
-        verdicts.append(_eta_words(d, ratio, C_m, holds))
-    lines += [""] + [f"- {v}" for v in verdicts] + [""]
+            if f[key] > 0:
+                by_d[f["d"]].append(float(f[key]))
+        tail_d = sorted(by_d)[-verdicts.TAIL_D:]
+        theta = (fit.fit_curve(tail_d, [scale(d, head["eta"], fs[0]["eps_max"]) for d in tail_d])
+                 if len(tail_d) >= 2 else math.nan)
+        v, why = (verdicts.equal(by_d, theta) if len(tail_d) >= 2 else
+                  (UNDECIDED, f"{key} reached at {len(by_d)} d value(s) only" if by_d
+                   else f"{key} never reached"))
+        whole = fit.fit_exponent(dict(by_d)) if len(by_d) >= 2 else None
+        tail = verdicts.tail_fit(by_d) if len(by_d) >= 2 else None
+        rows.append({**head, "claim": key, "words": words, "source": "Theorem 3.3",
+                     "bound": "equal", "theta": theta, "d": sorted(by_d),
+                     "slope": whole.slope if whole else math.nan,
+                     "lo": whole.lo if whole else math.nan, "hi": whole.hi if whole else math.nan,
+                     "tail_slope": tail.slope if tail else math.nan,
+                     "tail_lo": tail.lo if tail else math.nan,
+                     "tail_hi": tail.hi if tail else math.nan, "verdict": v, "why": why})
     return rows
 
 
-def _eta_words(d: int, ratio: float, C_m: float, holds: dict) -> str:
-    """One sentence: up to which η the share of lucky neurons ending pure stays ≥ 80%."""
-    where = f"d = {d}, ratio {ratio:g}, C_m {C_m:g}"
-    known = {e: h for e, h in holds.items() if h is not None}
-    if not known:
-        return f"{where}: no lucky neurons, nothing to say."
-    ok = [e for e, h in sorted(known.items()) if h]
-    bad = [e for e, h in sorted(known.items()) if not h]
-    if not bad:
-        return f"{where}: ≥ 80% of lucky neurons end pure at every η tried (up to {max(ok):g})."
-    if not ok:
-        return f"{where}: fewer than 80% of lucky neurons end pure at every η tried."
-    if max(ok) < min(bad):
-        return (f"{where}: ≥ 80% of lucky neurons end pure up to η = {max(ok):g}; from "
-                f"η = {min(bad):g} on, fewer do: \"lucky neurons stay pure\" stops holding "
-                f"between η = {max(ok):g} and {min(bad):g}.")
-    return (f"{where}: not monotone in η (≥ 80% at η = {ok}, below at η = {bad}): seeds too "
-            "few to place a threshold.")
+def _proof_rows(fs: list[dict], head: dict) -> list[dict]:
+    """Shares over neurons at the largest trained d, with exact binomial intervals."""
+    d_max = max(f["d"] for f in fs)
+    at = [f for f in fs if f["d"] == d_max]
+    obs = [f["observables"] for f in at]
+    n_lucky = int(sum(o.get("lucky_total", 0) for o in obs))
+    k_lucky = int(round(sum(o["lucky_kept_frac"] * o["lucky_total"] for o in obs
+                            if o.get("lucky_total", 0) > 0)))
+    n_neur = int(sum(f["m"] for f in at))
+    k_sub = int(round(sum(o["N_subset_frac"] * f["m"] for o, f in zip(obs, at))))
+    k_full = int(sum(int(np.sum(np.asarray(o["N_sizes"]) > 0)) for o in obs))
+    n_full = int(sum(len(o["N_sizes"]) for o in obs))
+    rows = []
+    for key, words, source, k, n, what in (
+            ("lucky_pure", "lucky neurons stay pure: a lucky neuron of feature j ends with "
+             "N_i(T) = {j}", "Theorem 3.3 (proof)", k_lucky, n_lucky, "lucky neurons end pure"),
+            ("N_subset", "neurons learn only features they started ordinary for: "
+             "N_i(T) ⊆ N_i(0)", "Lemma F.1(e), Theorem 3.3(i)", k_sub, n_neur,
+             "neurons have N_i(T) ⊆ N_i(0)")):
+        v, why, lo, hi = verdicts.share(k, n, what)
+        rows.append({**head, "claim": key, "words": words, "source": source, "bound": "share",
+                     "theta": verdicts.SHARE_SUPPORT, "d": [d_max], "k": k, "n": n,
+                     "slope": k / n if n else math.nan, "lo": lo, "hi": hi, "verdict": v,
+                     "why": why})
+    # "at most o(m/d) neurons i with j ∈ N_i(T), for each j": Σ_j #{i : j ∈ N_i} = Σ_i |N_i|
+    # ≥ #{i : N_i ≠ ∅}, so max_j #{i : j ∈ N_i}/(m/d) ≥ the share of neurons with N_i ≠ ∅
+    lo, hi = verdicts.clopper_pearson(k_full, n_full)
+    ratio_md = float(np.mean([np.mean(o["N_sizes"]) for o in obs]))  # (Σ_i |N_i|/d)/(m/d)
+    if lo >= verdicts.SHARE_CONTRADICT:
+        v = CONTRADICTS
+        why = (f"mean over j of #{{i : j ∈ N_i(T)}}/(m/d) is {ratio_md:.3g} at d = {d_max}; the "
+               f"max over j is at least the share of neurons with N_i(T) ≠ ∅, {k_full} of "
+               f"{n_full} (exact 95% interval [{100 * lo:.0f}%, {100 * hi:.0f}%]): it does not "
+               "tend to 0")
+    else:
+        v = UNDECIDED
+        why = (f"{k_full} of {n_full} neurons have N_i(T) ≠ ∅ at d = {d_max}: the pigeonhole "
+               "bound does not exclude o(m/d)")
+    rows.append({**head, "claim": "o_md", "words": "for each j, at most o(m/d) neurons have "
+                 "j ∈ N_i(T)", "source": "Theorem 3.3 (proof)", "bound": "share",
+                 "theta": math.nan, "d": [d_max], "k": k_full, "n": n_full,
+                 "slope": ratio_md, "lo": lo, "hi": hi, "verdict": v, "why": why})
+    return rows
+
+
+def _ratio_rows(finals: list[dict]) -> list[dict]:
+    """(ii): a smaller ratio enlarges |N_i(T)|: mean |N_i(T)| at the smallest ratio minus at
+    the largest, per C_m, at the largest d both reach (normal 95% interval over seeds)."""
+    out = []
+    by = defaultdict(lambda: defaultdict(list))
+    for (ratio, C_m, g, eta), fs in _series(finals).items():
+        for f in fs:
+            by[(C_m, g, eta)][(f["d"], ratio)].append(float(np.mean(f["observables"]["N_sizes"])))
+    for (C_m, g, eta), cells in sorted(by.items()):
+        ratios = sorted({r for _, r in cells})
+        if len(ratios) < 2:
+            continue
+        lo_r, hi_r = ratios[0], ratios[-1]
+        ds = sorted({d for d, r in cells if (d, lo_r) in cells and (d, hi_r) in cells})
+        if not ds:
+            continue
+        diffs = {}
+        for d in ds:
+            a, b = np.asarray(cells[(d, lo_r)]), np.asarray(cells[(d, hi_r)])
+            se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(
+                len(a), len(b)) > 1 else math.nan
+            diffs[d] = (float(a.mean() - b.mean()), se)
+        diff, se = diffs[ds[-1]]
+        lo, hi = diff - 1.96 * se, diff + 1.96 * se
+        cells_txt = ", ".join(f"d = {d}: {x:+.3g}" for d, (x, _) in diffs.items())
+        if lo > 0:
+            v, why = SUPPORTS, f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, {hi:.3g}] > 0"
+        elif hi < NO_ENLARGEMENT:
+            v, why = CONTRADICTS, (f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, "
+                                   f"{hi:.3g}], below {NO_ENLARGEMENT:g} of a feature per neuron: "
+                                   "the ratio does not enlarge |N_i(T)| here (the theorem's "
+                                   "bound on it does grow)")
+        else:
+            v, why = UNDECIDED, f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, {hi:.3g}]"
+        out.append({"ratio": lo_r, "C_m": C_m, "eta": eta, "claim": "ratio_N",
+                    "words": f"(ii) a smaller ratio enlarges |N_i(T)|: mean |N_i(T)| at ratio "
+                    f"{lo_r:g} minus at ratio {hi_r:g}", "source": "Theorem 3.3(ii)",
+                    "bound": "difference", "theta": 0.0, "d": ds, "slope": diff, "lo": lo,
+                    "hi": hi, "verdict": v, "why": f"{why} (by d: {cells_txt})"})
+    return out
+
+
+def _design(row: dict, finals: list[dict]) -> str:
+    """The cheapest design that would decide an undecided row, with its cost from this run's
+    per-config times where it has them."""
+    if row["bound"] == "share" and not row.get("n"):
+        return ("nothing at this ratio: the lucky sets are empty in expectation (see the lucky "
+                "row); a ratio or C_m with ω1 > 0 has lucky neurons to follow")
+    if row["bound"] == "share":
+        k, n = row.get("k", 0), row.get("n", 0)
+        p = k / n if n else 0.8
+        need = verdicts.share_sample(p)
+        return (f"{need} objects at the measured share {100 * p:.0f}% would put the exact "
+                f"interval on one side of {100 * verdicts.SHARE_SUPPORT:.0f}% or "
+                f"{100 * verdicts.SHARE_CONTRADICT:.0f}%" + (
+                    f" (about {math.ceil(need / max(n, 1)) - 1} × this run's seeds more at "
+                    f"d = {row['d'][-1]})" if n else "") if need else
+                f"the measured share ({100 * p:.0f}% of {n}) lies between the thresholds: more "
+                "samples decide only if the true share lies outside them")
+    d_top = max(row.get("trained_d") or row["d"] or [8])
+    if row["claim"] == "ratio_N" or row["bound"] == "equal":
+        return (f"more seeds at d = {d_top} (the interval narrows as 1/√seeds: 4× the seeds "
+                f"halves it, {12 * _cpu_minutes(d_top, row['C_m']):.0f} min for 12 more here), or "
+                f"d = {2 * d_top}: {_cpu_minutes(2 * d_top, row['C_m']):.0f} min per config")
+    if row["claim"] in ("lucky_min", "ordinary_max", "N0_max"):
+        top = max(row["d"])
+        if top >= 1024:
+            return (f"`jaxcl init-stats` past d = {top} (d = {2 * top}, {4 * top}; m = "
+                    f"d^{row['C_m']:g} neurons, init only) with more seeds: the minimum over d "
+                    "atoms of a count with mean λ(d) leaves 0 only once λ(d) outgrows log d")
+        return ("`jaxcl init-stats` to d = 4096 at this ratio and C_m (init only; minutes on a "
+                "CPU), read by `jaxcl report --init-stats`")
+    minutes = 4 * (_cpu_minutes(2 * d_top, row["C_m"]) + _cpu_minutes(4 * d_top, row["C_m"]))
+    return (f"two more d (d = {2 * d_top}, {4 * d_top}) at this ratio and C_m, 4 seeds: about "
+            f"{minutes / 60:.1f} h on this 2-core CPU"
+            + (" (a GPU's job)" if minutes > 60 else ""))
+
+
+def _cpu_minutes(d: int, C_m: float) -> float:
+    """Wall minutes per config on the 2-core CPU that ran theorem33 (2026-11-28): its 16 configs
+    at d = 128, C_m 1.5 took about 36 of its 46 min, 2.3 min each; cost ∝ m·d1·T_4 ∝
+    d^(C_m + 2.99)."""
+    return 2.3 * (d ** (C_m + 2.99)) / (128 ** (1.5 + 2.99))
+
+
+def _write(rows: list[dict], lines: list[str]) -> None:
+    lines += ["## Theorem 3.3 and Lemma C.1, claim by claim", "",
+              "Each claim as the paper states it: \"for each j\" is the minimum (or maximum) "
+              "over atoms, \"for each neuron and t ∈ [T_3, T_4]\" the maximum over neurons and "
+              "logged t. Growth claims are judged on the **tail**, the slope over the last "
+              f"{verdicts.TAIL_D} d (95% bootstrap over seeds), with the whole-range slope "
+              "beside it; where the exact finite-d expectation exists (Lemma C.1's init counts) "
+              "it is read to the largest d computed. O(d^θ) is contradicted only when the tail "
+              f"grows faster than d^(θ + {verdicts.TOL:g}) *and* Q/d^θ at the largest d is more "
+              f"than {verdicts.GROWTH:g}× its small-d values; Ω(d^θ > 0) is supported only when "
+              f"the tail interval lies above θ − {verdicts.TOL:g} and 0; for a count, "
+              "Ω(d^θ ≤ 0) asks that it never vanish. Shares of neurons have exact "
+              f"(Clopper–Pearson) intervals: supported from {100 * verdicts.SHARE_SUPPORT:.0f}%, "
+              f"contradicted below {100 * verdicts.SHARE_CONTRADICT:.0f}%. The rules are argued "
+              "in docs/liao.md (\"How a claim is judged\").", ""]
+    for c in dict.fromkeys(r["claim"] for r in rows):
+        rs = [r for r in rows if r["claim"] == c]
+        lines.append(f"- **{rs[0]['words']}** ({rs[0]['source']}):")
+        for r in rs:
+            if r["bound"] in ("share", "difference"):
+                measured = ""
+            else:
+                measured = (f": tail {_f(r.get('tail_slope'))} [{_f(r.get('tail_lo'))}, "
+                            f"{_f(r.get('tail_hi'))}], whole range {_f(r['slope'])} "
+                            f"[{_f(r['lo'])}, {_f(r['hi'])}]"
+                            + (f", θ = {r['theta']:.3g}" if math.isfinite(r["theta"]) else ""))
+            decide = f" *To decide:* {r['decide']}." if r.get("decide") else ""
+            lines.append(f"  - ratio {r['ratio']:g}, C_m {r['C_m']:g}, η {r['eta']:g}, "
+                         f"d ∈ {r['d']}{measured}: **{r['verdict']}**: {r['why']}.{decide}")
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in (SUPPORTS, CONTRADICTS, UNDECIDED)}
+    lines += ["", f"In all: {counts[SUPPORTS]} supported, {counts[CONTRADICTS]} contradicted, "
+              f"{counts[UNDECIDED]} undecided.", ""]

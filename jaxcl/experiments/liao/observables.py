@@ -126,7 +126,9 @@ def set_summary(w_MxD1, b_M, w0_MxD1, M_D1xD, hp) -> dict:
       hp: the config's HParams (eps_max, eps_min, gamma_c0 traced).
 
     Returns:
-      N_mean (mean |N_i(t)|), pure_neurons (#i with |N_i(t)| = 1), lucky_pure (#i ∈ some M_j*
+      N_mean (mean |N_i(t)|), N_max (max over neurons of |N_i(t)|: Theorem 3.3 bounds every
+      neuron), pure_neurons (#i with |N_i(t)| = 1), pure_min (min over features j of
+      P_j(t) = #{i : N_i(t) = {j}}: the theorem says "for each j"), lucky_pure (#i ∈ some M_j*
       with N_i(t) = {j}), F_mean (mean |F_i(t)|), noise_frac (mean over neurons).
     """
     c1, c2 = thresholds(hp.eps_max, hp.eps_min, hp.gamma_c0)
@@ -134,9 +136,12 @@ def set_summary(w_MxD1, b_M, w0_MxD1, M_D1xD, hp) -> dict:
     n_MxD = ordinary_mask(a_MxD, c2)
     pure_MxD = pure_mask(n_MxD)
     lucky_MxD = lucky_mask(alignment(w0_MxD1, M_D1xD), c1, c2)
+    n_M = jnp.sum(n_MxD, axis=1)
     return {
-        "N_mean": jnp.mean(jnp.sum(n_MxD, axis=1).astype(jnp.float32)),
+        "N_mean": jnp.mean(n_M.astype(jnp.float32)),
+        "N_max": jnp.max(n_M).astype(jnp.int32),
         "pure_neurons": jnp.sum(pure_MxD).astype(jnp.int32),
+        "pure_min": jnp.min(jnp.sum(pure_MxD, axis=0)).astype(jnp.int32),
         "lucky_pure": jnp.sum(lucky_MxD & pure_MxD).astype(jnp.int32),
         "F_mean": jnp.mean(jnp.sum(fires_alone(a_MxD, b_M), axis=1).astype(jnp.float32)),
         "noise_frac": jnp.mean(noise_frac(w_MxD1, M_D1xD)),

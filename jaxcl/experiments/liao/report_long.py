@@ -104,7 +104,8 @@ def _trend(path: str, finals: list[dict], lines: list[str]) -> list[dict]:
     d and the fitted exponent) extrapolated from its largest d to this d."""
     with open(path) as f:
         rep = json.load(f)
-    rows = rep.get("results", {}).get("liao", {}).get("claims", [])
+    liao = rep.get("results", {}).get("liao", {})
+    rows = liao.get("trend") or liao.get("claims", [])  # seed means (reports before "trend")
     d = finals[0]["d"]
     key = (finals[0]["ratio"], finals[0]["C_m"])
     out = []

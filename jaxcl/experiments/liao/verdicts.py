@@ -1,0 +1,243 @@
+"""Verdict rules for asymptotic claims read at finite d (issue 25, argued in docs/liao.md: "How a
+claim is judged"): judged on the tail of the d range, against the exact expectation where one
+exists, with exact binomial intervals for shares. Pure functions of numbers, tested with known
+answers in tests/test_claims.py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from jaxcl import fit
+from jaxcl.experiments.liao import theory
+
+SUPPORTS, CONTRADICTS, UNDECIDED = "supports", "contradicts", "cannot decide"
+TAIL_D = 3  # the tail: the last three d (the local slope at the largest d)
+TOL = 0.1  # exponent tolerance: Θ/O/Ω hide constants; 0.1 moves Q/d^θ by 7% per doubling of d
+MAX_WIDTH = 1.0  # a tail interval wider than this (in exponent units) decides no growth claim
+GROWTH = 2.0  # O(d^θ) contradicted only if Q/d^θ at the largest d is > GROWTH × its small-d max
+SHARE_SUPPORT, SHARE_CONTRADICT = 0.8, 0.5  # shares: supported / contradicted thresholds
+ALPHA = 0.05  # 95% intervals throughout
+
+
+def clopper_pearson(k: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """Exact binomial (Clopper–Pearson) 1 − α interval for k successes in n trials.
+
+    lo is the α/2 quantile of Beta(k, n − k + 1), hi the 1 − α/2 quantile of Beta(k + 1, n − k),
+    found by bisection on the regularized incomplete beta (theory.betainc). (0, 1) for n = 0.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+
+    def quantile(a, b, q):
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if float(theory.betainc(a, b, mid)) < q:
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
+
+    lo = 0.0 if k == 0 else quantile(k, n - k + 1, alpha / 2)
+    hi = 1.0 if k == n else quantile(k + 1, n - k, 1 - alpha / 2)
+    return lo, hi
+
+
+def tail_fit(by_d: dict[int, list[float]]) -> fit.Fit:
+    """The exponent over the last TAIL_D d with a positive mean (95% bootstrap over seeds)."""
+    ds = [d for d in sorted(by_d) if np.mean(by_d[d]) > 0][-TAIL_D:]
+    return fit.fit_exponent({d: by_d[d] for d in ds})
+
+
+def _scaled(by_d: dict, theta: float) -> dict:
+    return {d: float(np.mean(v)) / d**theta for d, v in by_d.items()}
+
+
+def expectation_slope(expected: dict, falling: bool) -> float:
+    """Local log-slope of an expectation at its largest d (its last two d), from the side that
+    is conservative for the test: {d: (E, se)} (a Monte Carlo expectation; se 0 when exact).
+
+    falling=True (does it fall?) takes E + 2se at the largest d over E − 2se at the one before;
+    falling=False (does it grow?) E − 2se over E + 2se. NaN where a needed bound is ≤ 0; −inf
+    when it is 0 at the largest d, exactly, and positive before (it vanishes).
+    """
+    ds = sorted(expected)[-2:]
+    if len(ds) < 2:
+        return math.nan
+    (ea, sa), (eb, sb) = (expected[d] if isinstance(expected[d], tuple) else (expected[d], 0.0)
+                          for d in ds)
+    a, b = (ea - 2 * sa, eb + 2 * sb) if falling else (ea + 2 * sa, eb - 2 * sb)
+    if falling and a > 0 and b <= 0:
+        return -math.inf
+    if a <= 0 or b <= 0:
+        return math.nan
+    return math.log(b / a) / math.log(ds[1] / ds[0])
+
+
+def _e(v) -> float:
+    return v[0] if isinstance(v, tuple) else v
+
+
+def upper(by_d: dict[int, list[float]], theta: float, *, trivial: float | None = None,
+          expected: dict[int, float] | None = None) -> tuple[str, str]:
+    """Q = O(d^θ) for a quantity measured per seed at several d.
+
+    Supported when the tail slope's interval stays at or below θ + TOL (a bounded or levelling
+    quantity supports any O(d^θ ≥ 0)). Contradicted when the tail interval lies above θ + TOL
+    *and* Q/d^θ at the largest d exceeds GROWTH × its largest value at the smaller d (no constant
+    that fits the small d covers it), or when the exact expectation of a quantity Q bounds from
+    below grows faster than d^(θ + TOL) at the largest d computed. Otherwise undecided.
+    """
+    if trivial is not None and theta >= trivial:
+        return UNDECIDED, (f"vacuous bound: O(d^{theta:.3g}) is at or above d^{trivial:.3g}, "
+                           "which the quantity never exceeds")
+    e_note = ""
+    if expected:
+        es = expectation_slope(expected, falling=False)
+        d_far = max(expected)
+        if math.isfinite(es) and es > theta + TOL:
+            return CONTRADICTS, (f"fails in expectation: its exact expectation grows with local "
+                                 f"slope {es:.3g} > {theta:.3g} + {TOL:g} at d = {d_far}")
+        if math.isfinite(es):
+            e_note = f"; its exact expectation has local slope {es:.3g} at d = {d_far}"
+    ds = sorted(by_d)
+    tail_ds = [d for d in ds][-TAIL_D:]
+    if all(np.mean(by_d[d]) <= 0 for d in tail_ds):
+        return SUPPORTS, f"zero at d = {tail_ds}: within any O(·){e_note}"
+    t = tail_fit(by_d)
+    if len(t.d_used) < TAIL_D or not t.ok:
+        return UNDECIDED, f"too few d with a positive value ({t.d_used}) for a tail slope{e_note}"
+    where = f"the tail slope over d = {t.d_used} is {t.slope:.3g} [{t.lo:.3g}, {t.hi:.3g}]"
+    if t.hi <= theta + TOL:
+        return SUPPORTS, f"{where}, at most {theta:.3g} + {TOL:g}{e_note}"
+    sc = _scaled(by_d, theta)
+    small = [d for d in ds if d < t.d_used[0]] or [t.d_used[0]]
+    excess = sc[ds[-1]] / max(max(sc[d] for d in small), 1e-300)
+    if t.lo > theta + TOL:
+        if excess > GROWTH:
+            return CONTRADICTS, (f"{where}, above {theta:.3g} + {TOL:g}, and Q/d^θ at d = "
+                                 f"{ds[-1]} is {excess:.3g}× its largest value at d = {small}"
+                                 f"{e_note}")
+        return UNDECIDED, (f"{where}, above {theta:.3g} + {TOL:g}, but Q/d^θ at d = {ds[-1]} is "
+                           f"only {excess:.3g}× its small-d values (≤ {GROWTH:g}×): a constant "
+                           f"cannot be ruled out{e_note}")
+    if t.hi - t.lo > MAX_WIDTH:
+        return UNDECIDED, f"{where}: wider than {MAX_WIDTH:g}{e_note}"
+    return UNDECIDED, f"{where}: it straddles {theta:.3g} + {TOL:g}{e_note}"
+
+
+def lower(by_d: dict[int, list[float]], theta: float, *, count: bool = True,
+          expected: dict[int, float] | None = None) -> tuple[str, str]:
+    """Q = Ω(d^θ) for a count (or a positive quantity) measured per seed at several d.
+
+    θ > 0: supported only when the tail interval lies above max(θ − TOL, 0) (it excludes 0);
+    contradicted when it lies below θ − TOL and Q/d^θ at the largest d is under 1/GROWTH of its
+    smallest value at the smaller d. θ ≤ 0: for a count, Ω(d^θ) asks only that it is not 0
+    (count ≥ c d^θ > 0): supported when it is ≥ 1 in every seed at the tail d, contradicted when
+    it is 0 in every seed at every tail d. Either sign: contradicted when the exact expectation
+    (of a quantity bounding Q from above) falls faster than d^(θ − TOL) at the largest d: a count
+    that is ≥ c d^θ with high probability has expectation ≥ (1 − o(1)) c d^θ.
+    """
+    e_note = ""
+    if expected:
+        es = expectation_slope(expected, falling=True)
+        d_far = max(expected)
+        if (es == -math.inf or math.isfinite(es)) and es < theta - TOL:
+            vals = ", ".join(f"{_e(expected[d]):.3g}" for d in sorted(expected)[-3:])
+            return CONTRADICTS, (f"fails in expectation: its exact expectation falls with local "
+                                 f"slope {es:.3g} < {theta:.3g} − {TOL:g} at d = {d_far} (last "
+                                 f"values {vals})")
+        if math.isfinite(es):
+            e_note = f"; its exact expectation has local slope {es:.3g} at d = {d_far}"
+    ds = sorted(by_d)
+    tail_ds = ds[-TAIL_D:]
+    if theta <= 0 and count:
+        zero = [d for d in tail_ds if all(v < 1 for v in by_d[d])]
+        if all(min(by_d[d]) >= 1 for d in tail_ds):
+            return SUPPORTS, (f"≥ 1 in every seed at d = {tail_ds}: Ω(d^{theta:.3g}) with "
+                              f"θ ≤ 0 asks a count only not to vanish{e_note}")
+        if zero == tail_ds:
+            return CONTRADICTS, (f"0 in every seed at d = {tail_ds}: Ω(d^{theta:.3g}) asks a "
+                                 f"count ≥ c d^θ > 0{e_note}")
+        return UNDECIDED, f"0 in some seeds at d = {tail_ds}{e_note}"
+    t = tail_fit(by_d)
+    if len(t.d_used) < TAIL_D or not t.ok:
+        zeros = [d for d in tail_ds if np.mean(by_d[d]) <= 0]
+        return UNDECIDED, (f"zero at d = {zeros}: no tail slope" if zeros else
+                           f"too few d ({t.d_used}) for a tail slope") + e_note
+    where = f"the tail slope over d = {t.d_used} is {t.slope:.3g} [{t.lo:.3g}, {t.hi:.3g}]"
+    if t.lo > max(theta - TOL, 0.0):
+        return SUPPORTS, f"{where}, above {theta:.3g} − {TOL:g} and 0{e_note}"
+    sc = _scaled(by_d, theta)
+    small = [d for d in ds if d < t.d_used[0]] or [t.d_used[0]]
+    shortfall = sc[ds[-1]] / max(min(sc[d] for d in small), 1e-300)
+    if t.hi < theta - TOL:
+        if shortfall < 1 / GROWTH:
+            return CONTRADICTS, (f"{where}, below {theta:.3g} − {TOL:g}, and Q/d^θ at d = "
+                                 f"{ds[-1]} is {shortfall:.3g}× its smallest value at d = "
+                                 f"{small}{e_note}")
+        return UNDECIDED, (f"{where}, below {theta:.3g} − {TOL:g}, but Q/d^θ has fallen only to "
+                           f"{shortfall:.3g}× its small-d values{e_note}")
+    if t.lo <= 0 < theta:
+        return UNDECIDED, f"{where}: it contains 0 (no growth shown){e_note}"
+    return UNDECIDED, f"{where}: it reaches below {theta:.3g} − {TOL:g}{e_note}"
+
+
+def equal(by_d: dict[int, list[float]], theta: float) -> tuple[str, str]:
+    """Q = Θ(d^θ) (stage times): the tail interval against θ ± TOL, where θ is the slope of the
+    theory's scale over the same tail d."""
+    t = tail_fit(by_d)
+    if len(t.d_used) < TAIL_D or not t.ok:
+        return UNDECIDED, f"reached at {len(t.d_used)} d only: no tail slope"
+    where = f"the tail slope over d = {t.d_used} is {t.slope:.3g} [{t.lo:.3g}, {t.hi:.3g}]"
+    if t.hi < theta - TOL or t.lo > theta + TOL:
+        side = "below" if t.hi < theta - TOL else "above"
+        return CONTRADICTS, f"{where}, entirely {side} {theta:.3g} ± {TOL:g}"
+    if t.hi - t.lo > MAX_WIDTH:
+        return UNDECIDED, f"{where}: wider than {MAX_WIDTH:g}"
+    return SUPPORTS, f"{where}: it meets {theta:.3g} ± {TOL:g}"
+
+
+def share(k: int, n: int, what: str, *, support: float = SHARE_SUPPORT,
+          contradict: float = SHARE_CONTRADICT) -> tuple[str, str, float, float]:
+    """A share k/n of objects (neurons) with a property the claim gives every one of them.
+
+    Supported when the Clopper–Pearson interval lies at or above `support`; contradicted when it
+    lies below `contradict`; otherwise undecided. Returns (verdict, why, lo, hi).
+    """
+    if n == 0:
+        return UNDECIDED, f"none to count ({what}: 0 of 0)", math.nan, math.nan
+    lo, hi = clopper_pearson(k, n)
+    cell = f"{k} of {n} {what} ({100 * k / n:.0f}%, exact 95% interval [{100 * lo:.0f}%, " \
+           f"{100 * hi:.0f}%])"
+    if lo >= support:
+        return SUPPORTS, f"{cell}: at least {100 * support:.0f}%", lo, hi
+    if hi < contradict:
+        return CONTRADICTS, f"{cell}: below {100 * contradict:.0f}%", lo, hi
+    return UNDECIDED, (f"{cell}: it reaches below {100 * support:.0f}%"
+                       + (f" and above {100 * contradict:.0f}%" if hi >= contradict else "")), lo, hi
+
+
+def share_sample(p: float, support: float = SHARE_SUPPORT,
+                 contradict: float = SHARE_CONTRADICT) -> int | None:
+    """The fewest objects at which a share p (k = round(p n)) gets an exact interval at or above
+    `support` or below `contradict`; None when p lies between them (no n decides)."""
+    if contradict <= p < support or not 0 <= p <= 1:
+        return None
+
+    def decided(n):
+        lo, hi = clopper_pearson(int(round(p * n)), n)
+        return lo >= support or hi < contradict
+
+    n = 1
+    while not decided(n):
+        n *= 2
+        if n > 1 << 24:
+            return None
+    lo = n // 2
+    while n - lo > 1:  # the first decided n after the last undecided power of two
+        mid = (lo + n) // 2
+        lo, n = (lo, mid) if decided(mid) else (mid, n)
+    return n
