@@ -1,6 +1,7 @@
 """The geometry report past the paper's assumptions (SPEC §10): effective rank, the Clopper–Pearson
 share interval, and the report's sentence answers on made-up finals whose answers are known."""
 
+import json
 import math
 import os
 
@@ -169,3 +170,19 @@ def test_main_geometry_study_gets_no_new_sections():
                "observables": {"G_max_dev": 0.0, "minority_cos": 0.0, "nc1": 0.0}}
               for c in configs]
     assert report_beyond.report(None, finals, loss_label) == ([], [], {})
+
+
+def test_readme_quotes_the_committed_report():
+    # README's line on results/geometry-beyond quotes the report's own numbers
+    beyond = json.loads(open(os.path.join(ROOT, "results", "geometry-beyond", "report.json"))
+                        .read())["results"]["geometry"]["beyond"]
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    within = sum(r["within"] for r in beyond["reach"])
+    runs = sum(r["runs"] for r in beyond["reach"])
+    slow = sum(r["slow"] for r in beyond["reach"])
+    rerun = sum(r["slow"] + r["stationary"] + r["converging"] for r in beyond["reach"])
+    er = {h["hard_beta"]: np.mean(h["effective_rank"]) for h in beyond["hard"]
+          if h["ratio"] == 0.1}
+    assert f"{within}/{runs} runs end within 0.02" in readme
+    assert f"{slow} of {rerun} misses do at 4× the steps" in readme
+    assert f"effective rank of Z {er[0.0]:.3g} → {er[4.0]:.3g} from β = 0 to 4" in readme
