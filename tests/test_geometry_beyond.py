@@ -1,5 +1,5 @@
-"""The geometry report past the paper's assumptions (SPEC §10): effective rank, the Clopper–Pearson
-share interval, and the report's sentence answers on made-up finals whose answers are known."""
+"""The geometry report past the paper's assumptions (SPEC §10): effective rank, Clopper–Pearson
+share intervals, and the report's sentence answers on made-up finals whose answers are known."""
 
 import json
 import math
@@ -47,7 +47,7 @@ def test_clopper_pearson_hand_cases():
     # x = 0 or n: closed forms (α/2)^(1/n)
     assert cp(0, 4) == pytest.approx((0.0, 1 - 0.025 ** 0.25), abs=1e-9)
     assert cp(4, 4) == pytest.approx((0.025 ** 0.25, 1.0), abs=1e-9)
-    # x = 1, n = 2: P(X ≥ 1 | lo) = 1 − (1 − lo)² = 0.025 and P(X ≤ 1 | hi) = 1 − hi² = 0.025
+    # x = 1, n = 2: P(X ≥ 1 | lo) = 1 − (1 − lo)² = 0.025, P(X ≤ 1 | hi) = 1 − hi² = 0.025
     assert cp(1, 2) == pytest.approx((1 - math.sqrt(0.975), math.sqrt(0.975)), abs=1e-9)
 
 
@@ -158,8 +158,8 @@ def test_counts_answer(monkeypatch):
     assert "ρ* > 0 for 1+2, 1+3, 1+4, 2+2, 2+3, 2+4; ρ* = 0" in text
     assert "1 majority: 2, 3, 4; 2 majority: 2, 3, 4; 3 majority: none" in text
     assert "not a property of two minority classes only" in text
-    assert f"1+2 at ratio 0.0025 (ρ* = 0.01): minority cos 1 [1, 1] against 1 predicted, collapsed in " \
-           f"{report_beyond.share_cell(3, 3)}" in text
+    assert ("1+2 at ratio 0.0025 (ρ* = 0.01): minority cos 1 [1, 1] against 1 predicted, "
+            f"collapsed in {report_beyond.share_cell(3, 3)}") in text
     assert summary["counts"]["rho_star"]["3+4"] == 0.0
 
 

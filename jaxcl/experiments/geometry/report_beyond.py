@@ -1,4 +1,4 @@
-"""The geometry report's answers past the optimal-geometry paper's assumptions (SPEC §10): p < C, hard negatives, whether training reaches G*, where minority collapse exists."""
+"""The geometry report's answers past the paper's assumptions (SPEC §10) and their assembly."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from jaxcl.tables import ci_cell, md_row, num
 
 WITHIN = 0.02  # max|G − G*| at which a trained run "reaches" its prediction (issue 27)
-MATCH = 0.05  # the main report's bar: the p ≥ C prediction holds at p while max|G − G*| ≤ this
+MATCH = 0.05  # the main report's bar: p ≥ C's prediction holds at p while max|G − G*| ≤ this
 
 MAP_MAJOR, MAP_MINOR = (1, 2, 3, 4), (2, 3, 4)  # the ρ* map's class counts (InfoNCE, k 8, τ 0.5)
 MAP_K, MAP_TAU = 8, 0.5
@@ -83,7 +83,7 @@ def _rho(n_major, n_minor, k, tau, rank, kw) -> float:
 
 
 def _floor_cos(n_major, n_minor) -> float:
-    """The minority cosine of G* at ρ = 1e-6 (InfoNCE, k 8, τ 0.5): where ρ* = 0 it levels off."""
+    """The minority cosine of G* at ρ = 1e-6 (InfoNCE, k 8, τ 0.5): below 1 where ρ* = 0."""
     w = np.concatenate([np.ones(n_major), np.full(n_minor, 1e-6)])
     G = _gram_p(tuple(w / w.sum()), MAP_K, MAP_TAU, None, 0.0, _kw_infonce())[0]
     M = G[n_major:, n_major:]
@@ -264,7 +264,7 @@ def _rank_verdict(name, r_full, per_p) -> str:
             f"{_mean_cell(dfull)}; {why}")
 
 
-# ------------------------------------------------------------------ 4. where minority collapse exists
+# ------------------------------------------------------- 4. where minority collapse exists
 
 
 def _counts_part(finals, label, erank):

@@ -1,4 +1,4 @@
-"""The geometry report's answers on trained runs past the paper's assumptions (SPEC §10): hard negatives, and whether training reaches G* (report_beyond assembles them)."""
+"""The geometry report on trained runs past the paper: hard negatives; does training reach G*?"""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def hard_part(finals, label, erank):
              "last column). Neural collapse: NC1 (median) and the minority cosine; dimensional "
              "collapse: the effective rank of Z (exp of the entropy of its covariance spectrum).",
              "", md_row("classes", "p", "loss", "k", "τ", "ratio", "β", "seeds", "minority cos",
-                        "pred. cos G°(β)", "max|G−G°(β)|", "NC1", "eff. rank Z", "max|G−G*(β)|"),
+                        "pred. cos G°(β)", "max|G−G°(β)|", "NC1", "eff. rank Z",
+                        "max|G−G*(β)|"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     data, claims = [], []
     for g in sorted(groups):
@@ -151,7 +152,8 @@ def reach_part(finals, label, erank):
                      "converging": cls["converging"]})
     lines.append("")
     if kinds:
-        lines += [md_row("run (not within)", "ratio", "max|G−G*|", f"{LONGER}× longer", "verdict"),
+        lines += [md_row("run (not within)", "ratio", "max|G−G*|", f"{LONGER}× longer",
+                         "verdict"),
                   "|---|---|---|---|---|"]
         for c in ("slow", "stationary", "converging"):
             for f, lf in kinds[c]:
