@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from jaxcl.engine import sweep
-from jaxcl.experiments.geometry import report_beyond, report_training
+from jaxcl.experiments.geometry import report_beyond, report_stats, report_training
 from jaxcl.experiments.geometry.observables import effective_rank
 from jaxcl.experiments.geometry.report import loss_label
 
@@ -43,7 +43,7 @@ def test_effective_rank_hand_case_and_degenerate():
 
 
 def test_clopper_pearson_hand_cases():
-    cp = report_beyond.clopper_pearson
+    cp = report_stats.clopper_pearson
     # x = 0 or n: closed forms (α/2)^(1/n)
     assert cp(0, 4) == pytest.approx((0.0, 1 - 0.025 ** 0.25), abs=1e-9)
     assert cp(4, 4) == pytest.approx((0.025 ** 0.25, 1.0), abs=1e-9)
@@ -55,13 +55,13 @@ def test_clopper_pearson_hand_cases():
 def test_clopper_pearson_against_beta_quantiles(x, n):
     lo = stats.beta.ppf(0.025, x, n - x + 1) if x > 0 else 0.0
     hi = stats.beta.ppf(0.975, x + 1, n - x) if x < n else 1.0
-    assert report_beyond.clopper_pearson(x, n) == pytest.approx((lo, hi), abs=1e-9)
+    assert report_stats.clopper_pearson(x, n) == pytest.approx((lo, hi), abs=1e-9)
 
 
 def test_clopper_pearson_refuses_bad_counts():
     for x, n in ((3, 2), (-1, 2), (0, 0), (1.5, 3)):
         with pytest.raises(ValueError, match="x <= n"):
-            report_beyond.clopper_pearson(x, n)
+            report_stats.clopper_pearson(x, n)
 
 
 # ---- the report's answers on made-up finals
@@ -104,7 +104,7 @@ def test_reach_answer_slow_stationary_converging():
     lo, hi = stats.beta.ppf(0.025, 2, 4), stats.beta.ppf(0.975, 3, 3)
     text = "\n".join(ans)
     assert f"2/5 [{lo:.2f}, {hi:.2f}] runs end within 0.02" in text
-    one = report_beyond.share_cell(1, 3)
+    one = report_stats.share_cell(1, 3)
     assert (f"Of the 3 runs not within that were rerun 4× longer, {one} reach G* (slow "
             f"convergence), {one} stay put (another stationary point), {one} are still "
             "converging") in text
@@ -130,7 +130,7 @@ def test_rank_answer_says_where_p_ge_C_stops(monkeypatch):
     G_full = np.full((4, 4), -1 / 3) + np.eye(4) * (4 / 3)
     G_2 = G_full.copy()
     G_2[0, 1] = G_2[1, 0] = 0.2
-    monkeypatch.setattr(report_beyond, "_gram_p", lambda pi, k, tau, rank, hb, kw: (
+    monkeypatch.setattr(report_beyond, "gram", lambda pi, k, tau, rank, hb, kw: (
         G_2 if rank == 2 else G_full, 3))
     monkeypatch.setattr(report_beyond, "_rho", lambda a, b, k, tau, rank, kw: (
         0.1 if rank == 2 else 0.0132))
@@ -159,7 +159,7 @@ def test_counts_answer(monkeypatch):
     assert "1 majority: 2, 3, 4; 2 majority: 2, 3, 4; 3 majority: none" in text
     assert "not a property of two minority classes only" in text
     assert ("1+2 at ratio 0.0025 (ρ* = 0.01): minority cos 1 [1, 1] against 1 predicted, "
-            f"collapsed in {report_beyond.share_cell(3, 3)}") in text
+            f"collapsed in {report_stats.share_cell(3, 3)}") in text
     assert summary["counts"]["rho_star"]["3+4"] == 0.0
 
 

@@ -3,75 +3,18 @@
 from __future__ import annotations
 
 import functools
-import math
-import os
 from collections import defaultdict
 
 import numpy as np
 
-from jaxcl.tables import ci_cell, md_row, num
-
-WITHIN = 0.02  # max|G − G*| at which a trained run "reaches" its prediction (issue 27)
-MATCH = 0.05  # the main report's bar: p ≥ C's prediction holds at p while max|G − G*| ≤ this
+from jaxcl.experiments.geometry import report_training
+from jaxcl.experiments.geometry.report_stats import (MATCH, WITHIN, cos_of, gram, loss_kwargs,
+                                                     mean_cell, minor_cos, effective_ranks,
+                                                     share_cell)
+from jaxcl.tables import md_row, num
 
 MAP_MAJOR, MAP_MINOR = (1, 2, 3, 4), (2, 3, 4)  # the ρ* map's class counts (InfoNCE, k 8, τ 0.5)
 MAP_K, MAP_TAU = 8, 0.5
-
-
-def clopper_pearson(x: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """The exact (Clopper–Pearson) interval of a binomial share x/n.
-
-    lo solves P(X ≥ x | lo) = (1 − level)/2 and hi solves P(X ≤ x | hi) = (1 − level)/2, by
-    bisection on the binomial tail (math.comb; no scipy). lo = 0 when x = 0, hi = 1 when x = n.
-
-    Args:
-      x: successes, 0 ≤ x ≤ n.
-      n: trials, ≥ 1.
-      level: coverage, in (0, 1).
-
-    Returns:
-      (lo, hi).
-    """
-    if not (isinstance(n, int) and n >= 1 and isinstance(x, int) and 0 <= x <= n):
-        raise ValueError(f"clopper_pearson: need integers 0 <= x <= n, n >= 1 (x={x}, n={n})")
-    a = (1.0 - level) / 2
-
-    def cdf(q, p):  # P(X ≤ q) for X ~ Bin(n, p)
-        return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(q + 1))
-
-    def solve(f):  # the root of an increasing f on [0, 1]
-        lo, hi = 0.0, 1.0
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
-        return 0.5 * (lo + hi)
-
-    low = 0.0 if x == 0 else solve(lambda p: (1 - cdf(x - 1, p)) - a)
-    high = 1.0 if x == n else solve(lambda p: a - cdf(x, p))
-    return low, high
-
-
-def share_cell(x: int, n: int) -> str:
-    """'x/n [lo, hi]' with the Clopper–Pearson 95% interval of the share."""
-    if n == 0:
-        return "—"
-    lo, hi = clopper_pearson(x, n)
-    return f"{x}/{n} [{lo:.2f}, {hi:.2f}]"
-
-
-def _kw(f: dict) -> dict:
-    return dict(loss=f["loss"], alpha=f["loss_alpha"], beta=f["loss_beta"], psi=f["loss_psi"],
-                phi=f["loss_phi"])
-
-
-@functools.lru_cache(maxsize=None)
-def _gram_p(pi, k, tau, rank, hard_beta, kw) -> tuple[np.ndarray, int]:
-    """(G*_p, or G* with rank None, or G*(β) with hard_beta; its numerical rank)."""
-    from jaxcl.experiments.geometry.optimal import optimal_gram
-
-    G = optimal_gram(np.asarray(pi), k, tau, **dict(kw), n_starts=8, rank=rank,
-                     hard_beta=hard_beta)
-    return G, int(np.sum(np.linalg.eigvalsh(G) > 1e-6))
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,7 +28,7 @@ def _rho(n_major, n_minor, k, tau, rank, kw) -> float:
 def _floor_cos(n_major, n_minor) -> float:
     """The minority cosine of G* at ρ = 1e-6 (InfoNCE, k 8, τ 0.5): below 1 where ρ* = 0."""
     w = np.concatenate([np.ones(n_major), np.full(n_minor, 1e-6)])
-    G = _gram_p(tuple(w / w.sum()), MAP_K, MAP_TAU, None, 0.0, _kw_infonce())[0]
+    G = gram(tuple(w / w.sum()), MAP_K, MAP_TAU, None, 0.0, _kw_infonce())[0]
     M = G[n_major:, n_major:]
     return float(M[~np.eye(n_minor, dtype=bool)].min())
 
@@ -94,41 +37,7 @@ def _kw_infonce():
     return tuple(dict(loss="infonce", alpha=1.0, beta=1.0, psi="log1p", phi="exp").items())
 
 
-def _minor_cos(G: np.ndarray, n_major: int) -> float:
-    C = G.shape[0]
-    v = [G[i, j] for i in range(n_major, C) for j in range(i + 1, C)]
-    return float(np.mean(v)) if v else math.nan
-
-
-def effective_ranks(run_dir: str | None, finals) -> dict:
-    """config_id -> effective rank of its final Z (final/<id>.npz; NaN where there is none)."""
-    from jaxcl.experiments.geometry.observables import effective_rank
-
-    out = {}
-    for f in finals:
-        path = os.path.join(run_dir or "", "final", f"{f['config_id']}.npz")
-        if run_dir and os.path.exists(path):
-            with np.load(path) as z:
-                out[f["config_id"]] = effective_rank(z["Z"]) if "Z" in z else math.nan
-        else:
-            out[f["config_id"]] = math.nan
-    return out
-
-
-def _dev(f) -> float:
-    return float(f["observables"]["G_max_dev"])
-
-
-def _cos(f) -> float:
-    c = f["observables"]["minority_cos"]
-    return math.nan if c is None else float(c)
-
-
-def _mean_cell(v, nd=3) -> str:
-    return ci_cell([x for x in v if x is not None and math.isfinite(x)], nd)
-
-
-def report(run_dir, finals, label, out: list[str] | None = None) -> tuple[list, list, dict]:
+def report(run_dir, finals, label) -> tuple[list, list, dict]:
     """The four questions, each only where the finals hold its data.
 
     Args:
@@ -141,9 +50,8 @@ def report(run_dir, finals, label, out: list[str] | None = None) -> tuple[list, 
     """
     erank = effective_ranks(run_dir, finals)
     answers, lines, summary = [], [], {}
-    from jaxcl.experiments.geometry.report_training import hard_part, reach_part
-
-    for part in (_rank_part, hard_part, reach_part, _counts_part):
+    for part in (_rank_part, report_training.hard_part, report_training.reach_part,
+                 _counts_part):
         res = part(finals, label, erank)
         if res is not None:
             a, sec, key, data = res
@@ -186,12 +94,12 @@ def _rank_part(finals, label, erank):
         C1, C2, lab, k, tau, steps, ratio = g
         C = C1 + C2
         f0 = groups[g][min(groups[g])][0]
-        kw = tuple(_kw(f0).items())
-        G_full, r_full = _gram_p(tuple(f0["pi"]), k, tau, None, 0.0, kw)
+        kw = tuple(loss_kwargs(f0).items())
+        G_full, r_full = gram(tuple(f0["pi"]), k, tau, None, 0.0, kw)
         per_p = {}
         for p in sorted(groups[g]):
             fs = groups[g][p]
-            Gp = _gram_p(tuple(fs[0]["pi"]), k, tau, p, 0.0, kw)[0]
+            Gp = gram(tuple(fs[0]["pi"]), k, tau, p, 0.0, kw)[0]
             dp = [float(np.abs(np.asarray(f["observables"]["G"]) - Gp).max()) for f in fs]
             dfull = [float(np.abs(np.asarray(f["observables"]["G"]) - G_full).max()) for f in fs]
             per_p[p] = (dp, dfull, float(np.abs(Gp - G_full).max()))
@@ -199,15 +107,15 @@ def _rank_part(finals, label, erank):
             lines.append(md_row(
                 f"{C1}+{C2}", lab, str(k), f"{tau:g}", f"{ratio:g}",
                 str(p) + (" (p < C)" if p < C else ""), str(len(fs)), num(per_p[p][2], 3),
-                _mean_cell(dp), share_cell(sum(d <= WITHIN for d in dp), len(fs)),
-                _mean_cell(dfull), share_cell(sum(d <= MATCH for d in dfull), len(fs)),
-                _mean_cell([_cos(f) for f in fs]),
-                f"{num(_minor_cos(Gp, C1), 3)} ({num(_minor_cos(G_full, C1), 3)})",
-                _mean_cell(er)))
+                mean_cell(dp), share_cell(sum(d <= WITHIN for d in dp), len(fs)),
+                mean_cell(dfull), share_cell(sum(d <= MATCH for d in dfull), len(fs)),
+                mean_cell([cos_of(f) for f in fs]),
+                f"{num(minor_cos(Gp, C1), 3)} ({num(minor_cos(G_full, C1), 3)})",
+                mean_cell(er)))
             data.append({"classes": [C1, C2], "loss": lab, "k": k, "tau": tau, "ratio": ratio,
                          "p": p, "G_max_dev_p": dp, "G_max_dev_full": dfull,
                          "Gp_max_dev_full": per_p[p][2],
-                         "minority_cos": [_cos(f) for f in fs], "effective_rank": er})
+                         "minority_cos": [cos_of(f) for f in fs], "effective_rank": er})
         verdicts.append(_rank_verdict(f"{C1}+{C2} at ratio {ratio:g}", r_full, per_p))
         at_rank.append(_holds_from(per_p) == r_full)
     lines.append("")
@@ -217,8 +125,8 @@ def _rank_part(finals, label, erank):
         f0 = next(f for g in groups if g[:5] == (C1, C2, lab, k, tau)
                   for fs in groups[g].values() for f in fs)
         ps = sorted({p for g in groups if g[:5] == (C1, C2, lab, k, tau) for p in groups[g]})
-        rhos = [_rho(C1, C2, k, tau, p, tuple(_kw(f0).items())) for p in ps]
-        rho_full = _rho(C1, C2, k, tau, None, tuple(_kw(f0).items()))
+        rhos = [_rho(C1, C2, k, tau, p, tuple(loss_kwargs(f0).items())) for p in ps]
+        rho_full = _rho(C1, C2, k, tau, None, tuple(loss_kwargs(f0).items()))
         moves = [p for p, r in zip(ps, rhos) if abs(r - rho_full) > 0.01 * max(rho_full, 1e-9)]
         rho_parts.append(
             f"ρ*_p for {C1}+{C2}, {lab}, k = {k}, τ = {tau:g} is "
@@ -261,7 +169,7 @@ def _rank_verdict(name, r_full, per_p) -> str:
     return (head + (f"holds for p ≥ {p0}, " if p0 is not None else "holds at no p tried, ")
             + f"stops at p = {pb}: within {MATCH} of G* in "
             f"{share_cell(sum(d <= MATCH for d in dfull), len(dfull))} seeds, max|G − G*| "
-            f"{_mean_cell(dfull)}; {why}")
+            f"{mean_cell(dfull)}; {why}")
 
 
 # ------------------------------------------------------- 4. where minority collapse exists
@@ -302,14 +210,14 @@ def _counts_part(finals, label, erank):
     for (a, b, r) in sorted(trained):
         fs = trained[(a, b, r)]
         rs = rho.get((a, b)) if (a, b) in rho else _rho(a, b, MAP_K, MAP_TAU, None, kw)
-        pred = _minor_cos(np.asarray(fs[0]["observables"]["G_opt"]), a)
-        coll = sum(_cos(f) >= 0.99 for f in fs)
+        pred = minor_cos(np.asarray(fs[0]["observables"]["G_opt"]), a)
+        coll = sum(cos_of(f) >= 0.99 for f in fs)
         want = "yes" if pred >= 1 - 1e-4 else "no"
         lines.append(md_row(f"{a}+{b}", f"{r:g}", num(rs, 3), str(len(fs)),
-                            _mean_cell([_cos(f) for f in fs]), num(pred, 3),
+                            mean_cell([cos_of(f) for f in fs]), num(pred, 3),
                             share_cell(coll, len(fs)), want))
         checks.append(f"{a}+{b} at ratio {r:g} (ρ* = {num(rs, 3)}): minority cos "
-                      f"{_mean_cell([_cos(f) for f in fs])} against {num(pred, 3)} predicted, "
+                      f"{mean_cell([cos_of(f) for f in fs])} against {num(pred, 3)} predicted, "
                       f"collapsed in {share_cell(coll, len(fs))} seeds (predicted: {want})")
     lines.append("")
     fmt = lambda cs: ", ".join(f"{a}+{b}" for a, b in cs) or "none"  # noqa: E731
@@ -322,5 +230,5 @@ def _counts_part(finals, label, erank):
     lines += [answer.split("): ", 1)[1], ""]
     return answer, lines, "counts", {
         "rho_star": {f"{a}+{b}": r for (a, b), r in rho.items()},
-        "trained": [{"classes": [a, b], "ratio": r, "minority_cos": [_cos(f) for f in fs]}
+        "trained": [{"classes": [a, b], "ratio": r, "minority_cos": [cos_of(f) for f in fs]}
                     for (a, b, r), fs in sorted(trained.items())]}

@@ -7,8 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from jaxcl.experiments.geometry.report_beyond import (WITHIN, _cos, _dev, _gram_p, _kw,
-                                                      _mean_cell, _minor_cos, share_cell)
+from jaxcl.experiments.geometry.report_stats import (WITHIN, cos_of, dev, gram, loss_kwargs,
+                                                      mean_cell, minor_cos, share_cell)
 from jaxcl.tables import md_row, mean_ci, num
 
 LONGER = 4  # the factor of the longer runs that tell slow convergence from a stationary point
@@ -46,21 +46,21 @@ def hard_part(finals, label, erank):
         stats = {}
         for b in sorted(groups[g]):
             fs = groups[g][b]
-            Gs = _gram_p(tuple(fs[0]["pi"]), k, tau, None, b, tuple(_kw(fs[0]).items()))[0]
+            Gs = gram(tuple(fs[0]["pi"]), k, tau, None, b, tuple(loss_kwargs(fs[0]).items()))[0]
             dstar = [float(np.abs(np.asarray(f["observables"]["G"]) - Gs).max()) for f in fs]
             er = [erank[f["config_id"]] for f in fs]
             nc1 = [float(f["observables"]["nc1"]) for f in fs]
-            cos = [_cos(f) for f in fs]
+            cos = [cos_of(f) for f in fs]
             stats[b] = (er, nc1, cos)
             lines.append(md_row(
                 f"{C1}+{C2}", str(p), lab, str(k), f"{tau:g}", f"{ratio:g}", f"{b:g}",
-                str(len(fs)), _mean_cell(cos),
-                num(_minor_cos(np.asarray(fs[0]["observables"]["G_opt"]), C1), 3),
-                _mean_cell([_dev(f) for f in fs]), num(float(np.median(nc1)), 3),
-                _mean_cell(er), _mean_cell(dstar)))
+                str(len(fs)), mean_cell(cos),
+                num(minor_cos(np.asarray(fs[0]["observables"]["G_opt"]), C1), 3),
+                mean_cell([dev(f) for f in fs]), num(float(np.median(nc1)), 3),
+                mean_cell(er), mean_cell(dstar)))
             data.append({"classes": [C1, C2], "p": p, "loss": lab, "k": k, "tau": tau,
                          "ratio": ratio, "hard_beta": b, "minority_cos": cos,
-                         "G_max_dev": [_dev(f) for f in fs], "nc1": nc1, "effective_rank": er,
+                         "G_max_dev": [dev(f) for f in fs], "nc1": nc1, "effective_rank": er,
                          "G_max_dev_minimizer": dstar})
         b0, b1 = min(stats), max(stats)
         claims.append(_claim(f"{C1}+{C2} at ratio {ratio:g}", b0, b1, stats[b0], stats[b1]))
@@ -92,12 +92,12 @@ def _claim(name, b0, b1, s0, s1) -> tuple[bool, str]:
         bool(fin(cos0)) and _apart(fin(cos0), fin(cos1)) < 0)
     more_dc = _apart(fin(er0), fin(er1)) < 0
     word = {1: "rises", -1: "falls", 0: "does not move beyond its interval"}
-    parts = [f"effective rank {_mean_cell(er0)} → {_mean_cell(er1)} "
+    parts = [f"effective rank {mean_cell(er0)} → {mean_cell(er1)} "
              f"({word[_apart(fin(er0), fin(er1))]})",
              f"NC1 median {num(float(np.median(nc0)), 2)} → {num(float(np.median(nc1)), 2)} "
              f"({word[_apart(np.log(nc0), np.log(nc1))]})"]
     if fin(cos0):
-        parts.append(f"minority cos {_mean_cell(cos0)} → {_mean_cell(cos1)} "
+        parts.append(f"minority cos {mean_cell(cos0)} → {mean_cell(cos1)} "
                      f"({word[_apart(fin(cos0), fin(cos1))]})")
     return less_nc and more_dc, f"{name}, β {b0:g} → {b1:g}: " + ", ".join(parts)
 
@@ -131,16 +131,16 @@ def reach_part(finals, label, erank):
     data, tot_in, tot, kinds, worst = [], 0, 0, defaultdict(list), []
     for g in sorted(groups):
         fs = groups[g]
-        n_in = sum(_dev(f) <= WITHIN for f in fs)
+        n_in = sum(dev(f) <= WITHIN for f in fs)
         tot_in, tot = tot_in + n_in, tot + len(fs)
         worst.append((n_in / len(fs), g, n_in, len(fs)))
-        out = [f for f in fs if _dev(f) > WITHIN]
+        out = [f for f in fs if dev(f) > WITHIN]
         cls = defaultdict(int)
         for f in out:
             lf = longer.get((ident(f), f["steps"]))
             if lf is None:
                 continue
-            c = _classify(_dev(f), _dev(lf))
+            c = _classify(dev(f), dev(lf))
             cls[c] += 1
             kinds[c].append((f, lf))
         lines.append(md_row(g[0], str(g[1]), f"{g[2]:g}", str(g[3]), str(len(fs)),
@@ -159,20 +159,20 @@ def reach_part(finals, label, erank):
             for f, lf in kinds[c]:
                 lines.append(md_row(f"{f['n_major_classes']}+{f['n_minor_classes']} {label(f)} "
                                     f"k {f['negatives']} τ {f['tau']:g} s{f['seed']}",
-                                    f"{f['ratio']:g}", num(_dev(f), 3), num(_dev(lf), 3), c))
+                                    f"{f['ratio']:g}", num(dev(f), 3), num(dev(lf), 3), c))
         lines.append("")
     n_long = sum(len(v) for v in kinds.values())
     worst.sort()
     w = "; ".join(f"{g[0]}, k = {g[1]}, τ = {g[2]:g}: {share_cell(x, n)}"
                   for _, g, x, n in worst[:3] if x < n)
-    ratio_dev = [_dev(lf) / _dev(f) for v in kinds.values() for f, lf in v]
+    ratio_dev = [dev(lf) / dev(f) for v in kinds.values() for f, lf in v]
     answer = (f"**Does training reach G\\*?** {share_cell(tot_in, tot)} runs end within {WITHIN} "
               f"of G* over {len(groups)} (loss, k, τ)" + (f"; the lowest shares: {w}" if w else "")
               + (f". Of the {n_long} runs not within that were rerun {LONGER}× longer, "
                  f"{share_cell(len(kinds['slow']), n_long)} reach G* (slow convergence), "
                  f"{share_cell(len(kinds['stationary']), n_long)} stay put (another stationary "
                  f"point), {share_cell(len(kinds['converging']), n_long)} are still converging; "
-                 f"longer/short max|G − G*| {_mean_cell(ratio_dev)}" if n_long else "")
+                 f"longer/short max|G − G*| {mean_cell(ratio_dev)}" if n_long else "")
               + ".")
     lines += [answer.split("** ", 1)[1], ""]
     return answer, lines, "reach", data
