@@ -97,3 +97,24 @@ def summary(static, hp, u_RxP) -> dict:
 def final_observables(static, hp, state) -> dict:
     """The final json's `observables`: every key of `summary` and the predicted G*."""
     return {**summary(static, hp, state.u), "G_opt": hp.G_opt}
+
+
+def effective_rank(Z_NxP) -> float:
+    """exp of the entropy of the normalized covariance spectrum of the rows of Z (numpy).
+
+    The effective rank of Roy & Vetterli (2007) on the eigenvalues λ_i of the covariance of Z
+    (rows centered), p_i = λ_i / Σ λ: r equal eigenvalues and the rest 0 give r. Dimensional
+    collapse (Jing et al., ICLR 2022) is a spectrum concentrated on few directions: a small
+    effective rank. Used by the report on the final Z; C collapsed, balanced class means in the
+    ETF give C − 1.
+    """
+    import numpy as np
+
+    Z = np.asarray(Z_NxP, np.float64)
+    Zc = Z - Z.mean(axis=0, keepdims=True)
+    lam = np.clip(np.linalg.eigvalsh(Zc.T @ Zc / max(len(Z), 1)), 0.0, None)
+    if lam.sum() <= 0:
+        return 0.0
+    p = lam / lam.sum()
+    p = p[p > 0]
+    return float(np.exp(-np.sum(p * np.log(p))))

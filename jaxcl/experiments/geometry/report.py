@@ -15,6 +15,7 @@ if not os.environ.get("MPLBACKEND"):  # headless PNGs; a Jupyter kernel sets its
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxcl.experiments.geometry import report_beyond  # noqa: E402
 from jaxcl.fileio import read_jsonl  # noqa: E402
 from jaxcl.tables import ci_cell, md_row, num  # noqa: E402
 
@@ -24,11 +25,12 @@ COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
 
 
 def loss_label(f: dict) -> str:
+    hard = f", hard β={f['hard_beta']:g}" if f.get("hard_beta") else ""  # SPEC §10
     if f["loss"] == "balanced":
-        return f"balanced(α={f['loss_alpha']:g}, β={f['loss_beta']:g})"
+        return f"balanced(α={f['loss_alpha']:g}, β={f['loss_beta']:g}){hard}"
     if f["loss"] == "generalized":
-        return f"generalized(ψ={f['loss_psi']}, φ={f['loss_phi']})"
-    return f["loss"]
+        return f"generalized(ψ={f['loss_psi']}, φ={f['loss_phi']}){hard}"
+    return f["loss"] + hard
 
 
 def _family(f: dict) -> tuple:
@@ -39,18 +41,21 @@ def _family(f: dict) -> tuple:
 
 
 def _thresholds(families) -> dict:
-    """ρ* per family with two or more minority classes (None where it does not apply)."""
+    """ρ* per family with two or more minority classes (None where it does not apply); with
+    hard negatives, ρ* of the constant-weight rest point G°(β) (the families' G_opt)."""
     from jaxcl.experiments.geometry.optimal import collapse_threshold
 
     out, by_problem = {}, {}
     for fam, f in families.items():
         n_major, n_minor = f["n_major_classes"], f["n_minor_classes"]
-        if fam[:6] not in by_problem:
-            by_problem[fam[:6]] = (collapse_threshold(
+        problem = fam[:2] + fam[3:6]  # ρ* of the convex program does not depend on p
+        if problem not in by_problem:
+            by_problem[problem] = (collapse_threshold(
                 n_major, n_minor, f["negatives"], f["tau"], loss=f["loss"], alpha=f["loss_alpha"],
-                beta=f["loss_beta"], psi=f["loss_psi"], phi=f["loss_phi"])
+                beta=f["loss_beta"], psi=f["loss_psi"], phi=f["loss_phi"],
+                hard_beta=f.get("hard_beta", 0.0), hard_target="rest")
                 if n_minor >= 2 else None)
-        out[fam] = by_problem[fam[:6]]
+        out[fam] = by_problem[problem]
     return out
 
 
@@ -74,10 +79,13 @@ def report(run_dir: str, finals: list[dict], lines: list[str], out_dir: str | No
               "(jaxcl.geometry.optimal_gram, π from the class sizes); ρ* is the largest ratio "
               "at which the minority means coincide in G* (G*_cc' ≥ 1 − 1e-4; "
               "jaxcl.geometry.collapse_threshold, π ∝ (1, …, 1, ρ, …, ρ)).", ""]
+    answers, beyond, beyond_summary = report_beyond.report(run_dir, finals, loss_label)
+    lines += answers  # SPEC §10's questions open the report, where the data has them
     _threshold_section(fams, first, rho, lines)
     _table_section(fams, by_fam, rho, lines)
     _statements(fams, by_fam, rho, lines)
     _plots(run_dir, out_dir or run_dir, fams, by_fam, first, rho, finals, lines)
+    lines += beyond
     keys = ("n_major_classes", "n_minor_classes", "p", "loss", "negatives", "tau", "steps")
     out = []
     for fam in fams:
@@ -88,7 +96,7 @@ def report(run_dir: str, finals: list[dict], lines: list[str], out_dir: str | No
                         "minority_cos_pred": _pred_cos(by_fam[fam][ratio][0]),
                         "G_max_dev": [x["G_max_dev"] for x in o],
                         "nc1": [x["nc1"] for x in o]})
-    return {"families": out}
+    return {"families": out, **({"beyond": beyond_summary} if beyond_summary else {})}
 
 
 def _threshold_section(fams, first, rho, lines) -> None:

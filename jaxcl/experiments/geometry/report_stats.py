@@ -1,0 +1,109 @@
+"""Shared pieces of the geometry report's SPEC §10 answers: share intervals, solves, cells."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import numpy as np
+
+from jaxcl.tables import ci_cell
+
+WITHIN = 0.02  # max|G − G*| at which a trained run "reaches" its prediction (issue 27)
+MATCH = 0.05  # the main report's bar: p ≥ C's prediction holds at p while max|G − G*| ≤ this
+
+
+def clopper_pearson(x: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) interval of a binomial share x/n.
+
+    lo solves P(X ≥ x | lo) = (1 − level)/2 and hi solves P(X ≤ x | hi) = (1 − level)/2, by
+    bisection on the binomial tail (math.comb; no scipy). lo = 0 when x = 0, hi = 1 when x = n.
+
+    Args:
+      x: successes, 0 ≤ x ≤ n.
+      n: trials, ≥ 1.
+      level: coverage, in (0, 1).
+
+    Returns:
+      (lo, hi).
+    """
+    if not (isinstance(n, int) and n >= 1 and isinstance(x, int) and 0 <= x <= n):
+        raise ValueError(f"clopper_pearson: need integers 0 <= x <= n, n >= 1 (x={x}, n={n})")
+    a = (1.0 - level) / 2
+
+    def cdf(q, p):  # P(X ≤ q) for X ~ Bin(n, p)
+        return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(q + 1))
+
+    def solve(f):  # the root of an increasing f on [0, 1]
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+        return 0.5 * (lo + hi)
+
+    low = 0.0 if x == 0 else solve(lambda p: (1 - cdf(x - 1, p)) - a)
+    high = 1.0 if x == n else solve(lambda p: a - cdf(x, p))
+    return low, high
+
+
+def share_cell(x: int, n: int) -> str:
+    """'x/n [lo, hi]' with the Clopper–Pearson 95% interval of the share."""
+    if n == 0:
+        return "—"
+    lo, hi = clopper_pearson(x, n)
+    return f"{x}/{n} [{lo:.2f}, {hi:.2f}]"
+
+
+def loss_kwargs(f: dict) -> dict:
+    """A final's loss fields as optimal_gram's keyword arguments."""
+    return dict(loss=f["loss"], alpha=f["loss_alpha"], beta=f["loss_beta"], psi=f["loss_psi"],
+                phi=f["loss_phi"])
+
+
+@functools.lru_cache(maxsize=None)
+def gram(pi, k, tau, rank, hard_beta, kw) -> tuple[np.ndarray, int]:
+    """(G*_p, or G* with rank None, or G*(β) with hard_beta; its numerical rank)."""
+    from jaxcl.experiments.geometry.optimal import optimal_gram
+
+    G = optimal_gram(np.asarray(pi), k, tau, **dict(kw), n_starts=8, rank=rank,
+                     hard_beta=hard_beta)
+    return G, int(np.sum(np.linalg.eigvalsh(G) > 1e-6))
+
+
+def minor_cos(G: np.ndarray, n_major: int) -> float:
+    """Mean G_cc' over pairs of minority classes (NaN with fewer than two)."""
+    C = G.shape[0]
+    v = [G[i, j] for i in range(n_major, C) for j in range(i + 1, C)]
+    return float(np.mean(v)) if v else math.nan
+
+
+def effective_ranks(run_dir: str | None, finals) -> dict:
+    """config_id -> effective rank of its final Z (final/<id>.npz; NaN where there is none)."""
+    from jaxcl.experiments.geometry.observables import effective_rank
+
+    out = {}
+    for f in finals:
+        path = os.path.join(run_dir or "", "final", f"{f['config_id']}.npz")
+        if run_dir and os.path.exists(path):
+            with np.load(path) as z:
+                out[f["config_id"]] = effective_rank(z["Z"]) if "Z" in z else math.nan
+        else:
+            out[f["config_id"]] = math.nan
+    return out
+
+
+def dev(f) -> float:
+    """A final's max|G − G_opt|."""
+    return float(f["observables"]["G_max_dev"])
+
+
+def cos_of(f) -> float:
+    """A final's minority cosine (NaN where it has none)."""
+    c = f["observables"]["minority_cos"]
+    return math.nan if c is None else float(c)
+
+
+def mean_cell(v, nd=3) -> str:
+    """'mean [lo, hi]' over the finite values (tables.ci_cell)."""
+    return ci_cell([x for x in v if x is not None and math.isfinite(x)], nd)
