@@ -1,4 +1,5 @@
-"""Markdown table cells for the reports: numbers, seed means ± sd, escaped pipes."""
+"""Markdown table cells for the reports (numbers, seed means ± sd, escaped pipes) and the
+intervals they print (normal over seeds, exact binomial)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,45 @@ def mean_ci(v, z: float = 1.96) -> tuple[float, float, float]:
         return float(v[0]), math.nan, math.nan
     half = z * v.std(ddof=1) / math.sqrt(len(v))
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+def clopper_pearson(x: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) interval of a binomial share x/n.
+
+    lo solves P(X ≥ x | lo) = (1 − level)/2 and hi solves P(X ≤ x | hi) = (1 − level)/2, by
+    bisection on the binomial tail summed in log space (any n). lo = 0 when x = 0, hi = 1 when
+    x = n. Used by the liao claims (verdicts.share) and the geometry report.
+
+    Args:
+      x: successes, 0 ≤ x ≤ n.
+      n: trials, ≥ 1.
+      level: coverage, in (0, 1).
+
+    Returns:
+      (lo, hi).
+    """
+    if not (isinstance(n, int) and n >= 1 and isinstance(x, int) and 0 <= x <= n):
+        raise ValueError(f"clopper_pearson: need integers 0 <= x <= n, n >= 1 (x={x}, n={n})")
+    a = (1.0 - level) / 2
+    i = np.arange(n + 1, dtype=np.float64)
+    logc = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                     for k in range(n + 1)])
+
+    def cdf(q, p):  # P(X ≤ q) for X ~ Bin(n, p), 0 < p < 1
+        t = logc[: q + 1] + i[: q + 1] * math.log(p) + (n - i[: q + 1]) * math.log1p(-p)
+        top = t.max()
+        return min(1.0, math.exp(top) * float(np.exp(t - top).sum()))
+
+    def solve(f):  # the root of an increasing f on (0, 1)
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+        return 0.5 * (lo + hi)
+
+    low = 0.0 if x == 0 else solve(lambda p: (1 - cdf(x - 1, p)) - a)
+    high = 1.0 if x == n else solve(lambda p: a - cdf(x, p))
+    return low, high
 
 
 def ci_cell(v, nd=3) -> str:

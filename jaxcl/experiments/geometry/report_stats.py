@@ -8,43 +8,10 @@ import os
 
 import numpy as np
 
-from jaxcl.tables import ci_cell
+from jaxcl.tables import ci_cell, clopper_pearson  # noqa: F401 (re-exported)
 
 WITHIN = 0.02  # max|G − G*| at which a trained run "reaches" its prediction (issue 27)
 MATCH = 0.05  # the main report's bar: p ≥ C's prediction holds at p while max|G − G*| ≤ this
-
-
-def clopper_pearson(x: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """The exact (Clopper–Pearson) interval of a binomial share x/n.
-
-    lo solves P(X ≥ x | lo) = (1 − level)/2 and hi solves P(X ≤ x | hi) = (1 − level)/2, by
-    bisection on the binomial tail (math.comb; no scipy). lo = 0 when x = 0, hi = 1 when x = n.
-
-    Args:
-      x: successes, 0 ≤ x ≤ n.
-      n: trials, ≥ 1.
-      level: coverage, in (0, 1).
-
-    Returns:
-      (lo, hi).
-    """
-    if not (isinstance(n, int) and n >= 1 and isinstance(x, int) and 0 <= x <= n):
-        raise ValueError(f"clopper_pearson: need integers 0 <= x <= n, n >= 1 (x={x}, n={n})")
-    a = (1.0 - level) / 2
-
-    def cdf(q, p):  # P(X ≤ q) for X ~ Bin(n, p)
-        return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(q + 1))
-
-    def solve(f):  # the root of an increasing f on [0, 1]
-        lo, hi = 0.0, 1.0
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
-        return 0.5 * (lo + hi)
-
-    low = 0.0 if x == 0 else solve(lambda p: (1 - cdf(x - 1, p)) - a)
-    high = 1.0 if x == n else solve(lambda p: a - cdf(x, p))
-    return low, high
 
 
 def share_cell(x: int, n: int) -> str:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from jaxcl import fit
-from jaxcl.experiments.liao import theory
+from jaxcl.tables import clopper_pearson  # noqa: F401 (verdicts.clopper_pearson)
 
 SUPPORTS, CONTRADICTS, UNDECIDED = "supports", "contradicts", "cannot decide"
 TAIL_D = 3  # the tail: the last three d (the local slope at the largest d)
@@ -18,31 +18,6 @@ TOL = 0.1  # exponent tolerance: Θ/O/Ω hide constants; 0.1 moves Q/d^θ by 7% 
 MAX_WIDTH = 1.0  # a tail interval wider than this (in exponent units) decides no growth claim
 GROWTH = 2.0  # O(d^θ) contradicted only if Q/d^θ at the largest d is > GROWTH × its small-d max
 SHARE_SUPPORT, SHARE_CONTRADICT = 0.8, 0.5  # shares: supported / contradicted thresholds
-ALPHA = 0.05  # 95% intervals throughout
-
-
-def clopper_pearson(k: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
-    """Exact binomial (Clopper–Pearson) 1 − α interval for k successes in n trials.
-
-    lo is the α/2 quantile of Beta(k, n − k + 1), hi the 1 − α/2 quantile of Beta(k + 1, n − k),
-    found by bisection on the regularized incomplete beta (theory.betainc). (0, 1) for n = 0.
-    """
-    if n <= 0:
-        return 0.0, 1.0
-
-    def quantile(a, b, q):
-        lo, hi = 0.0, 1.0
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            if float(theory.betainc(a, b, mid)) < q:
-                lo = mid
-            else:
-                hi = mid
-        return 0.5 * (lo + hi)
-
-    lo = 0.0 if k == 0 else quantile(k, n - k + 1, alpha / 2)
-    hi = 1.0 if k == n else quantile(k + 1, n - k, 1 - alpha / 2)
-    return lo, hi
 
 
 def tail_fit(by_d: dict[int, list[float]]) -> fit.Fit:
