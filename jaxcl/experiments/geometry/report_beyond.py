@@ -8,9 +8,9 @@ from collections import defaultdict
 import numpy as np
 
 from jaxcl.experiments.geometry import report_training
-from jaxcl.experiments.geometry.report_stats import (MATCH, WITHIN, cos_of, gram, loss_kwargs,
-                                                     mean_cell, minor_cos, effective_ranks,
-                                                     share_cell)
+from jaxcl.experiments.geometry.report_stats import (MATCH, WITHIN, cos_of, effective_ranks,
+                                                     gram, loss_kwargs, mean_cell, minor_cos,
+                                                     range_cell, share_cell)
 from jaxcl.tables import md_row, num
 
 MAP_MAJOR, MAP_MINOR = (1, 2, 3, 4), (2, 3, 4)  # the ρ* map's class counts (InfoNCE, k 8, τ 0.5)
@@ -169,7 +169,7 @@ def _rank_verdict(name, r_full, per_p) -> str:
     return (head + (f"holds for p ≥ {p0}, " if p0 is not None else "holds at no p tried, ")
             + f"stops at p = {pb}: within {MATCH} of G* in "
             f"{share_cell(sum(d <= MATCH for d in dfull), len(dfull))} seeds, max|G − G*| "
-            f"{mean_cell(dfull)}; {why}")
+            f"{range_cell(dfull)} over seeds; {why}")
 
 
 # ------------------------------------------------------- 4. where minority collapse exists

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from jaxcl.tables import ci_cell, clopper_pearson  # noqa: F401 (re-exported)
+from jaxcl.tables import ci_cell, clopper_pearson, num  # noqa: F401 (re-exported)
 
 WITHIN = 0.02  # max|G − G*| at which a trained run "reaches" its prediction (issue 27)
 MATCH = 0.05  # the main report's bar: p ≥ C's prediction holds at p while max|G − G*| ≤ this
@@ -74,3 +74,10 @@ def cos_of(f) -> float:
 def mean_cell(v, nd=3) -> str:
     """'mean [lo, hi]' over the finite values (tables.ci_cell)."""
     return ci_cell([x for x in v if x is not None and math.isfinite(x)], nd)
+
+
+def range_cell(v, nd=3) -> str:
+    """'lo–hi' of the finite values: the spread of a non-negative quantity whose seeds end at
+    different points (a normal interval there can reach below 0)."""
+    v = [x for x in v if x is not None and math.isfinite(x)]
+    return f"{num(min(v), nd)}–{num(max(v), nd)}" if v else "—"
