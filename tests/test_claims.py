@@ -4,7 +4,6 @@ interval, a genuine violation, 4-of-4 shares, and expectations that fall or grow
 
 import math
 
-import numpy as np
 import pytest
 
 from jaxcl.experiments.liao import claims, report_eta, theory, verdicts

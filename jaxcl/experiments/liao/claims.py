@@ -19,7 +19,6 @@ from jaxcl.experiments.liao.verdicts import CONTRADICTS, SUPPORTS, UNDECIDED
 from jaxcl.fileio import read_jsonl
 from jaxcl.tables import num as _f
 
-MIN_D = verdicts.TAIL_D
 NO_ENLARGEMENT = 0.1  # (ii): a difference in mean |N_i(T)| below 0.1 feature is no enlargement
 
 
@@ -216,7 +215,7 @@ def claims_section(finals: list[dict], lines: list[str], *, windows: dict | None
     rows += _ratio_rows(finals)
     for r in rows:
         if r["verdict"] == UNDECIDED:
-            r["decide"] = _design(r, finals)
+            r["decide"] = verdicts.design(r)
     _write(rows, lines)
     return rows
 
@@ -331,49 +330,6 @@ def _ratio_rows(finals: list[dict]) -> list[dict]:
                     "bound": "difference", "theta": 0.0, "d": ds, "slope": diff, "lo": lo,
                     "hi": hi, "verdict": v, "why": f"{why} (by d: {cells_txt})"})
     return out
-
-
-def _design(row: dict, finals: list[dict]) -> str:
-    """The cheapest design that would decide an undecided row, with its cost from this run's
-    per-config times where it has them."""
-    if row["bound"] == "share" and not row.get("n"):
-        return ("nothing at this ratio: the lucky sets are empty in expectation (see the lucky "
-                "row); a ratio or C_m with ω1 > 0 has lucky neurons to follow")
-    if row["bound"] == "share":
-        k, n = row.get("k", 0), row.get("n", 0)
-        p = k / n if n else 0.8
-        need = verdicts.share_sample(p)
-        return (f"{need} objects at the measured share {100 * p:.0f}% would put the exact "
-                f"interval on one side of {100 * verdicts.SHARE_SUPPORT:.0f}% or "
-                f"{100 * verdicts.SHARE_CONTRADICT:.0f}%" + (
-                    f" (about {math.ceil(need / max(n, 1)) - 1} × this run's seeds more at "
-                    f"d = {row['d'][-1]})" if n else "") if need else
-                f"the measured share ({100 * p:.0f}% of {n}) lies between the thresholds: more "
-                "samples decide only if the true share lies outside them")
-    d_top = max(row.get("trained_d") or row["d"] or [8])
-    if row["claim"] == "ratio_N":
-        return (f"more seeds at d = {d_top} (the interval narrows as 1/√seeds: 4× the seeds "
-                f"halves it, {12 * _cpu_minutes(d_top, row['C_m']):.0f} min for 12 more here), or "
-                f"d = {2 * d_top}: {_cpu_minutes(2 * d_top, row['C_m']):.0f} min per config")
-    if row["claim"] in ("lucky_min", "ordinary_max", "N0_max"):
-        top = max(row["d"])
-        if top >= 1024:
-            return (f"`jaxcl init-stats` past d = {top} (d = {2 * top}, {4 * top}; m = "
-                    f"d^{row['C_m']:g} neurons, init only) with more seeds: the minimum over d "
-                    "atoms of a count with mean λ(d) leaves 0 only once λ(d) outgrows log d")
-        return ("`jaxcl init-stats` to d = 4096 at this ratio and C_m (init only; minutes on a "
-                "CPU), read by `jaxcl report --init-stats`")
-    minutes = 4 * (_cpu_minutes(2 * d_top, row["C_m"]) + _cpu_minutes(4 * d_top, row["C_m"]))
-    return (f"two more d (d = {2 * d_top}, {4 * d_top}) at this ratio and C_m, 4 seeds: about "
-            f"{minutes / 60:.1f} h on this 2-core CPU"
-            + (" (a GPU's job)" if minutes > 60 else ""))
-
-
-def _cpu_minutes(d: int, C_m: float) -> float:
-    """Wall minutes per config on the 2-core CPU that ran theorem33 (2026-11-28): its 16 configs
-    at d = 128, C_m 1.5 took about 36 of its 46 min, 2.3 min each; cost ∝ m·d1·T_4 ∝
-    d^(C_m + 2.99)."""
-    return 2.3 * (d ** (C_m + 2.99)) / (128 ** (1.5 + 2.99))
 
 
 def _write(rows: list[dict], lines: list[str]) -> None:

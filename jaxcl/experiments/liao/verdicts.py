@@ -1,7 +1,7 @@
 """Verdict rules for asymptotic claims read at finite d (issue 25, argued in docs/liao.md: "How a
 claim is judged"): judged on the tail of the d range, against the exact expectation where one
 exists, with exact binomial intervals for shares. Pure functions of numbers, tested with known
-answers in tests/test_claims.py."""
+answers in tests/test_claims.py; `design` names what would decide an undecided claim."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from jaxcl import fit
-from jaxcl.tables import clopper_pearson  # noqa: F401 (verdicts.clopper_pearson)
+from jaxcl.tables import clopper_pearson  # noqa: F401 (re-exported)
 
 SUPPORTS, CONTRADICTS, UNDECIDED = "supports", "contradicts", "cannot decide"
 TAIL_D = 3  # the tail: the last three d (the local slope at the largest d)
@@ -231,3 +231,46 @@ def share_sample(p: float, support: float = SHARE_SUPPORT,
         mid = (lo + n) // 2
         lo, n = (lo, mid) if decided(mid) else (mid, n)
     return n
+
+
+def design(row: dict) -> str:
+    """The cheapest design that would decide an undecided row, with its cost from this run's
+    per-config times where it has them."""
+    if row["bound"] == "share" and not row.get("n"):
+        return ("nothing at this ratio: the lucky sets are empty in expectation (see the lucky "
+                "row); a ratio or C_m with ω1 > 0 has lucky neurons to follow")
+    if row["bound"] == "share":
+        k, n = row.get("k", 0), row.get("n", 0)
+        p = k / n if n else 0.8
+        need = share_sample(p)
+        return (f"{need} objects at the measured share {100 * p:.0f}% would put the exact "
+                f"interval on one side of {100 * SHARE_SUPPORT:.0f}% or "
+                f"{100 * SHARE_CONTRADICT:.0f}%" + (
+                    f" (about {math.ceil(need / max(n, 1)) - 1} × this run's seeds more at "
+                    f"d = {row['d'][-1]})" if n else "") if need else
+                f"the measured share ({100 * p:.0f}% of {n}) lies between the thresholds: more "
+                "samples decide only if the true share lies outside them")
+    d_top = max(row.get("trained_d") or row["d"] or [8])
+    if row["claim"] == "ratio_N":
+        return (f"more seeds at d = {d_top} (the interval narrows as 1/√seeds: 4× the seeds "
+                f"halves it, {12 * cpu_minutes(d_top, row['C_m']):.0f} min for 12 more here), or "
+                f"d = {2 * d_top}: {cpu_minutes(2 * d_top, row['C_m']):.0f} min per config")
+    if row["claim"] in ("lucky_min", "ordinary_max", "N0_max"):
+        top = max(row["d"])
+        if top >= 1024:
+            return (f"`jaxcl init-stats` past d = {top} (d = {2 * top}, {4 * top}; m = "
+                    f"d^{row['C_m']:g} neurons, init only) with more seeds: the minimum over d "
+                    "atoms of a count with mean λ(d) leaves 0 only once λ(d) outgrows log d")
+        return ("`jaxcl init-stats` to d = 4096 at this ratio and C_m (init only; minutes on a "
+                "CPU), read by `jaxcl report --init-stats`")
+    minutes = 4 * (cpu_minutes(2 * d_top, row["C_m"]) + cpu_minutes(4 * d_top, row["C_m"]))
+    return (f"two more d (d = {2 * d_top}, {4 * d_top}) at this ratio and C_m, 4 seeds: about "
+            f"{minutes / 60:.1f} h on this 2-core CPU"
+            + (" (a GPU's job)" if minutes > 60 else ""))
+
+
+def cpu_minutes(d: int, C_m: float) -> float:
+    """Wall minutes per config on the 2-core CPU that ran theorem33 (2026-11-28): its 16 configs
+    at d = 128, C_m 1.5 took about 36 of its 46 min, 2.3 min each; cost ∝ m·d1·T_4 ∝
+    d^(C_m + 2.99)."""
+    return 2.3 * (d ** (C_m + 2.99)) / (128 ** (1.5 + 2.99))
