@@ -1,5 +1,7 @@
 """`jaxcl report` on a tiny run directory: report.md with every section, and the PNG plots."""
 
+import json
+
 import pytest
 
 from jaxcl.experiments.liao import initstats
@@ -72,3 +74,16 @@ def test_report_reads_several_init_stats_and_refuses_a_missing_one(report, tmp_p
     assert main(["report", str(report), "--out", str(tmp_path / "x"), "--init-stats",
                  str(tmp_path / "nope.json")]) == 2
     assert "nope.json" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_init_stats_records_where_and_how_it_ran(tmp_path):
+    """`jaxcl init-stats` writes its own provenance (command, machine, commit, seconds,
+    environment) into init_stats.json, and the report names it (same shapes as the fixture)."""
+    out = tmp_path / "init"
+    assert main(["init-stats", "--out", str(out), "--d", "12", "24", "--C_m", "2.5",
+                 "--ratios", "0.75", "1.0", "--seeds", "3"]) == 0
+    rec = json.loads((out / "init_stats.json").read_text())["invocation"]
+    assert rec["seconds"] >= 0 and rec["commit"] and rec["environment"]["jax"]
+    assert main(["report", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert f"Counted by `{rec['command']}` on {rec['host']}" in text and rec["commit"] in text

@@ -17,6 +17,21 @@ def invocation(started: str, t0: float, outcome: str, summary,
     """One `jaxcl run` for the manifest's history: when, what, where, how long, how it ended,
     and the environment that decides its last bits (`environment`); `env_changed` lists how
     that differs from the run directory's previous invocation (`environment_changes`)."""
+    from jaxcl.engine import slurm
+
+    leg = slurm.leg()  # the job and leg under Slurm
+    return {**({"slurm": leg} if leg else {}), **provenance(started, t0),
+            "outcome": outcome, "shard": None if shard is None else str(shard),
+            "done": len(summary.done), "failed": len(summary.failed),
+            "resumed": summary.resumed, "checkpoints": summary.checkpoints,
+            "checkpoint_seconds": round(summary.checkpoint_seconds, 2),
+            "environment_changed": env_changed or []}
+
+
+def provenance(started: str, t0: float) -> dict:
+    """What any jaxcl command that writes results records about itself (`jaxcl run`'s
+    invocations, `jaxcl init-stats`): when it started, how long it took, the command line, the
+    machine, the commit and the environment."""
     import platform
     import socket
     import subprocess
@@ -27,21 +42,13 @@ def invocation(started: str, t0: float, outcome: str, summary,
                                 cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    from jaxcl.engine import slurm
-
-    leg = slurm.leg()  # the job and leg under Slurm
-    return {**({"slurm": leg} if leg else {}),
-            "started": started, "seconds": round(time.perf_counter() - t0, 1),
-            "outcome": outcome, "shard": None if shard is None else str(shard),
-            "done": len(summary.done), "failed": len(summary.failed),
-            "resumed": summary.resumed, "checkpoints": summary.checkpoints,
-            "checkpoint_seconds": round(summary.checkpoint_seconds, 2),
-            "command": command(),
-            "host": socket.gethostname(), "cpu": f"{cpu_model() or platform.machine()}, "
-            f"{os.cpu_count()} cores", "commit": commit or "unknown",
+    return {"started": started, "seconds": round(time.perf_counter() - t0, 1),
+            "command": command(), "host": socket.gethostname(),
+            "cpu": f"{cpu_model() or platform.machine()}, {os.cpu_count()} cores",
+            "commit": commit or "unknown",
             "devices": f"{jax.device_count()} {jax.default_backend()} device(s), "
                        f"{jax.process_count()} process(es)",
-            "environment": environment(), "environment_changed": env_changed or []}
+            "environment": environment()}
 
 
 # What decides a result's last bits besides its config: the compiler and its target (docs/engine.md,

@@ -138,8 +138,14 @@ def init_section(stats: dict, out_dir: str, lines: list[str], png: str = "init_s
     from jaxcl.experiments.liao import initstats
 
     C_m, g = stats["C_m"], stats["gamma_c0"]
-    lines += [f"## Init-only counts (C_m = {C_m:g}, large d)", "",
-              "Totals over features and seeds, with the z-score (measured − expected)/sd under "
+    lines += [f"## Init-only counts (C_m = {C_m:g}, large d)", ""]
+    r = stats.get("invocation")
+    if r:  # written by `jaxcl init-stats` since it records itself
+        env = r.get("environment") or {}
+        lines += [f"Counted by `{r['command']}` on {r['host']} ({r['cpu']}), {r['started']}, "
+                  f"{r['seconds']:.0f} s; jax {env.get('jax', '?')}, {env.get('isa', '?')}; "
+                  f"jaxcl {r['commit']}.", ""]
+    lines += ["Totals over features and seeds, with the z-score (measured − expected)/sd under "
               "the exact sampling law (jaxcl.initstats.agreement). Lucky sets at ratio < 1 need "
               "ω1 > 0 to be non-empty.", "",
               _md_row("d", "m", "ratio", "seeds", "Σ|M_j|", "E", "z", "Σ|M_j*|", "E", "z",
