@@ -26,8 +26,15 @@ def tail_fit(by_d: dict[int, list[float]]) -> fit.Fit:
     return fit.fit_exponent({d: by_d[d] for d in ds})
 
 
-def _scaled(by_d: dict, theta: float) -> dict:
-    return {d: float(np.mean(v)) / d**theta for d, v in by_d.items()}
+def _moved(by_d: dict, theta: float, tail_start: int, up: bool) -> tuple[float, list]:
+    """Q/d^θ at the largest d over its largest (up) or smallest (not up) value at the d below
+    the tail (the first tail d when there are none): how far a constant fitted to the small d
+    has been left behind. Returns (that ratio, the small d)."""
+    ds = sorted(by_d)
+    sc = {d: float(np.mean(v)) / d**theta for d, v in by_d.items()}
+    small = [d for d in ds if d < tail_start] or [tail_start]
+    ref = (max if up else min)(sc[d] for d in small)
+    return sc[ds[-1]] / max(ref, 1e-300), small
 
 
 def expectation_slope(expected: dict, falling: bool) -> float:
@@ -87,9 +94,7 @@ def upper(by_d: dict[int, list[float]], theta: float, *, trivial: float | None =
     where = f"the tail slope over d = {t.d_used} is {t.slope:.3g} [{t.lo:.3g}, {t.hi:.3g}]"
     if t.hi <= theta + TOL:
         return SUPPORTS, f"{where}, at most {theta:.3g} + {TOL:g}{e_note}"
-    sc = _scaled(by_d, theta)
-    small = [d for d in ds if d < t.d_used[0]] or [t.d_used[0]]
-    excess = sc[ds[-1]] / max(max(sc[d] for d in small), 1e-300)
+    excess, small = _moved(by_d, theta, t.d_used[0], up=True)
     if t.lo > theta + TOL:
         if excess > GROWTH:
             return CONTRADICTS, (f"{where}, above {theta:.3g} + {TOL:g}, and Q/d^θ at d = "
@@ -148,9 +153,7 @@ def lower(by_d: dict[int, list[float]], theta: float, *, count: bool = True,
     where = f"the tail slope over d = {t.d_used} is {t.slope:.3g} [{t.lo:.3g}, {t.hi:.3g}]"
     if t.lo > max(theta - TOL, 0.0):
         return SUPPORTS, f"{where}, above {theta:.3g} − {TOL:g} and 0{e_note}"
-    sc = _scaled(by_d, theta)
-    small = [d for d in ds if d < t.d_used[0]] or [t.d_used[0]]
-    shortfall = sc[ds[-1]] / max(min(sc[d] for d in small), 1e-300)
+    shortfall, small = _moved(by_d, theta, t.d_used[0], up=False)
     if t.hi < theta - TOL:
         if shortfall < 1 / GROWTH:
             return CONTRADICTS, (f"{where}, below {theta:.3g} − {TOL:g}, and Q/d^θ at d = "
@@ -174,10 +177,7 @@ def equal(by_d: dict[int, list[float]], theta: float) -> tuple[str, str]:
     if t.hi < theta - TOL or t.lo > theta + TOL:
         above = t.lo > theta + TOL
         ds = sorted(by_d)
-        sc = _scaled(by_d, theta)
-        small = [d for d in ds if d < t.d_used[0]] or [t.d_used[0]]
-        moved = (sc[ds[-1]] / max(max(sc[d] for d in small), 1e-300) if above
-                 else sc[ds[-1]] / max(min(sc[d] for d in small), 1e-300))
+        moved, _ = _moved(by_d, theta, t.d_used[0], up=above)
         side = "above" if above else "below"
         if (above and moved > GROWTH) or (not above and moved < 1 / GROWTH):
             return CONTRADICTS, (f"{where}, entirely {side} {theta:.3g} ± {TOL:g}, and Q/d^θ at "
