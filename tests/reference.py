@@ -88,3 +88,24 @@ def probe(f_tr, y_tr, f_te, y_te, ridge):
         hat = z_te @ beta > cut
         out.append(0.5 * ((hat & yt).sum() / yt.sum() + (~hat & ~yt).sum() / (~yt).sum()))
     return np.array(out)
+
+
+def count_vectors(pi, k):
+    """Every count vector n (n_c negatives of class c, Σ n = k) with its multinomial
+    probability under class shares pi: the enumeration the collapsed objectives sum over."""
+    import itertools
+    import math
+
+    for n in itertools.product(range(k + 1), repeat=len(pi)):
+        if sum(n) == k:
+            prob = math.factorial(k) / math.prod(math.factorial(x) for x in n)
+            yield n, prob * math.prod(p ** x for p, x in zip(pi, n))
+
+
+def random_gram(rng, C):
+    """A random Gram matrix of unit vectors in R^C."""
+    V = rng.standard_normal((C, C))
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    G = V @ V.T
+    np.fill_diagonal(G, 1.0)
+    return G

@@ -13,6 +13,8 @@ from jaxcl import losses
 from jaxcl.errors import ConfigError
 from jaxcl.experiments.geometry import optimal
 
+from reference import count_vectors, random_gram
+
 # every loss of SPEC §8: (loss, keyword arguments)
 ALL_LOSSES = [
     ("infonce", {}),
@@ -42,26 +44,12 @@ def ref_loss(s_pos, negs, tau, loss, alpha=1.0, beta=1.0, psi="log1p", phi="exp"
 
 def ref_objective(G, pi, k, tau, loss, **kw):
     """F(G) of SPEC §9 by brute force: every n ∈ {0..k}^C with Σ n = k, multinomial weights."""
-    C = len(pi)
     F = 0.0
-    for n in itertools.product(range(k + 1), repeat=C):
-        if sum(n) != k:
-            continue
-        prob = math.factorial(k) / math.prod(math.factorial(x) for x in n)
-        prob *= math.prod(p ** x for p, x in zip(pi, n))
-        for c in range(C):
+    for n, prob in count_vectors(pi, k):
+        for c in range(len(pi)):
             negs = np.repeat(G[c], n)  # n_c' negatives of similarity G_cc' (G_cc = 1 for own class)
             F += pi[c] * prob * ref_loss(1.0, negs, tau, loss, **kw)
     return F
-
-
-def random_gram(rng, C):
-    """A random Gram matrix of unit vectors in R^C."""
-    V = rng.standard_normal((C, C))
-    V /= np.linalg.norm(V, axis=1, keepdims=True)
-    G = V @ V.T
-    np.fill_diagonal(G, 1.0)
-    return G
 
 
 def imbalanced(rho, n_major=2, n_minor=2):

@@ -23,6 +23,8 @@ from jaxcl.experiments.geometry.config import Config as GeoConfig
 from jaxcl.experiments.liao import loss as liao_loss
 from jaxcl.experiments.liao.config import Config as LiaoConfig
 
+from reference import count_vectors, random_gram
+
 LOSSES = [dict(loss="infonce"), dict(loss="balanced", alpha=0.7, beta=1.3), dict(loss="decoupled"),
           dict(loss="generalized", psi="log1p", phi="exp"),
           dict(loss="generalized", psi="log1p", phi="softplus"),
@@ -90,23 +92,11 @@ def test_weighted_counts_match_explicit_negatives(spec):
 def ref_objective(G, pi, k, tau, hard_beta, **kw):
     """F(G) under SPEC §10's weights by brute force: every count vector with Σ n = k, its
     multinomial probability, and the weighted ℓ of the explicit negatives."""
-    C, F = len(pi), 0.0
-    for n in itertools.product(range(k + 1), repeat=C):
-        if sum(n) != k:
-            continue
-        prob = math.factorial(k) / math.prod(math.factorial(x) for x in n)
-        prob *= math.prod(p ** x for p, x in zip(pi, n))
-        for c in range(C):
+    F = 0.0
+    for n, prob in count_vectors(pi, k):
+        for c in range(len(pi)):
             F += pi[c] * prob * numpy_ell(1.0, np.repeat(G[c], n), tau, hard_beta, **kw)
     return F
-
-
-def random_gram(rng, C):
-    V = rng.standard_normal((C, C))
-    V /= np.linalg.norm(V, axis=1, keepdims=True)
-    G = V @ V.T
-    np.fill_diagonal(G, 1.0)
-    return G
 
 
 @pytest.mark.parametrize("spec", LOSSES, ids=IDS)
@@ -156,13 +146,9 @@ def test_rest_point_of_constant_weight_training():
     # G° minimizes F with the weights frozen at G° (numpy, weights from G° held fixed): the
     # SDP certificate on a central-difference gradient, and no random Gram matrix does better
     def frozen(Gp):
-        C, F = 4, 0.0
-        for n in itertools.product(range(k + 1), repeat=C):
-            if sum(n) != k:
-                continue
-            prob = math.factorial(k) / math.prod(math.factorial(x) for x in n)
-            prob *= math.prod(p ** x for p, x in zip(pi, n))
-            for c in range(C):
+        F = 0.0
+        for n, prob in count_vectors(pi, k):
+            for c in range(4):
                 e = np.repeat(np.exp(hb * G[c]), n)
                 F += pi[c] * prob * numpy_ell(1.0, np.repeat(Gp[c], n), tau, hb,
                                               v=k * e / e.sum())
