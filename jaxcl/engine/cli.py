@@ -162,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "compare":
             return _compare(args)
         elif getattr(args, "experiment_command", None) is not None:
+            import time
+
+            from jaxcl.engine import records
+
+            started, t0 = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
+            # what the command records about itself (protocol.Command: args.provenance())
+            args.provenance = lambda: records.provenance(started, t0)
             return args.experiment_command(args)
     except ConfigError as e:  # includes RunDirError
         print(f"jaxcl: error: {e}", file=sys.stderr)

@@ -34,7 +34,9 @@ from jaxcl.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Command:
-    """A subcommand an experiment adds to `jaxcl` (e.g. liao's `init-stats`)."""
+    """A subcommand an experiment adds to `jaxcl` (e.g. liao's `init-stats`). `run` gets the
+    parsed arguments; `args.provenance()` gives the record of the invocation so far (command,
+    machine, commit, seconds, environment) for what it writes."""
 
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]

@@ -195,11 +195,9 @@ def main(args) -> int:
             raise ConfigError(f"--ratios {r}: must be in (0, 1]")
     if args.seeds < 1 or args.C_m <= 0:
         raise ConfigError(f"--seeds {args.seeds} / --C_m {args.C_m}: must be positive")
-    from jaxcl.engine import records
-
-    started, t0 = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
     stats = run(sorted(args.d), args.C_m, args.ratios, list(range(args.seeds)), args.gamma_c0)
-    stats["invocation"] = records.provenance(started, t0)  # the report names command and commit
+    if hasattr(args, "provenance"):  # set by `jaxcl`: the report names command and commit
+        stats["invocation"] = args.provenance()
     paths = write(stats, args.out)
     print(f"jaxcl: init stats -> {paths[0]}, {paths[1]}", flush=True)
     return 0
