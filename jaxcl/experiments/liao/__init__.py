@@ -27,7 +27,30 @@ class Liao(Experiment):
             out["keep"] = state.keep
         if state.attn is not None:  # train_attention: the trained W_Q, W_K, W_V (d1, d1)
             out.update(W_Q=state.attn.wq, W_K=state.attn.wk, W_V=state.attn.wv)
+        if state.sets is not None:  # snapshot_sets: N_i(t) near T_2 and 2 T_2, and those t
+            out.update(N_T2=state.sets.N_T2, N_2T2=state.sets.N_2T2, t_snapshots=state.sets.t)
         return out
+
+    def finalize(self, cfg: Config, arrays: dict) -> dict:
+        """With snapshot_sets, the npz also holds N_i(0) (eq. 16 at t = 0, the paper's N_i),
+        N_i(T) at the end, and each neuron's initial argmax_j |A_ij(0)|, as plain arrays."""
+        if "N_T2" not in arrays:
+            return arrays
+        import numpy as np
+
+        _, c2 = observables.thresholds(cfg.eps_max, cfg.eps_min, cfg.gamma_c0)
+        a0_MxD = np.asarray(arrays["w0"], np.float64) @ np.asarray(arrays["M"], np.float64)
+        a_MxD = np.asarray(arrays["w"], np.float64) @ np.asarray(arrays["M"], np.float64)
+        if "W_V" in arrays:  # trained attention: the weights on the raw tokens, W W_Vᵀ
+            a_MxD = (np.asarray(arrays["w"], np.float64) @ np.asarray(arrays["W_V"]).T
+                     ) @ np.asarray(arrays["M"], np.float64)
+
+        def sets(a):
+            a2 = a * a
+            return a2 >= (c2 * np.log(cfg.d) / cfg.d) * a2.sum(axis=1, keepdims=True)
+
+        return arrays | {"N_0": sets(a0_MxD), "N_T": sets(a_MxD),
+                         "argmax0": np.argmax(np.abs(a0_MxD), axis=1).astype(np.int32)}
 
     def final_scalars(self, state) -> dict:
         return {"T1": state.T1, "T2": state.T2}

@@ -61,6 +61,9 @@ class Config(BaseConfig):
     gamma_c0: float = 5e-4
     probe_samples: int = 512
     probe_ridge: float = 1e-3
+    # per neuron, N_i(t) (eq. 16's threshold at time t) at the first chunk end at or after T_2
+    # and after 2 T_2, kept in the final npz (N_T2, N_2T2: (m, d) bool) with the steps taken
+    snapshot_sets: bool = False
     # --- numerics
     matmul_dtype: str = "float32"
     seed: int = 0
@@ -74,7 +77,8 @@ class Config(BaseConfig):
     hard_beta: float = 0.0  # SPEC §10: negatives weighted ∝ e^{β s} (0: uniform, as before)
 
     ID_SKIP_IF_DEFAULT = ("experiment",) + _LOSS_FIELDS + ("prune_mode", "prune_at",
-                                                           "train_attention", "hard_beta")
+                                                           "train_attention", "hard_beta",
+                                                           "snapshot_sets")
 
     def __post_init__(self):
         check_types(self)
@@ -221,7 +225,8 @@ class Config(BaseConfig):
                       probe_samples=self.probe_samples, matmul_dtype=self.matmul_dtype,
                       prune=self.n_prune > 0, loss=self.loss, loss_psi=self.loss_psi,
                       loss_phi=self.loss_phi, prune_mode=self.prune_mode,
-                      train_attention=self.train_attention, hard=self.hard_beta > 0)
+                      train_attention=self.train_attention, hard=self.hard_beta > 0,
+                      snapshot_sets=self.snapshot_sets)
 
     def hparams(self) -> "HParams":
         return HParams(seed=self.seed, eps_max=self.eps_max, eps_min=self.eps_min,
@@ -255,6 +260,7 @@ class Static(NamedTuple):
     prune_mode: str = "neurons"  # which mask (SPEC §4 and its variants; Config.prune_mode)
     train_attention: bool = False  # W_Q, W_K, W_V in the state and the gradient (SPEC §2)
     hard: bool = False  # hard_beta > 0: SPEC §10's weighted negatives (off: bitwise as before)
+    snapshot_sets: bool = False  # N_i(t) per neuron near T_2 and 2 T_2 in the state
 
 
 class HParams(NamedTuple):

@@ -240,6 +240,24 @@ def probe_batch(static, hp, state):
     return x_NxLxD1, coef_NxD != 0
 
 
+def _paper_sets(ord_MxD, n_MxD, learner_MxD, a0_MxD, c_MxD) -> dict:
+    """Counts that read Theorem 3.3 with the paper's N_i, fixed at initialisation (N_i(0),
+    Table 1), against the end of training: Lemma F.1(e) on the neurons that have a set, whether
+    the neurons without one learn a feature anyway, and whether a neuron's initial argmax
+    feature is still its argmax."""
+    nonempty0_M = jnp.any(ord_MxD, axis=1)
+    subset_M = jnp.all(~n_MxD | ord_MxD, axis=1)  # N_i(T) ⊆ N_i(0)
+    argmax0_M = jnp.argmax(jnp.abs(a0_MxD), axis=1)
+    return {
+        "N0_nonempty": jnp.sum(nonempty0_M).astype(jnp.int32),
+        "N_subset_nonempty0": jnp.sum(nonempty0_M & subset_M).astype(jnp.int32),
+        "N0_empty_learned": jnp.sum(~nonempty0_M & jnp.any(n_MxD, axis=1)).astype(jnp.int32),
+        "N0_empty_pure_learner": jnp.sum(~nonempty0_M & jnp.any(learner_MxD, axis=1)
+                                         ).astype(jnp.int32),
+        "argmax0_kept": jnp.sum(jnp.argmax(c_MxD, axis=1) == argmax0_M).astype(jnp.int32),
+    }
+
+
 def kept_neurons(static, hp, state):
     """(m,) bool: the neurons the final mask of the config's prune_mode keeps (SPEC §4).
 
@@ -304,7 +322,16 @@ def final_observables(static, hp, state) -> dict:
     bacc_D = linear_probe(f_NxM[:half], y_NxD[:half], f_NxM[half:], y_NxD[half:],
                           hp.probe_ridge)
     probe_major, probe_minor = _major_minor_means(bacc_D, hp.n_major)
-    return {
+    out = _paper_sets(ord_MxD, n_MxD, learner_MxD, a0_MxD, c_MxD)
+    if state.sets is not None:  # snapshot_sets: the same reading near T_2 and 2 T_2
+        out.update(t_snapshots=state.sets.t)
+        for name, snap_MxD in (("T2", state.sets.N_T2), ("2T2", state.sets.N_2T2)):
+            nonempty0_M = jnp.any(ord_MxD, axis=1)
+            out[f"N_{name}_max"] = jnp.max(jnp.sum(snap_MxD, axis=1)).astype(jnp.int32)
+            out[f"N_{name}_mean"] = jnp.mean(jnp.sum(snap_MxD, axis=1).astype(jnp.float32))
+            out[f"N_subset_nonempty0_{name}"] = jnp.sum(
+                nonempty0_M & jnp.all(~snap_MxD | ord_MxD, axis=1)).astype(jnp.int32)
+    return out | {
         "ordinary_counts": jnp.sum(ord_MxD, axis=0).astype(jnp.int32),
         "lucky_counts": jnp.sum(lucky_MxD, axis=0).astype(jnp.int32),
         "N0_sizes": jnp.sum(ord_MxD, axis=1).astype(jnp.int32),

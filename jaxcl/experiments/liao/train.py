@@ -47,6 +47,32 @@ class State(NamedTuple):
     keep: Any = None
     # train_attention only (None otherwise): AttnParams W_Q, W_K, W_V, each (d1, d1)
     attn: Any = None
+    # snapshot_sets only (None otherwise): N_i(t) per neuron near T_2 and 2 T_2
+    sets: Any = None
+
+
+class SetSnapshots(NamedTuple):
+    """N_i(t) = {j : A_ij(t)² ≥ c2 log d/d · S_i(t)} (eq. 16 at time t) for every neuron, taken
+    at the first chunk end at or after T_2 and at or after 2 T_2 (so up to `log_every` steps
+    late); `t` holds the steps at which they were taken, −1 until then."""
+
+    N_T2: Any  # (m, d) bool
+    N_2T2: Any  # (m, d) bool
+    t: Any  # (2,) int32
+
+
+def _take_snapshots(hp: HParams, state: State) -> SetSnapshots:
+    """The snapshots after a chunk: each taken once, at the first chunk end past its step."""
+    snap = state.sets
+    _, c2 = observables.thresholds(hp.eps_max, hp.eps_min, hp.gamma_c0)
+    w_MxD1 = effective_weights(state.w, state.attn)
+    n_MxD = observables.ordinary_mask(observables.alignment(w_MxD1, state.M), c2)
+    due_T2 = (state.T2 >= 0) & (snap.t[0] < 0)
+    due_2T2 = (state.T2 >= 0) & (state.t >= 2 * state.T2) & (snap.t[1] < 0)
+    return SetSnapshots(N_T2=jnp.where(due_T2, n_MxD, snap.N_T2),
+                        N_2T2=jnp.where(due_2T2, n_MxD, snap.N_2T2),
+                        t=jnp.stack([jnp.where(due_T2, state.t, snap.t[0]),
+                                     jnp.where(due_2T2, state.t, snap.t[1])]))
 
 
 class StepMetrics(NamedTuple):
@@ -73,7 +99,12 @@ def init(static: Static, hp: HParams) -> State:
                  opt_state=_optimizer(hp).init(params), t=jnp.int32(0), stage=jnp.int32(1),
                  T1=jnp.int32(-1), T2=jnp.int32(-1), n2_T1=jnp.zeros(static.m), key=key,
                  keep=jnp.ones(static.m) if static.prune_mode == "neurons_once" else None,
-                 attn=attn)
+                 attn=attn, sets=_no_snapshots(static) if static.snapshot_sets else None)
+
+
+def _no_snapshots(static: Static) -> SetSnapshots:
+    empty_MxD = jnp.zeros((static.m, static.d), bool)
+    return SetSnapshots(N_T2=empty_MxD, N_2T2=empty_MxD, t=jnp.full((2,), -1, jnp.int32))
 
 
 def forward_mask(static: Static, hp: HParams, state: State):
@@ -288,6 +319,8 @@ def _chunk(static: Static, hp: HParams, state: State) -> tuple[State, dict]:
     (state, sums, bad_step), active = jax.lax.scan(
         functools.partial(_scan_body, static, hp), (state, zeros, jnp.int32(-1)), None,
         length=static.log_every)
+    if static.snapshot_sets:
+        state = state._replace(sets=_take_snapshots(hp, state))
     n = jnp.maximum(jnp.sum(active), 1.0)
     metrics = {
         "step": state.t,
