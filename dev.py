@@ -38,10 +38,14 @@ def ensure_venv() -> None:
         print(f"dev.py: creating {VENV}", flush=True)
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
     pins = [] if UNLOCKED else ["-c", LOCK]
-    print(f"dev.py: installing jaxcl[test] ({'unlocked' if UNLOCKED else 'requirements.lock'}; "
-          "first time only)", flush=True)
-    subprocess.run([os.path.join(BIN, "python")] + PIP + pins + ["-e", ROOT + "[test]"],
-                   check=True, cwd=ROOT)
+    print(
+        f"dev.py: installing jaxcl[test] ({'unlocked' if UNLOCKED else 'requirements.lock'}; "
+        "first time only)",
+        flush=True,
+    )
+    subprocess.run(
+        [os.path.join(BIN, "python")] + PIP + pins + ["-e", ROOT + "[test]"], check=True, cwd=ROOT
+    )
     with open(STAMP, "w") as f:
         f.write(want)
 
@@ -53,12 +57,18 @@ def lock() -> int:
         py = os.path.join(tmp, "bin", "python")
         subprocess.run([sys.executable, "-m", "venv", tmp], check=True)
         subprocess.run([py] + PIP + ["-e", ROOT + "[test]"], check=True, cwd=ROOT)
-        frozen = subprocess.run([py, "-m", "pip", "freeze", "--exclude-editable"], check=True,
-                                capture_output=True, text=True).stdout
-    head = (f"# The exact versions behind results/ and CI: `python3 dev.py lock` wrote this from\n"
-            f"# pyproject.toml's ranges on Python {platform.python_version()}, "
-            f"{platform.system()} {platform.machine()}.\n"
-            f"# dev.py installs with it as pip constraints; JAXCL_UNLOCKED=1 ignores it.\n")
+        frozen = subprocess.run(
+            [py, "-m", "pip", "freeze", "--exclude-editable"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    head = (
+        f"# The exact versions behind results/ and CI: `python3 dev.py lock` wrote this from\n"
+        f"# pyproject.toml's ranges on Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}.\n"
+        f"# dev.py installs with it as pip constraints; JAXCL_UNLOCKED=1 ignores it.\n"
+    )
     with open(LOCK, "w") as f:
         f.write(head + frozen)
     print(f"dev.py: {len(frozen.splitlines())} pins -> {LOCK}")
@@ -69,8 +79,17 @@ def test(args: list[str]) -> int:
     # Two or more workers (pytest-xdist), one test file each at a time: the suite is bound by
     # XLA compiles, which run on one thread, so two workers keep both cores of a small machine
     # busy (fresh clone, 2 cores: 738 s on one worker, 604 s on two); at most 4.
-    pytest = [os.path.join(BIN, "python"), "-m", "pytest", "-n", "auto", "--maxprocesses", "4",
-              "--dist", "loadfile"]
+    pytest = [
+        os.path.join(BIN, "python"),
+        "-m",
+        "pytest",
+        "-n",
+        "auto",
+        "--maxprocesses",
+        "4",
+        "--dist",
+        "loadfile",
+    ]
     rc = subprocess.call(pytest + ["tests"] + args, cwd=ROOT)
     if rc != 0 or args:  # a selection of the user's: run just that
         return rc
@@ -89,8 +108,11 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     if argv[0] == "test":
         return test(argv[1:])
-    return subprocess.call([os.path.join(BIN, "jaxcl"), "run", "sweeps/figure1.toml", "--out",
-                            "runs/figure1"] + argv[1:], cwd=ROOT)
+    return subprocess.call(
+        [os.path.join(BIN, "jaxcl"), "run", "sweeps/figure1.toml", "--out", "runs/figure1"]
+        + argv[1:],
+        cwd=ROOT,
+    )
 
 
 if __name__ == "__main__":

@@ -104,10 +104,17 @@ def machine_info() -> dict:
     slug = re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")[:40] or "unknown"
     cores = os.cpu_count()
     mid = f"{backend}-{slug}-{cores}c" if backend == "cpu" else f"{backend}-{slug}-x{len(devs)}"
-    return {"machine": mid, "backend": backend, "device_kind": devs[0].device_kind,
-            "n_devices": len(devs), "cpu": cpu, "cpu_count": cores,
-            "hostname": socket.gethostname(), "jax": jax.__version__,
-            "python": sys.version.split()[0]}
+    return {
+        "machine": mid,
+        "backend": backend,
+        "device_kind": devs[0].device_kind,
+        "n_devices": len(devs),
+        "cpu": cpu,
+        "cpu_count": cores,
+        "hostname": socket.gethostname(),
+        "jax": jax.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
 def _time(fn, *args) -> float:
@@ -134,8 +141,14 @@ def chunk_per_device(d: int, L: int, K: int, C_m: float) -> list[list]:
         static = cfg.static()
         hp = jax.device_put(jax.tree.map(lambda x: jnp.asarray(x[0]), stack_hparams([cfg])), dev)
         state = jax.device_put(jax.jit(functools.partial(train.init, static))(hp), dev)
-        chunk = jax.jit(functools.partial(train.run_chunk, static),
-                        compiler_options=programs.compiler_options()).lower(hp, state).compile()
+        chunk = (
+            jax.jit(
+                functools.partial(train.run_chunk, static),
+                compiler_options=programs.compiler_options(),
+            )
+            .lower(hp, state)
+            .compile()
+        )
         runs.append([chunk, hp, state])
     return runs
 
@@ -157,15 +170,29 @@ def matmul_peak(n: int, repeats: int) -> float:
 
 
 def _configs(opt: Options, d: int, n: int) -> list[Config]:
-    return [Config(d=d, C_m=opt.C_m, steps=10**9, log_every=opt.steps, seed=s,
-                   dictionary=opt.dictionary, matmul_dtype=opt.matmul_dtype) for s in range(n)]
+    return [
+        Config(
+            d=d,
+            C_m=opt.C_m,
+            steps=10**9,
+            log_every=opt.steps,
+            seed=s,
+            dictionary=opt.dictionary,
+            matmul_dtype=opt.matmul_dtype,
+        )
+        for s in range(n)
+    ]
 
 
 def _memory(compiled) -> int | None:
     try:
         ma = compiled.memory_analysis()
-        return int(ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
-                   - ma.alias_size_in_bytes)
+        return int(
+            ma.argument_size_in_bytes
+            + ma.output_size_in_bytes
+            + ma.temp_size_in_bytes
+            - ma.alias_size_in_bytes
+        )
     except Exception:  # memory_analysis is optional per backend
         return None
 
@@ -191,8 +218,9 @@ def _engine(cfgs: list[Config], sharding, batching: str) -> dict:
     init_fn, chunk_fn = programs.compiled(EXPERIMENT, static, sharding, batching=batching)
     parts, progs, seconds = [], {}, 0.0
     for block, n_pad in blocks:
-        hp = jax.tree.map(lambda x: programs.global_array(x, sharding),
-                          programs.block_hparams(block, n_pad))
+        hp = jax.tree.map(
+            lambda x: programs.global_array(x, sharding), programs.block_hparams(block, n_pad)
+        )
         parts.append([hp, init_fn(hp)])
         if n_pad not in progs:
             t = time.perf_counter()
@@ -206,8 +234,13 @@ def _engine(cfgs: list[Config], sharding, batching: str) -> dict:
             outs.append(metrics["loss"])
         return parts[-1][1].w, outs
 
-    return {"call": call, "compile_s": seconds, "n_pad": blocks[0][1],
-            "blocks": [len(b) for b, _ in blocks], "mem": _memory(progs[blocks[0][1]])}
+    return {
+        "call": call,
+        "compile_s": seconds,
+        "n_pad": blocks[0][1],
+        "blocks": [len(b) for b, _ in blocks],
+        "mem": _memory(progs[blocks[0][1]]),
+    }
 
 
 def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
@@ -218,15 +251,15 @@ def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
     static = cfgs[0].static()
     auto = programs.resolve_batching("auto")
     engines = {"engine": _engine(cfgs, sharding, auto)}
-    engines["vmapped"] = (engines["engine"] if auto == "vmap"
-                          else _engine(cfgs, sharding, "vmap"))
+    engines["vmapped"] = engines["engine"] if auto == "vmap" else _engine(cfgs, sharding, "vmap")
 
     # The loop: one unvmapped jitted chunk, the same compiled program for every config.
     hps = [jax.tree.map(lambda x: jnp.asarray(x[0]), stack_hparams([c])) for c in cfgs]
     opts = programs.compiler_options()  # the loop gets the engine's compiler options too
     one_init = jax.jit(functools.partial(train.init, static), compiler_options=opts)
-    one_chunk = jax.jit(functools.partial(train.run_chunk, static), donate_argnums=(1,),
-                        compiler_options=opts)
+    one_chunk = jax.jit(
+        functools.partial(train.run_chunk, static), donate_argnums=(1,), compiler_options=opts
+    )
     states = [one_init(h) for h in hps]
     t = time.perf_counter()
     l_compiled = one_chunk.lower(hps[0], states[0]).compile()
@@ -251,8 +284,12 @@ def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
         return box["l"][-1].w, outs
 
     square = _square_matmul(big)
-    fns = {"engine": engines["engine"]["call"], "loop": run_l,
-           "bmm": lambda: bmm(xs, ws), "square": square}
+    fns = {
+        "engine": engines["engine"]["call"],
+        "loop": run_l,
+        "bmm": lambda: bmm(xs, ws),
+        "square": square,
+    }
     if engines["vmapped"] is not engines["engine"]:
         fns["vmapped"] = engines["vmapped"]["call"]
     # Warm-up, which also sets how many calls one timed sample makes: at least min_sample_s of
@@ -267,23 +304,37 @@ def bench_one(opt: Options, d: int, n: int, sharding, big: int) -> dict:
     fl = flops_per_config_step(K, L, static.d, d1, m, opt.dictionary == "identity")
     cs = {k: n * opt.steps / med[k] for k in ("engine", "vmapped", "loop")}
     return {
-        "d": d, "m": m, "d1": d1, "K": K, "L": L, "n_configs": n, "n_padded": n_pad,
-        "batching": auto, "engine_blocks": engines["engine"]["blocks"],
+        "d": d,
+        "m": m,
+        "d1": d1,
+        "K": K,
+        "L": L,
+        "n_configs": n,
+        "n_padded": n_pad,
+        "batching": auto,
+        "engine_blocks": engines["engine"]["blocks"],
         "vmapped_blocks": engines["vmapped"]["blocks"],
-        "steps_per_call": opt.steps, "engine_cfg_steps_per_s": cs["engine"],
-        "vmapped_cfg_steps_per_s": cs["vmapped"], "loop_cfg_steps_per_s": cs["loop"],
-        "speedup": cs["engine"] / cs["loop"], "vmapped_speedup": cs["vmapped"] / cs["loop"],
-        "engine_s_per_cfg_step": 1 / cs["engine"], "vmapped_s_per_cfg_step": 1 / cs["vmapped"],
+        "steps_per_call": opt.steps,
+        "engine_cfg_steps_per_s": cs["engine"],
+        "vmapped_cfg_steps_per_s": cs["vmapped"],
+        "loop_cfg_steps_per_s": cs["loop"],
+        "speedup": cs["engine"] / cs["loop"],
+        "vmapped_speedup": cs["vmapped"] / cs["loop"],
+        "engine_s_per_cfg_step": 1 / cs["engine"],
+        "vmapped_s_per_cfg_step": 1 / cs["vmapped"],
         "loop_s_per_cfg_step": 1 / cs["loop"],
         "compile_engine_s": engines["engine"]["compile_s"],
-        "compile_vmapped_s": engines["vmapped"]["compile_s"], "compile_loop_s": compile_l,
-        "flops_per_cfg_step": fl, "engine_flops_per_s": fl["total"] * cs["engine"],
+        "compile_vmapped_s": engines["vmapped"]["compile_s"],
+        "compile_loop_s": compile_l,
+        "flops_per_cfg_step": fl,
+        "engine_flops_per_s": fl["total"] * cs["engine"],
         "vmapped_flops_per_s": fl["total"] * cs["vmapped"],
         "loop_flops_per_s": fl["total"] * cs["loop"],
         "shape_matmul_flops_per_s": 2 * n_pad * K * L * d1 * m / med["bmm"],
         "square_matmul_flops_per_s": 2 * big**3 / med["square"],
         "mem_engine_bytes": engines["engine"]["mem"],
-        "mem_vmapped_bytes": engines["vmapped"]["mem"], "mem_loop_bytes": _memory(l_compiled),
+        "mem_vmapped_bytes": engines["vmapped"]["mem"],
+        "mem_loop_bytes": _memory(l_compiled),
         "rss_peak_mb": _rss_mb(),
     }
 
@@ -310,8 +361,10 @@ def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
         return train.batch(static, hp, st, train._DATA, st.t)[:2]
 
     def forward(w, ha, hb):
-        return (model.preactivations_by_neuron(w, ha, dtype),
-                model.preactivations_by_neuron(w, hb, dtype))
+        return (
+            model.preactivations_by_neuron(w, ha, dtype),
+            model.preactivations_by_neuron(w, hb, dtype),
+        )
 
     def backward(dpre, ha):
         return model.weight_grad_by_neuron(dpre, ha, dtype)
@@ -325,8 +378,10 @@ def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
         "step": (V(functools.partial(train.run_chunk, static)), (hp, state)),
         UNTUNED: (jax.jit(jax.vmap(functools.partial(train.run_chunk, static))), (hp, state)),
         "sampling (both views)": (V(sample), (hp, state)),
-        "attention (both views)": (V(lambda a, b: (model.attention(a), model.attention(b))),
-                                   (xa, xb)),
+        "attention (both views)": (
+            V(lambda a, b: (model.attention(a), model.attention(b))),
+            (xa, xb),
+        ),
         "forward matmuls (both views)": (V(forward), (state.w, ha, hb)),
         "backward matmul (anchor view)": (V(backward), (pre, ha)),
     }
@@ -341,8 +396,9 @@ def breakdown(opt: Options, d: int, n: int, repeats: int | None = None) -> dict:
     out = {k: float(np.median(v)) for k, v in times.items()}
     out["step"] /= static.log_every
     out[UNTUNED] /= static.log_every
-    out["rest (BReLU, InfoNCE, update, bias; by difference)"] = (
-        out["step"] - sum(v for k, v in out.items() if k not in ("step", UNTUNED)))
+    out["rest (BReLU, InfoNCE, update, bias; by difference)"] = out["step"] - sum(
+        v for k, v in out.items() if k not in ("step", UNTUNED)
+    )
     return out
 
 
@@ -359,21 +415,27 @@ def _estimate(opt: Options, d: int, n: int, peak: float) -> tuple[float, float]:
 def run(opt: Options, log=print) -> dict:
     """The whole benchmark: prints a table as it goes, returns the results (JSON-ready)."""
     info = machine_info()
-    log(f"jaxcl throughput benchmark on backend={info['backend']} "
-        f"({info['n_devices']} x {info['device_kind']}; {info['cpu']}; jax {info['jax']})")
+    log(
+        f"jaxcl throughput benchmark on backend={info['backend']} "
+        f"({info['n_devices']} x {info['device_kind']}; {info['cpu']}; jax {info['jax']})"
+    )
     sharding = programs.config_mesh()
     big = 4096 if info["backend"] != "cpu" else 2048
     peak0 = matmul_peak(big, opt.repeats)
     log(f"float32 matmul peak ({big}x{big}): {peak0 / 1e9:.1f} GFLOP/s")
     rows, skipped = [], []
     batching = programs.resolve_batching("auto")
-    hdr = (f"{'d':>4} {'m':>5} {'n':>3} | {'engine':>9} {'vmapped':>9} {'loop':>9} {'x':>5} "
-           f"{'x_vmap':>6} | {'comp_e':>6} {'comp_l':>6} | {'GFLOP/s':>7} {'%peak':>5} "
-           f"{'%bmm':>5} | {'mem_MB':>7} {'rss_MB':>7}")
-    log(f"config-steps/s (median) of the engine (batching={batching}, as `jaxcl run`), the "
+    hdr = (
+        f"{'d':>4} {'m':>5} {'n':>3} | {'engine':>9} {'vmapped':>9} {'loop':>9} {'x':>5} "
+        f"{'x_vmap':>6} | {'comp_e':>6} {'comp_l':>6} | {'GFLOP/s':>7} {'%peak':>5} "
+        f"{'%bmm':>5} | {'mem_MB':>7} {'rss_MB':>7}"
+    )
+    log(
+        f"config-steps/s (median) of the engine (batching={batching}, as `jaxcl run`), the "
         "engine with vmap batching and the loop; x = engine/loop, x_vmap = vmapped/loop; "
         "compile s; the engine's FLOP/s vs the square matmul (%peak) and vs the step's batched "
-        "matmul shape alone (%bmm); the engine's memory (memory_analysis) and peak RSS")
+        "matmul shape alone (%bmm); the engine's memory (memory_analysis) and peak RSS"
+    )
     log(hdr)
     for d in opt.ds:
         for n in opt.ns:
@@ -384,9 +446,11 @@ def run(opt: Options, log=print) -> dict:
                 combo = dataclasses.replace(opt, steps=steps)
                 secs, nbytes = _estimate(combo, d, n, peak0)
             if nbytes > opt.mem_budget_gb * 2**30 or secs > opt.time_budget_s:
-                why = (f"est. {nbytes / 2**30:.1f} GB > {opt.mem_budget_gb} GB"
-                       if nbytes > opt.mem_budget_gb * 2**30
-                       else f"est. {secs:.0f} s > {opt.time_budget_s:.0f} s budget")
+                why = (
+                    f"est. {nbytes / 2**30:.1f} GB > {opt.mem_budget_gb} GB"
+                    if nbytes > opt.mem_budget_gb * 2**30
+                    else f"est. {secs:.0f} s > {opt.time_budget_s:.0f} s budget"
+                )
                 skipped.append({"d": d, "n_configs": n, "reason": why})
                 log(f"{d:>4} {'':>5} {n:>3} | skipped: {why}")
                 continue
@@ -397,7 +461,8 @@ def run(opt: Options, log=print) -> dict:
             r["pct_shape_matmul"] = 100 * r["engine_flops_per_s"] / r["shape_matmul_flops_per_s"]
             rows.append(r)
             mem = r["mem_engine_bytes"]
-            log(f"{d:>4} {r['m']:>5} {n:>3} | {r['engine_cfg_steps_per_s']:>9.1f} "
+            log(
+                f"{d:>4} {r['m']:>5} {n:>3} | {r['engine_cfg_steps_per_s']:>9.1f} "
                 f"{r['vmapped_cfg_steps_per_s']:>9.1f} "
                 f"{r['loop_cfg_steps_per_s']:>9.1f} {r['speedup']:>5.2f} "
                 f"{r['vmapped_speedup']:>6.2f} | "
@@ -405,30 +470,41 @@ def run(opt: Options, log=print) -> dict:
                 f"{r['engine_flops_per_s'] / 1e9:>7.1f} {r['pct_peak']:>5.1f} "
                 f"{r['pct_shape_matmul']:>5.1f} | "
                 f"{(mem or 0) / 2**20:>7.1f} {r['rss_peak_mb']:>7.0f}"
-                + (f"  ({combo.steps} steps per call)" if combo.steps != opt.steps else ""))
+                + (f"  ({combo.steps} steps per call)" if combo.steps != opt.steps else "")
+            )
     peak1 = matmul_peak(big, opt.repeats)
-    log(f"float32 matmul peak again: {peak1 / 1e9:.1f} GFLOP/s (each row's %peak uses the "
-        f"{big}x{big} matmul timed interleaved with that row)")
+    log(
+        f"float32 matmul peak again: {peak1 / 1e9:.1f} GFLOP/s (each row's %peak uses the "
+        f"{big}x{big} matmul timed interleaved with that row)"
+    )
     parts = None
     if opt.breakdown:
         bd, bn = opt.breakdown
         parts = breakdown(opt, bd, bn)
-        fl = flops_per_config_step(64, 4, bd, 2 * bd, round(bd**opt.C_m),
-                                   opt.dictionary == "identity")["total"]
+        fl = flops_per_config_step(
+            64, 4, bd, 2 * bd, round(bd**opt.C_m), opt.dictionary == "identity"
+        )["total"]
         log(f"time per vmapped step at d={bd}, n={bn} ({bn} x {fl / 1e6:.1f} MFLOP), by part:")
         for k, v in parts.items():
             log(f"  {k:<52} {v * 1e3:8.2f} ms  {100 * v / parts['step']:5.1f}%")
     exps = fit_exponents(rows)
     for key, e in exps.items():
-        log(f"time per config-step ~ d^{e['exponent']:.2f} ({key}, n={e['n_configs']}, "
-            f"d={e['ds']})")
-    return {"info": info, "options": dataclasses.asdict(opt), "command": " ".join(sys.argv),
-            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "matmul_peak_flops_per_s": {"size": big, "before": peak0, "after": peak1},
-            "flop_model": __doc__[__doc__.index("FLOP model"):].strip(),
-            "rows": rows, "skipped": skipped, "d_exponents": exps,
-            "breakdown_s_per_step": parts and {"d": opt.breakdown[0], "n_configs": opt.breakdown[1],
-                                               **parts}}
+        log(
+            f"time per config-step ~ d^{e['exponent']:.2f} ({key}, n={e['n_configs']}, d={e['ds']})"
+        )
+    return {
+        "info": info,
+        "options": dataclasses.asdict(opt),
+        "command": " ".join(sys.argv),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "matmul_peak_flops_per_s": {"size": big, "before": peak0, "after": peak1},
+        "flop_model": __doc__[__doc__.index("FLOP model") :].strip(),
+        "rows": rows,
+        "skipped": skipped,
+        "d_exponents": exps,
+        "breakdown_s_per_step": parts
+        and {"d": opt.breakdown[0], "n_configs": opt.breakdown[1], **parts},
+    }
 
 
 def fit_exponents(rows: list[dict]) -> dict:

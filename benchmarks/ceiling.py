@@ -35,8 +35,7 @@ def noise_free(keys_Vx2, shape):
     import jax.numpy as jnp
 
     zero_V = (keys_Vx2[:, 0] & 0).astype(jnp.float32)
-    return jnp.broadcast_to(zero_V.reshape((-1,) + (1,) * len(shape)),
-                            (keys_Vx2.shape[0], *shape))
+    return jnp.broadcast_to(zero_V.reshape((-1,) + (1,) * len(shape)), (keys_Vx2.shape[0], *shape))
 
 
 def _hash_pairs(keys_Vx2, n: int):
@@ -46,8 +45,12 @@ def _hash_pairs(keys_Vx2, n: int):
 
     from jaxcl.experiments.liao import data
 
-    return data.threefry2x32(keys_Vx2[:, :1], keys_Vx2[:, 1:],
-                             jax.lax.iota(jnp.uint32, -(-n // 2))[None, :], np.uint32(0))
+    return data.threefry2x32(
+        keys_Vx2[:, :1],
+        keys_Vx2[:, 1:],
+        jax.lax.iota(jnp.uint32, -(-n // 2))[None, :],
+        np.uint32(0),
+    )
 
 
 def both_words(keys_Vx2, shape):
@@ -59,7 +62,8 @@ def both_words(keys_Vx2, shape):
     n = math.prod(shape)
     y0, y1 = _hash_pairs(keys_Vx2, n)
     return data.normal(jnp.concatenate([y0, y1], axis=1)[:, :n]).reshape(
-        (keys_Vx2.shape[0], *shape))
+        (keys_Vx2.shape[0], *shape)
+    )
 
 
 def box_muller(keys_Vx2, shape):
@@ -76,8 +80,12 @@ def box_muller(keys_Vx2, shape):
     return z.reshape((keys_Vx2.shape[0], *shape))
 
 
-VARIANTS = {"engine": None, "noise_free": noise_free, "both_words": both_words,
-            "box_muller": box_muller}
+VARIANTS = {
+    "engine": None,
+    "noise_free": noise_free,
+    "both_words": both_words,
+    "box_muller": box_muller,
+}
 
 
 @contextlib.contextmanager
@@ -109,16 +117,23 @@ def noise_parts(shape, repeats: int) -> dict:
     u = jax.random.uniform(jax.random.PRNGKey(0), (n,), minval=-0.999, maxval=0.999)
     parts = {
         "fused_draw": (lambda k: data.standard_normals(k, shape[1:]), keys),
-        "threefry_hash": (lambda k: data.threefry2x32(k[0, 0], k[0, 1], jax.lax.iota(
-            jnp.uint32, n), np.uint32(0))[0], keys),
+        "threefry_hash": (
+            lambda k: data.threefry2x32(
+                k[0, 0], k[0, 1], jax.lax.iota(jnp.uint32, n), np.uint32(0)
+            )[0],
+            keys,
+        ),
         "erfinv": (jax.scipy.special.erfinv, u),
     }
     out = {}
     for name, (fn, arg) in parts.items():
         f = jax.jit(fn).lower(arg).compile(programs.compiler_options())
         jax.block_until_ready(f(arg))
-        out[name] = 1e9 * float(np.median(
-            [_bench._time_calls(lambda: f(arg), 50) for _ in range(repeats)])) / n
+        out[name] = (
+            1e9
+            * float(np.median([_bench._time_calls(lambda: f(arg), 50) for _ in range(repeats)]))
+            / n
+        )
     return out
 
 
@@ -160,36 +175,62 @@ def main() -> None:
                 _bench.run_chunks(runs, args.chunks)
                 samples[name].append((time.perf_counter() - t0) / (args.chunks * 50))
         n_dev = len(jax.devices())
-        flops = _bench.flops_per_config_step(args.K, args.L, d, static.d1, static.m,
-                                             False)["total"]
-        row = {"d": d, "m": static.m, "d1": static.d1, "K": args.K, "L": args.L,
-               "n_devices": n_dev, "flops_per_cfg_step": flops,
-               "s_per_step_per_device": samples, "matmul_peak_samples": peaks,
-               "matmul_peak": float(np.median(peaks))}
+        flops = _bench.flops_per_config_step(args.K, args.L, d, static.d1, static.m, False)["total"]
+        row = {
+            "d": d,
+            "m": static.m,
+            "d1": static.d1,
+            "K": args.K,
+            "L": args.L,
+            "n_devices": n_dev,
+            "flops_per_cfg_step": flops,
+            "s_per_step_per_device": samples,
+            "matmul_peak_samples": peaks,
+            "matmul_peak": float(np.median(peaks)),
+        }
         rate = {k: n_dev / float(np.median(v)) for k, v in samples.items()}
         row["cfg_steps_per_s"] = rate
         row["over_engine"] = {k: v / rate["engine"] for k, v in rate.items()}
         rows.append(row)
     static = Config(d=args.d[-1], C_m=args.C_m, K=args.K, L=args.L).static()
     parts = noise_parts((32, args.K, args.L, static.d1), args.repeats)  # 16 steps' worth
-    print(f"one config per device on {rows[0]['n_devices']} CPU device(s), median of "
-          f"{args.repeats} interleaved samples of {args.chunks * 50} steps, each row with the "
-          "float32 2048^2 matmul peak timed among its samples (GFLOP/s)")
+    print(
+        f"one config per device on {rows[0]['n_devices']} CPU device(s), median of "
+        f"{args.repeats} interleaved samples of {args.chunks * 50} steps, each row with the "
+        "float32 2048^2 matmul peak timed among its samples (GFLOP/s)"
+    )
     print(f"{'d':>4} {'L':>2} {'peak':>5} " + "".join(f"{k:>24}" for k in VARIANTS))
     for row in rows:
-        row["pct_peak"] = {k: 100 * row["flops_per_cfg_step"] * v / row["matmul_peak"]
-                           for k, v in row["cfg_steps_per_s"].items()}
-        print(f"{row['d']:>4} {row['L']:>2} {row['matmul_peak'] / 1e9:>5.0f} " + "".join(
-            f"{row['cfg_steps_per_s'][k]:>8,.0f} {row['over_engine'][k]:>5.2f}x "
-            f"{row['pct_peak'][k]:>5.1f}%  " for k in VARIANTS))
+        row["pct_peak"] = {
+            k: 100 * row["flops_per_cfg_step"] * v / row["matmul_peak"]
+            for k, v in row["cfg_steps_per_s"].items()
+        }
+        print(
+            f"{row['d']:>4} {row['L']:>2} {row['matmul_peak'] / 1e9:>5.0f} "
+            + "".join(
+                f"{row['cfg_steps_per_s'][k]:>8,.0f} {row['over_engine'][k]:>5.2f}x "
+                f"{row['pct_peak'][k]:>5.1f}%  "
+                for k in VARIANTS
+            )
+        )
     print("(config-steps/s, speed-up over engine, % of the matmul peak under the FLOP model)")
-    print(f"noise at d = {args.d[-1]}, L = {args.L} (16 steps' worth), one device, ns per draw: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
-    result = {"machine": _bench.machine_info(), "command": " ".join(sys.argv),
-              "args": vars(args), "rows": rows,
-              "noise_ns_per_draw": {"d": args.d[-1], **parts}}
-    print("wrote", _bench.write_result(
-        result, args.out_dir, f"ceiling-{result['machine']['machine']}-L{args.L}.json"))
+    print(
+        f"noise at d = {args.d[-1]}, L = {args.L} (16 steps' worth), one device, ns per draw: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+    )
+    result = {
+        "machine": _bench.machine_info(),
+        "command": " ".join(sys.argv),
+        "args": vars(args),
+        "rows": rows,
+        "noise_ns_per_draw": {"d": args.d[-1], **parts},
+    }
+    print(
+        "wrote",
+        _bench.write_result(
+            result, args.out_dir, f"ceiling-{result['machine']['machine']}-L{args.L}.json"
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,7 @@ sys.path.insert(0, ROOT)
 from jaxcl.engine import runner, sweep as sweep_mod  # noqa: E402
 from jaxcl.engine.checkpoint import CheckpointOptions  # noqa: E402
 
-MODES = {"off": CheckpointOptions(every_steps=0, every_seconds=0),
-         "default": CheckpointOptions()}
+MODES = {"off": CheckpointOptions(every_steps=0, every_seconds=0), "default": CheckpointOptions()}
 
 
 def main() -> None:
@@ -35,8 +34,9 @@ def main() -> None:
     ap.add_argument("sweeps", nargs="+")
     ap.add_argument("--steps", type=int, nargs="*", default=[], help="cap per sweep (0: none)")
     ap.add_argument("--modes", nargs="+", default=["off", "default", "every_chunk"])
-    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
-                                                  "checkpoint_overhead.json"))
+    ap.add_argument(
+        "--out", default=os.path.join(ROOT, "benchmarks", "results", "checkpoint_overhead.json")
+    )
     args = ap.parse_args()
     results = []
     for si, path in enumerate(args.sweeps):
@@ -45,33 +45,61 @@ def main() -> None:
         log_every = sw.configs()[0].log_every
         warm = sweep_mod.load(path, [f"steps={log_every}"])
         with tempfile.TemporaryDirectory() as tmp:
-            runner.run(warm, os.path.join(tmp, "warm"), progress=False, log=lambda *_: None,
-                       checkpoints=MODES["off"])  # compiles; later runs hit the jit cache
+            runner.run(
+                warm,
+                os.path.join(tmp, "warm"),
+                progress=False,
+                log=lambda *_: None,
+                checkpoints=MODES["off"],
+            )  # compiles; later runs hit the jit cache
             for mode in args.modes:
-                opts = MODES.get(mode) or CheckpointOptions(every_steps=log_every,
-                                                            every_seconds=0)
+                opts = MODES.get(mode) or CheckpointOptions(every_steps=log_every, every_seconds=0)
                 t0 = time.perf_counter()
-                s = runner.run(sw, os.path.join(tmp, mode), progress=False,
-                               log=lambda *_: None, checkpoints=opts)
+                s = runner.run(
+                    sw,
+                    os.path.join(tmp, mode),
+                    progress=False,
+                    log=lambda *_: None,
+                    checkpoints=opts,
+                )
                 wall = time.perf_counter() - t0
                 per = s.checkpoint_seconds / s.checkpoints if s.checkpoints else None
-                results.append({
-                    "sweep": path, "configs": len(sw.configs()), "steps": sw.configs()[0].n_steps,
-                    "mode": mode, "wall_s": wall, "checkpoints": s.checkpoints,
-                    "checkpoint_s": s.checkpoint_seconds, "per_checkpoint_s": per,
-                    "share": s.checkpoint_seconds / wall,
-                    "projected_share_default": (per / CheckpointOptions().every_seconds
-                                                if per else None)})
+                results.append(
+                    {
+                        "sweep": path,
+                        "configs": len(sw.configs()),
+                        "steps": sw.configs()[0].n_steps,
+                        "mode": mode,
+                        "wall_s": wall,
+                        "checkpoints": s.checkpoints,
+                        "checkpoint_s": s.checkpoint_seconds,
+                        "per_checkpoint_s": per,
+                        "share": s.checkpoint_seconds / wall,
+                        "projected_share_default": (
+                            per / CheckpointOptions().every_seconds if per else None
+                        ),
+                    }
+                )
                 r = results[-1]
-                print(f"{path:28s} {mode:12s} {r['configs']:3d} cfg {r['steps']:6d} steps "
-                      f"wall {wall:7.1f}s  ckpts {s.checkpoints:4d}  "
-                      f"per ckpt {per * 1e3 if per else float('nan'):7.1f} ms  "
-                      f"share {100 * r['share']:5.2f}%", flush=True)
+                print(
+                    f"{path:28s} {mode:12s} {r['configs']:3d} cfg {r['steps']:6d} steps "
+                    f"wall {wall:7.1f}s  ckpts {s.checkpoints:4d}  "
+                    f"per ckpt {per * 1e3 if per else float('nan'):7.1f} ms  "
+                    f"share {100 * r['share']:5.2f}%",
+                    flush=True,
+                )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"machine": platform.platform(), "cpus": os.cpu_count(),
-                   "default": dataclasses.asdict(CheckpointOptions()), "results": results},
-                  f, indent=1)
+        json.dump(
+            {
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "default": dataclasses.asdict(CheckpointOptions()),
+                "results": results,
+            },
+            f,
+            indent=1,
+        )
     print(f"-> {args.out}")
 
 

@@ -38,8 +38,20 @@ log_every = 50
 seed = {seeds}
 """
 # the metrics of a liao row beyond its config fields (docs/run-directory.md)
-METRICS = ["loss", "nce", "acc", "cov_major", "cov_minor", "purity", "alive_frac", "b_mean",
-           "w_norm_mean", "N_mean", "F_mean", "noise_frac"]
+METRICS = [
+    "loss",
+    "nce",
+    "acc",
+    "cov_major",
+    "cov_minor",
+    "purity",
+    "alive_frac",
+    "b_mean",
+    "w_norm_mean",
+    "N_mean",
+    "F_mean",
+    "noise_frac",
+]
 COUNTS = ["stage", "T1", "T2", "bad_step", "pure_neurons", "lucky_pure"]
 
 
@@ -57,9 +69,16 @@ def write_run_dir(out: str, n: int, rows_per_config: int, seed: int = 0) -> int:
     for c in configs:
         base = {**c.resolved(), "config_id": c.config_id}
         vals = rng.random((rows_per_config, len(METRICS)))
-        rows = [{**base, **dict(zip(METRICS, map(float, v))),
-                 **{k: int(rng.integers(-1, 5)) for k in COUNTS}, "step": 50 * (i + 1),
-                 "time": round(t0 + i, 3)} for i, v in enumerate(vals)]
+        rows = [
+            {
+                **base,
+                **dict(zip(METRICS, map(float, v))),
+                **{k: int(rng.integers(-1, 5)) for k in COUNTS},
+                "step": 50 * (i + 1),
+                "time": round(t0 + i, 3),
+            }
+            for i, v in enumerate(vals)
+        ]
         # plain writes (no fsync per file): this directory is synthetic
         with open(rd.p("rows", c.config_id + ".jsonl"), "w") as f:
             f.write("".join(dumps(r) + "\n" for r in rows))
@@ -68,8 +87,19 @@ def write_run_dir(out: str, n: int, rows_per_config: int, seed: int = 0) -> int:
         with open(rd.p("final", c.config_id + ".npz"), "wb") as f:
             np.savez(f, w=rng.random((4, 8)).astype(np.float32))
         with open(rd.p("final", c.config_id + ".json"), "w") as f:
-            f.write(dumps({**base, "T1": 10, "T2": 20, "observables": {
-                "purity": float(vals[-1, 5]), "lucky_counts": rng.integers(0, 5, 8).tolist()}}))
+            f.write(
+                dumps(
+                    {
+                        **base,
+                        "T1": 10,
+                        "T2": 20,
+                        "observables": {
+                            "purity": float(vals[-1, 5]),
+                            "lucky_counts": rng.integers(0, 5, 8).tolist(),
+                        },
+                    }
+                )
+            )
     n_rows = rd.merge_results(configs)
     rd.write_manifest(sweep, configs)
     return n_rows
@@ -100,8 +130,11 @@ def main() -> None:
     t0 = time.perf_counter()
     n_rows = write_run_dir(run_dir, args.n, args.rows_per_config)
     size = os.path.getsize(os.path.join(run_dir, "results.jsonl"))
-    print(f"open_rows: {args.n} configs, {n_rows} rows ({size / 2**20:.0f} MiB results.jsonl) "
-          f"written in {time.perf_counter() - t0:.1f} s ({run_dir})", flush=True)
+    print(
+        f"open_rows: {args.n} configs, {n_rows} rows ({size / 2**20:.0f} MiB results.jsonl) "
+        f"written in {time.perf_counter() - t0:.1f} s ({run_dir})",
+        flush=True,
+    )
     shape = {}
 
     def rows():
@@ -110,11 +143,17 @@ def main() -> None:
     def finals():
         shape["finals"] = jaxcl.open(run_dir).finals().shape
 
-    times = {"rows": _time(rows, args.repeats), "finals": _time(finals, args.repeats),
-             "status": _time(lambda: jaxcl.open(run_dir).status(), 1)}
+    times = {
+        "rows": _time(rows, args.repeats),
+        "finals": _time(finals, args.repeats),
+        "status": _time(lambda: jaxcl.open(run_dir).status(), 1),
+    }
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    print("median seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items())
-          + f"; rows() {shape['rows']}, finals() {shape['finals']}")
+    print(
+        "median seconds: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in med.items())
+        + f"; rows() {shape['rows']}, finals() {shape['finals']}"
+    )
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import _bench
 
@@ -122,10 +161,18 @@ def main() -> None:
         load = os.getloadavg()
     except OSError:
         load = None
-    result = {"machine": _bench.machine_info(), "command": " ".join(sys.argv),
-              "args": vars(args), "rows": n_rows, "results_jsonl_bytes": size,
-              "rows_shape": shape["rows"], "finals_shape": shape["finals"], "seconds": times,
-              "median_s": med, "loadavg_after": load}
+    result = {
+        "machine": _bench.machine_info(),
+        "command": " ".join(sys.argv),
+        "args": vars(args),
+        "rows": n_rows,
+        "results_jsonl_bytes": size,
+        "rows_shape": shape["rows"],
+        "finals_shape": shape["finals"],
+        "seconds": times,
+        "median_s": med,
+        "loadavg_after": load,
+    }
     shutil.rmtree(work, ignore_errors=True)
     name = f"open-{result['machine']['machine']}-{args.n}x{args.rows_per_config}.json"
     print("wrote", _bench.write_result(result, args.out_dir, name))

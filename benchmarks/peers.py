@@ -45,11 +45,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
-    ap.add_argument("--sweep", action="store_true",
-                    help="time whole processes: jaxcl run of a sweep against PyTorch scripts")
+    ap.add_argument(
+        "--sweep",
+        action="store_true",
+        help="time whole processes: jaxcl run of a sweep against PyTorch scripts",
+    )
     ap.add_argument("--sweep-steps", type=int, default=2000, help="training steps per config")
-    ap.add_argument("--torch-worker", nargs=3, metavar=("MODE", "SPEC", "OUT"),
-                    help=argparse.SUPPRESS)  # internal: one PyTorch sweep process
+    ap.add_argument(
+        "--torch-worker", nargs=3, metavar=("MODE", "SPEC", "OUT"), help=argparse.SUPPRESS
+    )  # internal: one PyTorch sweep process
     args = ap.parse_args()
     if args.torch_worker:
         return torch_worker(*args.torch_worker)
@@ -71,10 +75,17 @@ def main() -> None:
     for d in args.d:
         for n in args.n:
             rows.append(bench(_bench, torch, d, n, args))
-    result = {"machine": _bench.machine_info(), "torch": torch.__version__,
-              "torch_threads": torch.get_num_threads(), "args": vars(args), "rows": rows}
-    print("wrote", _bench.write_result(result, args.out_dir,
-                                       f"peers-{result['machine']['machine']}.json"))
+    result = {
+        "machine": _bench.machine_info(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "args": vars(args),
+        "rows": rows,
+    }
+    print(
+        "wrote",
+        _bench.write_result(result, args.out_dir, f"peers-{result['machine']['machine']}.json"),
+    )
 
 
 class Peer:
@@ -86,8 +97,14 @@ class Peer:
         self.t = torch
         r = resolved
         f = lambda key: torch.tensor([x[key] for x in r], dtype=torch.float32)  # noqa: E731
-        self.B, self.K, self.L, self.d, self.d1, self.m = (len(r), r[0]["K"], r[0]["L"],
-                                                           r[0]["d"], r[0]["d1"], r[0]["m"])
+        self.B, self.K, self.L, self.d, self.d1, self.m = (
+            len(r),
+            r[0]["K"],
+            r[0]["L"],
+            r[0]["d"],
+            r[0]["d1"],
+            r[0]["m"],
+        )
         self.tau, self.lam, self.eta = f("tau")[:, None, None], f("lam"), f("eta")
         self.sigma, self.scale = f("sigma_xi"), f("feature_scale")
         self.c_b, self.bias_rate = f("c_b"), f("bias_rate")
@@ -106,24 +123,34 @@ class Peer:
         """The peer started from jaxcl's own M, W(0) and p_j (for the step benchmark)."""
         import numpy as np
 
-        return cls(torch, [c.resolved() for c in cfgs],
-                   np.stack([np.asarray(s.M) for s in states]),
-                   np.stack([np.asarray(_presence(c)) for c in cfgs]),
-                   np.stack([np.asarray(s.w) for s in states]))
+        return cls(
+            torch,
+            [c.resolved() for c in cfgs],
+            np.stack([np.asarray(s.M) for s in states]),
+            np.stack([np.asarray(_presence(c)) for c in cfgs]),
+            np.stack([np.asarray(s.w) for s in states]),
+        )
 
     def batch(self):
         """K positive pairs per config: signed features, redrawn positions, fresh noise."""
         t, B, K, L, d, d1 = self.t, self.B, self.K, self.L, self.d, self.d1
         u = t.rand(B, K, d, generator=self.gen)
-        coef = t.where(u < self.p[:, None, :], t.where(t.rand(B, K, d, generator=self.gen) < 0.5,
-                                                       1.0, -1.0), 0.0) * self.scale[:, None, None]
+        coef = (
+            t.where(
+                u < self.p[:, None, :],
+                t.where(t.rand(B, K, d, generator=self.gen) < 0.5, 1.0, -1.0),
+                0.0,
+            )
+            * self.scale[:, None, None]
+        )
         views = []
         for _ in range(2):
             pos = t.randint(L, (B, K, d), generator=self.gen)
             z = coef[:, :, None, :] * t.nn.functional.one_hot(pos, L).permute(0, 1, 3, 2)
             x = t.einsum("bkld,bed->bkle", z, self.M)
-            views.append(x + self.sigma[:, None, None, None] * t.randn(B, K, L, d1,
-                                                                       generator=self.gen))
+            views.append(
+                x + self.sigma[:, None, None, None] * t.randn(B, K, L, d1, generator=self.gen)
+            )
         return views
 
     def loss(self, w, b, xa, xb):
@@ -158,8 +185,7 @@ class Peer:
         b_T1 = self.c_b[:, None] * math.sqrt(log_d / self.d) * t.sqrt(n2_new)
         b2 = t.maximum(self.b * (1 + self.bias_rate[:, None]), self.b * growth)
         s1, s2 = (self.stage == 1)[:, None], (self.stage == 2)[:, None]
-        self.b = t.where(s1, t.where(enter2[:, None], b_T1, 0.0),
-                         t.where(s2, b2, self.b * growth))
+        self.b = t.where(s1, t.where(enter2[:, None], b_T1, 0.0), t.where(s2, b2, self.b * growth))
         self.n2_T1 = t.where(enter2[:, None], n2_new, self.n2_T1)
         self.stage = self.stage + enter2.int() + enter3.int()
 
@@ -178,8 +204,9 @@ def _presence(cfg):
     from jaxcl.experiments.liao.data import frequencies, presence_prob
 
     r = cfg.resolved()
-    return presence_prob(frequencies(r["d"], r["n_major"], r["eps_max"], r["eps_min"]),
-                         r["C_z"], r["d"])
+    return presence_prob(
+        frequencies(r["d"], r["n_major"], r["eps_max"], r["eps_min"]), r["C_z"], r["d"]
+    )
 
 
 def check(torch, cfg, state, xa, xb) -> dict:
@@ -196,14 +223,21 @@ def check(torch, cfg, state, xa, xb) -> dict:
     lj, gj = jax.value_and_grad(lambda w_: jaxcl.info_nce(w_, b, xa, xb, r["tau"], 0.0))(w)
     peer = Peer.from_jaxcl(torch, [cfg], [state])
     wt = torch.tensor(np.asarray(w))[None].requires_grad_(True)
-    total, _ = peer.loss(wt, torch.tensor(np.asarray(b))[None], torch.tensor(np.asarray(xa))[None],
-                         torch.tensor(np.asarray(xb))[None])
+    total, _ = peer.loss(
+        wt,
+        torch.tensor(np.asarray(b))[None],
+        torch.tensor(np.asarray(xa))[None],
+        torch.tensor(np.asarray(xb))[None],
+    )
     (gt,) = torch.autograd.grad(total, wt)
     gt = gt[0].numpy()
     total = total.item()
-    return {"loss_jaxcl": float(lj), "loss_torch": total,
-            "loss_rel_diff": abs(total - float(lj)) / abs(float(lj)),
-            "grad_rel_diff": float(np.max(np.abs(gt - np.asarray(gj))) / np.max(np.abs(gj)))}
+    return {
+        "loss_jaxcl": float(lj),
+        "loss_torch": total,
+        "loss_rel_diff": abs(total - float(lj)) / abs(float(lj)),
+        "grad_rel_diff": float(np.max(np.abs(gt - np.asarray(gj))) / np.max(np.abs(gj))),
+    }
 
 
 def bench(_bench, torch, d: int, n: int, args) -> dict:
@@ -218,9 +252,12 @@ def bench(_bench, torch, d: int, n: int, args) -> dict:
     states = [train.init(c.static(), c.hparams()) for c in cfgs]
     xa, xb, _ = train.batch(cfgs[0].static(), cfgs[0].hparams(), states[0], train._DATA, 0)
     chk = check(torch, cfgs[0], states[0], xa, xb)
-    print(f"d={d} n={n}: peers' loss {chk['loss_torch']:.6f} vs jaxcl {chk['loss_jaxcl']:.6f} "
-          f"(rel. diff {chk['loss_rel_diff']:.1e}); W-gradient max rel. diff "
-          f"{chk['grad_rel_diff']:.1e}", flush=True)
+    print(
+        f"d={d} n={n}: peers' loss {chk['loss_torch']:.6f} vs jaxcl {chk['loss_jaxcl']:.6f} "
+        f"(rel. diff {chk['loss_rel_diff']:.1e}); W-gradient max rel. diff "
+        f"{chk['grad_rel_diff']:.1e}",
+        flush=True,
+    )
     assert chk["loss_rel_diff"] < 1e-4 and chk["grad_rel_diff"] < 1e-3, chk
 
     engine = _bench._engine(cfgs, programs.config_mesh(), programs.resolve_batching("auto"))
@@ -238,6 +275,7 @@ def bench(_bench, torch, d: int, n: int, args) -> dict:
         def run():
             for _ in range(args.steps):
                 step(*batched.batch())
+
         return run
 
     peers = {"torch_loop": run_loop, "torch_batched": run_batched(batched.step)}
@@ -264,14 +302,27 @@ def bench(_bench, torch, d: int, n: int, args) -> dict:
             fn()
             times[k].append(time.perf_counter() - t0)
     rate = {k: n * args.steps / float(np.median(v)) for k, v in times.items()}
-    row = {"d": d, "n": n, "K": args.K, "L": args.L, "m": cfgs[0].resolved()["m"],
-           "steps": args.steps, "repeats": args.repeats, "check": chk,
-           "torch_compile": compile_note, "config_steps_per_s": rate,
-           "engine_over": {k: rate["engine"] / v for k, v in rate.items() if k != "engine"},
-           "seconds": times}
-    print("  config-steps/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in rate.items())
-          + "; engine / " + ", ".join(f"{k} {v:.1f}x" for k, v in row["engine_over"].items()),
-          flush=True)
+    row = {
+        "d": d,
+        "n": n,
+        "K": args.K,
+        "L": args.L,
+        "m": cfgs[0].resolved()["m"],
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "check": chk,
+        "torch_compile": compile_note,
+        "config_steps_per_s": rate,
+        "engine_over": {k: rate["engine"] / v for k, v in rate.items() if k != "engine"},
+        "seconds": times,
+    }
+    print(
+        "  config-steps/s: "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in rate.items())
+        + "; engine / "
+        + ", ".join(f"{k} {v:.1f}x" for k, v in row["engine_over"].items()),
+        flush=True,
+    )
     return row
 
 
@@ -303,7 +354,7 @@ def torch_worker(mode: str, spec_path: str, out: str) -> None:
     for r in resolved:
         gen = torch.Generator().manual_seed(r["seed"])
         q, rr = torch.linalg.qr(torch.randn(r["d1"], r["d1"], generator=gen))
-        Ms.append((q * torch.sign(torch.diagonal(rr)))[:, :r["d"]].numpy())
+        Ms.append((q * torch.sign(torch.diagonal(rr)))[:, : r["d"]].numpy())
         eps = np.where(np.arange(r["d"]) < r["n_major"], r["eps_max"], r["eps_min"])
         ps.append(np.minimum(1.0, eps * r["C_z"] * math.log(math.log(r["d"])) / r["d"]))
         sigma0 = math.sqrt(r["init_mass"] * r["tau"] / (r["d"] * r["m"] * r["d1"]))
@@ -311,8 +362,14 @@ def torch_worker(mode: str, spec_path: str, out: str) -> None:
     groups = [[i] for i in range(len(resolved))] if mode == "loop" else [list(range(len(resolved)))]
     final = {}
     for g in groups:
-        peer = Peer(torch, [resolved[i] for i in g], np.stack([Ms[i] for i in g]),
-                    np.stack([ps[i] for i in g]), np.stack([ws[i] for i in g]), seed=g[0])
+        peer = Peer(
+            torch,
+            [resolved[i] for i in g],
+            np.stack([Ms[i] for i in g]),
+            np.stack([ps[i] for i in g]),
+            np.stack([ws[i] for i in g]),
+            seed=g[0],
+        )
         for _ in range(steps):
             peer.step(*peer.batch())
         final.update({f"w_{i}": peer.w[j].numpy() for j, i in enumerate(g)})
@@ -349,15 +406,37 @@ def sweep(args) -> None:
     py, me = sys.executable, os.path.abspath(__file__)
     jaxcl = [py, "-m", "jaxcl", "run", toml, "--no-progress"]
     commands = {
-        "jaxcl_run": lambda i: jaxcl + ["--out", os.path.join(work, f"run{i}"),
-                                        "--compile-cache", os.path.join(work, f"cache{i}")],
-        "torch_loop": lambda i: [py, me, "--torch-worker", "loop", spec,
-                                 os.path.join(work, f"loop{i}.npz")],
-        "torch_batched": lambda i: [py, me, "--torch-worker", "batched", spec,
-                                    os.path.join(work, f"batched{i}.npz")],
+        "jaxcl_run": lambda i: (
+            jaxcl
+            + [
+                "--out",
+                os.path.join(work, f"run{i}"),
+                "--compile-cache",
+                os.path.join(work, f"cache{i}"),
+            ]
+        ),
+        "torch_loop": lambda i: [
+            py,
+            me,
+            "--torch-worker",
+            "loop",
+            spec,
+            os.path.join(work, f"loop{i}.npz"),
+        ],
+        "torch_batched": lambda i: [
+            py,
+            me,
+            "--torch-worker",
+            "batched",
+            spec,
+            os.path.join(work, f"batched{i}.npz"),
+        ],
     }
-    print(f"whole-process sweep: d={d}, L={args.L}, K={args.K}, {n} configs x {steps} steps; "
-          f"{args.repeats} rounds, each command a fresh process (work dir {work})", flush=True)
+    print(
+        f"whole-process sweep: d={d}, L={args.L}, K={args.K}, {n} configs x {steps} steps; "
+        f"{args.repeats} rounds, each command a fresh process (work dir {work})",
+        flush=True,
+    )
     times = {k: [] for k in commands}
     for i in range(args.repeats):
         for k, cmd in commands.items():
@@ -369,16 +448,32 @@ def sweep(args) -> None:
             print(f"  round {i + 1}: {k} {times[k][-1]:.1f} s", flush=True)
     med = {k: float(np.median(v)) for k, v in times.items()}
     over = {k: med[k] / med["jaxcl_run"] for k in med if k != "jaxcl_run"}
-    print("median whole-process seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in med.items())
-          + "; jaxcl run is " + ", ".join(f"{v:.1f}x {k}" for k, v in over.items()), flush=True)
-    result = {"machine": _bench.machine_info(), "torch": torch.__version__,
-              "torch_threads": os.cpu_count(), "args": vars(args),
-              "command": " ".join(sys.argv), "sweep_toml": sweep_toml,
-              "seconds": times, "median_s": med, "jaxcl_run_speedup": over,
-              "config_steps": n * steps}
+    print(
+        "median whole-process seconds: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in med.items())
+        + "; jaxcl run is "
+        + ", ".join(f"{v:.1f}x {k}" for k, v in over.items()),
+        flush=True,
+    )
+    result = {
+        "machine": _bench.machine_info(),
+        "torch": torch.__version__,
+        "torch_threads": os.cpu_count(),
+        "args": vars(args),
+        "command": " ".join(sys.argv),
+        "sweep_toml": sweep_toml,
+        "seconds": times,
+        "median_s": med,
+        "jaxcl_run_speedup": over,
+        "config_steps": n * steps,
+    }
     shutil.rmtree(work, ignore_errors=True)
-    print("wrote", _bench.write_result(result, args.out_dir,
-                                       f"peers-sweep-{result['machine']['machine']}.json"))
+    print(
+        "wrote",
+        _bench.write_result(
+            result, args.out_dir, f"peers-sweep-{result['machine']['machine']}.json"
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,15 @@ def main() -> None:
     jax.profiler.start_trace("/tmp/jaxcl-profile-step")
     go(args.chunks)
     jax.profiler.stop_trace()
-    space = max((os.path.join(dp, f) for dp, _, fs in os.walk("/tmp/jaxcl-profile-step")
-                 for f in fs if f.endswith(".xplane.pb")), key=os.path.getmtime)
+    space = max(
+        (
+            os.path.join(dp, f)
+            for dp, _, fs in os.walk("/tmp/jaxcl-profile-step")
+            for f in fs
+            if f.endswith(".xplane.pb")
+        ),
+        key=os.path.getmtime,
+    )
     with open(space, "rb") as f:
         pd = ProfileData.from_serialized_xspace(f.read())
     total = collections.Counter()
@@ -69,9 +76,11 @@ def main() -> None:
                 total[ev.name] += ev.duration_ns
     steps = args.chunks * 50 * len(runs)
     m = static.m
-    print(f"d={args.d} (m={m}, d1={static.d1}), K={args.K}, L={args.L}, one config per device on "
-          f"{len(runs)} CPU device(s): {per_step * 1e6:.0f} us per step per device untraced; "
-          f"traced kernels sum to {sum(total.values()) / steps / 1e3:.0f} us per config-step")
+    print(
+        f"d={args.d} (m={m}, d1={static.d1}), K={args.K}, L={args.L}, one config per device on "
+        f"{len(runs)} CPU device(s): {per_step * 1e6:.0f} us per step per device untraced; "
+        f"traced kernels sum to {sum(total.values()) / steps / 1e3:.0f} us per config-step"
+    )
     for name, ns in total.most_common(args.top):
         shape, ops = _describe(hlo, name)
         print(f"{ns / steps / 1e3:8.1f} us  {name:<28} {shape:<24} {ops}")

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench import write_result  # noqa: E402
+from _bench import write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP = """# written by benchmarks/stop.py
@@ -48,33 +48,70 @@ def main() -> None:
     ap.add_argument("--src", default=ROOT, help="the jaxcl checkout to run")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--label", default="", help="added to the result file's name")
-    ap.add_argument("--when", choices=("rows", "start"), default="start",
-                    help="send SIGTERM once training starts (the run's invocation record is "
-                    "written: the signal waits for the compile and the first chunk) or once "
-                    "the first rows are written (a chunk boundary just passed)")
-    ap.add_argument("--after", type=float, default=0.0, metavar="S",
-                    help="and then S seconds more (past setup, into the training)")
+    ap.add_argument(
+        "--when",
+        choices=("rows", "start"),
+        default="start",
+        help="send SIGTERM once training starts (the run's invocation record is "
+        "written: the signal waits for the compile and the first chunk) or once "
+        "the first rows are written (a chunk boundary just passed)",
+    )
+    ap.add_argument(
+        "--after",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="and then S seconds more (past setup, into the training)",
+    )
     args = ap.parse_args()
     ratios = [round(0.1 * k, 1) for k in range(1, 11)]
     seeds = list(range(-(-args.configs // len(ratios))))
     tmp = tempfile.mkdtemp(prefix="jaxcl-stop-")
     toml = os.path.join(tmp, "sweep.toml")
     with open(toml, "w") as f:
-        f.write(SWEEP.format(d=args.d, K=args.K, L=args.L, steps=args.steps,
-                             log_every=args.log_every, ratios=ratios, seeds=seeds))
+        f.write(
+            SWEEP.format(
+                d=args.d,
+                K=args.K,
+                L=args.L,
+                steps=args.steps,
+                log_every=args.log_every,
+                ratios=ratios,
+                seeds=seeds,
+            )
+        )
     out = os.path.join(tmp, "run")
     env = {**os.environ, "PYTHONPATH": args.src}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "jaxcl", "run", toml, "--no-progress",
-                             "--out", out, "--compile-cache", "off"], cwd=args.src, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jaxcl",
+            "run",
+            toml,
+            "--no-progress",
+            "--out",
+            out,
+            "--compile-cache",
+            "off",
+        ],
+        cwd=args.src,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     rows, records = os.path.join(out, "rows"), os.path.join(out, "invocations")
     deadline = t0 + args.timeout
     while proc.poll() is None and time.perf_counter() < deadline:
         if args.when == "start" and os.path.isdir(records) and os.listdir(records):
             break
-        if args.when == "rows" and os.path.isdir(rows) and any(
-                os.path.getsize(os.path.join(rows, n)) for n in os.listdir(rows)[:64]):
+        if (
+            args.when == "rows"
+            and os.path.isdir(rows)
+            and any(os.path.getsize(os.path.join(rows, n)) for n in os.listdir(rows)[:64])
+        ):
             break
         time.sleep(0.2)
     t_ready = time.perf_counter()
@@ -84,11 +121,20 @@ def main() -> None:
     proc.send_signal(signal.SIGTERM)
     log, _ = proc.communicate(timeout=args.timeout)
     t_exit = time.perf_counter()
-    result = {"when": args.when, "after": args.after, "configs": len(ratios) * len(seeds),
-              "d": args.d, "K": args.K, "L": args.L,
-              "steps": args.steps, "log_every": args.log_every, "src": args.src,
-              "seconds_to_signal": round(t_signal - t0, 1),
-              "seconds_to_stop": round(t_exit - t_signal, 1), "returncode": proc.returncode}
+    result = {
+        "when": args.when,
+        "after": args.after,
+        "configs": len(ratios) * len(seeds),
+        "d": args.d,
+        "K": args.K,
+        "L": args.L,
+        "steps": args.steps,
+        "log_every": args.log_every,
+        "src": args.src,
+        "seconds_to_signal": round(t_signal - t0, 1),
+        "seconds_to_stop": round(t_exit - t_signal, 1),
+        "returncode": proc.returncode,
+    }
     print(log[-3000:])
     print(result)
     import socket

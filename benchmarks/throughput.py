@@ -23,9 +23,12 @@ def main() -> None:
     ap.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--mem-budget-gb", type=float, default=4.0)
     ap.add_argument("--time-budget-s", type=float, default=120.0)
-    ap.add_argument("--cpu-devices", type=int,
-                    help="split the CPU into this many JAX devices (sets XLA_FLAGS; CPU only; default: "
-                    "one per core, as jaxcl run does)")
+    ap.add_argument(
+        "--cpu-devices",
+        type=int,
+        help="split the CPU into this many JAX devices (sets XLA_FLAGS; CPU only; default: "
+        "one per core, as jaxcl run does)",
+    )
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,12 +39,23 @@ def main() -> None:
     import _bench
 
     quick = dict(ds=(16, 32, 64), ns=(1, 4, 16), repeats=3) if args.quick else {}
-    given = dict(ds=args.d and tuple(args.d), ns=args.n and tuple(args.n), steps=args.steps,
-                 repeats=args.repeats)
-    opt = _bench.Options(**{**quick, **{k: v for k, v in given.items() if v},
-                            "dictionary": args.dictionary, "matmul_dtype": args.matmul_dtype,
-                            "mem_budget_gb": args.mem_budget_gb,
-                            "time_budget_s": args.time_budget_s, "out_dir": args.out_dir})
+    given = dict(
+        ds=args.d and tuple(args.d),
+        ns=args.n and tuple(args.n),
+        steps=args.steps,
+        repeats=args.repeats,
+    )
+    opt = _bench.Options(
+        **{
+            **quick,
+            **{k: v for k, v in given.items() if v},
+            "dictionary": args.dictionary,
+            "matmul_dtype": args.matmul_dtype,
+            "mem_budget_gb": args.mem_budget_gb,
+            "time_budget_s": args.time_budget_s,
+            "out_dir": args.out_dir,
+        }
+    )
     result = _bench.run(opt)
     print("wrote", _bench.save(result, opt.out_dir))
 

@@ -8,12 +8,22 @@ tables (`jaxcl.api`).
 """
 
 from jaxcl import experiments, fit, geometry  # noqa: F401  (registers every experiment)
-from jaxcl.api import Run, open, run  # noqa: A004  (jaxcl.open shadows the builtin only here)
+from jaxcl.api import Run, open, run
 from jaxcl.errors import ConfigError
 from jaxcl.experiments.liao.config import Config
 from jaxcl.experiments.liao.loss import info_nce
 from jaxcl.experiments.liao.model import encode
 from jaxcl.losses import contrastive_loss
 
-__all__ = ["Config", "ConfigError", "Run", "contrastive_loss", "encode", "fit", "geometry",
-           "info_nce", "open", "run"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Run",
+    "contrastive_loss",
+    "encode",
+    "fit",
+    "geometry",
+    "info_nce",
+    "open",
+    "run",
+]

@@ -53,8 +53,10 @@ def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "
     known = [p for p in inspect.signature(launch.run_sweep).parameters if p not in ("sw", "out")]
     unknown = sorted(set(options) - set(known) - {"set"})
     if unknown:
-        raise TypeError(f"jaxcl.run: unknown option(s) {', '.join(map(repr, unknown))}; "
-                        f"options: set, {', '.join(known)}")
+        raise TypeError(
+            f"jaxcl.run: unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"options: set, {', '.join(known)}"
+        )
     sw = load_sweep(sweep, options.pop("set", None))
     if options.get("progress") is None:
         options["progress"] = _interactive()
@@ -62,15 +64,16 @@ def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "
         summary = launch.run_sweep(sw, os.fspath(out), **options)
     except Interrupted as e:
         if e.signum == signal.SIGINT:
-            raise KeyboardInterrupt(f"jaxcl: {e}; call jaxcl.run again with the same "
-                                    "arguments to resume") from None
+            raise KeyboardInterrupt(
+                f"jaxcl: {e}; call jaxcl.run again with the same arguments to resume"
+            ) from None
         raise
     done = Run(out)
     done.summary = summary
     return done
 
 
-def open(run_dir: str | os.PathLike) -> "Run":  # noqa: A001  (jaxcl.open, as in xarray)
+def open(run_dir: str | os.PathLike) -> "Run":
     """Opens a run directory for reading: finished, running or partial; takes no lock.
 
     Raises:
@@ -91,8 +94,10 @@ class Run:
         self.path = os.fspath(path)
         self.summary = None
         if not os.path.exists(self._p("manifest.json")):
-            raise ConfigError(f"run directory {self.path!r}: no manifest.json, not a jaxcl run "
-                              "directory (or not started yet)")
+            raise ConfigError(
+                f"run directory {self.path!r}: no manifest.json, not a jaxcl run "
+                "directory (or not started yet)"
+            )
 
     def __repr__(self) -> str:
         return f"jaxcl.Run({self.path!r})"
@@ -122,14 +127,19 @@ class Run:
         results, rows_dir = self._p("results.jsonl"), self._p("rows")
         fresh = os.path.exists(results)
         if fresh and os.path.isdir(rows_dir):
-            newest = max((e.stat().st_mtime_ns for e in os.scandir(rows_dir)
-                          if e.name.endswith(".jsonl")), default=-1)
+            newest = max(
+                (e.stat().st_mtime_ns for e in os.scandir(rows_dir) if e.name.endswith(".jsonl")),
+                default=-1,
+            )
             fresh = newest <= os.stat(results).st_mtime_ns
         if fresh:
             records = read_jsonl(results)
         else:
-            records = [r for cid in self.config_ids
-                       for r in read_jsonl(os.path.join(rows_dir, cid + ".jsonl"))]
+            records = [
+                r
+                for cid in self.config_ids
+                for r in read_jsonl(os.path.join(rows_dir, cid + ".jsonl"))
+            ]
         return pd.DataFrame(records)
 
     def finals(self):
@@ -168,8 +178,11 @@ class Run:
         """
         if not self._finished(config_id):
             known = config_id in self.config_ids
-            raise KeyError(f"config {config_id!r} has no final arrays in {self.path!r} ("
-                           + ("not finished" if known else "not a config of this sweep") + ")")
+            raise KeyError(
+                f"config {config_id!r} has no final arrays in {self.path!r} ("
+                + ("not finished" if known else "not a config of this sweep")
+                + ")"
+            )
         with np.load(self._p("final", config_id + ".npz")) as z:
             return {k: z[k] for k in z.files}
 
@@ -179,8 +192,13 @@ class Run:
 
         return status.status(self.path)
 
-    def report(self, out: str | os.PathLike | None = None, *, init_stats: str | list | None = None,
-               trend: str | None = None) -> str:
+    def report(
+        self,
+        out: str | os.PathLike | None = None,
+        *,
+        init_stats: str | list | None = None,
+        trend: str | None = None,
+    ) -> str:
         """Writes report.md, report.json and the PNGs, as `jaxcl report RUN_DIR [--out OUT]`.
 
         Args:
@@ -192,8 +210,11 @@ class Run:
         """
         from jaxcl.engine import report
 
-        return report.write_report(self.path, {"init_stats": init_stats, "trend": trend},
-                                   out=None if out is None else os.fspath(out))
+        return report.write_report(
+            self.path,
+            {"init_stats": init_stats, "trend": trend},
+            out=None if out is None else os.fspath(out),
+        )
 
 
 def load_sweep(sweep: str | os.PathLike | dict, sets: dict | list[str] | None = None):
@@ -223,11 +244,15 @@ def sweep_toml(doc: dict) -> str:
     Raises:
       ConfigError: a value TOML cannot hold (None, an object), naming where it is.
     """
+
     def is_grids(k, v):
         return k == "grid" and isinstance(v, (list, tuple)) and all(isinstance(g, dict) for g in v)
 
-    lines = [f"{_key(k)} = {_value(v, k)}" for k, v in doc.items()
-             if not isinstance(v, dict) and not (is_grids(k, v) and v)]
+    lines = [
+        f"{_key(k)} = {_value(v, k)}"
+        for k, v in doc.items()
+        if not isinstance(v, dict) and not (is_grids(k, v) and v)
+    ]
     for k, v in doc.items():
         tables = [v] if isinstance(v, dict) else list(v) if is_grids(k, v) and v else []
         for t in tables:
@@ -253,16 +278,19 @@ def _value(v: Any, where: str) -> str:
         return str(int(v))
     if isinstance(v, (float, np.floating)):
         v = float(v)
-        return ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v)
-                else repr(v))
+        return (
+            "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+        )
     if isinstance(v, str):  # json's escapes are TOML's; TOML also wants DEL escaped
         return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, (list, tuple, range, np.ndarray)):
         return "[" + ", ".join(_value(x, where) for x in v) + "]"
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{_key(k)} = {_value(x, where)}" for k, x in v.items()) + " }"
-    raise ConfigError(f"sweep dict: {where} = {v!r}: a {type(v).__name__}, which a sweep "
-                      "cannot hold (numbers, strings, booleans, lists and tables)")
+    raise ConfigError(
+        f"sweep dict: {where} = {v!r}: a {type(v).__name__}, which a sweep "
+        "cannot hold (numbers, strings, booleans, lists and tables)"
+    )
 
 
 def _interactive() -> bool:

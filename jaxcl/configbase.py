@@ -39,7 +39,7 @@ def check_types(cfg) -> None:
         if value is None and type(None) in allowed:
             continue
         ok = False
-        if (float in allowed and isinstance(value, float) and not math.isfinite(value)):
+        if float in allowed and isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"field {f.name!r} = {value!r}: must be a finite number")
         for t in allowed:
             if t is int and isinstance(value, int) and not isinstance(value, bool):
@@ -52,8 +52,9 @@ def check_types(cfg) -> None:
                 ok = True
         if not ok:
             names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
-            raise ConfigError(f"field {f.name!r} = {value!r}: expected {names}, "
-                              f"got {type(value).__name__}")
+            raise ConfigError(
+                f"field {f.name!r} = {value!r}: expected {names}, got {type(value).__name__}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +100,8 @@ class BaseConfig:
                 raise ConfigError(
                     f"unknown field {key!r} (value {values[key]!r}) for experiment "
                     f"{cls.__dataclass_fields__['experiment'].default!r}; its fields: "
-                    f"{', '.join(sorted(known))}")
+                    f"{', '.join(sorted(known))}"
+                )
         return cls(**values)
 
 
@@ -111,6 +113,12 @@ def stack_hparams(hps: list) -> Any:
     """
     cls = type(hps[0])
     ints = getattr(cls, "INT_FIELDS", ())
-    return cls(*[np.asarray([np.asarray(getattr(h, f)) for h in hps],
-                            dtype=np.int32 if f in ints else np.float32)
-                 for f in cls._fields])
+    return cls(
+        *[
+            np.asarray(
+                [np.asarray(getattr(h, f)) for h in hps],
+                dtype=np.int32 if f in ints else np.float32,
+            )
+            for f in cls._fields
+        ]
+    )

@@ -34,8 +34,7 @@ def atomic_write(path: str, write) -> None:
     """Writes via a temporary file in the same directory, fsync, then rename over `path`."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the rest of a group
         with os.fdopen(fd, "wb") as f:
@@ -47,8 +46,11 @@ def atomic_write(path: str, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if e.errno == errno.ENOSPC:
-            raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}; "
-                                "the earlier version of the file is intact") from None
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"no space left on device while writing {path}; "
+                "the earlier version of the file is intact",
+            ) from None
         raise
     except BaseException:
         if os.path.exists(tmp):
@@ -86,8 +88,11 @@ def to_json(obs: dict) -> dict:
         if v.dtype.kind == "f":
             v = v.astype(np.float64)
             vals = [None if not np.isfinite(x) else float(x) for x in v.ravel()]
-            out[k] = vals[0] if v.ndim == 0 else (np.asarray(vals, object).reshape(v.shape).tolist()
-                                                   if v.ndim > 1 else vals)
+            out[k] = (
+                vals[0]
+                if v.ndim == 0
+                else (np.asarray(vals, object).reshape(v.shape).tolist() if v.ndim > 1 else vals)
+            )
         else:
             out[k] = v.item() if v.ndim == 0 else v.tolist()
     return out

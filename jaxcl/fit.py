@@ -27,8 +27,14 @@ class Fit:
     @classmethod
     def from_row(cls, row) -> "Fit":
         """The Fit of one row of `exponent`'s table."""
-        return cls(row["slope"], row["intercept"], row["lo"], row["hi"], list(row["x_used"]),
-                   list(row["warnings"]))
+        return cls(
+            row["slope"],
+            row["intercept"],
+            row["lo"],
+            row["hi"],
+            list(row["x_used"]),
+            list(row["warnings"]),
+        )
 
 
 def _slope(logd: np.ndarray, logq: np.ndarray) -> tuple[float, float]:
@@ -37,8 +43,13 @@ def _slope(logd: np.ndarray, logq: np.ndarray) -> tuple[float, float]:
     return float(slope), float(icpt)
 
 
-def fit_exponent(values: dict[int, list[float]], n_boot: int = 2000, seed: int = 0,
-                 name: str = "Q", x_name: str = "d") -> Fit:
+def fit_exponent(
+    values: dict[int, list[float]],
+    n_boot: int = 2000,
+    seed: int = 0,
+    name: str = "Q",
+    x_name: str = "d",
+) -> Fit:
     """Least-squares slope of log(seed mean of Q) on log d, with a 95% bootstrap interval.
 
     Args:
@@ -58,7 +69,9 @@ def fit_exponent(values: dict[int, list[float]], n_boot: int = 2000, seed: int =
     used = [d for d in ds if len(arrs[d]) and arrs[d].mean() > 0]
     dropped = [d for d in ds if d not in used]
     if dropped:
-        warnings.append(f"{name}: zero (or no) values at {x_name} = {dropped}, excluded from the fit")
+        warnings.append(
+            f"{name}: zero (or no) values at {x_name} = {dropped}, excluded from the fit"
+        )
     if len(used) < 2:
         warnings.append(f"{name}: fewer than two {x_name} with positive values; no fit")
         return Fit(math.nan, math.nan, math.nan, math.nan, used, warnings)
@@ -73,8 +86,10 @@ def fit_exponent(values: dict[int, list[float]], n_boot: int = 2000, seed: int =
         if pos.sum() >= 2:
             boots.append(_slope(logd[pos], np.log(means[pos]))[0])
     if n_partial:
-        warnings.append(f"{name}: {n_partial}/{n_boot} bootstrap replicates had a zero mean at "
-                        f"some {x_name} (that {x_name} dropped in those replicates)")
+        warnings.append(
+            f"{name}: {n_partial}/{n_boot} bootstrap replicates had a zero mean at "
+            f"some {x_name} (that {x_name} dropped in those replicates)"
+        )
     if any(len(arrs[d]) < 2 for d in used):
         warnings.append(f"{name}: a single seed at some {x_name}; the interval ignores its spread")
     lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (math.nan, math.nan)
@@ -84,8 +99,16 @@ def fit_exponent(values: dict[int, list[float]], n_boot: int = 2000, seed: int =
 COLUMNS = ["y", "slope", "lo", "hi", "intercept", "n_x", "x_used", "warnings"]
 
 
-def exponent(df, x: str = "d", y: str | list[str] | None = None, by: str | list[str] = (), *,
-             n_boot: int = 2000, seed: int = 0, name: str | None = None):
+def exponent(
+    df,
+    x: str = "d",
+    y: str | list[str] | None = None,
+    by: str | list[str] = (),
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    name: str | None = None,
+):
     """Scaling exponents of columns of a table: for each group of `by` and each column of `y`,
     `fit_exponent` of y on x (slope of log(mean y at each x) on log x, 95% bootstrap interval
     resampling the rows at each x, e.g. seeds). The report's exponents are these fits.
@@ -123,8 +146,12 @@ def exponent(df, x: str = "d", y: str | list[str] | None = None, by: str | list[
         key = key if isinstance(key, tuple) else (key,)
         labels = {b: (k.item() if isinstance(k, np.generic) else k) for b, k in zip(by, key)}
         for col in ys:
-            label = (name.format(y=col, x=x, **labels) if name is not None else col + (
-                " at " + ", ".join(f"{b} = {v}" for b, v in labels.items()) if labels else ""))
+            label = (
+                name.format(y=col, x=x, **labels)
+                if name is not None
+                else col
+                + (" at " + ", ".join(f"{b} = {v}" for b, v in labels.items()) if labels else "")
+            )
             sub = part[[x, col]].dropna()
             values: dict = {}
             for xv, yv in zip(sub[x].tolist(), sub[col].tolist()):
@@ -132,17 +159,28 @@ def exponent(df, x: str = "d", y: str | list[str] | None = None, by: str | list[
             ft = fit_exponent(values, n_boot=n_boot, seed=seed, name=label, x_name=x)
             gone = len(part) - len(sub)
             warnings = [f"{label}: {gone} row(s) without a value left out"] if gone else []
-            out.append({**labels, "y": col, "slope": ft.slope, "lo": ft.lo, "hi": ft.hi,
-                        "intercept": ft.intercept, "n_x": len(ft.d_used), "x_used": ft.d_used,
-                        "warnings": warnings + ft.warnings})
+            out.append(
+                {
+                    **labels,
+                    "y": col,
+                    "slope": ft.slope,
+                    "lo": ft.lo,
+                    "hi": ft.hi,
+                    "intercept": ft.intercept,
+                    "n_x": len(ft.d_used),
+                    "x_used": ft.d_used,
+                    "warnings": warnings + ft.warnings,
+                }
+            )
     return pd.DataFrame(out, columns=[*by, *COLUMNS])
 
 
 def by_key(table) -> dict[tuple, Fit]:
     """`exponent`'s table as {(y, *by values): Fit}."""
     by = list(table.columns[: len(table.columns) - len(COLUMNS)])
-    return {(row["y"], *(row[b] for b in by)): Fit.from_row(row)
-            for row in table.to_dict("records")}
+    return {
+        (row["y"], *(row[b] for b in by)): Fit.from_row(row) for row in table.to_dict("records")
+    }
 
 
 def fit_curve(ds: list[int], q: list[float]) -> float:

@@ -4,9 +4,20 @@ matrix of the class means, G* = argmin F(G) over Gram matrices of unit vectors (
 training, and the minority collapse threshold ρ*. See jaxcl/experiments/geometry/objective.py
 (F) and optimal.py (G*, ρ*)."""
 
-from jaxcl.experiments.geometry.optimal import (collapse_threshold, collapsed_objective,
-                                                hard_equilibrium, kkt_residuals, optimal_gram,
-                                                simplex_etf)
+from jaxcl.experiments.geometry.optimal import (
+    collapse_threshold,
+    collapsed_objective,
+    hard_equilibrium,
+    kkt_residuals,
+    optimal_gram,
+    simplex_etf,
+)
 
-__all__ = ["collapse_threshold", "collapsed_objective", "hard_equilibrium", "kkt_residuals",
-           "optimal_gram", "simplex_etf"]
+__all__ = [
+    "collapse_threshold",
+    "collapsed_objective",
+    "hard_equilibrium",
+    "kkt_residuals",
+    "optimal_gram",
+    "simplex_etf",
+]

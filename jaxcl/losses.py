@@ -29,7 +29,8 @@ def hard_off(hard_beta) -> bool:
     if hard_beta is None:
         return True
     if isinstance(hard_beta, (int, float, np.integer, np.floating)) and not isinstance(
-            hard_beta, bool):
+        hard_beta, bool
+    ):
         return hard_beta == 0
     return False
 
@@ -39,8 +40,12 @@ def check_hard_beta(hard_beta) -> None:
     if hard_beta is None or isinstance(hard_beta, jax.core.Tracer):
         return
     try:
-        ok = (not isinstance(hard_beta, bool) and np.ndim(hard_beta) == 0
-              and bool(np.isfinite(hard_beta)) and hard_beta >= 0)
+        ok = (
+            not isinstance(hard_beta, bool)
+            and np.ndim(hard_beta) == 0
+            and bool(np.isfinite(hard_beta))
+            and hard_beta >= 0
+        )
     except TypeError:
         ok = False
     if not ok:
@@ -71,13 +76,15 @@ def check_fields(loss: str, alpha=1.0, beta=1.0, psi: str = "log1p", phi: str = 
     if loss != "balanced":
         for name, v in (("loss_alpha", alpha), ("loss_beta", beta)):
             if v != 1.0:
-                raise LossError(f"field {name!r} = {v!r}: only the 'balanced' loss has it "
-                                f"(loss = {loss!r})")
+                raise LossError(
+                    f"field {name!r} = {v!r}: only the 'balanced' loss has it (loss = {loss!r})"
+                )
     if loss != "generalized":
         for name, v, default in (("loss_psi", psi, "log1p"), ("loss_phi", phi, "exp")):
             if v != default:
-                raise LossError(f"field {name!r} = {v!r}: only the 'generalized' loss has it "
-                                f"(loss = {loss!r})")
+                raise LossError(
+                    f"field {name!r} = {v!r}: only the 'generalized' loss has it (loss = {loss!r})"
+                )
 
 
 def hard_log_weights(s_neg_KxN, hard_beta):
@@ -91,8 +98,17 @@ def hard_log_weights(s_neg_KxN, hard_beta):
     return jnp.log(jnp.asarray(n, s.dtype)) + jax.nn.log_softmax(hard_beta * s, axis=1)
 
 
-def per_anchor(s_pos_K, s_neg_KxN, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
-               psi: str = "log1p", phi: str = "exp", hard_beta=0.0):
+def per_anchor(
+    s_pos_K,
+    s_neg_KxN,
+    tau,
+    loss: str = "infonce",
+    alpha=1.0,
+    beta=1.0,
+    psi: str = "log1p",
+    phi: str = "exp",
+    hard_beta=0.0,
+):
     """ℓ for each anchor (SPEC §8), shape (K,).
 
     Args:
@@ -135,8 +151,9 @@ def _per_anchor_hard(s_pos_K, s_neg_KxN, tau, loss, alpha, beta, psi, phi, hard_
     pos_K = s_pos_K / tau
     neg_KxN = s_neg_KxN / tau
     if loss in ("infonce", "balanced"):  # log(e^{s⁺/τ} + Σ_i v_i e^{s_i/τ})
-        lse_K = jax.nn.logsumexp(jnp.concatenate([pos_K[:, None], neg_KxN + lv_KxN], axis=1),
-                                 axis=1)
+        lse_K = jax.nn.logsumexp(
+            jnp.concatenate([pos_K[:, None], neg_KxN + lv_KxN], axis=1), axis=1
+        )
         if loss == "infonce":
             return lse_K - pos_K
         return -alpha * pos_K + beta * lse_K
@@ -152,8 +169,17 @@ def _per_anchor_hard(s_pos_K, s_neg_KxN, tau, loss, alpha, beta, psi, phi, hard_
     return jnp.log1p(total_K) if psi == "log1p" else total_K
 
 
-def contrastive_loss(s_pos, s_neg, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
-                     psi: str = "log1p", phi: str = "exp", hard_beta=0.0):
+def contrastive_loss(
+    s_pos,
+    s_neg,
+    tau,
+    loss: str = "infonce",
+    alpha=1.0,
+    beta=1.0,
+    psi: str = "log1p",
+    phi: str = "exp",
+    hard_beta=0.0,
+):
     """The mean over anchors of a loss of SPEC §8's family.
 
     Pure, jittable and differentiable in s_pos and s_neg (and in tau, alpha, beta).
@@ -180,8 +206,10 @@ def contrastive_loss(s_pos, s_neg, tau, loss: str = "infonce", alpha=1.0, beta=1
     check_hard_beta(hard_beta)
     s_pos, s_neg = jnp.asarray(s_pos), jnp.asarray(s_neg)
     if s_pos.ndim != 1 or s_neg.ndim != 2 or s_neg.shape[0] != s_pos.shape[0]:
-        raise LossError(f"s_pos {tuple(s_pos.shape)} and s_neg {tuple(s_neg.shape)}: expected "
-                        "shapes (K,) and (K, n)")
+        raise LossError(
+            f"s_pos {tuple(s_pos.shape)} and s_neg {tuple(s_neg.shape)}: expected "
+            "shapes (K,) and (K, n)"
+        )
     return jnp.mean(per_anchor(s_pos, s_neg, tau, loss, alpha, beta, psi, phi, hard_beta))
 
 
@@ -192,9 +220,19 @@ def off_diagonal(s_KxK):
     return jnp.take_along_axis(s_KxK, col_KxN, axis=1)
 
 
-def per_anchor_counts(s_pos, s_vals_C, counts_NxC, tau, loss: str = "infonce", alpha=1.0,
-                      beta=1.0, psi: str = "log1p", phi: str = "exp", hard_beta=0.0,
-                      s_weight_C=None):
+def per_anchor_counts(
+    s_pos,
+    s_vals_C,
+    counts_NxC,
+    tau,
+    loss: str = "infonce",
+    alpha=1.0,
+    beta=1.0,
+    psi: str = "log1p",
+    phi: str = "exp",
+    hard_beta=0.0,
+    s_weight_C=None,
+):
     """ℓ of one anchor (SPEC §8) for each row of counts, shape (N,): negatives given by counts.
 
     Row n stands for the anchor with positive similarity s⁺ whose negatives are counts[n, c]
@@ -231,6 +269,7 @@ def per_anchor_counts(s_pos, s_vals_C, counts_NxC, tau, loss: str = "infonce", a
         return jnp.exp(jnp.where(present_C, x_C - m, -jnp.inf))
 
     if hard_off(hard_beta):
+
         def wsum(x_C, m):  # Σ_c n_c e^{x_c − m}, shape (N,)
             return counts_NxC @ shifted_exp(x_C, m)
     else:

@@ -63,8 +63,9 @@ def clopper_pearson(x: int, n: int, level: float = 0.95) -> tuple[float, float]:
         raise ValueError(f"clopper_pearson: need integers 0 <= x <= n, n >= 1 (x={x}, n={n})")
     a = (1.0 - level) / 2
     i = np.arange(n + 1, dtype=np.float64)
-    logc = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-                     for k in range(n + 1)])
+    logc = np.array(
+        [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)]
+    )
 
     def cdf(q, p):  # P(X ≤ q) for X ~ Bin(n, p), 0 < p < 1
         t = logc[: q + 1] + i[: q + 1] * math.log(p) + (n - i[: q + 1]) * math.log1p(-p)

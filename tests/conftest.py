@@ -3,11 +3,12 @@
 import os
 
 os.environ["JAXCL_COMPILE_CACHE"] = "off"  # in-process `jaxcl run`s leave ~/.cache alone
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=2").strip()
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+).strip()
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -29,8 +30,13 @@ def jax_cache(tmp_path_factory):
 # under XLA_FLAGS=--xla_cpu_max_isa=SSE4_2, standing in for a CPU of another vector width.
 # A whole file, or "file::test" (every parametrization of it).
 NUMERICS = {
-    "test_fixture_main.py", "test_loss.py", "test_losses.py", "test_observables.py",
-    "test_data.py", "test_theory.py", "test_geometry_optimal.py",
+    "test_fixture_main.py",
+    "test_loss.py",
+    "test_losses.py",
+    "test_observables.py",
+    "test_data.py",
+    "test_theory.py",
+    "test_geometry_optimal.py",
     "test_train.py::test_vmapped_equals_one_at_a_time",
     "test_train.py::test_figure1_findings_reduced",
     "test_train.py::test_step_is_gradient_descent_on_info_nce",

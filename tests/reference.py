@@ -49,16 +49,22 @@ def sets(w0, w, b, M, eps, gamma_c0=5e-4):
         s = float(a @ a)
         return {j for j in range(d) if a[j] ** 2 >= c2 * t * s}, a, s
 
-    out = {"M": [set() for _ in range(d)], "Mstar": [set() for _ in range(d)], "N0": [], "N": [],
-           "F": []}
+    out = {
+        "M": [set() for _ in range(d)],
+        "Mstar": [set() for _ in range(d)],
+        "N0": [],
+        "N": [],
+        "F": [],
+    }
     for i in range(w.shape[0]):
         n0, a0, s0 = learned(w0[i])
         out["N0"].append(n0)
         for j in n0:
             out["M"][j].add(i)
         for j in range(d):
-            if a0[j] ** 2 >= c1 * t * s0 and all(a0[k] ** 2 <= c2 * t * s0
-                                                   for k in range(d) if k != j):
+            if a0[j] ** 2 >= c1 * t * s0 and all(
+                a0[k] ** 2 <= c2 * t * s0 for k in range(d) if k != j
+            ):
                 out["Mstar"][j].add(i)
         n, a, _ = learned(w[i])
         out["N"].append(n)
@@ -77,8 +83,9 @@ def probe(f_tr, y_tr, f_te, y_te, ridge):
     out = []
     for j in range(y_tr.shape[1]):
         y = y_tr[:, j].astype(float)
-        beta = np.linalg.lstsq(z_tr.T @ z_tr + n * ridge * np.eye(z_tr.shape[1]),
-                               z_tr.T @ (y - y.mean()), rcond=None)[0]
+        beta = np.linalg.lstsq(
+            z_tr.T @ z_tr + n * ridge * np.eye(z_tr.shape[1]), z_tr.T @ (y - y.mean()), rcond=None
+        )[0]
         p = z_tr @ beta
         yt = y_te[:, j].astype(bool)
         if y.sum() in (0, n) or yt.sum() in (0, len(yt)):
@@ -99,7 +106,7 @@ def count_vectors(pi, k):
     for n in itertools.product(range(k + 1), repeat=len(pi)):
         if sum(n) == k:
             prob = math.factorial(k) / math.prod(math.factorial(x) for x in n)
-            yield n, prob * math.prod(p ** x for p, x in zip(pi, n))
+            yield n, prob * math.prod(p**x for p, x in zip(pi, n))
 
 
 def random_gram(rng, C):

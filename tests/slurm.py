@@ -70,12 +70,12 @@ SlurmdPort={slurmd}
 AuthType=auth/munge
 AuthInfo=socket={self.sock}
 CredType=cred/munge
-StateSaveLocation={d('state')}
-SlurmdSpoolDir={d('spool')}
-SlurmctldPidFile={d('slurmctld.pid')}
-SlurmdPidFile={d('slurmd.pid')}
-SlurmctldLogFile={d('slurmctld.log')}
-SlurmdLogFile={d('slurmd.log')}
+StateSaveLocation={d("state")}
+SlurmdSpoolDir={d("spool")}
+SlurmctldPidFile={d("slurmctld.pid")}
+SlurmdPidFile={d("slurmd.pid")}
+SlurmctldLogFile={d("slurmctld.log")}
+SlurmdLogFile={d("slurmd.log")}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -98,39 +98,64 @@ PartitionName=test Nodes={self.host} Default=YES MaxTime=INFINITE State=UP OverS
         """Starts the three daemons (foreground children) and waits until the node is idle."""
         d = lambda *p: os.path.join(self.root, *p)  # noqa: E731
         munged = shutil.which("munged") or "/usr/sbin/munged"
-        self._spawn([munged, "-F", "--force", f"--key-file={self.key}", f"--socket={self.sock}",
-                     f"--pid-file={d('munge', 'munged.pid')}", f"--seed-file={d('munge', 'seed')}",
-                     f"--log-file={d('munge', 'munged.log')}"])
+        self._spawn(
+            [
+                munged,
+                "-F",
+                "--force",
+                f"--key-file={self.key}",
+                f"--socket={self.sock}",
+                f"--pid-file={d('munge', 'munged.pid')}",
+                f"--seed-file={d('munge', 'seed')}",
+                f"--log-file={d('munge', 'munged.log')}",
+            ]
+        )
         self._wait(lambda: os.path.exists(self.sock), deadline_s, "munged")
-        self._spawn([shutil.which("slurmctld") or "/usr/sbin/slurmctld", "-D", "-c", "-f",
-                     self.conf])
-        self._wait(lambda: self.run(["scontrol", "ping"], check=False).returncode == 0,
-                   deadline_s, "slurmctld")
-        self._spawn([shutil.which("slurmd") or "/usr/sbin/slurmd", "-D", "-f", self.conf,
-                     "-N", self.host])
-        self._wait(lambda: self.run(["sinfo", "-h", "-o", "%T"], check=False).stdout.strip()
-                   .rstrip("*") in ("idle", "mixed", "allocated"), deadline_s, "slurmd")
+        self._spawn(
+            [shutil.which("slurmctld") or "/usr/sbin/slurmctld", "-D", "-c", "-f", self.conf]
+        )
+        self._wait(
+            lambda: self.run(["scontrol", "ping"], check=False).returncode == 0,
+            deadline_s,
+            "slurmctld",
+        )
+        self._spawn(
+            [shutil.which("slurmd") or "/usr/sbin/slurmd", "-D", "-f", self.conf, "-N", self.host]
+        )
+        self._wait(
+            lambda: (
+                self.run(["sinfo", "-h", "-o", "%T"], check=False).stdout.strip().rstrip("*")
+                in ("idle", "mixed", "allocated")
+            ),
+            deadline_s,
+            "slurmd",
+        )
 
     def _spawn(self, cmd: list[str]) -> None:
         log = open(os.path.join(self.root, os.path.basename(cmd[0]) + ".out"), "w")
-        self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
 
     def _wait(self, ready, deadline_s: float, what: str) -> None:
         deadline = time.monotonic() + deadline_s
         while not ready():
             for p in self.procs:
                 if p.poll() is not None:
-                    raise RuntimeError(f"{what}: {p.args[0]} exited ({p.returncode}); see "
-                                       f"{self.root}")
+                    raise RuntimeError(
+                        f"{what}: {p.args[0]} exited ({p.returncode}); see {self.root}"
+                    )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} not ready after {deadline_s} s; see {self.root}")
             time.sleep(0.2)
 
     def run(self, cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
         kw.setdefault("timeout", 60)
-        proc = subprocess.run(cmd, env={**self.env, **kw.pop("env", {})}, capture_output=True,
-                              text=True, **kw)
+        proc = subprocess.run(
+            cmd, env={**self.env, **kw.pop("env", {})}, capture_output=True, text=True, **kw
+        )
         if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr}")
         return proc
@@ -150,7 +175,7 @@ PartitionName=test Nodes={self.host} Default=YES MaxTime=INFINITE State=UP OverS
         """Cancels every job, then stops the daemons (slurmd, slurmctld, munged)."""
         try:
             self.run(["scancel", "--full", "--user=root"], check=False)
-        except Exception:  # noqa: BLE001 (best effort on the way out)
+        except Exception:
             pass
         for p in reversed(self.procs):
             if p.poll() is None:

@@ -22,8 +22,10 @@ from jaxcl.engine import sweep as sweep_mod
 from jaxcl.engine.cli import main
 from jaxcl.engine.rundir import RunDirBusy
 
-SWEEP = {"base": {"d": 5, "m": 6, "L": 3, "K": 8, "steps": 40, "log_every": 10},
-         "grid": {"ratio": [0.5, 1.0], "seed": [0, 1]}}
+SWEEP = {
+    "base": {"d": 5, "m": 6, "L": 3, "K": 8, "steps": 40, "log_every": 10},
+    "grid": {"ratio": [0.5, 1.0], "seed": [0, 1]},
+}
 TOML = """
 [base]
 d = 5
@@ -73,10 +75,14 @@ def test_dict_toml_string_and_file_give_the_same_sweep(tmp_path):
     assert _ids(a) == _ids(b) and a.fingerprint() == b.fingerprint()
     assert all(c.eta == 0.5 for c in a.configs())
     # [[grid]] and bundles (inline tables)
-    grids = {"base": {"d": 5, "m": 6}, "sweep": {"max_parallel": 2},
-             "grid": [{"seed": [0, 1]}, {"loss": [{"loss": "infonce"},
-                                                  {"loss": "balanced", "loss_beta": 0.5}],
-                                         "seed": [2]}]}
+    grids = {
+        "base": {"d": 5, "m": 6},
+        "sweep": {"max_parallel": 2},
+        "grid": [
+            {"seed": [0, 1]},
+            {"loss": [{"loss": "infonce"}, {"loss": "balanced", "loss_beta": 0.5}], "seed": [2]},
+        ],
+    }
     text = """[base]\nd = 5\nm = 6\n[sweep]\nmax_parallel = 2\n[[grid]]\nseed = [0, 1]
 [[grid]]\nloss = [{loss = "infonce"}, {loss = "balanced", loss_beta = 0.5}]\nseed = [2]\n"""
     assert _ids(load_sweep(grids)) == _ids(sweep_mod.loads(text))
@@ -84,15 +90,36 @@ def test_dict_toml_string_and_file_give_the_same_sweep(tmp_path):
 
 
 def test_sweep_toml_round_trips_awkward_values():
-    doc = {"base": {"name": 'a "quoted"\\ line\n\ttab é \x7f \x01', "x": 1e-05, "y": -0.0,
-                    "big": 1e300, "inf": math.inf, "flag": False, "n": np.int64(3),
-                    "f": np.float32(0.5), "arr": np.arange(3), "t": (1, 2),
-                    "key with space": 1},
-           "grid": {"g": [{"a": 1, "b": [1.5, "s"]}]}}
+    doc = {
+        "base": {
+            "name": 'a "quoted"\\ line\n\ttab é \x7f \x01',
+            "x": 1e-05,
+            "y": -0.0,
+            "big": 1e300,
+            "inf": math.inf,
+            "flag": False,
+            "n": np.int64(3),
+            "f": np.float32(0.5),
+            "arr": np.arange(3),
+            "t": (1, 2),
+            "key with space": 1,
+        },
+        "grid": {"g": [{"a": 1, "b": [1.5, "s"]}]},
+    }
     back = tomllib.loads(sweep_toml(doc))
-    assert back["base"] == {"name": 'a "quoted"\\ line\n\ttab é \x7f \x01', "x": 1e-05,
-                            "y": -0.0, "big": 1e300, "inf": math.inf, "flag": False, "n": 3,
-                            "f": 0.5, "arr": [0, 1, 2], "t": [1, 2], "key with space": 1}
+    assert back["base"] == {
+        "name": 'a "quoted"\\ line\n\ttab é \x7f \x01',
+        "x": 1e-05,
+        "y": -0.0,
+        "big": 1e300,
+        "inf": math.inf,
+        "flag": False,
+        "n": 3,
+        "f": 0.5,
+        "arr": [0, 1, 2],
+        "t": [1, 2],
+        "key with space": 1,
+    }
     assert back["grid"] == doc["grid"]
     assert math.isnan(tomllib.loads(sweep_toml({"base": {"v": math.nan}}))["base"]["v"])
 
@@ -189,8 +216,9 @@ def test_status_is_jaxcl_status_json(done, capsys):
     st = done.status()
     assert main(["status", done.path, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(st))
-    states = [json.load(open(p))["state"] for p in glob.glob(os.path.join(done.path, "status",
-                                                                          "*.json"))]
+    states = [
+        json.load(open(p))["state"] for p in glob.glob(os.path.join(done.path, "status", "*.json"))
+    ]
     assert st["total"]["done"] == states.count("done") == 4
     assert st["total"]["steps_done"] == st["total"]["steps_total"] == 4 * 40
 
@@ -208,10 +236,18 @@ def test_report_writes_report_md_and_json(done, tmp_path):
 def test_open_reads_a_held_directory_and_run_refuses_it(done):
     # a stand-in for a `jaxcl run` in progress: another process holding the lock
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
-         "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('held', flush=True); "
-         "sys.stdin.read()", os.path.join(done.path, ".jaxcl.lock")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('held', flush=True); "
+            "sys.stdin.read()",
+            os.path.join(done.path, ".jaxcl.lock"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         r = jaxcl.open(done.path)
@@ -225,10 +261,11 @@ def test_open_reads_a_held_directory_and_run_refuses_it(done):
     assert jaxcl.open(done.path).status()["active"] is False
 
 
-@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
-                    reason="signal handlers need the main thread")
-def test_interrupt_leaves_a_partial_run_that_a_second_call_resumes(done, tmp_path,
-                                                                   monkeypatch):
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason="signal handlers need the main thread",
+)
+def test_interrupt_leaves_a_partial_run_that_a_second_call_resumes(done, tmp_path, monkeypatch):
     from jaxcl.engine.progress import Progress
 
     update = Progress.update
@@ -257,5 +294,6 @@ def test_interrupt_leaves_a_partial_run_that_a_second_call_resumes(done, tmp_pat
         for k, v in done.arrays(cid).items():
             np.testing.assert_array_equal(again.arrays(cid)[k], v)
     drop = ["time"]
-    assert (again.rows().drop(columns=drop).to_dict("records")
-            == done.rows().drop(columns=drop).to_dict("records"))
+    assert again.rows().drop(columns=drop).to_dict("records") == done.rows().drop(
+        columns=drop
+    ).to_dict("records")

@@ -46,8 +46,12 @@ def test_step_is_gd_on_w_and_attention(cfg):
     st0 = train.init(static, hp)
     np.testing.assert_array_equal(st0.attn.wq, np.eye(cfg.D1))
     rng = np.random.default_rng(0)
-    attn = AttnParams(*[jnp.asarray(np.eye(cfg.D1) + 0.3 * rng.normal(size=(cfg.D1, cfg.D1)),
-                                    jnp.float32) for _ in range(3)])
+    attn = AttnParams(
+        *[
+            jnp.asarray(np.eye(cfg.D1) + 0.3 * rng.normal(size=(cfg.D1, cfg.D1)), jnp.float32)
+            for _ in range(3)
+        ]
+    )
     st0 = st0._replace(attn=attn, w=30.0 * st0.w0, b=jnp.full(static.m, 0.02))
     xa, xb, _ = train.batch(static, hp, st0, train._DATA, st0.t)
     mask = train.prune_mask(st0.w, cfg.n_prune)[:, None]
@@ -66,8 +70,9 @@ def test_identity_start_matches_frozen_first_step(cfg):
     """At W_Q = W_K = W_V = I the W update is the frozen path's (the attention gradient aside)."""
     frozen = Config(**{**cfg.__dict__, "train_attention": False})
     st_on, _ = _step(cfg.static(), cfg.hparams(), train.init(cfg.static(), cfg.hparams()))
-    st_off, _ = _step(frozen.static(), frozen.hparams(),
-                      train.init(frozen.static(), frozen.hparams()))
+    st_off, _ = _step(
+        frozen.static(), frozen.hparams(), train.init(frozen.static(), frozen.hparams())
+    )
     np.testing.assert_allclose(st_on.w, st_off.w, rtol=1e-5, atol=1e-7)
 
 
@@ -88,17 +93,31 @@ def test_report_puts_frozen_and_trained_side_by_side():
     from jaxcl.experiments.liao.report import attention_section
 
     def final(on, seed, cov):
-        obs = {"cov_major": 0.9, "cov_minor": cov, "probe_gap": 0.1, "alive_frac": 1.0,
-               "pure_counts": [2, 2, 0, 0]}
-        return {"d": 4, "ratio": 0.5, "prune_fraction": 0.0, "n_major": 2, "seed": seed,
-                "train_attention": on, "observables": obs}
+        obs = {
+            "cov_major": 0.9,
+            "cov_minor": cov,
+            "probe_gap": 0.1,
+            "alive_frac": 1.0,
+            "pure_counts": [2, 2, 0, 0],
+        }
+        return {
+            "d": 4,
+            "ratio": 0.5,
+            "prune_fraction": 0.0,
+            "n_major": 2,
+            "seed": seed,
+            "train_attention": on,
+            "observables": obs,
+        }
 
     finals = [final(False, s, 0.1) for s in range(2)] + [final(True, s, 0.3) for s in range(2)]
     finals.append({**final(True, 0, 0.3), "d": 5})  # d = 5 trained only: no row
     lines = []
     attention_section(finals, lines)
     rows = [x for x in lines if x.startswith("| 4 |")]
-    assert rows == ["| 4 | 0.5 | 0 | 2 / 2 | 0.9 [0.9, 0.9] → 0.9 [0.9, 0.9] | "
-                    "0.1 [0.1, 0.1] → 0.3 [0.3, 0.3] | 0.1 [0.1, 0.1] → 0.1 [0.1, 0.1] | "
-                    "2 [2, 2] → 2 [2, 2] | 0 [0, 0] → 0 [0, 0] | 1 [1, 1] → 1 [1, 1] |"]
+    assert rows == [
+        "| 4 | 0.5 | 0 | 2 / 2 | 0.9 [0.9, 0.9] → 0.9 [0.9, 0.9] | "
+        "0.1 [0.1, 0.1] → 0.3 [0.3, 0.3] | 0.1 [0.1, 0.1] → 0.1 [0.1, 0.1] | "
+        "2 [2, 2] → 2 [2, 2] | 0 [0, 0] → 0 [0, 0] | 1 [1, 1] → 1 [1, 1] |"
+    ]
     assert not [x for x in lines if x.startswith("| 5 |")]

@@ -9,11 +9,11 @@ import jax
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
-import _bench  # noqa: E402
+import _bench
 
-from jaxcl.engine import programs  # noqa: E402
-from jaxcl.experiments.liao import train  # noqa: E402
-from jaxcl.experiments.liao.config import Config  # noqa: E402
+from jaxcl.engine import programs
+from jaxcl.experiments.liao import train
+from jaxcl.experiments.liao.config import Config
 
 
 def test_flop_model_counts_the_steps_matmuls():
@@ -41,7 +41,8 @@ def test_bench_one_tiny_row():
     assert r["batching"] == "sequential"  # the CPU default
     assert sum(r["engine_blocks"]) == n and r["n_padded"] % sharding.mesh.size == 0
     assert r["engine_flops_per_s"] == pytest.approx(
-        r["flops_per_cfg_step"]["total"] * r["engine_cfg_steps_per_s"])
+        r["flops_per_cfg_step"]["total"] * r["engine_cfg_steps_per_s"]
+    )
 
 
 def test_ceiling_generators_are_standard_normal_and_restored():

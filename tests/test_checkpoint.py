@@ -57,6 +57,8 @@ N_CONFIGS = 5
 
 def _liao(configs):
     return [c for c in configs if c.experiment == "liao"]
+
+
 EVERY_CHUNK = ["--checkpoint-every-steps", "10", "--checkpoint-every-seconds", "0"]
 
 
@@ -101,8 +103,12 @@ def _has_rows(rows_dir) -> bool:
 
 def _ckpt_steps(out) -> list[int]:
     """Committed checkpoint steps (orbax's temporary directories have non-numeric names)."""
-    return sorted(int(e) for d in glob.glob(os.path.join(out, "checkpoints", "*"))
-                  for e in os.listdir(d) if e.isdigit())
+    return sorted(
+        int(e)
+        for d in glob.glob(os.path.join(out, "checkpoints", "*"))
+        for e in os.listdir(d)
+        if e.isdigit()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +130,13 @@ def reference(sweep_file, jax_cache, tmp_path_factory):
 
 def _cli(sweep_file, out, *extra, cache=None):
     env = cli_env(devices=2, cache=cache)
-    return subprocess.Popen([sys.executable, "-m", "jaxcl", *_args(sweep_file, out, *extra)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxcl", *_args(sweep_file, out, *extra)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(proc, ready, deadline):
@@ -137,8 +148,9 @@ def _wait_for(proc, ready, deadline):
     return True
 
 
-def test_sigkill_at_random_points_then_resume_is_bitwise_identical(sweep_file, reference,
-                                                                   jax_cache, tmp_path):
+def test_sigkill_at_random_points_then_resume_is_bitwise_identical(
+    sweep_file, reference, jax_cache, tmp_path
+):
     out = tmp_path / "out"
     rng = random.Random(1234)
     deadline = time.monotonic() + 120
@@ -161,8 +173,9 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(sweep_file, r
     _assert_same_as(reference, out)
 
 
-def test_sigterm_saves_exits_nonzero_and_resumes_identically(sweep_file, reference, jax_cache,
-                                                             tmp_path, capsys):
+def test_sigterm_saves_exits_nonzero_and_resumes_identically(
+    sweep_file, reference, jax_cache, tmp_path, capsys
+):
     out = tmp_path / "out"
     # No periodic checkpoints: the only one is the one SIGTERM asks for.
     proc = _cli(sweep_file, out, "--checkpoint-every-seconds", "0", cache=jax_cache)
@@ -199,8 +212,9 @@ def _crash_after_saves(monkeypatch, n):
     monkeypatch.setattr(checkpoint.BlockCheckpoints, "save", save)
 
 
-def test_corrupted_latest_checkpoint_falls_back_with_warning(sweep_file, reference, tmp_path,
-                                                             monkeypatch, capsys):
+def test_corrupted_latest_checkpoint_falls_back_with_warning(
+    sweep_file, reference, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "out"
     with monkeypatch.context() as m:
         _crash_after_saves(m, 3)
@@ -229,8 +243,9 @@ def _one_message(err: str) -> str:
     return lines[0]
 
 
-def test_full_disk_is_one_message_and_a_rerun_ends_bitwise_equal(sweep_file, reference,
-                                                                  tmp_path, monkeypatch, capsys):
+def test_full_disk_is_one_message_and_a_rerun_ends_bitwise_equal(
+    sweep_file, reference, tmp_path, monkeypatch, capsys
+):
     """Too little space for the third checkpoint (the free-space check before each save):
     exit 3, one message naming the last good checkpoint and the size one needs, nothing
     half-written; with space again, the rerun resumes and ends bitwise equal."""
@@ -257,8 +272,9 @@ def test_full_disk_is_one_message_and_a_rerun_ends_bitwise_equal(sweep_file, ref
     _assert_same_as(reference, out)
 
 
-def test_enospc_inside_orbax_is_caught_and_the_partial_save_removed(sweep_file, reference,
-                                                                   tmp_path, monkeypatch, capsys):
+def test_enospc_inside_orbax_is_caught_and_the_partial_save_removed(
+    sweep_file, reference, tmp_path, monkeypatch, capsys
+):
     """The space runs out while orbax writes (another writer filled the disk): tensorstore's
     ValueError("RESOURCE_EXHAUSTED ... [os_error_code='28']") becomes the same one message, the
     temporary directory the failed save left is deleted, committed steps stay."""
@@ -269,9 +285,13 @@ def test_enospc_inside_orbax_is_caught_and_the_partial_save_removed(sweep_file, 
     def save(self, step, *args, **kw):
         calls.append(step)
         if len(calls) >= 3:
-            os.makedirs(os.path.join(str(self.directory), f"{step}.orbax-checkpoint-tmp-7", "state"))
-            raise ValueError('RESOURCE_EXHAUSTED: Error writing local file "x": Failed to write '
-                             "298 bytes to file 18: No space left on device [os_error_code='28']")
+            os.makedirs(
+                os.path.join(str(self.directory), f"{step}.orbax-checkpoint-tmp-7", "state")
+            )
+            raise ValueError(
+                'RESOURCE_EXHAUSTED: Error writing local file "x": Failed to write '
+                "298 bytes to file 18: No space left on device [os_error_code='28']"
+            )
         return real(self, step, *args, **kw)
 
     with monkeypatch.context() as m:
@@ -292,8 +312,13 @@ def test_warns_before_training_when_space_is_short(sweep_file, tmp_path, monkeyp
         m.setattr(checkpoint, "_free_bytes", lambda path: 2048)
         with pytest.raises(Exception):  # the first save is then refused too
             from jaxcl.engine import runner
-            runner.run(loads(SWEEP), str(tmp_path / "out"), progress=False,
-                       checkpoints=checkpoint.CheckpointOptions(every_steps=10, every_seconds=0))
+
+            runner.run(
+                loads(SWEEP),
+                str(tmp_path / "out"),
+                progress=False,
+                checkpoints=checkpoint.CheckpointOptions(every_steps=10, every_seconds=0),
+            )
     out = capsys.readouterr().out
     assert "warning: 2.0 KB free" in out and "less than one checkpoint" in out
 
@@ -304,21 +329,30 @@ def test_full_tmpfs_from_the_command_line(sweep_file, tmp_path):
     above always run): the `jaxcl` process prints one line and exits 3."""
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("mount refused here")
     try:
-        proc = subprocess.run([sys.executable, "-m", "jaxcl", *_args(sweep_file, mnt / "out",
-                                                                      *EVERY_CHUNK)],
-                              capture_output=True, text=True, env=cli_env(), timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "jaxcl", *_args(sweep_file, mnt / "out", *EVERY_CHUNK)],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=300,
+        )
         assert proc.returncode == 3, proc.stderr[-3000:]
         _one_message(proc.stderr)
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
 
 
-def test_other_sweep_refused_and_other_blocks_checkpoints_never_restored(sweep_file, tmp_path,
-                                                                         monkeypatch, capsys):
+def test_other_sweep_refused_and_other_blocks_checkpoints_never_restored(
+    sweep_file, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "out"
     with monkeypatch.context() as m:
         _crash_after_saves(m, 2)
@@ -341,8 +375,13 @@ def test_other_sweep_refused_and_other_blocks_checkpoints_never_restored(sweep_f
     hp = stack_hparams(cfgs)
     abstract = jax.eval_shape(jax.vmap(functools.partial(train.init, cfgs[0].static())), hp)
     warnings = []
-    store = checkpoint.BlockCheckpoints(str(out), [c.config_id for c in cfgs], 2,
-                                        checkpoint.CheckpointOptions(), warn=warnings.append)
+    store = checkpoint.BlockCheckpoints(
+        str(out),
+        [c.config_id for c in cfgs],
+        2,
+        checkpoint.CheckpointOptions(),
+        warn=warnings.append,
+    )
     assert store.dir == planted and store.restore_latest(abstract, sharding) is None
     assert "belongs to another block" in warnings[0] and "starts from step 0" in warnings[-1]
 
@@ -356,8 +395,9 @@ def test_checkpoint_schedule_and_signal_handlers_restored():
             saved.append(s)
             store.last_step = s
     assert saved == [30, 50, 80, 100]  # the first chunk boundary at or past each multiple
-    timed = checkpoint.BlockCheckpoints("/nonexistent", ["a"], 1,
-                                        checkpoint.CheckpointOptions(every_seconds=1e-9))
+    timed = checkpoint.BlockCheckpoints(
+        "/nonexistent", ["a"], 1, checkpoint.CheckpointOptions(every_seconds=1e-9)
+    )
     assert timed.due(10)
     with pytest.raises(Exception, match="keep"):
         checkpoint.CheckpointOptions(keep=0)
@@ -406,17 +446,19 @@ def test_restore_with_another_padding_repads_rows(tmp_path):
     rng = np.random.default_rng(0)
 
     def rows(n):
-        return jax.tree.map(lambda a: jax.ShapeDtypeStruct((n,) + a.shape, a.dtype,
-                                                           sharding=sharding), one)
+        return jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct((n,) + a.shape, a.dtype, sharding=sharding), one
+        )
 
-    saved = jax.tree.map(lambda a: programs.global_array(
-        rng.normal(size=a.shape).astype(a.dtype), sharding), rows(2))
+    saved = jax.tree.map(
+        lambda a: programs.global_array(rng.normal(size=a.shape).astype(a.dtype), sharding), rows(2)
+    )
     opts = checkpoint.CheckpointOptions()
     checkpoint.BlockCheckpoints(str(tmp_path), ids, 2, opts).save(10, 1, saved)
     warnings = []
-    state, meta = checkpoint.BlockCheckpoints(str(tmp_path), ids, 4, opts,
-                                              warn=warnings.append).restore_latest(rows(4),
-                                                                                   sharding)
+    state, meta = checkpoint.BlockCheckpoints(
+        str(tmp_path), ids, 4, opts, warn=warnings.append
+    ).restore_latest(rows(4), sharding)
     assert meta["step"] == 10 and "another device count" in warnings[0]
     for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(saved)):
         assert got.sharding == sharding

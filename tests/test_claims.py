@@ -52,8 +52,12 @@ def test_growing_then_flat_does_not_support_a_growth_lower_bound():
 
 def test_flat_count_with_a_wide_interval_does_not_support():
     """|M_j*| at ratio 0.75, C_m 2 (old: "supports" by 0.112 [−0.313, 0.53] against 0.221)."""
-    by_d = {8: [0.0, 0.1, 0.2, 0.0], 16: [0.05, 0.15, 0.02, 0.1], 32: [0.02, 0.2, 0.05, 0.06],
-            64: [0.1, 0.01, 0.2, 0.03]}
+    by_d = {
+        8: [0.0, 0.1, 0.2, 0.0],
+        16: [0.05, 0.15, 0.02, 0.1],
+        32: [0.02, 0.2, 0.05, 0.06],
+        64: [0.1, 0.01, 0.2, 0.03],
+    }
     v, why = verdicts.lower(by_d, 0.221)
     assert v == UNDECIDED and ("contains 0" in why or "below" in why), why
 
@@ -86,23 +90,29 @@ def test_counts_against_nonpositive_exponents():
     assert verdicts.lower({d: [0.0] * 4 for d in DS}, -2.5)[0] == CONTRADICTS
     assert verdicts.lower({d: [0.0] * 4 for d in DS}, 0.3)[0] == CONTRADICTS  # θ > 0 too
     assert verdicts.lower({d: [3.0, 1.0, 2.0, 5.0] for d in DS}, -2.5)[0] == SUPPORTS
-    assert verdicts.lower({**{d: [1.0] * 4 for d in DS}, 128: [0.0, 1.0, 1.0, 1.0]},
-                          -2.5)[0] == UNDECIDED
+    assert (
+        verdicts.lower({**{d: [1.0] * 4 for d in DS}, 128: [0.0, 1.0, 1.0, 1.0]}, -2.5)[0]
+        == UNDECIDED
+    )
 
 
 def test_verdicts_against_exact_expectations():
     """The lucky count's exact expectation at ratio 0.75, C_m 1.5 falls with d (eq. 17's event
     needs every other coordinate small: ≈ exp(−E|N_i(0)|)), so the claim fails in expectation
     even where a few measured counts are not 0; growth past an O bound does the same."""
-    exp = {d: (theory.expected_counts(d, round(d**1.5), 0.75)["lucky"],
-               theory.expected_counts(d, round(d**1.5), 0.75)["lucky_se"]) for d in (64, 128, 256)}
+    exp = {
+        d: (
+            theory.expected_counts(d, round(d**1.5), 0.75)["lucky"],
+            theory.expected_counts(d, round(d**1.5), 0.75)["lucky_se"],
+        )
+        for d in (64, 128, 256)
+    }
     assert exp[256][0] < exp[128][0] < exp[64][0]
     v, why = verdicts.lower(_by_d({d: 1.0 for d in DS}), -0.279, expected=exp)
     assert v == CONTRADICTS and "fails in expectation" in why
     assert verdicts.expectation_slope({64: (1.0, 0.0), 128: (0.0, 0.0)}, True) == -math.inf
     assert math.isnan(verdicts.expectation_slope({64: (1.0, 0.6), 128: (0.5, 0.1)}, True))
-    v, why = verdicts.upper(_by_d({d: 1.0 for d in DS}), 0.0,
-                            expected={1024: 10.0, 4096: 40.0})
+    v, why = verdicts.upper(_by_d({d: 1.0 for d in DS}), 0.0, expected={1024: 10.0, 4096: 40.0})
     assert v == CONTRADICTS and "slope 1 > 0" in why
 
 
@@ -120,14 +130,33 @@ def _final(d, seed, ratio=1.0, C_m=1.5, lucky=1.0, pure=1.0, N=1.0, T1=10):
     """A final json with made-up observables: counts d^lucky and d^pure (times a seed factor)."""
     k = 1 + 0.01 * seed
     m = round(d**C_m)
-    return {"d": d, "m": m, "seed": seed, "ratio": ratio, "C_m": C_m, "gamma_c0": 5e-4,
-            "eta": 1.0, "eps_max": 1.0, "prune_fraction": 0.0, "loss": "infonce",
-            "config_id": f"d{d}_r{ratio}_s{seed}", "T1": T1 * d, "T2": -1,
-            "T3": d**1.01, "T4": d**1.99,
-            "observables": {"lucky_counts": [k * d**lucky] * 3, "ordinary_counts": [k * d] * 3,
-                            "N0_sizes": [1, 2], "N_sizes": [N] * 20 + [0] * 4, "pure_counts": [
-                                k * d**pure, 2 * k * d**pure], "lucky_kept_frac": 0.9,
-                            "lucky_total": 50, "N_subset_frac": 0.25}}
+    return {
+        "d": d,
+        "m": m,
+        "seed": seed,
+        "ratio": ratio,
+        "C_m": C_m,
+        "gamma_c0": 5e-4,
+        "eta": 1.0,
+        "eps_max": 1.0,
+        "prune_fraction": 0.0,
+        "loss": "infonce",
+        "config_id": f"d{d}_r{ratio}_s{seed}",
+        "T1": T1 * d,
+        "T2": -1,
+        "T3": d**1.01,
+        "T4": d**1.99,
+        "observables": {
+            "lucky_counts": [k * d**lucky] * 3,
+            "ordinary_counts": [k * d] * 3,
+            "N0_sizes": [1, 2],
+            "N_sizes": [N] * 20 + [0] * 4,
+            "pure_counts": [k * d**pure, 2 * k * d**pure],
+            "lucky_kept_frac": 0.9,
+            "lucky_total": 50,
+            "N_subset_frac": 0.25,
+        },
+    }
 
 
 def test_claims_section_reads_each_verdict_from_its_numbers():
@@ -165,8 +194,10 @@ def test_windows_take_the_max_over_logged_t_in_T3_T4(tmp_path):
 
     f = _final(8, 0)
     f["T2"] = 30
-    rows = [{"config_id": f["config_id"], "step": s, "N_max": n}
-            for s, n in ((0, 9), (5, 7), (10, 3), (40, 2), (63, 4), (100, 8))]
+    rows = [
+        {"config_id": f["config_id"], "step": s, "N_max": n}
+        for s, n in ((0, 9), (5, 7), (10, 3), (40, 2), (63, 4), (100, 8))
+    ]
     rows.append({"config_id": "other", "step": 10, "N_max": 50})
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     w = claims.windows(str(tmp_path / "r.jsonl"), [f])
@@ -181,18 +212,42 @@ def test_windows_take_the_max_over_logged_t_in_T3_T4(tmp_path):
 def test_claims_section_ratio_and_init_stats():
     """(ii): equal |N_i(T)| at ratios 0.5 and 1 contradicts "a smaller ratio enlarges |N_i|";
     init-stats records past the trained d extend the Lemma C.1 rows."""
-    finals = [_final(d, s, ratio=r, N=1.0) for r in (0.5, 1.0) for d in (8, 16, 32)
-              for s in range(4)]
+    finals = [
+        _final(d, s, ratio=r, N=1.0) for r in (0.5, 1.0) for d in (8, 16, 32) for s in range(4)
+    ]
     rows = claims.claims_section(finals, [])
     ratio_rows = [r for r in rows if r["claim"] == "ratio_N"]
     assert len(ratio_rows) == 1 and ratio_rows[0]["verdict"] == CONTRADICTS
-    stats = {"C_m": 1.5, "gamma_c0": 5e-4, "records": [
-        {"d": d, "m": round(d**1.5), "ratio": 1.0, "seed": s, "lucky_counts": [d, d],
-         "ordinary_counts": [d, d], "N0_hist": [0, 5, 1] + [0] * 61}
-        for d in (64, 128) for s in range(2)] + [
-        {"d": 256, "m": 4096, "ratio": 1.0, "seed": s, "lucky_counts": [256, 256],
-         "ordinary_counts": [256, 256], "N0_hist": [0] * 63 + [1]} for s in range(2)],
-        "expected": []}
+    stats = {
+        "C_m": 1.5,
+        "gamma_c0": 5e-4,
+        "records": [
+            {
+                "d": d,
+                "m": round(d**1.5),
+                "ratio": 1.0,
+                "seed": s,
+                "lucky_counts": [d, d],
+                "ordinary_counts": [d, d],
+                "N0_hist": [0, 5, 1] + [0] * 61,
+            }
+            for d in (64, 128)
+            for s in range(2)
+        ]
+        + [
+            {
+                "d": 256,
+                "m": 4096,
+                "ratio": 1.0,
+                "seed": s,
+                "lucky_counts": [256, 256],
+                "ordinary_counts": [256, 256],
+                "N0_hist": [0] * 63 + [1],
+            }
+            for s in range(2)
+        ],
+        "expected": [],
+    }
     rows = claims.claims_section(finals, [], init_stats=[stats])
     lucky = [r for r in rows if r["claim"] == "lucky_min" and r["ratio"] == 1.0][0]
     assert lucky["d"] == [8, 16, 32, 64, 128, 256] and lucky["trained_d"] == [8, 16, 32]
@@ -203,8 +258,9 @@ def test_claims_section_ratio_and_init_stats():
 
 def test_eta_threshold_words():
     words = report_eta._eta_words
-    assert "stops holding between η = 1 and 2" in words(32, 1.0, 1.5, {0.5: True, 1.0: True,
-                                                                        2.0: False, 6.0: False})
+    assert "stops holding between η = 1 and 2" in words(
+        32, 1.0, 1.5, {0.5: True, 1.0: True, 2.0: False, 6.0: False}
+    )
     assert "at every η tried (up to 6)" in words(32, 1.0, 1.5, {1.0: True, 6.0: True})
     assert "fewer than 80%" in words(32, 1.0, 1.5, {1.0: False, 6.0: False})
     assert "not monotone" in words(32, 1.0, 1.5, {0.5: True, 1.0: False, 2.0: True})
@@ -217,8 +273,11 @@ def test_eta_section_table_and_verdict():
         for s in range(4):
             f = _final(32, s)
             f["eta"] = eta
-            f["observables"] = {**f["observables"], "lucky_kept_frac": share + 0.01 * s,
-                                "alive_frac": 1.0}
+            f["observables"] = {
+                **f["observables"],
+                "lucky_kept_frac": share + 0.01 * s,
+                "alive_frac": 1.0,
+            }
             finals.append(f)
     lines = []
     rows = report_eta.eta_section(finals, lines)

@@ -14,12 +14,37 @@ def _report(tmp_path, name, results):
     return str(d)
 
 
-A = {"liao": {"losses": [
-    {"d": 16, "ratio": 0.5, "loss": "infonce", "cov_minor": {"mean": 0.001, "lo": 0.0, "hi": 0.002}},
-    {"d": 16, "ratio": 0.5, "loss": "balanced", "cov_minor": {"mean": 0.3, "lo": 0.2, "hi": 0.4},
-     "vs_infonce": {"cov_minor": {"mean": 0.3, "lo": 0.2, "hi": 0.4, "verdict": "raises"}}}],
-    "claims": [{"claim": "|M_j*|", "ratio": 1.0, "slope": 0.45, "lo": 0.3, "hi": 0.6,
-                "verdict": "supports"}]}}
+A = {
+    "liao": {
+        "losses": [
+            {
+                "d": 16,
+                "ratio": 0.5,
+                "loss": "infonce",
+                "cov_minor": {"mean": 0.001, "lo": 0.0, "hi": 0.002},
+            },
+            {
+                "d": 16,
+                "ratio": 0.5,
+                "loss": "balanced",
+                "cov_minor": {"mean": 0.3, "lo": 0.2, "hi": 0.4},
+                "vs_infonce": {
+                    "cov_minor": {"mean": 0.3, "lo": 0.2, "hi": 0.4, "verdict": "raises"}
+                },
+            },
+        ],
+        "claims": [
+            {
+                "claim": "|M_j*|",
+                "ratio": 1.0,
+                "slope": 0.45,
+                "lo": 0.3,
+                "hi": 0.6,
+                "verdict": "supports",
+            }
+        ],
+    }
+}
 
 
 def test_same_report_in_another_order_agrees(tmp_path):
@@ -42,16 +67,19 @@ def test_differences_are_found(tmp_path, capsys):
     b["liao"]["losses"].append({"d": 32, "ratio": 0.5, "loss": "infonce"})
     rows = {(r["kind"], r["path"]): r for r in compare.compare(A, b)}
     bad = sorted(k for k, r in rows.items() if not r["agree"])
-    assert bad == [("interval", "liao.losses[loss=balanced, d=16, ratio=0.5].cov_minor"),
-                   ("missing", "liao.losses[loss=infonce, d=32, ratio=0.5]"),
-                   ("verdict", "liao.losses[loss=balanced, d=16, ratio=0.5].vs_infonce"
-                               ".cov_minor.verdict")]
+    assert bad == [
+        ("interval", "liao.losses[loss=balanced, d=16, ratio=0.5].cov_minor"),
+        ("missing", "liao.losses[loss=infonce, d=32, ratio=0.5]"),
+        ("verdict", "liao.losses[loss=balanced, d=16, ratio=0.5].vs_infonce.cov_minor.verdict"),
+    ]
     out = str(tmp_path / "t.md")
-    assert main(["compare", _report(tmp_path, "a", A), _report(tmp_path, "b", b),
-                 "--out", out]) == 1
+    assert (
+        main(["compare", _report(tmp_path, "a", A), _report(tmp_path, "b", b), "--out", out]) == 1
+    )
     text = open(out).read()
-    assert text.startswith("1/2 verdicts agree, 3/4 intervals overlap, 1 entries in one report only")
+    assert text.startswith(
+        "1/2 verdicts agree, 3/4 intervals overlap, 1 entries in one report only"
+    )
     assert "| raises | none | **no** |" in text
     assert main(["compare", str(tmp_path / "nowhere"), out]) == 2
     assert "no report.json" in capsys.readouterr().err
-

@@ -14,15 +14,17 @@ from jaxcl.engine.sweep import loads
 @pytest.fixture
 def no_compile(monkeypatch):
     """Fails the test if the engine tries to build its compiled programs."""
+
     def boom(*a, **k):
         raise AssertionError("compiled before the bad input was refused")
+
     monkeypatch.setattr(runner, "compiled", boom)
 
 
 BAD = [  # (sweep text, words the error must contain)
     ("[base]\nd = 9\nbogus = 1\n", ["bogus", "1"]),
     ("[base]\nd = 9.5\n", ["'d'", "9.5"]),
-    ("[base]\nd = \"nine\"\n", ["'d'", "nine"]),
+    ('[base]\nd = "nine"\n', ["'d'", "nine"]),
     ("[base]\nsteps = true\n", ["'steps'", "True"]),
     ("[base]\nd = 2\n", ["'d'", "2"]),
     ("[grid]\nratio = [0.5, 0.0]\n", ["'ratio'", "0.0"]),
@@ -32,18 +34,20 @@ BAD = [  # (sweep text, words the error must contain)
     ("[base]\ntau = 0\n", ["'tau'", "0"]),
     ("[base]\neta = 0.0\n", ["'eta'", "0.0"]),
     ("[base]\neta = -0.1\n", ["'eta'", "-0.1"]),
-    ("[base]\nsteps = \"T5\"\n", ["'steps'", "T5"]),
+    ('[base]\nsteps = "T5"\n', ["'steps'", "T5"]),
     ("[base\nd = 9\n", ["malformed TOML"]),
     ("[grid]\nratio = 0.5\n", ["'ratio'", "0.5", "list"]),
     ("[oops]\nd = 9\n", ["oops"]),
-    ("[base]\nexperiment = \"simclr\"\n", ["'experiment'", "simclr", "liao"]),
-    ("[base]\nexperiment = \"liao\"\nsamples_major = 3\n", ["samples_major", "'liao'"]),
-    ("[base]\nloss = \"triplet\"\n", ["'loss'", "triplet"]),
-    ("[base]\nloss = \"infonce\"\nloss_beta = 2.0\n", ["'loss_beta'", "2.0", "balanced"]),
-    ("[grid]\nloss = [\"infonce\", \"generalized\"]\nloss_phi = [\"exp\", \"tanh\"]\n",
-     ["'loss_phi'", "tanh"]),
-    ("[grid]\nv = [{loss = \"balanced\"}, 3]\n", ["'v'", "tables"]),
-    ("[grid]\nv = [{loss = \"balanced\", loss_beta = -1.0}]\n", ["'loss_beta'", "-1.0"]),
+    ('[base]\nexperiment = "simclr"\n', ["'experiment'", "simclr", "liao"]),
+    ('[base]\nexperiment = "liao"\nsamples_major = 3\n', ["samples_major", "'liao'"]),
+    ('[base]\nloss = "triplet"\n', ["'loss'", "triplet"]),
+    ('[base]\nloss = "infonce"\nloss_beta = 2.0\n', ["'loss_beta'", "2.0", "balanced"]),
+    (
+        '[grid]\nloss = ["infonce", "generalized"]\nloss_phi = ["exp", "tanh"]\n',
+        ["'loss_phi'", "tanh"],
+    ),
+    ('[grid]\nv = [{loss = "balanced"}, 3]\n', ["'v'", "tables"]),
+    ('[grid]\nv = [{loss = "balanced", loss_beta = -1.0}]\n', ["'loss_beta'", "-1.0"]),
     ("[base]\nratio = nan\n", ["'ratio'", "nan", "must be a finite number"]),
     ("[grid]\neta = [0.1, inf]\n", ["'eta'", "inf", "must be a finite number"]),
     ("[base]\ntau = -inf\n", ["'tau'", "-inf", "must be a finite number"]),
@@ -114,7 +118,10 @@ def test_defaults_resolve_to_conventions():
     assert r["n_major"] == round(16 * 5 / 9)
     # λ keeps its d = 9 ratio to eq. 45's growth rate log log d / (d τ)
     assert Config(d=9).LAM == 0.03
-    g = lambda d: math.log(math.log(d)) / (d * math.log(d))
+
+    def g(d):
+        return math.log(math.log(d)) / (d * math.log(d))
+
     assert Config(d=64).LAM == pytest.approx(0.03 * g(64) / g(9))
     assert Config(d=64, lam=0.1).LAM == 0.1 and Config(d=64, lam=0.1).resolved()["lam"] == 0.1
     assert Config(d=9, eta=0.5, steps="T4").n_steps == math.ceil(9**1.99 / 0.5)
@@ -180,12 +187,17 @@ def test_compile_cache_directory(monkeypatch, tmp_path):
 def test_grid_bundles_set_fields_together():
     """A [grid] list of inline tables sets each table's fields together (a loss and its
     parameters), crossed with the other grid lists."""
-    sw = loads('[base]\nd = 9\n[grid]\nloss = [{loss = "infonce"}, '
-               '{loss = "balanced", loss_alpha = 1.0, loss_beta = 2.0}]\nseed = [0, 1]\n')
+    sw = loads(
+        '[base]\nd = 9\n[grid]\nloss = [{loss = "infonce"}, '
+        '{loss = "balanced", loss_alpha = 1.0, loss_beta = 2.0}]\nseed = [0, 1]\n'
+    )
     got = sorted((c.loss, c.loss_beta, c.seed) for c in sw.configs())
-    assert got == [("balanced", 2.0, 0), ("balanced", 2.0, 1), ("infonce", 1.0, 0),
-                   ("infonce", 1.0, 1)]
-
+    assert got == [
+        ("balanced", 2.0, 0),
+        ("balanced", 2.0, 1),
+        ("infonce", 1.0, 0),
+        ("infonce", 1.0, 1),
+    ]
 
 
 def test_config_too_big_for_memory_refused_before_anything(tmp_path, capsys, no_compile):
@@ -193,8 +205,21 @@ def test_config_too_big_for_memory_refused_before_anything(tmp_path, capsys, no_
     with the estimate and the limit; nothing compiled, no traceback (it overflowed before)."""
     (tmp_path / "s.toml").write_text("[base]\nd = 9\n[grid]\nseed = [0, 1]\n")
     out = tmp_path / "big"
-    assert main(["run", str(tmp_path / "s.toml"), "--out", str(out), "--set", "d=4096",
-                 "--set", "C_m=2"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                str(tmp_path / "s.toml"),
+                "--out",
+                str(out),
+                "--set",
+                "d=4096",
+                "--set",
+                "C_m=2",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "d=4096 m=16777216 d1=8192" in err and "GiB" in err and "host's memory" in err
     assert "init-stats" in err and "Traceback" not in err

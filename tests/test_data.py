@@ -7,7 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcl.experiments.liao.data import dictionary, frequencies, orthonormalize, presence_prob, sample_pairs
+from jaxcl.experiments.liao.data import (
+    dictionary,
+    frequencies,
+    orthonormalize,
+    presence_prob,
+    sample_pairs,
+)
 
 
 @pytest.mark.parametrize("kind", ["qr", "identity"])
@@ -69,10 +75,11 @@ def test_threefry_known_answers_and_jax_agreement():
     from jaxcl.experiments.liao.data import threefry2x32
 
     u = lambda *v: [jnp.uint32(x) for x in v]  # noqa: E731
-    for key, ctr, want in [((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
-                           ((0xFFFFFFFF,) * 2, (0xFFFFFFFF,) * 2, (0x1CB996FC, 0xBB002BE7)),
-                           ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3),
-                            (0xC4923A9C, 0x483DF7A0))]:
+    for key, ctr, want in [
+        ((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
+        ((0xFFFFFFFF,) * 2, (0xFFFFFFFF,) * 2, (0x1CB996FC, 0xBB002BE7)),
+        ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
+    ]:
         got = threefry2x32(*u(*key), *u(*ctr))
         assert [int(g) for g in got] == list(want)
     x0 = jnp.arange(1000, dtype=jnp.uint32)
@@ -108,8 +115,15 @@ def test_both_views_in_one_pass_are_the_per_view_draws():
     """sample_views draws both views in one pass; each view is what `place` draws alone with
     its own folded key (counter-based: nothing depends on drawing them together), and
     `stored` and `fold_many` are the identity and `fold`."""
-    from jaxcl.experiments.liao.data import (fold, fold_many, place, sample_codes,
-                                             sample_views, standard_normal, stored)
+    from jaxcl.experiments.liao.data import (
+        fold,
+        fold_many,
+        place,
+        sample_codes,
+        sample_views,
+        standard_normal,
+        stored,
+    )
 
     key = jax.random.PRNGKey(9)
     M, _ = dictionary(jax.random.PRNGKey(1), 8, 16, "qr")
@@ -118,16 +132,21 @@ def test_both_views_in_one_pass_are_the_per_view_draws():
     coef1, pos = sample_codes(fold(key, 1, 0), p, 32, 1.5, 4, 2)
     np.testing.assert_array_equal(np.asarray(coef), np.asarray(coef1))
     for v in range(2):
-        one = jax.jit(lambda k, c, q: place(k, c, q, M, 4, 0.3, False))(fold(key, 1, 1 + v),
-                                                                        coef1, pos[v])
+        one = jax.jit(lambda k, c, q: place(k, c, q, M, 4, 0.3, False))(
+            fold(key, 1, 1 + v), coef1, pos[v]
+        )
         np.testing.assert_array_equal(np.asarray(x[v]), np.asarray(one))
         # and both are M z + σ ξ with ξ the view key's standard_normal draws (numpy one-hot z)
-        z = np.asarray(coef1)[:, None, :] * (np.asarray(pos[v])[:, None, :]
-                                              == np.arange(4)[None, :, None])
+        z = np.asarray(coef1)[:, None, :] * (
+            np.asarray(pos[v])[:, None, :] == np.arange(4)[None, :, None]
+        )
         xi = np.asarray(standard_normal(fold(key, 1, 1 + v), (32, 4, 16)))
-        np.testing.assert_allclose(np.asarray(x[v]), z @ np.asarray(M).T + 0.3 * xi,
-                                   rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(np.asarray(fold_many(key, 1, np.arange(3))),
-                                  np.stack([np.asarray(fold(key, 1, i)) for i in range(3)]))
+        np.testing.assert_allclose(
+            np.asarray(x[v]), z @ np.asarray(M).T + 0.3 * xi, rtol=1e-5, atol=1e-6
+        )
+    np.testing.assert_array_equal(
+        np.asarray(fold_many(key, 1, np.arange(3))),
+        np.stack([np.asarray(fold(key, 1, i)) for i in range(3)]),
+    )
     w = jnp.asarray(np.random.default_rng(0).integers(0, 2**32, 100, dtype=np.uint64), jnp.uint32)
     np.testing.assert_array_equal(np.asarray(jax.jit(stored)(w)), np.asarray(w))

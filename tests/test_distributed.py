@@ -23,8 +23,11 @@ N_CONFIGS = 8
 @pytest.fixture(scope="module")
 def jaxcl_cmd(jax_cache):
     def cmd(*args, devices=2):
-        return ([sys.executable, "-m", "jaxcl", *args, "--no-progress"],
-                cli_env(devices, jax_cache))
+        return (
+            [sys.executable, "-m", "jaxcl", *args, "--no-progress"],
+            cli_env(devices, jax_cache),
+        )
+
     return cmd
 
 
@@ -74,8 +77,14 @@ def test_vmap_batching_chunking_does_not_change_results(reference, sweep_file):
     outs = []
     for max_parallel in (None, 1):
         outs.append(str(sweep_file.parent / f"vmap{max_parallel}"))
-        runner.run(loads(SWEEP), outs[-1], max_parallel=max_parallel, batching="vmap",
-                   progress=False, log=lambda *_: None)
+        runner.run(
+            loads(SWEEP),
+            outs[-1],
+            max_parallel=max_parallel,
+            batching="vmap",
+            progress=False,
+            log=lambda *_: None,
+        )
     assert_same(finals(outs[0]), finals(outs[1]))
     assert_same(finals(reference), finals(outs[0]), exact=False)
 
@@ -104,11 +113,22 @@ def test_two_processes_match_one(reference, sweep_file, jaxcl_cmd):
     port = _free_port()
     procs = []
     for pid in (0, 1):
-        cmd, env = jaxcl_cmd("run", str(sweep_file), "--out", out,
-                             "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                             "--process-id", str(pid), devices=1)
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT))
+        cmd, env = jaxcl_cmd(
+            "run",
+            str(sweep_file),
+            "--out",
+            out,
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(pid),
+            devices=1,
+        )
+        procs.append(
+            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
     try:
         outs = [p.communicate(timeout=150)[0].decode() for p in procs]
     finally:
@@ -116,9 +136,12 @@ def test_two_processes_match_one(reference, sweep_file, jaxcl_cmd):
             p.kill()
     assert all(p.returncode == 0 for p in procs), outs
     assert_same(finals(reference), finals(out))
+
     def rows(run):  # every column but the wall-clock `time`
-        return [{k: v for k, v in json.loads(line).items() if k != "time"}
-                for line in open(os.path.join(run, "results.jsonl"))]
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "time"}
+            for line in open(os.path.join(run, "results.jsonl"))
+        ]
 
     assert rows(out) == rows(reference)
     manifest = json.load(open(os.path.join(out, "manifest.json")))
@@ -137,8 +160,11 @@ def test_killed_sweep_finishes_on_rerun(reference, sweep_file, jaxcl_cmd):
     def done_ids():
         if not os.path.isdir(status_dir):
             return []
-        return [n for n in os.listdir(status_dir)
-                if n.endswith(".json") and '"done"' in open(os.path.join(status_dir, n)).read()]
+        return [
+            n
+            for n in os.listdir(status_dir)
+            if n.endswith(".json") and '"done"' in open(os.path.join(status_dir, n)).read()
+        ]
 
     while time.monotonic() < deadline and proc.poll() is None and not done_ids():
         time.sleep(0.02)
@@ -153,5 +179,5 @@ def test_killed_sweep_finishes_on_rerun(reference, sweep_file, jaxcl_cmd):
     for n, mtime in done_before.items():
         assert os.stat(os.path.join(final_dir, n)).st_mtime_ns == mtime
     assert_same(finals(reference), finals(out))
-    rows = [json.loads(l) for l in open(os.path.join(out, "results.jsonl"))]
+    rows = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))]
     assert len(rows) == N_CONFIGS * 3  # no duplicated rows from the killed attempt

@@ -83,8 +83,12 @@ def _check(got: dict, prefix: str, n_configs: int) -> None:
 
 def _run(tmp_path, name: str, text: str) -> dict:
     (tmp_path / f"{name}.toml").write_text(text)
-    assert main(["run", str(tmp_path / f"{name}.toml"), "--out", str(tmp_path / name),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["run", str(tmp_path / f"{name}.toml"), "--out", str(tmp_path / name), "--no-progress"]
+        )
+        == 0
+    )
     return _arrays(tmp_path / name)
 
 

@@ -18,8 +18,17 @@ from jaxcl.experiments.geometry import observables, train
 from jaxcl.experiments.geometry.config import Config
 from jaxcl.experiments.geometry.optimal import simplex_etf
 
-TINY = dict(n_major_classes=2, n_minor_classes=2, samples_major=5, ratio=0.4, p=4, batch=16,
-            negatives=3, steps=20, log_every=10)
+TINY = dict(
+    n_major_classes=2,
+    n_minor_classes=2,
+    samples_major=5,
+    ratio=0.4,
+    p=4,
+    batch=16,
+    negatives=3,
+    steps=20,
+    log_every=10,
+)
 
 
 def _setup(**kw):
@@ -57,7 +66,9 @@ def _numpy_loss(u, rows, tau, loss="infonce"):
         sp = z[a[b]] @ z[pos[b]]
         sn = [z[a[b]] @ z[j] for j in neg[b]]
         if loss == "infonce":
-            out.append(-sp / tau + math.log(math.exp(sp / tau) + sum(math.exp(x / tau) for x in sn)))
+            out.append(
+                -sp / tau + math.log(math.exp(sp / tau) + sum(math.exp(x / tau) for x in sn))
+            )
         else:  # decoupled
             out.append(-sp / tau + math.log(sum(math.exp(x / tau) for x in sn)))
     return np.mean(out)
@@ -69,8 +80,9 @@ def test_batch_loss_matches_numpy(loss):
     state = train.init(st, hp)
     rows = train.sample(st, hp, jax.random.PRNGKey(1))
     got = float(train.batch_loss(st, hp, state.u, rows))
-    np.testing.assert_allclose(got, _numpy_loss(np.asarray(state.u, np.float64), rows, c.tau,
-                                                loss), rtol=1e-5)
+    np.testing.assert_allclose(
+        got, _numpy_loss(np.asarray(state.u, np.float64), rows, c.tau, loss), rtol=1e-5
+    )
 
 
 def test_sgd_step_is_gradient_descent_on_the_public_loss():
@@ -109,7 +121,7 @@ def test_observables_match_numpy():
     z = u / np.linalg.norm(u, axis=1, keepdims=True)
     S = c.samples_major
     labels = np.repeat(np.arange(4), c.class_sizes)
-    zz = np.concatenate([z[cl * S: cl * S + n] for cl, n in enumerate(c.class_sizes)])
+    zz = np.concatenate([z[cl * S : cl * S + n] for cl, n in enumerate(c.class_sizes)])
     means = np.stack([zz[labels == k].mean(0) for k in range(4)])
     unit = means / np.linalg.norm(means, axis=1, keepdims=True)
     G = unit @ unit.T
@@ -122,8 +134,7 @@ def test_observables_match_numpy():
     np.testing.assert_allclose(got["class_norms"], np.linalg.norm(means, axis=1), rtol=1e-5)
     np.testing.assert_allclose(got["nc1"], nc1, rtol=1e-3)
     np.testing.assert_allclose(got["minority_cos"], G[2, 3], atol=1e-5)
-    np.testing.assert_allclose(got["G_max_dev"], np.abs(G - np.asarray(hp.G_opt)).max(),
-                               atol=1e-5)
+    np.testing.assert_allclose(got["G_max_dev"], np.abs(G - np.asarray(hp.G_opt)).max(), atol=1e-5)
 
 
 def test_jacobi_eigh_matches_numpy():
@@ -133,19 +144,24 @@ def test_jacobi_eigh_matches_numpy():
         a = x @ x.T
         lam, v = observables.jacobi_eigh(jnp.asarray(a, jnp.float32))
         np.testing.assert_allclose(np.sort(np.asarray(lam)), np.linalg.eigvalsh(a), atol=1e-4)
-        np.testing.assert_allclose(np.asarray(v) @ np.diag(np.asarray(lam)) @ np.asarray(v).T,
-                                   a, atol=1e-4)
+        np.testing.assert_allclose(
+            np.asarray(v) @ np.diag(np.asarray(lam)) @ np.asarray(v).T, a, atol=1e-4
+        )
 
 
 def test_config_derived_values_and_bad_input():
     c = Config(n_major_classes=2, n_minor_classes=2, samples_major=200, ratio=0.01)
     assert c.class_sizes == [200, 200, 2, 2] and abs(sum(c.pi) - 1) < 1e-12
     assert Config(ratio=0.001).samples_minor == 1  # max(1, round(ratio * samples_major))
-    for kw, field in ((dict(negatives=0), "'negatives'"), (dict(p=0), "'p'"),
-                      (dict(tau=0.0), "'tau'"), (dict(loss="hinge"), "'loss'"),
-                      (dict(n_major_classes=1, n_minor_classes=0), "'n_minor_classes'"),
-                      (dict(optimizer="rmsprop"), "'optimizer'"),
-                      (dict(experiment="liao"), "'experiment'")):
+    for kw, field in (
+        (dict(negatives=0), "'negatives'"),
+        (dict(p=0), "'p'"),
+        (dict(tau=0.0), "'tau'"),
+        (dict(loss="hinge"), "'loss'"),
+        (dict(n_major_classes=1, n_minor_classes=0), "'n_minor_classes'"),
+        (dict(optimizer="rmsprop"), "'optimizer'"),
+        (dict(experiment="liao"), "'experiment'"),
+    ):
         with pytest.raises(ConfigError, match=field):
             Config(**kw)
     with pytest.raises(ConfigError, match="'d'.*'geometry'"):
@@ -204,8 +220,7 @@ def test_mixed_sweep_writes_each_experiments_finals(mixed_run):
             for key in ("G_max_dev", "minority_cos", "nc1", "mean_norm_major", "mean_norm_minor"):
                 assert isinstance(o[key], float), key
             np.testing.assert_allclose(o["G"], z["G"], atol=1e-4)  # jit vs numpy
-            np.testing.assert_allclose(o["G_max_dev"], np.abs(z["G"] - z["G_opt"]).max(),
-                                       atol=1e-4)
+            np.testing.assert_allclose(o["G_max_dev"], np.abs(z["G"] - z["G_opt"]).max(), atol=1e-4)
             if info["ratio"] == 1.0:
                 np.testing.assert_allclose(z["G_opt"], simplex_etf(4), atol=1e-4)
     rows = [json.loads(x) for x in (mixed_run / "results.jsonl").read_text().splitlines()]
@@ -215,8 +230,13 @@ def test_mixed_sweep_writes_each_experiments_finals(mixed_run):
 
 def test_report_has_geometry_sections(mixed_run):
     text = (mixed_run / "report.md").read_text()
-    for words in ("# Geometry", "collapse threshold", "Trained against predicted",
-                  "In plain words", "# Liao"):
+    for words in (
+        "# Geometry",
+        "collapse threshold",
+        "Trained against predicted",
+        "In plain words",
+        "# Liao",
+    ):
         assert words in text
     for png in ("minority_cos.png", "gram.png", "nc1.png", "figure1.png"):
         assert (mixed_run / png).stat().st_size > 5_000, png
@@ -225,8 +245,17 @@ def test_report_has_geometry_sections(mixed_run):
 def test_balanced_classes_reach_the_simplex_etf():
     """Balanced classes, p ≥ C: trained class means reach G* = ETF (max|G − G*| ≤ 0.02)."""
     for C in (2, 3):
-        c, st, hp = _setup(n_major_classes=C, n_minor_classes=0, samples_major=20, p=4,
-                           batch=64, negatives=4, steps=1500, log_every=1500, lr=0.1)
+        c, st, hp = _setup(
+            n_major_classes=C,
+            n_minor_classes=0,
+            samples_major=20,
+            p=4,
+            batch=64,
+            negatives=4,
+            steps=1500,
+            log_every=1500,
+            lr=0.1,
+        )
         np.testing.assert_allclose(np.asarray(hp.G_opt), simplex_etf(C), atol=1e-4)
         s, m = jax.jit(functools.partial(train.run_chunk, st))(hp, train.init(st, hp))
         assert float(m["G_max_dev"]) <= 0.02, (C, float(m["G_max_dev"]))
@@ -238,9 +267,11 @@ def test_diverging_geometry_config_fails_alone(tmp_path):
     config is marked failed with its step, the other finishes, the exit code is 1."""
     (tmp_path / "s.toml").write_text(
         '[base]\nexperiment = "geometry"\nsamples_major = 5\np = 4\nbatch = 16\nnegatives = 3\n'
-        'steps = 20\nlog_every = 10\n[grid]\ntau = [0.5, 1e-38]\n')
-    assert main(["run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o"),
-                 "--no-progress"]) == 1
+        "steps = 20\nlog_every = 10\n[grid]\ntau = [0.5, 1e-38]\n"
+    )
+    assert (
+        main(["run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    )
     states = json.loads((tmp_path / "o" / "manifest.json").read_text())["configs"]
     failed = [v for v in states.values() if v["state"] == "failed"]
     assert len(failed) == 1 and sum(v["state"] == "done" for v in states.values()) == 1

@@ -45,8 +45,8 @@ def test_effective_rank_hand_case_and_degenerate():
 def test_clopper_pearson_hand_cases():
     cp = report_stats.clopper_pearson
     # x = 0 or n: closed forms (α/2)^(1/n)
-    assert cp(0, 4) == pytest.approx((0.0, 1 - 0.025 ** 0.25), abs=1e-9)
-    assert cp(4, 4) == pytest.approx((0.025 ** 0.25, 1.0), abs=1e-9)
+    assert cp(0, 4) == pytest.approx((0.0, 1 - 0.025**0.25), abs=1e-9)
+    assert cp(4, 4) == pytest.approx((0.025**0.25, 1.0), abs=1e-9)
     # x = 1, n = 2: P(X ≥ 1 | lo) = 1 − (1 − lo)² = 0.025, P(X ≤ 1 | hi) = 1 − hi² = 0.025
     assert cp(1, 2) == pytest.approx((1 - math.sqrt(0.975), math.sqrt(0.975)), abs=1e-9)
 
@@ -67,27 +67,69 @@ def test_clopper_pearson_refuses_bad_counts():
 # ---- the report's answers on made-up finals
 
 
-def _final(seed, dev, steps=100, ratio=0.1, C=(2, 2), p=8, loss="infonce", k=8, tau=0.5,
-           G=None, cos=0.3, nc1=1e-5, hard_beta=0.0, samples_major=200):
+def _final(
+    seed,
+    dev,
+    steps=100,
+    ratio=0.1,
+    C=(2, 2),
+    p=8,
+    loss="infonce",
+    k=8,
+    tau=0.5,
+    G=None,
+    cos=0.3,
+    nc1=1e-5,
+    hard_beta=0.0,
+    samples_major=200,
+):
     n = [samples_major] * C[0] + [max(1, round(ratio * samples_major))] * C[1]
     G = np.eye(sum(C)) if G is None else G
-    return {"config_id": f"c{C}{p}{loss}{k}{tau}{ratio}{steps}{hard_beta}s{seed}",
-            "n_major_classes": C[0], "n_minor_classes": C[1], "p": p, "loss": loss,
-            "loss_alpha": 1.0, "loss_beta": 1.0, "loss_psi": "log1p", "loss_phi": "exp",
-            "negatives": k, "tau": tau, "ratio": ratio, "steps": steps, "seed": seed,
-            "samples_major": samples_major, "hard_beta": hard_beta,
-            "pi": [x / sum(n) for x in n],
-            "observables": {"G_max_dev": dev, "minority_cos": cos, "nc1": nc1,
-                            "G": G.tolist(), "G_opt": G.tolist()}}
+    return {
+        "config_id": f"c{C}{p}{loss}{k}{tau}{ratio}{steps}{hard_beta}s{seed}",
+        "n_major_classes": C[0],
+        "n_minor_classes": C[1],
+        "p": p,
+        "loss": loss,
+        "loss_alpha": 1.0,
+        "loss_beta": 1.0,
+        "loss_psi": "log1p",
+        "loss_phi": "exp",
+        "negatives": k,
+        "tau": tau,
+        "ratio": ratio,
+        "steps": steps,
+        "seed": seed,
+        "samples_major": samples_major,
+        "hard_beta": hard_beta,
+        "pi": [x / sum(n) for x in n],
+        "observables": {
+            "G_max_dev": dev,
+            "minority_cos": cos,
+            "nc1": nc1,
+            "G": G.tolist(),
+            "G_opt": G.tolist(),
+        },
+    }
 
 
 def test_reach_answer_all_within():
-    finals = [_final(s, 0.01) for s in range(4)] + [_final(s, 0.005, steps=400)
-                                                     for s in range(4)]
+    finals = [_final(s, 0.01) for s in range(4)] + [_final(s, 0.005, steps=400) for s in range(4)]
     ans, lines, summary = report_beyond.report(None, finals, loss_label)
-    assert summary["reach"] == [{"loss": "infonce", "k": 8, "tau": 0.5, "steps": 100, "runs": 4,
-                                 "within": 4, "slow": 0, "stationary": 0, "converging": 0}]
-    lo = 0.025 ** 0.25
+    assert summary["reach"] == [
+        {
+            "loss": "infonce",
+            "k": 8,
+            "tau": 0.5,
+            "steps": 100,
+            "runs": 4,
+            "within": 4,
+            "slow": 0,
+            "stationary": 0,
+            "converging": 0,
+        }
+    ]
+    lo = 0.025**0.25
     text = "\n".join(ans)
     assert f"4/4 [{lo:.2f}, 1.00] runs end within 0.02 of G*" in text
     assert "rerun" not in text  # nothing needed the longer run
@@ -96,8 +138,9 @@ def test_reach_answer_all_within():
 def test_reach_answer_slow_stationary_converging():
     short = [0.01, 0.015, 0.05, 0.06, 0.08]
     longer = [0.005, 0.005, 0.01, 0.055, 0.03]  # seed 2 slow, 3 stationary, 4 converging
-    finals = ([_final(s, d) for s, d in enumerate(short)]
-              + [_final(s, d, steps=400) for s, d in enumerate(longer)])
+    finals = [_final(s, d) for s, d in enumerate(short)] + [
+        _final(s, d, steps=400) for s, d in enumerate(longer)
+    ]
     ans, _, summary = report_beyond.report(None, finals, loss_label)
     row = summary["reach"][0]
     assert (row["within"], row["slow"], row["stationary"], row["converging"]) == (2, 1, 1, 1)
@@ -105,9 +148,11 @@ def test_reach_answer_slow_stationary_converging():
     text = "\n".join(ans)
     assert f"2/5 [{lo:.2f}, {hi:.2f}] runs end within 0.02" in text
     one = report_stats.share_cell(1, 3)
-    assert (f"Of the 3 runs not within that were rerun 4× longer, {one} reach G* (slow "
-            f"convergence), {one} stay put (another stationary point), {one} are still "
-            "converging") in text
+    assert (
+        f"Of the 3 runs not within that were rerun 4× longer, {one} reach G* (slow "
+        f"convergence), {one} stay put (another stationary point), {one} are still "
+        "converging"
+    ) in text
     assert text.index("## Answers") == 0
 
 
@@ -130,12 +175,15 @@ def test_rank_answer_says_where_p_ge_C_stops(monkeypatch):
     G_full = np.full((4, 4), -1 / 3) + np.eye(4) * (4 / 3)
     G_2 = G_full.copy()
     G_2[0, 1] = G_2[1, 0] = 0.2
-    monkeypatch.setattr(report_beyond, "gram", lambda pi, k, tau, rank, hb, kw: (
-        G_2 if rank == 2 else G_full, 3))
-    monkeypatch.setattr(report_beyond, "_rho", lambda a, b, k, tau, rank, kw: (
-        0.1 if rank == 2 else 0.0132))
-    finals = [_final(s, 0.0, p=p, G=G_2 if p == 2 else G_full) for p in (2, 3, 4, 5)
-              for s in range(3)]
+    monkeypatch.setattr(
+        report_beyond, "gram", lambda pi, k, tau, rank, hb, kw: (G_2 if rank == 2 else G_full, 3)
+    )
+    monkeypatch.setattr(
+        report_beyond, "_rho", lambda a, b, k, tau, rank, kw: 0.1 if rank == 2 else 0.0132
+    )
+    finals = [
+        _final(s, 0.0, p=p, G=G_2 if p == 2 else G_full) for p in (2, 3, 4, 5) for s in range(3)
+    ]
     ans, _, summary = report_beyond.report(None, finals, loss_label)
     text = "\n".join(ans)
     assert "2+2 at ratio 0.1 (rank G* = 3): holds for p ≥ 3, stops at p = 2" in text
@@ -145,44 +193,54 @@ def test_rank_answer_says_where_p_ge_C_stops(monkeypatch):
 
 
 def test_counts_answer(monkeypatch):
-    monkeypatch.setattr(report_beyond, "_rho", lambda a, b, k, tau, rank, kw: (
-        0.01 / a if a <= 2 else 0.0))
+    monkeypatch.setattr(
+        report_beyond, "_rho", lambda a, b, k, tau, rank, kw: 0.01 / a if a <= 2 else 0.0
+    )
     monkeypatch.setattr(report_beyond, "_floor_cos", lambda a, b: 1.0 if a <= 2 else 0.5)
     G = np.eye(3)
     G[1, 2] = G[2, 1] = 1.0  # 1+2 trained: collapsed
-    finals = ([_final(s, 0.0, C=(1, 2), ratio=0.0025, G=G, cos=1.0) for s in range(3)]
-              + [_final(s, 0.0, C=(3, 2), ratio=0.0025, cos=0.5) for s in range(3)]
-              + [_final(s, 0.0, C=(2, 2), cos=0.3) for s in range(3)])
+    finals = (
+        [_final(s, 0.0, C=(1, 2), ratio=0.0025, G=G, cos=1.0) for s in range(3)]
+        + [_final(s, 0.0, C=(3, 2), ratio=0.0025, cos=0.5) for s in range(3)]
+        + [_final(s, 0.0, C=(2, 2), cos=0.3) for s in range(3)]
+    )
     ans, _, summary = report_beyond.report(None, finals, loss_label)
     text = "\n".join(ans)
     assert "ρ* > 0 for 1+2, 1+3, 1+4, 2+2, 2+3, 2+4; ρ* = 0" in text
     assert "1 majority: 2, 3, 4; 2 majority: 2, 3, 4; 3 majority: none" in text
     assert "not a property of two minority classes only" in text
-    assert ("1+2 at ratio 0.0025 (ρ* = 0.01): minority cos 1 [1, 1] against 1 predicted, "
-            f"collapsed in {report_stats.share_cell(3, 3)}") in text
+    assert (
+        "1+2 at ratio 0.0025 (ρ* = 0.01): minority cos 1 [1, 1] against 1 predicted, "
+        f"collapsed in {report_stats.share_cell(3, 3)}"
+    ) in text
     assert summary["counts"]["rho_star"]["3+4"] == 0.0
 
 
 def test_main_geometry_study_gets_no_new_sections():
     # results/geometry must keep its content: its sweep's configs trigger none of the answers
     configs = sweep.load(os.path.join(ROOT, "sweeps", "geometry.toml")).configs()
-    finals = [{**c.resolved(), "config_id": c.config_id,
-               "observables": {"G_max_dev": 0.0, "minority_cos": 0.0, "nc1": 0.0}}
-              for c in configs]
+    finals = [
+        {
+            **c.resolved(),
+            "config_id": c.config_id,
+            "observables": {"G_max_dev": 0.0, "minority_cos": 0.0, "nc1": 0.0},
+        }
+        for c in configs
+    ]
     assert report_beyond.report(None, finals, loss_label) == ([], [], {})
 
 
 def test_readme_quotes_the_committed_report():
     # README's line on results/geometry-beyond quotes the report's own numbers
-    beyond = json.loads(open(os.path.join(ROOT, "results", "geometry-beyond", "report.json"))
-                        .read())["results"]["geometry"]["beyond"]
+    beyond = json.loads(
+        open(os.path.join(ROOT, "results", "geometry-beyond", "report.json")).read()
+    )["results"]["geometry"]["beyond"]
     readme = open(os.path.join(ROOT, "README.md")).read()
     within = sum(r["within"] for r in beyond["reach"])
     runs = sum(r["runs"] for r in beyond["reach"])
     slow = sum(r["slow"] for r in beyond["reach"])
     rerun = sum(r["slow"] + r["stationary"] + r["converging"] for r in beyond["reach"])
-    er = {h["hard_beta"]: np.mean(h["effective_rank"]) for h in beyond["hard"]
-          if h["ratio"] == 0.1}
+    er = {h["hard_beta"]: np.mean(h["effective_rank"]) for h in beyond["hard"] if h["ratio"] == 0.1}
     assert f"{within}/{runs} runs end within 0.02" in readme
     assert f"{slow} of {rerun} misses do at 4× the steps" in readme
     assert f"effective rank of Z {er[0.0]:.3g} → {er[4.0]:.3g} from β = 0 to 4" in readme

@@ -86,8 +86,9 @@ def test_collapsed_objective_under_jit_with_traced_gram():
     # the gradient of F in G_01 against a central difference of the brute force
     E = np.zeros((3, 3))
     E[0, 1] = 1e-6
-    fd = (ref_objective(G + E, pi, 4, 0.5, "infonce")
-          - ref_objective(G - E, pi, 4, 0.5, "infonce")) / 2e-6
+    fd = (
+        ref_objective(G + E, pi, 4, 0.5, "infonce") - ref_objective(G - E, pi, 4, 0.5, "infonce")
+    ) / 2e-6
     assert grad[0, 1] == pytest.approx(fd, rel=1e-6)
 
 
@@ -166,8 +167,7 @@ def test_imbalanced_starts_agree_and_kkt_certifies():
 
 def test_tiny_minorities_converge():
     # plain gradient descent stalls here: the minority rows' gradients scale with π_c
-    G, info = optimal.optimal_gram(np.array([0.495, 0.495, 0.005, 0.005]), 8, 0.5,
-                                   return_info=True)
+    G, info = optimal.optimal_gram(np.array([0.495, 0.495, 0.005, 0.005]), 8, 0.5, return_info=True)
     assert info["starts_max_dev"] <= 1e-6 and G[2, 3] >= 1 - 1e-4
     assert info["kkt"]["ZG_max_scaled"] <= 1e-8 and info["kkt"]["min_eig_Z_scaled"] >= -1e-8
 
@@ -196,34 +196,38 @@ def test_identity_psi_objective_is_linear_in_k(phi):
     pairwise = pi @ (np.exp(u) if phi == "exp" else np.log1p(np.exp(u))) @ pi
     with jax.enable_x64(True):
         for k in (1, 3, 7):
-            F = float(optimal.collapsed_objective(G, pi, k, 0.7, "generalized", psi="identity",
-                                                  phi=phi))
+            F = float(
+                optimal.collapsed_objective(G, pi, k, 0.7, "generalized", psi="identity", phi=phi)
+            )
             assert F == pytest.approx(k * pairwise, rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call,field", [
-    (lambda: optimal.optimal_gram([0.5, 0.4], 8, 0.5), "'pi'"),
-    (lambda: optimal.optimal_gram([1.2, -0.2], 8, 0.5), "'pi'"),
-    (lambda: optimal.optimal_gram([1.0], 8, 0.5), "'pi'"),
-    (lambda: optimal.optimal_gram([[0.5, 0.5]], 8, 0.5), "'pi'"),
-    (lambda: optimal.optimal_gram([0.5, float("nan")], 8, 0.5), "'pi'"),
-    (lambda: optimal.optimal_gram([0.5, 0.5], 0, 0.5), "'k'"),
-    (lambda: optimal.optimal_gram([0.5, 0.5], 2.5, 0.5), "'k'"),
-    (lambda: optimal.optimal_gram([0.5, 0.5], 4, 0.0), "'tau'"),
-    (lambda: optimal.optimal_gram([0.5, 0.5], 4, -1.0), "'tau'"),
-    (lambda: optimal.optimal_gram([0.5, 0.5], 4, 0.5, loss="nope"), "'loss'"),
-    (lambda: optimal.optimal_gram([0.5, 0.5], 4, 0.5, "generalized", psi="sqrt"), "'loss_psi'"),
-    (lambda: optimal.optimal_gram([0.5, 0.5], 4, 0.5, "balanced", beta=-1.0), "'loss_beta'"),
-    (lambda: optimal.optimal_gram([0.5, 0.5], 4, 0.5, n_starts=0), "'n_starts'"),
-    (lambda: optimal.collapsed_objective(np.eye(2), [0.5, 0.6], 4, 0.5), "'pi'"),
-    (lambda: optimal.collapsed_objective(np.eye(2), [0.5, 0.5], 0, 0.5), "'k'"),
-    (lambda: optimal.kkt_residuals(np.eye(2), [0.5, 0.5], 4, 0.0), "'tau'"),
-    (lambda: optimal.collapse_threshold(2, 1, 8, 0.5), "'n_minor'"),
-    (lambda: optimal.collapse_threshold(2, 2, 0, 0.5), "'k'"),
-])
+@pytest.mark.parametrize(
+    "call,field",
+    [
+        (lambda: optimal.optimal_gram([0.5, 0.4], 8, 0.5), "'pi'"),
+        (lambda: optimal.optimal_gram([1.2, -0.2], 8, 0.5), "'pi'"),
+        (lambda: optimal.optimal_gram([1.0], 8, 0.5), "'pi'"),
+        (lambda: optimal.optimal_gram([[0.5, 0.5]], 8, 0.5), "'pi'"),
+        (lambda: optimal.optimal_gram([0.5, float("nan")], 8, 0.5), "'pi'"),
+        (lambda: optimal.optimal_gram([0.5, 0.5], 0, 0.5), "'k'"),
+        (lambda: optimal.optimal_gram([0.5, 0.5], 2.5, 0.5), "'k'"),
+        (lambda: optimal.optimal_gram([0.5, 0.5], 4, 0.0), "'tau'"),
+        (lambda: optimal.optimal_gram([0.5, 0.5], 4, -1.0), "'tau'"),
+        (lambda: optimal.optimal_gram([0.5, 0.5], 4, 0.5, loss="nope"), "'loss'"),
+        (lambda: optimal.optimal_gram([0.5, 0.5], 4, 0.5, "generalized", psi="sqrt"), "'loss_psi'"),
+        (lambda: optimal.optimal_gram([0.5, 0.5], 4, 0.5, "balanced", beta=-1.0), "'loss_beta'"),
+        (lambda: optimal.optimal_gram([0.5, 0.5], 4, 0.5, n_starts=0), "'n_starts'"),
+        (lambda: optimal.collapsed_objective(np.eye(2), [0.5, 0.6], 4, 0.5), "'pi'"),
+        (lambda: optimal.collapsed_objective(np.eye(2), [0.5, 0.5], 0, 0.5), "'k'"),
+        (lambda: optimal.kkt_residuals(np.eye(2), [0.5, 0.5], 4, 0.0), "'tau'"),
+        (lambda: optimal.collapse_threshold(2, 1, 8, 0.5), "'n_minor'"),
+        (lambda: optimal.collapse_threshold(2, 2, 0, 0.5), "'k'"),
+    ],
+)
 def test_bad_input_is_refused_naming_the_field(call, field):
     with pytest.raises(ConfigError, match=field):
         call()
@@ -241,14 +245,17 @@ def test_per_anchor_counts_matches_explicit_negatives(loss, kw):
         for c in rng.choice(rng.integers(1, 4), size=k):
             row[c] += 1
     assert np.all(counts.sum(axis=1) == k) and np.any(counts[:, :3] == 0)
-    for s_pos, s_vals in [(1.0, np.array([0.3, -0.8, 0.95, 0.1])),  # the geometry regime
-                          (0.2, np.array([2.5, -3.0, 0.7, 40.0]))]:  # s⁺ below negatives; an
+    for s_pos, s_vals in [
+        (1.0, np.array([0.3, -0.8, 0.95, 0.1])),  # the geometry regime
+        (0.2, np.array([2.5, -3.0, 0.7, 40.0])),
+    ]:  # s⁺ below negatives; an
         # absent class with a huge value must neither shift nor poison (inf · 0) the sums
         negs = np.stack([np.repeat(s_vals, row) for row in counts])
         with jax.enable_x64(True):
             got = np.asarray(losses.per_anchor_counts(s_pos, s_vals, counts, 0.5, loss, **kw))
             want = np.asarray(losses.per_anchor(np.full(N, s_pos), negs, 0.5, loss, **kw))
-            grad = jax.grad(lambda v: losses.per_anchor_counts(s_pos, v, counts, 0.5, loss,
-                                                               **kw).sum())(s_vals)
+            grad = jax.grad(
+                lambda v: losses.per_anchor_counts(s_pos, v, counts, 0.5, loss, **kw).sum()
+            )(s_vals)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
         assert np.all(np.isfinite(np.asarray(grad))) and float(grad[3]) == 0.0

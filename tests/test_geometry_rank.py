@@ -17,8 +17,14 @@ def numpy_objective(G_MxCxC, pi, k, tau):
     C = len(pi)
     rows = [n for n in itertools.product(range(k + 1), repeat=C) if sum(n) == k]
     counts = np.array(rows, dtype=np.float64)  # (N, C)
-    prob = np.array([math.factorial(k) / math.prod(math.factorial(x) for x in n)
-                     * math.prod(p ** x for p, x in zip(pi, n)) for n in rows])
+    prob = np.array(
+        [
+            math.factorial(k)
+            / math.prod(math.factorial(x) for x in n)
+            * math.prod(p**x for p, x in zip(pi, n))
+            for n in rows
+        ]
+    )
     # ℓ(1; negatives) = log(e^{1/τ} + Σ_c' n_c' e^{G_cc'/τ}) − 1/τ for each anchor class c
     sums = np.exp(G_MxCxC / tau) @ counts.T  # (M, C, N)
     ell = np.log(math.exp(1 / tau) + sums) - 1 / tau
@@ -36,14 +42,19 @@ def exhaustive_circle(pi, k, tau, step_deg=2.0):
     C = len(pi)
     axis = np.deg2rad(np.arange(0.0, 360.0, step_deg))
     grid = np.stack(np.meshgrid(*([axis] * (C - 1)), indexing="ij"), axis=-1).reshape(-1, C - 1)
-    F = np.concatenate([numpy_objective(circle_gram(np.pad(g, ((0, 0), (1, 0)))), pi, k, tau)
-                        for g in np.array_split(grid, max(1, len(grid) // 100_000))])
+    F = np.concatenate(
+        [
+            numpy_objective(circle_gram(np.pad(g, ((0, 0), (1, 0)))), pi, k, tau)
+            for g in np.array_split(grid, max(1, len(grid) // 100_000))
+        ]
+    )
     best = grid[np.argmin(F)]
     width = np.deg2rad(step_deg)
     while width > np.deg2rad(1e-3):
         local = np.linspace(-width, width, 9)
-        cand = best + np.stack(np.meshgrid(*([local] * (C - 1)), indexing="ij"),
-                               axis=-1).reshape(-1, C - 1)
+        cand = best + np.stack(np.meshgrid(*([local] * (C - 1)), indexing="ij"), axis=-1).reshape(
+            -1, C - 1
+        )
         F = numpy_objective(circle_gram(np.pad(cand, ((0, 0), (1, 0)))), pi, k, tau)
         best = cand[np.argmin(F)]
         width /= 4
@@ -97,8 +108,7 @@ def test_rank1_enumerates_the_signs():
     G, info = geometry.optimal_gram(pi, 3, 0.5, rank=1, return_info=True)
     signs = [np.array((1,) + s) for s in itertools.product((1, -1), repeat=2)]
     F = [float(numpy_objective(np.outer(s, s)[None], pi, 3, 0.5)[0]) for s in signs]
-    np.testing.assert_array_equal(G, np.outer(signs[int(np.argmin(F))],
-                                              signs[int(np.argmin(F))]))
+    np.testing.assert_array_equal(G, np.outer(signs[int(np.argmin(F))], signs[int(np.argmin(F))]))
     assert info["F"] == pytest.approx(min(F), rel=1e-12)
 
 

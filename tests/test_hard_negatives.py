@@ -25,16 +25,21 @@ from jaxcl.experiments.liao.config import Config as LiaoConfig
 
 from reference import count_vectors, random_gram
 
-LOSSES = [dict(loss="infonce"), dict(loss="balanced", alpha=0.7, beta=1.3), dict(loss="decoupled"),
-          dict(loss="generalized", psi="log1p", phi="exp"),
-          dict(loss="generalized", psi="log1p", phi="softplus"),
-          dict(loss="generalized", psi="identity", phi="exp"),
-          dict(loss="generalized", psi="identity", phi="softplus")]
+LOSSES = [
+    dict(loss="infonce"),
+    dict(loss="balanced", alpha=0.7, beta=1.3),
+    dict(loss="decoupled"),
+    dict(loss="generalized", psi="log1p", phi="exp"),
+    dict(loss="generalized", psi="log1p", phi="softplus"),
+    dict(loss="generalized", psi="identity", phi="exp"),
+    dict(loss="generalized", psi="identity", phi="softplus"),
+]
 IDS = ["-".join(map(str, x.values())) for x in LOSSES]
 
 
-def numpy_ell(sp, negs, tau, hard_beta, loss="infonce", alpha=1.0, beta=1.0, psi="log1p",
-              phi="exp", v=None):
+def numpy_ell(
+    sp, negs, tau, hard_beta, loss="infonce", alpha=1.0, beta=1.0, psi="log1p", phi="exp", v=None
+):
     """ℓ of SPEC §8 with SPEC §10's weights v_i = n e^{β s_i} / Σ_l e^{β s_l} (or given v)."""
     negs = np.asarray(negs, np.float64)
     if v is None:
@@ -57,8 +62,9 @@ def test_weighted_loss_and_constant_weight_gradient_against_numpy(spec):
     s_pos, s_neg = rng.normal(size=K), rng.normal(size=(K, n))
     with jax.enable_x64(True):
         fn = lambda p, q: jaxcl.contrastive_loss(p, q, tau, hard_beta=hb, **spec)  # noqa: E731
-        value, (g_pos, g_neg) = jax.value_and_grad(fn, argnums=(0, 1))(jnp.asarray(s_pos),
-                                                                      jnp.asarray(s_neg))
+        value, (g_pos, g_neg) = jax.value_and_grad(fn, argnums=(0, 1))(
+            jnp.asarray(s_pos), jnp.asarray(s_neg)
+        )
     want = np.mean([numpy_ell(a, b, tau, hb, **spec) for a, b in zip(s_pos, s_neg)])
     assert float(value) == pytest.approx(want, rel=1e-12)
     # the weights are constants in the gradient: central differences with v frozen at s_neg
@@ -66,14 +72,18 @@ def test_weighted_loss_and_constant_weight_gradient_against_numpy(spec):
     v = n * e / e.sum(axis=1, keepdims=True)
     h = 1e-6
     for k, i in [(0, 0), (1, 3), (2, 4)]:
+
         def f(x, k=k, i=i):
             q = s_neg[k].copy()
             q[i] = x
             return numpy_ell(s_pos[k], q, tau, hb, v=v[k], **spec) / K
+
         fd = (f(s_neg[k, i] + h) - f(s_neg[k, i] - h)) / (2 * h)
         assert float(g_neg[k, i]) == pytest.approx(fd, rel=1e-6, abs=1e-9)
-    fd_pos = (numpy_ell(s_pos[1] + h, s_neg[1], tau, hb, v=v[1], **spec)
-              - numpy_ell(s_pos[1] - h, s_neg[1], tau, hb, v=v[1], **spec)) / (2 * h * K)
+    fd_pos = (
+        numpy_ell(s_pos[1] + h, s_neg[1], tau, hb, v=v[1], **spec)
+        - numpy_ell(s_pos[1] - h, s_neg[1], tau, hb, v=v[1], **spec)
+    ) / (2 * h * K)
     assert float(g_pos[1]) == pytest.approx(fd_pos, rel=1e-6, abs=1e-9)
 
 
@@ -83,8 +93,7 @@ def test_weighted_counts_match_explicit_negatives(spec):
     s_vals = np.array([0.9, -0.6, 0.2, -0.1])
     negs = [np.repeat(s_vals, row) for row in counts]
     with jax.enable_x64(True):
-        got = np.asarray(losses.per_anchor_counts(1.0, s_vals, counts, 0.5, hard_beta=2.0,
-                                                  **spec))
+        got = np.asarray(losses.per_anchor_counts(1.0, s_vals, counts, 0.5, hard_beta=2.0, **spec))
     want = [numpy_ell(1.0, x, 0.5, 2.0, **spec) for x in negs]
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
@@ -115,8 +124,11 @@ def _midpoint_violations(hard_beta, spec, n_pairs=200):
     G1 = np.stack([random_gram(rng, C) for _ in range(n_pairs)])
     G2 = np.stack([random_gram(rng, C) for _ in range(n_pairs)])
     with jax.enable_x64(True):
-        F = jax.jit(jax.vmap(lambda G: geometry.collapsed_objective(G, pi, k, tau,
-                                                                    hard_beta=hard_beta, **spec)))
+        F = jax.jit(
+            jax.vmap(
+                lambda G: geometry.collapsed_objective(G, pi, k, tau, hard_beta=hard_beta, **spec)
+            )
+        )
         f1, f2, fm = (np.asarray(F(jnp.asarray(G))) for G in (G1, G2, (G1 + G2) / 2))
     return int(np.sum(fm > (f1 + f2) / 2 + 1e-12))
 
@@ -143,6 +155,7 @@ def test_rest_point_of_constant_weight_training():
     pi, k, tau, hb = np.array([0.4, 0.4, 0.1, 0.1]), 3, 0.5, 1.0
     G, info = geometry.hard_equilibrium(pi, k, tau, hb, return_info=True)
     assert info["converged"] and info["max_dev_from_minimizer"] > 0.05
+
     # G° minimizes F with the weights frozen at G° (numpy, weights from G° held fixed): the
     # SDP certificate on a central-difference gradient, and no random Gram matrix does better
     def frozen(Gp):
@@ -150,25 +163,28 @@ def test_rest_point_of_constant_weight_training():
         for n, prob in count_vectors(pi, k):
             for c in range(4):
                 e = np.repeat(np.exp(hb * G[c]), n)
-                F += pi[c] * prob * numpy_ell(1.0, np.repeat(Gp[c], n), tau, hb,
-                                              v=k * e / e.sum())
+                F += pi[c] * prob * numpy_ell(1.0, np.repeat(Gp[c], n), tau, hb, v=k * e / e.sum())
         return F
+
     grad = np.zeros((4, 4))
     for i, j in itertools.product(range(4), repeat=2):
         E = np.zeros((4, 4))
         E[i, j] = 1e-6
         grad[i, j] = (frozen(G + E) - frozen(G - E)) / 2e-6
     from jaxcl.experiments.geometry.optimal import _kkt
+
     kkt = _kkt(grad, G, pi)
     assert kkt["min_eig_Z"] >= -1e-7 and kkt["ZG_max"] <= 1e-6
     rng = np.random.default_rng(5)
     base = frozen(G)
     assert all(frozen(random_gram(rng, 4)) > base for _ in range(3))
     # balanced classes: the simplex ETF for every β (symmetry), and β = 0 is G*
-    np.testing.assert_allclose(geometry.hard_equilibrium(np.full(4, 0.25), k, tau, 4.0),
-                               geometry.simplex_etf(4), atol=1e-6)
-    np.testing.assert_array_equal(geometry.hard_equilibrium(pi, k, tau, 0.0),
-                                  geometry.optimal_gram(pi, k, tau))
+    np.testing.assert_allclose(
+        geometry.hard_equilibrium(np.full(4, 0.25), k, tau, 4.0), geometry.simplex_etf(4), atol=1e-6
+    )
+    np.testing.assert_array_equal(
+        geometry.hard_equilibrium(pi, k, tau, 0.0), geometry.optimal_gram(pi, k, tau)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,8 +193,10 @@ def test_rest_point_of_constant_weight_training():
 
 def _liao_embeddings(seed=0, m=6, K=5):
     rng = np.random.default_rng(seed)
-    return (jnp.asarray(rng.normal(size=(m, K)), jnp.float32),
-            jnp.asarray(rng.normal(size=(m, K)), jnp.float32))
+    return (
+        jnp.asarray(rng.normal(size=(m, K)), jnp.float32),
+        jnp.asarray(rng.normal(size=(m, K)), jnp.float32),
+    )
 
 
 @pytest.mark.parametrize("hb", [0.5, 2.0])
@@ -189,8 +207,10 @@ def test_liao_hard_infonce_gradient_against_autodiff(hb):
 
     def auto(fa):  # SPEC §10 through the shared loss family (stop_gradient weights), autodiff
         s = fa.T @ jax.lax.stop_gradient(fb)
-        return jnp.mean(losses.per_anchor(jnp.diagonal(s), losses.off_diagonal(s), tau,
-                                          hard_beta=hb))
+        return jnp.mean(
+            losses.per_anchor(jnp.diagonal(s), losses.off_diagonal(s), tau, hard_beta=hb)
+        )
+
     want, want_grad = jax.value_and_grad(auto)(fa)
     np.testing.assert_allclose(loss, want, rtol=1e-5)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-6)
@@ -198,8 +218,7 @@ def test_liao_hard_infonce_gradient_against_autodiff(hb):
     _, _, plain = liao_loss.nce_and_grad_by_neuron(fa, fb, tau)
     assert float(jnp.max(jnp.abs(plain - grad))) > 1e-3
     # the other losses take the same weights by autodiff through per_anchor
-    _, _, g_bal = liao_loss.loss_and_grad_by_neuron(fa, fb, tau, "balanced", 1.0, 1.0,
-                                                    hard_beta=hb)
+    _, _, g_bal = liao_loss.loss_and_grad_by_neuron(fa, fb, tau, "balanced", 1.0, 1.0, hard_beta=hb)
     np.testing.assert_allclose(g_bal, want_grad, rtol=1e-4, atol=1e-6)
 
 
@@ -216,8 +235,7 @@ def _head_nce_and_grad(fa_MxK, fb_MxK, tau):
 
 def test_beta_zero_is_bitwise_the_code_before():
     fa, fb = _liao_embeddings(1, m=9, K=16)
-    now = jax.jit(functools.partial(liao_loss.loss_and_grad_by_neuron, hard_beta=0.0))(fa, fb,
-                                                                                       0.6)
+    now = jax.jit(functools.partial(liao_loss.loss_and_grad_by_neuron, hard_beta=0.0))(fa, fb, 0.6)
     head = jax.jit(_head_nce_and_grad)(fa, fb, 0.6)
     for a, b in zip(now, head):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -236,9 +254,20 @@ def test_beta_zero_is_bitwise_the_code_before():
 
 
 def test_geometry_step_with_hard_negatives_is_gradient_descent_on_the_public_loss():
-    c = GeoConfig(n_major_classes=2, n_minor_classes=2, samples_major=5, ratio=0.4, p=4,
-                  batch=16, negatives=3, steps=20, log_every=10, optimizer="sgd",
-                  hard_beta=2.0, opt_starts=1)
+    c = GeoConfig(
+        n_major_classes=2,
+        n_minor_classes=2,
+        samples_major=5,
+        ratio=0.4,
+        p=4,
+        batch=16,
+        negatives=3,
+        steps=20,
+        log_every=10,
+        optimizer="sgd",
+        hard_beta=2.0,
+        opt_starts=1,
+    )
     st, hp = c.static(), c.hparams()
     s0 = geo_train.init(st, hp)
     rows = geo_train.sample(st, hp, jax.random.fold_in(jax.random.fold_in(s0.key, 2), 0))
@@ -246,9 +275,12 @@ def test_geometry_step_with_hard_negatives_is_gradient_descent_on_the_public_los
     def plain(u):
         z = u / jnp.linalg.norm(u, axis=1, keepdims=True)
         a, pos, neg = rows
-        return jaxcl.contrastive_loss(jnp.sum(z[a] * z[pos], axis=1),
-                                      jnp.einsum("bp,bkp->bk", z[a], z[neg]), c.tau,
-                                      hard_beta=2.0)
+        return jaxcl.contrastive_loss(
+            jnp.sum(z[a] * z[pos], axis=1),
+            jnp.einsum("bp,bkp->bk", z[a], z[neg]),
+            c.tau,
+            hard_beta=2.0,
+        )
 
     s1, loss = geo_train.step(st, hp, s0)
     np.testing.assert_allclose(loss, plain(s0.u), rtol=1e-5)
@@ -257,11 +289,12 @@ def test_geometry_step_with_hard_negatives_is_gradient_descent_on_the_public_los
 
 @pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), "1", True])
 def test_bad_hard_beta_is_refused_naming_the_field(bad):
-    for call in (lambda: GeoConfig(hard_beta=bad), lambda: LiaoConfig(hard_beta=bad),
-                 lambda: jaxcl.contrastive_loss(jnp.zeros(2), jnp.zeros((2, 3)), 0.5,
-                                                hard_beta=bad),
-                 lambda: geometry.optimal_gram([0.5, 0.5], 4, 0.5, hard_beta=bad),
-                 lambda: geometry.collapsed_objective(np.eye(2), [0.5, 0.5], 4, 0.5,
-                                                      hard_beta=bad)):
+    for call in (
+        lambda: GeoConfig(hard_beta=bad),
+        lambda: LiaoConfig(hard_beta=bad),
+        lambda: jaxcl.contrastive_loss(jnp.zeros(2), jnp.zeros((2, 3)), 0.5, hard_beta=bad),
+        lambda: geometry.optimal_gram([0.5, 0.5], 4, 0.5, hard_beta=bad),
+        lambda: geometry.collapsed_objective(np.eye(2), [0.5, 0.5], 4, 0.5, hard_beta=bad),
+    ):
         with pytest.raises(ConfigError, match="'hard_beta'"):
             call()

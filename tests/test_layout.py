@@ -31,8 +31,10 @@ def imports() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
-                                    + ([base] if base else []))
+                    base = ".".join(
+                        pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                        + ([base] if base else [])
+                    )
                 if base.startswith("jaxcl"):
                     for a in node.names:  # `from pkg import mod` imports pkg.mod, not pkg's rest
                         sub = f"{base}.{a.name}"
@@ -41,12 +43,17 @@ def imports() -> dict[str, set[str]]:
     return out
 
 
-
 def test_engine_imports_no_experiment():
     graph = imports()
     engine = [m for m in graph if m.startswith("jaxcl.engine")]
-    assert {"jaxcl.engine.runner", "jaxcl.engine.programs", "jaxcl.engine.checkpoint",
-            "jaxcl.engine.rundir", "jaxcl.engine.sweep", "jaxcl.engine.cli"} <= set(engine)
+    assert {
+        "jaxcl.engine.runner",
+        "jaxcl.engine.programs",
+        "jaxcl.engine.checkpoint",
+        "jaxcl.engine.rundir",
+        "jaxcl.engine.sweep",
+        "jaxcl.engine.cli",
+    } <= set(engine)
     for m in engine:
         bad = {i for i in graph[m] if i.startswith("jaxcl.experiments")}
         assert not bad, f"{m} imports {bad}"

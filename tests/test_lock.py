@@ -15,20 +15,38 @@ from support import cli_env, tiny_sweep
 
 def _cmd(sweep, out):
     # checkpoints every 2 s: the run after the kill resumes instead of starting over
-    return [sys.executable, "-m", "jaxcl", "run", str(sweep), "--out", str(out), "--no-progress",
-            "--checkpoint-every-seconds", "2"]
+    return [
+        sys.executable,
+        "-m",
+        "jaxcl",
+        "run",
+        str(sweep),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--checkpoint-every-seconds",
+        "2",
+    ]
 
 
 def _status(out, env):
-    res = subprocess.run([sys.executable, "-m", "jaxcl", "status", str(out), "--json"], env=env,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "jaxcl", "status", str(out), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
 
 def _snapshot(out):
-    return {os.path.join(r, f): os.stat(os.path.join(r, f)).st_mtime_ns
-            for r, _, fs in os.walk(out) for f in fs}
+    return {
+        os.path.join(r, f): os.stat(os.path.join(r, f)).st_mtime_ns
+        for r, _, fs in os.walk(out)
+        for f in fs
+    }
 
 
 def test_second_run_refused_then_lock_freed_by_kill(tmp_path, jax_cache):
@@ -37,22 +55,28 @@ def test_second_run_refused_then_lock_freed_by_kill(tmp_path, jax_cache):
     sweep.write_text(tiny_sweep(steps=60_000).replace("log_every = 10", "log_every = 1000"))
     out = tmp_path / "out"
     env = cli_env(devices=2, cache=jax_cache)
-    first = subprocess.Popen(_cmd(sweep, out), env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        _cmd(sweep, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 120
         rows = out / "rows"
-        while not (rows.is_dir() and any(p.stat().st_size for p in rows.iterdir()
-                                         if not p.name.startswith("."))):
+        while not (
+            rows.is_dir()
+            and any(p.stat().st_size for p in rows.iterdir() if not p.name.startswith("."))
+        ):
             assert first.poll() is None and time.monotonic() < deadline, "first run not running"
             time.sleep(0.05)
         before = _snapshot(out / "final") if (out / "final").exists() else {}
         t0 = time.monotonic()
-        second = subprocess.run(_cmd(sweep, out), env=env, capture_output=True, text=True,
-                                timeout=60)
+        second = subprocess.run(
+            _cmd(sweep, out), env=env, capture_output=True, text=True, timeout=60
+        )
         assert second.returncode == 4, second.stderr
         assert time.monotonic() - t0 < 30
-        assert f"pid {first.pid}" in second.stderr and "in use by another jaxcl run" in second.stderr
+        assert (
+            f"pid {first.pid}" in second.stderr and "in use by another jaxcl run" in second.stderr
+        )
         assert "since" in second.stderr
         assert (_snapshot(out / "final") if (out / "final").exists() else {}) == before
         st = _status(out, env)  # read-only, while the first run holds the directory
@@ -67,8 +91,7 @@ def test_second_run_refused_then_lock_freed_by_kill(tmp_path, jax_cache):
     t = st["total"]
     assert st["active"] is False and t["eta_s"] is None and t["running"] == 0
     assert t["interrupted"] + t["done"] == 6 and t["interrupted"] > 0
-    third = subprocess.run(_cmd(sweep, out), env=env, capture_output=True, text=True,
-                           timeout=600)
+    third = subprocess.run(_cmd(sweep, out), env=env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0, third.stderr
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     keys = [(r["config_id"], r["step"]) for r in rows]
@@ -81,8 +104,9 @@ def test_second_run_refused_then_lock_freed_by_kill(tmp_path, jax_cache):
 def test_status_of_a_run_with_a_failed_config(tmp_path, capsys):
     from jaxcl.engine.cli import main
 
-    (tmp_path / "s.toml").write_text(tiny_sweep(steps=20).replace("seed = [0, 1, 2]",
-                                                                  "eta = [1.0, 1e30]"))
+    (tmp_path / "s.toml").write_text(
+        tiny_sweep(steps=20).replace("seed = [0, 1, 2]", "eta = [1.0, 1e30]")
+    )
     out = tmp_path / "o"
     assert main(["run", str(tmp_path / "s.toml"), "--out", str(out), "--no-progress"]) == 1
     capsys.readouterr()

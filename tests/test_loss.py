@@ -64,8 +64,10 @@ def test_info_nce_grad_matches_finite_differences(m, d1, L, K):
     for idx in np.ndindex(*w.shape):
         e = np.zeros_like(w)
         e[idx] = h
-        fd[idx] = (np_info_nce(w + e, b, Xa, Xb, tau, lam, fb)
-                   - np_info_nce(w - e, b, Xa, Xb, tau, lam, fb)) / (2 * h)
+        fd[idx] = (
+            np_info_nce(w + e, b, Xa, Xb, tau, lam, fb)
+            - np_info_nce(w - e, b, Xa, Xb, tau, lam, fb)
+        ) / (2 * h)
     got = jax.grad(jaxcl.info_nce)(*_f32(w, b, Xa, Xb), tau, lam)
     assert _rel(got, fd) < 1e-5
 
@@ -100,7 +102,6 @@ def test_public_boundary_checks_shapes():
     f = jax.jit(jaxcl.encode)(w, b, jnp.ones((2, 3, 6)))
     chex.assert_shape(f, (2, 4))
     chex.assert_trees_all_close(f, jaxcl.encode(w, b, jnp.ones((2, 3, 6))))
-
 
 
 def test_top1_and_transposed_against_numpy():

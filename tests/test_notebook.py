@@ -26,8 +26,9 @@ def test_quickstart_notebook_executes(tmp_path):
     # kernel "python3" starts sys.executable (jupyter_client swaps it in for "python"); its cwd
     # is tmp_path, where the notebook writes runs/quickstart; the environment (XLA_FLAGS, the
     # compile cache off, PYTHONPATH) is this process's
-    nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the two figures

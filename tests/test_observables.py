@@ -64,8 +64,9 @@ def test_sets_match_numpy(run_dir):
         else:
             assert obs["lucky_kept_frac"] is None
         sub = np.mean([ref["N"][i] <= ref["N0"][i] for i in range(m)])
-        jac = np.mean([len(a & b) / len(a | b) if a | b else 1.0
-                       for a, b in zip(ref["N0"], ref["N"])])
+        jac = np.mean(
+            [len(a & b) / len(a | b) if a | b else 1.0 for a, b in zip(ref["N0"], ref["N"])]
+        )
         assert obs["N_subset_frac"] == pytest.approx(sub, abs=1e-6)
         assert obs["N_jaccard_mean"] == pytest.approx(jac, abs=1e-6)
         c2 = (z["w"] @ z["M"]) ** 2 / (z["w"] ** 2).sum(1, keepdims=True)
@@ -74,7 +75,9 @@ def test_sets_match_numpy(run_dir):
         assert obs["cov_major"] == pytest.approx(c2.max(0)[major].mean(), rel=1e-4)
         assert obs["cov_minor"] == pytest.approx(c2.max(0)[~major].mean(), rel=1e-4)
         kept = np.ones(m, bool)
-        kept[np.argsort((z["w"] ** 2).sum(1), kind="stable")[:round(info["prune_fraction"] * m)]] = 0
+        kept[
+            np.argsort((z["w"] ** 2).sum(1), kind="stable")[: round(info["prune_fraction"] * m)]
+        ] = 0
         ck = np.where(kept[:, None], c2, 0.0)
         assert obs["cov_major_kept"] == pytest.approx(ck.max(0)[major].mean(), rel=1e-4)
         assert obs["cov_minor_kept"] == pytest.approx(ck.max(0)[~major].mean(), rel=1e-4)
@@ -86,7 +89,7 @@ def test_sets_match_numpy(run_dir):
 
 
 def test_chunk_metrics_agree_with_final(run_dir):
-    rows = [json.loads(l) for l in (run_dir / "results.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     for info, _ in _finals(run_dir):
         last = [r for r in rows if r["config_id"] == info["config_id"]][-1]
         obs = info["observables"]
@@ -95,15 +98,17 @@ def test_chunk_metrics_agree_with_final(run_dir):
         assert last["N_max"] == max(obs["N_sizes"])  # per-neuron claims read the max
         assert last["pure_min"] == min(obs["pure_counts"])  # "for each j": the min over atoms
         assert last["lucky_pure"] == pytest.approx(
-            (obs["lucky_kept_frac"] or 0) * obs["lucky_total"], abs=1e-3)
+            (obs["lucky_kept_frac"] or 0) * obs["lucky_total"], abs=1e-3
+        )
 
 
 def test_probe_matches_numpy(run_dir):
     info, z = next(iter(_finals(run_dir)))
     cfg = Config(**{k: info[k] for k in ("d", "m", "L", "K", "probe_samples", "ratio", "seed")})
     static, hp = cfg.static(), cfg.hparams()
-    state = train.init(static, hp)._replace(w=jnp.asarray(z["w"], jnp.float32),
-                                            b=jnp.asarray(z["b"], jnp.float32))
+    state = train.init(static, hp)._replace(
+        w=jnp.asarray(z["w"], jnp.float32), b=jnp.asarray(z["b"], jnp.float32)
+    )
     x, y = map(np.asarray, jax.jit(observables.probe_batch, static_argnums=0)(static, hp, state))
     assert x.shape == (256, 3, 14) and y.shape == (256, 7)
     h = reference.softmax(np.einsum("nld,nrd->nlr", x, x) / np.sqrt(14)) @ x
@@ -139,7 +144,8 @@ def test_spd_solve_matches_numpy(n, k):
     rng = np.random.default_rng(n)
     z = rng.standard_normal((2 * n, n))
     a, b = z.T @ z + 0.05 * np.eye(n), rng.standard_normal((n, k))
-    got = np.asarray(jax.jit(observables.spd_solve)(jnp.asarray(a, jnp.float32),
-                                                    jnp.asarray(b, jnp.float32)))
+    got = np.asarray(
+        jax.jit(observables.spd_solve)(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+    )
     want = np.linalg.solve(a, b)
     assert np.max(np.abs(got - want)) < 1e-4 * np.max(np.abs(want))

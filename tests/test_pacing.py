@@ -53,8 +53,10 @@ def test_blocks_probe_then_sized_by_time_saved_first(tiny, monkeypatch):
         asked.append(1)
         return 0.5  # s per chunk of the probe (2 per device): 8 per device fit in 2 s
 
-    saved = [([group[7].config_id, group[3].config_id, group[5].config_id], 4),
-             (["not-in-this-group"], 2)]
+    saved = [
+        ([group[7].config_id, group[3].config_id, group[5].config_id], 4),
+        (["not-in-this-group"], 2),
+    ]
     got = list(pacing.blocks(group, sharding, saved=saved, seconds=2.0, timing=timing, **kw))
     assert got[0] == ([group[7], group[3], group[5]], 4)
     assert len(got[1][0]) == 2 * n_dev and asked == [1]
@@ -64,11 +66,15 @@ def test_blocks_probe_then_sized_by_time_saved_first(tiny, monkeypatch):
     # an unknown chunk time (a probe of one chunk that compiled) keeps the probe's size
     got = list(pacing.blocks(group, sharding, saved=[], seconds=2.0, timing=lambda: None, **kw))
     assert max(len(b) for b, _ in got) == 2 * n_dev
-    for off in (dict(seconds=0.0), dict(seconds=2.0, batching="vmap"),
-                dict(seconds=2.0, max_parallel=1000)):
+    for off in (
+        dict(seconds=0.0),
+        dict(seconds=2.0, batching="vmap"),
+        dict(seconds=2.0, max_parallel=1000),
+    ):
         args = {**kw, "seconds": 2.0, "timing": timing, **off}
         assert list(pacing.blocks(group, sharding, saved=[], **args)) == programs.plan_blocks(
-            group, sharding, args["max_parallel"], args["batching"], group_size=41)
+            group, sharding, args["max_parallel"], args["batching"], group_size=41
+        )
     assert asked == [1]  # no probe when pacing is off
 
 
@@ -85,16 +91,15 @@ def test_paced_blocks_are_bitwise_the_unpaced_run(reference, tmp_path, monkeypat
 
     monkeypatch.setattr(runner, "run_block", spy)
     out = str(tmp_path / "out")
-    summary = runner.run(loads(SWEEP), out, progress=False, log=lambda m: None,
-                         chunk_seconds=1e-9)
+    summary = runner.run(loads(SWEEP), out, progress=False, log=lambda m: None, chunk_seconds=1e-9)
     assert len(summary.done) == 10 and sum(sizes) == 10 and max(sizes) <= 2 < len(sizes)
     _assert_bitwise(_finals(out), reference)
 
 
-def test_saved_block_resumes_as_saved_under_another_plan(reference, tmp_path, monkeypatch,
-                                                         capsys):
+def test_saved_block_resumes_as_saved_under_another_plan(reference, tmp_path, monkeypatch, capsys):
     """A block checkpointed by an unpaced run is resumed whole by a paced run (which would
     plan other blocks) and ends bitwise equal: no leg loses the work of the block it stopped."""
+
     class Crash(Exception):
         pass
 
@@ -110,7 +115,7 @@ def test_saved_block_resumes_as_saved_under_another_plan(reference, tmp_path, mo
         m.setattr(checkpoint.BlockCheckpoints, "save", save)
         with pytest.raises(Crash):
             runner.run(loads(SWEEP), out, progress=False, checkpoints=every, chunk_seconds=0)
-    (ids, n_rows), = pacing.saved_blocks(out)
+    ((ids, n_rows),) = pacing.saved_blocks(out)
     assert len(ids) == 10 and n_rows % 2 == 0
     monkeypatch.setattr(pacing, "PROBE_PER_DEVICE", 1)
     capsys.readouterr()

@@ -31,8 +31,23 @@ def test_plan_prints_what_a_run_takes_and_writes_nothing(tmp_path, monkeypatch, 
         return {"chunk": 0.25, "compile": 3.0}
 
     monkeypatch.setattr(plan, "calibrate", fake)
-    assert main(["plan", "s.toml", "--array", "2", "--time", "1", "--signal-seconds",
-                 "30", "--chunk-seconds", "0"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "s.toml",
+                "--array",
+                "2",
+                "--time",
+                "1",
+                "--signal-seconds",
+                "30",
+                "--chunk-seconds",
+                "0",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert _tree(tmp_path) == before  # no run directory, no compile cache, nothing
     configs = loads(SWEEP).configs()
@@ -44,16 +59,30 @@ def test_plan_prints_what_a_run_takes_and_writes_nothing(tmp_path, monkeypatch, 
     assert calls == [6]
     # by hand: one block of 6 configs on 2 devices, one compile; chunks of each config
     chunks = 2 * (4 + 3 + math.ceil(t3 / 10))  # log_every 10
-    want = (plan.HOST_PER_RUN + 3.0 + chunks / 2 * 0.25 + 6 * plan.HOST_PER_CONFIG
-            + chunks * plan.HOST_PER_CHUNK)
-    got = plan.plan(loads(SWEEP), array=2, time_limit=1, signal_seconds=30,
-                    chunk_seconds=0, log=lambda m: None)
+    want = (
+        plan.HOST_PER_RUN
+        + 3.0
+        + chunks / 2 * 0.25
+        + 6 * plan.HOST_PER_CONFIG
+        + chunks * plan.HOST_PER_CHUNK
+    )
+    got = plan.plan(
+        loads(SWEEP), array=2, time_limit=1, signal_seconds=30, chunk_seconds=0, log=lambda m: None
+    )
     assert got["seconds"] == pytest.approx(want) and got["compiles"] == 1
     # slices of 3 configs in grid order, each its own compile; the longer one counts
-    per = [[math.ceil(c.n_steps / 10) for c in configs[:3]],
-           [math.ceil(c.n_steps / 10) for c in configs[3:]]]
-    task = max(plan.HOST_PER_RUN + 3.0 + sum(ch) / 2 * 0.25 + 3 * plan.HOST_PER_CONFIG
-               + sum(ch) * plan.HOST_PER_CHUNK for ch in per)
+    per = [
+        [math.ceil(c.n_steps / 10) for c in configs[:3]],
+        [math.ceil(c.n_steps / 10) for c in configs[3:]],
+    ]
+    task = max(
+        plan.HOST_PER_RUN
+        + 3.0
+        + sum(ch) / 2 * 0.25
+        + 3 * plan.HOST_PER_CONFIG
+        + sum(ch) * plan.HOST_PER_CHUNK
+        for ch in per
+    )
     assert got["array"]["seconds_per_task"] == pytest.approx(task)
     assert got["array"]["legs_per_task"] == math.ceil(task / 30)
     assert f"{got['array']['legs_per_task']} leg(s) per task" in text

@@ -67,8 +67,7 @@ class Decay(protocol.Experiment):
 
     def init(self, static, hp):
         dim, _ = static
-        return DecayState(x=jax.random.normal(jax.random.PRNGKey(hp.seed), (dim,)),
-                          t=jnp.int32(0))
+        return DecayState(x=jax.random.normal(jax.random.PRNGKey(hp.seed), (dim,)), t=jnp.int32(0))
 
     def run_chunk(self, static, hp, state):
         _, log_every = static
@@ -80,9 +79,13 @@ class Decay(protocol.Experiment):
 
         t0 = state.t
         state, _ = jax.lax.scan(body, state, None, length=log_every)
-        return state, {"step": state.t, "logged": t0 < hp.steps, "bad_step": jnp.int32(-1),
-                       "finite": jnp.all(jnp.isfinite(state.x)),
-                       "norm2": jnp.sum(state.x * state.x)}
+        return state, {
+            "step": state.t,
+            "logged": t0 < hp.steps,
+            "bad_step": jnp.int32(-1),
+            "finite": jnp.all(jnp.isfinite(state.x)),
+            "norm2": jnp.sum(state.x * state.x),
+        }
 
     def final_arrays(self, state):
         return {"x": state.x}

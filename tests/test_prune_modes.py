@@ -50,8 +50,9 @@ def test_neuron_masks_by_hand():
     st = _with_w(c1, W)
     np.testing.assert_array_equal(train.forward_mask(c1.static(), c1.hparams(), st)[1], [1] * 4)
     st = st._replace(keep=jnp.asarray([1.0, 0.0, 1.0, 0.0]))  # not the norm order, on purpose
-    np.testing.assert_array_equal(train.forward_mask(c1.static(), c1.hparams(), st)[1],
-                                  [1, 0, 1, 0])
+    np.testing.assert_array_equal(
+        train.forward_mask(c1.static(), c1.hparams(), st)[1], [1, 0, 1, 0]
+    )
 
 
 def test_weight_mask_by_hand():
@@ -77,15 +78,15 @@ def test_weight_mask_by_hand():
     # the final observables' kept neurons: those with any kept entry
     cw = Config(d=3, d1=3, m=4, prune_fraction=0.8, prune_mode="weights")  # n_prune = 10
     st = _with_w(cw, W)
-    np.testing.assert_array_equal(observables.kept_neurons(cw.static(), cw.hparams(), st),
-                                  [False, True, False, True])
+    np.testing.assert_array_equal(
+        observables.kept_neurons(cw.static(), cw.hparams(), st), [False, True, False, True]
+    )
 
 
 def test_neurons_once_removes_at_T1_and_never_revives(tiny):
     """The mask is all ones before T_1, set at T_1 from that step's weights, then fixed; removed
     rows only decay, w_{t+1} = w_t − η(λ w_t), even once they are the largest rows."""
-    c = Config(**{**tiny, "prune_fraction": 0.5, "prune_mode": "neurons_once",
-                  "stage1_steps": 5})
+    c = Config(**{**tiny, "prune_fraction": 0.5, "prune_mode": "neurons_once", "stage1_steps": 5})
     static, hp = c.static(), c.hparams()
     st = train.init(static, hp)
     keeps, ws = [], []
@@ -110,21 +111,29 @@ def test_neurons_once_removes_at_T1_and_never_revives(tiny):
         st, _ = _step(static, hp, st)
         np.testing.assert_array_equal(np.asarray(st.keep), keeps[4])
         # eq. 2's decay alone, in the float32 order of the update: w + (−η)(λ w)
-        np.testing.assert_array_equal(np.asarray(st.w)[removed],
-                                      w_old[removed] + (lam * w_old[removed]) * -eta)
+        np.testing.assert_array_equal(
+            np.asarray(st.w)[removed], w_old[removed] + (lam * w_old[removed]) * -eta
+        )
         assert not np.allclose(np.asarray(st.w)[~removed], (1 - eta * lam) * w_old[~removed])
 
 
 @pytest.mark.parametrize("prune_at, removes", [("T2", True), (None, False)])
 def test_neurons_once_at_T2(tiny, prune_at, removes):
     """prune_at = "T2": the step that ends stage 2 (eq. 67) removes; with T1 that step does not."""
-    c = Config(**{**tiny, "prune_fraction": 0.5, "prune_mode": "neurons_once"},
-               **({} if prune_at is None else {"prune_at": prune_at}))
+    c = Config(
+        **{**tiny, "prune_fraction": 0.5, "prune_mode": "neurons_once"},
+        **({} if prune_at is None else {"prune_at": prune_at}),
+    )
     static, hp = c.static(), c.hparams()
     st = train.init(static, hp)
     # in stage 2 with tiny ‖w(T_1)‖², so eq. 67 fires on the next step
-    st = st._replace(stage=jnp.int32(2), T1=jnp.int32(3), t=jnp.int32(10),
-                     n2_T1=jnp.full(static.m, 1e-12), b=jnp.full(static.m, 1e-4))
+    st = st._replace(
+        stage=jnp.int32(2),
+        T1=jnp.int32(3),
+        t=jnp.int32(10),
+        n2_T1=jnp.full(static.m, 1e-12),
+        b=jnp.full(static.m, 1e-4),
+    )
     new, _ = _step(static, hp, st)
     assert int(new.stage) == 3 and int(new.T2) == 11
     want = np.asarray(prune_mask(new.w, c.n_prune)) if removes else np.ones(static.m)
@@ -146,15 +155,15 @@ def test_weights_mode_step_is_gd_on_masked_info_nce(tiny):
     mask = np.ones(w0.size, np.float32)
     mask[np.argsort(flat, kind="stable")[:n]] = 0
     mask = mask.reshape(w0.shape)
-    grad = jax.grad(lambda w: jaxcl.info_nce(w * mask, st0.b, xa, xb, c.TAU, 0.0)
-                    + 0.5 * c.LAM * jnp.sum(w * w))(st0.w)
+    grad = jax.grad(
+        lambda w: jaxcl.info_nce(w * mask, st0.b, xa, xb, c.TAU, 0.0) + 0.5 * c.LAM * jnp.sum(w * w)
+    )(st0.w)
     st1, _ = _step(static, hp, st0)
     scale = float(jnp.max(jnp.abs(grad)))
     np.testing.assert_allclose(st1.w, st0.w - c.eta * grad, rtol=1e-5, atol=1e-6 * scale)
     lam, eta = np.float32(c.LAM), np.float32(c.eta)
     pruned = mask == 0
-    np.testing.assert_array_equal(np.asarray(st1.w)[pruned],
-                                  w0[pruned] + (lam * w0[pruned]) * -eta)
+    np.testing.assert_array_equal(np.asarray(st1.w)[pruned], w0[pruned] + (lam * w0[pruned]) * -eta)
     assert not np.allclose(np.asarray(st1.w)[~pruned], w0[~pruned] * (1 - eta * lam))
 
 
@@ -169,15 +178,22 @@ def test_default_mode_is_todays(tiny):
         assert st.keep is None
         with np.load(BEFORE) as want:
             for k in ("w", "b"):
-                np.testing.assert_allclose(getattr(st, k), want[k], rtol=1e-6,
-                                           atol=1e-6 * float(np.abs(want[k]).max()), err_msg=k)
+                np.testing.assert_allclose(
+                    getattr(st, k),
+                    want[k],
+                    rtol=1e-6,
+                    atol=1e-6 * float(np.abs(want[k]).max()),
+                    err_msg=k,
+                )
 
 
 def test_config_ids_and_errors():
     assert Config(prune_mode="neurons").config_id == Config().config_id
     assert Config(prune_mode="weights").config_id != Config().config_id
-    assert Config(prune_mode="neurons_once", prune_at="T2").config_id != \
-        Config(prune_mode="neurons_once").config_id
+    assert (
+        Config(prune_mode="neurons_once", prune_at="T2").config_id
+        != Config(prune_mode="neurons_once").config_id
+    )
     with pytest.raises(ConfigError, match="'prune_mode' = 'edges'"):
         Config(prune_mode="edges")
     with pytest.raises(ConfigError, match="'prune_at' = 'T2'.*neurons_once"):

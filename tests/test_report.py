@@ -34,21 +34,32 @@ def report(tmp_path_factory):
     out = root / "out"
     assert main(["run", str(root / "s.toml"), "--out", str(out), "--no-progress"]) == 0
     # the same init-stats shapes as test_theory (its compile is then shared)
-    initstats.write(initstats.run([12, 24], 2.5, [0.75, 1.0], [0, 1, 2], log=lambda *_: None),
-                    str(out))
+    initstats.write(
+        initstats.run([12, 24], 2.5, [0.75, 1.0], [0, 1, 2], log=lambda *_: None), str(out)
+    )
     assert main(["report", str(out)]) == 0
     return out
 
 
 def test_report_sections_and_plots(report):
     text = (report / "report.md").read_text()
-    for heading in ("## Theorem 3.3 and Lemma C.1, claim by claim", "## Stage times",
-                    "## Scaling exponents", "## Figures", "## Init-only counts"):
+    for heading in (
+        "## Theorem 3.3 and Lemma C.1, claim by claim",
+        "## Stage times",
+        "## Scaling exponents",
+        "## Figures",
+        "## Init-only counts",
+    ):
         assert heading in text, heading
     assert text.index("claim by claim") < text.index("## Stage times")  # the report opens with it
     assert "\\|M_j*\\|" in text  # table cells escape their pipes
-    for png in ("scaling.png", "report_figure1.png", "coverage.png",
-                "N_hist.png", "init_scaling.png"):
+    for png in (
+        "scaling.png",
+        "report_figure1.png",
+        "coverage.png",
+        "N_hist.png",
+        "init_scaling.png",
+    ):
         assert (report / png).stat().st_size > 10_000, png
         assert f"]({png})" in text
 
@@ -67,12 +78,35 @@ def test_report_reads_several_init_stats_and_refuses_a_missing_one(report, tmp_p
     other.mkdir()
     shutil.copy(report / "init_stats.json", other / "init_stats.json")
     out = tmp_path / "rep"
-    assert main(["report", str(report), "--out", str(out), "--init-stats",
-                 str(report / "init_stats.json"), str(other / "init_stats.json")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(report),
+                "--out",
+                str(out),
+                "--init-stats",
+                str(report / "init_stats.json"),
+                str(other / "init_stats.json"),
+            ]
+        )
+        == 0
+    )
     text = (out / "report.md").read_text()
     assert text.count("## Init-only counts") == 2 and (out / "init_scaling_2.png").exists()
-    assert main(["report", str(report), "--out", str(tmp_path / "x"), "--init-stats",
-                 str(tmp_path / "nope.json")]) == 2
+    assert (
+        main(
+            [
+                "report",
+                str(report),
+                "--out",
+                str(tmp_path / "x"),
+                "--init-stats",
+                str(tmp_path / "nope.json"),
+            ]
+        )
+        == 2
+    )
     assert "nope.json" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
@@ -80,8 +114,26 @@ def test_init_stats_records_where_and_how_it_ran(tmp_path):
     """`jaxcl init-stats` writes its own provenance (command, machine, commit, seconds,
     environment) into init_stats.json, and the report names it (same shapes as the fixture)."""
     out = tmp_path / "init"
-    assert main(["init-stats", "--out", str(out), "--d", "12", "24", "--C_m", "2.5",
-                 "--ratios", "0.75", "1.0", "--seeds", "3"]) == 0
+    assert (
+        main(
+            [
+                "init-stats",
+                "--out",
+                str(out),
+                "--d",
+                "12",
+                "24",
+                "--C_m",
+                "2.5",
+                "--ratios",
+                "0.75",
+                "1.0",
+                "--seeds",
+                "3",
+            ]
+        )
+        == 0
+    )
     rec = json.loads((out / "init_stats.json").read_text())["invocation"]
     assert rec["seconds"] >= 0 and rec["commit"] and rec["environment"]["jax"]
     assert main(["report", str(out)]) == 0

@@ -12,17 +12,39 @@ from support import tiny_sweep
 
 
 def test_long_run_section(tmp_path):
-    sweep = loads(tiny_sweep(steps=1).replace("steps = 1", 'steps = "T4"')
-                  .replace("ratio = [0.5, 1.0]", "ratio = [1.0]").replace("[0, 1, 2]", "[0, 1]"))
+    sweep = loads(
+        tiny_sweep(steps=1)
+        .replace("steps = 1", 'steps = "T4"')
+        .replace("ratio = [0.5, 1.0]", "ratio = [1.0]")
+        .replace("[0, 1, 2]", "[0, 1]")
+    )
     out = tmp_path / "run"
     runner.run(sweep, str(out), progress=False)
     finals = report.load_finals(str(out))
     d, T4 = finals[0]["d"], finals[0]["T4"]
     # a made-up d-sweep trend at the same ratio and C_m: pure count = 2 (d/4)^0.5 up to d = 4
     trend = tmp_path / "trend.json"
-    trend.write_text(json.dumps({"results": {"liao": {"claims": [
-        {"claim": "pure", "ratio": 1.0, "C_m": finals[0]["C_m"], "slope": 0.5, "lo": 0.4,
-         "hi": 0.6, "means": {"2": 2 * 0.5 ** 0.5, "4": 2.0}}]}}}))
+    trend.write_text(
+        json.dumps(
+            {
+                "results": {
+                    "liao": {
+                        "claims": [
+                            {
+                                "claim": "pure",
+                                "ratio": 1.0,
+                                "C_m": finals[0]["C_m"],
+                                "slope": 0.5,
+                                "lo": 0.4,
+                                "hi": 0.6,
+                                "means": {"2": 2 * 0.5**0.5, "4": 2.0},
+                            }
+                        ]
+                    }
+                }
+            }
+        )
+    )
     report.write_report(str(out), {"trend": str(trend)}, out=str(tmp_path / "res"))
     text = (tmp_path / "res" / "report.md").read_text()
     assert f"The long run: d = {d} through T_3 and T_4" in text

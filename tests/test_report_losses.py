@@ -16,21 +16,33 @@ def test_verdict_words():
 
 def test_changes_against_infonce_by_hand(tmp_path):
     def final(loss, cov, **kw):
-        obs = {"cov_minor": cov, "probe_gap": 0.4, "alive_frac": 1.0, "cov_major": 0.99,
-               "probe_minor": 0.6}
-        return {"d": 16, "ratio": 0.5, "prune_fraction": 0.0, "loss": loss, "observables": obs,
-                **kw}
+        obs = {
+            "cov_minor": cov,
+            "probe_gap": 0.4,
+            "alive_frac": 1.0,
+            "cov_major": 0.99,
+            "probe_minor": 0.6,
+        }
+        return {
+            "d": 16,
+            "ratio": 0.5,
+            "prune_fraction": 0.0,
+            "loss": loss,
+            "observables": obs,
+            **kw,
+        }
 
     base = [0.01, 0.02, 0.03]
     finals = [final("infonce", c) for c in base] + [
-        final("balanced", c, loss_alpha=1.0, loss_beta=2.5) for c in (0.31, 0.32, 0.33)]
+        final("balanced", c, loss_alpha=1.0, loss_beta=2.5) for c in (0.31, 0.32, 0.33)
+    ]
     lines = []
     rows = loss_section(finals, str(tmp_path), lines)
     assert [r["loss"] for r in rows] == ["infonce", "balanced(α=1, β=2.5)"]
     assert "vs_infonce" not in rows[0]
     ch = rows[1]["vs_infonce"]["cov_minor"]
     # mean difference 0.3; independent seeds: half-width 1.96 * sqrt(s²/3 + s²/3), s = 0.01
-    half = 1.96 * np.sqrt(2 * 0.01 ** 2 / 3)
+    half = 1.96 * np.sqrt(2 * 0.01**2 / 3)
     np.testing.assert_allclose([ch["mean"], ch["lo"], ch["hi"]], [0.3, 0.3 - half, 0.3 + half])
     assert ch["verdict"] == "raises"
     assert rows[1]["vs_infonce"]["probe_gap"]["verdict"] == "none"  # equal in every seed
@@ -41,17 +53,34 @@ def test_changes_against_infonce_by_hand(tmp_path):
 def test_step_control_matches_beta_over_alpha(tmp_path):
     """balanced(1, 2.5) at η = 1 against InfoNCE at η = 2.5: a gain over InfoNCE that the larger
     step alone gives does not survive; one it does not give survives."""
+
     def final(loss, cov, eta=1.0, **kw):
-        obs = {"cov_minor": cov, "probe_gap": 0.4, "alive_frac": 1.0, "cov_major": 0.99,
-               "probe_minor": 0.6}
-        return {"d": 16, "ratio": 0.5, "prune_fraction": 0.0, "loss": loss, "eta": eta,
-                "observables": obs, **kw}
+        obs = {
+            "cov_minor": cov,
+            "probe_gap": 0.4,
+            "alive_frac": 1.0,
+            "cov_major": 0.99,
+            "probe_minor": 0.6,
+        }
+        return {
+            "d": 16,
+            "ratio": 0.5,
+            "prune_fraction": 0.0,
+            "loss": loss,
+            "eta": eta,
+            "observables": obs,
+            **kw,
+        }
 
     def run(ctrl_cov):
-        finals = ([final("infonce", c) for c in (0.01, 0.02, 0.03, 0.02)]
-                  + [final("balanced", c, loss_alpha=1.0, loss_beta=2.5)
-                     for c in (0.31, 0.32, 0.33, 0.32)]
-                  + [final("infonce", c, eta=2.5) for c in ctrl_cov])
+        finals = (
+            [final("infonce", c) for c in (0.01, 0.02, 0.03, 0.02)]
+            + [
+                final("balanced", c, loss_alpha=1.0, loss_beta=2.5)
+                for c in (0.31, 0.32, 0.33, 0.32)
+            ]
+            + [final("infonce", c, eta=2.5) for c in ctrl_cov]
+        )
         lines = []
         rows = {r["loss"]: r for r in loss_section(finals, str(tmp_path), lines)}
         return rows, "\n".join(lines)

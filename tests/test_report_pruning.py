@@ -12,13 +12,29 @@ JITTER = np.array([0.0, 0.01, -0.01, 0.0])  # sd 0.0082, 95% half-width 0.008 wi
 
 def _final(mode, alpha, seed, cov, gap, pure=0.0, noise=0.4, prune_at=None):
     d, n_major = 8, 4
-    obs = {"cov_minor_kept": cov, "probe_gap": gap, "noise_frac_kept": noise,
-           "pure_counts": [3] * n_major + [pure] * (d - n_major),
-           "pure_learner_counts": [3] * d, "probe_major": 0.9, "probe_minor": 0.9 - gap,
-           "cov_major_kept": 0.9, "purity_kept": 0.5, "cov_minor": cov, "lucky_total": 0,
-           "alive_frac": 1.0}
-    f = {"ratio": 0.5, "d": d, "m": 22, "n_major": n_major, "seed": seed,
-         "prune_fraction": alpha, "observables": obs}
+    obs = {
+        "cov_minor_kept": cov,
+        "probe_gap": gap,
+        "noise_frac_kept": noise,
+        "pure_counts": [3] * n_major + [pure] * (d - n_major),
+        "pure_learner_counts": [3] * d,
+        "probe_major": 0.9,
+        "probe_minor": 0.9 - gap,
+        "cov_major_kept": 0.9,
+        "purity_kept": 0.5,
+        "cov_minor": cov,
+        "lucky_total": 0,
+        "alive_frac": 1.0,
+    }
+    f = {
+        "ratio": 0.5,
+        "d": d,
+        "m": 22,
+        "n_major": n_major,
+        "seed": seed,
+        "prune_fraction": alpha,
+        "observables": obs,
+    }
     if mode is not None:
         f["prune_mode"] = mode
     if prune_at is not None:
@@ -31,14 +47,16 @@ def _seeds(mode, alpha, cov, gap, jitter=JITTER, **kw):
 
 
 def _finals():
-    return (_seeds("neurons", 0.0, 0.10, 0.30)  # baseline, written as mode neurons
-            + _seeds("weights", 0.0, 0.10, 0.30)  # the same runs again: kept once per seed
-            + _seeds("weights", 0.3, 0.60, 0.05, pure=2.0, noise=0.1)  # clearly restored
-            + _seeds("neurons", 0.3, 0.10, 0.30, jitter=np.array([.02, -.02, .01, -.01])[::-1])
-            + _seeds("neurons_once", 0.1, 0.40, 0.45)  # coverage up, gap worse: no
-            + _seeds("neurons_once", 0.3, 0.40, 0.30)  # coverage up, gap unchanged: partly
-            + _seeds("neurons_once", 0.3, 0.105, 0.295, prune_at="T2")  # below NEGLIGIBLE
-            + _seeds("neurons_once", 0.1, 0.30, 0.10, prune_at="T2"))  # both better, cov < 0.5
+    return (
+        _seeds("neurons", 0.0, 0.10, 0.30)  # baseline, written as mode neurons
+        + _seeds("weights", 0.0, 0.10, 0.30)  # the same runs again: kept once per seed
+        + _seeds("weights", 0.3, 0.60, 0.05, pure=2.0, noise=0.1)  # clearly restored
+        + _seeds("neurons", 0.3, 0.10, 0.30, jitter=np.array([0.02, -0.02, 0.01, -0.01])[::-1])
+        + _seeds("neurons_once", 0.1, 0.40, 0.45)  # coverage up, gap worse: no
+        + _seeds("neurons_once", 0.3, 0.40, 0.30)  # coverage up, gap unchanged: partly
+        + _seeds("neurons_once", 0.3, 0.105, 0.295, prune_at="T2")  # below NEGLIGIBLE
+        + _seeds("neurons_once", 0.1, 0.30, 0.10, prune_at="T2")
+    )  # both better, cov < 0.5
 
 
 def test_significant_and_restoration_by_hand():

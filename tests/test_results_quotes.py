@@ -9,8 +9,10 @@ from collections import Counter
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DOCS = {"README.md": (ROOT / "README.md").read_text(),
-        "docs/results.md": (ROOT / "docs/results.md").read_text()}
+DOCS = {
+    "README.md": (ROOT / "README.md").read_text(),
+    "docs/results.md": (ROOT / "docs/results.md").read_text(),
+}
 
 
 def _report(study: str) -> dict:
@@ -22,14 +24,19 @@ def _fmt(x: float) -> str:
 
 
 def _loss_row(ratio: float, loss: str) -> dict:
-    return next(r for r in _report("balanced-loss")["liao"]["losses"]
-                if r["ratio"] == ratio and r["loss"] == loss)
+    return next(
+        r
+        for r in _report("balanced-loss")["liao"]["losses"]
+        if r["ratio"] == ratio and r["loss"] == loss
+    )
 
 
 def test_theorem33_tally_is_the_reports():
     counts = Counter(r["verdict"] for r in _report("theorem33-cpu")["liao"]["claims"])
-    tally = (f"{counts['supports']} supported, {counts['contradicts']} contradicted, "
-             f"{counts['cannot decide']} undecided")
+    tally = (
+        f"{counts['supports']} supported, {counts['contradicts']} contradicted, "
+        f"{counts['cannot decide']} undecided"
+    )
     for name, text in DOCS.items():
         quoted = re.findall(r"(\d+) supported, (\d+) contradicted, (\d+) undecided", text)
         assert quoted, f"{name} quotes no tally"
@@ -37,9 +44,14 @@ def test_theorem33_tally_is_the_reports():
             assert ", ".join(q) == ", ".join(re.findall(r"\d+", tally)), (name, q, tally)
 
 
-@pytest.mark.parametrize("ratio, loss, key", [
-    (0.5, "balanced(α=1, β=2.5)", "cov_minor"), (0.5, "balanced(α=1, β=1.5)", "cov_minor"),
-    (0.5, "infonce at η=2.5", "cov_minor")])
+@pytest.mark.parametrize(
+    "ratio, loss, key",
+    [
+        (0.5, "balanced(α=1, β=2.5)", "cov_minor"),
+        (0.5, "balanced(α=1, β=1.5)", "cov_minor"),
+        (0.5, "infonce at η=2.5", "cov_minor"),
+    ],
+)
 def test_balanced_loss_intervals_are_the_reports(ratio, loss, key):
     c = _loss_row(ratio, loss)[key]
     cell = f"{_fmt(c['mean'])} [{_fmt(c['lo'])}, {_fmt(c['hi'])}]"

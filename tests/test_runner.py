@@ -19,8 +19,20 @@ SWEEP = tiny_sweep(steps=40)
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     (root / "sweep.toml").write_text(SWEEP)
-    assert main(["run", str(root / "sweep.toml"), "--out", str(root / "out"),
-                 "--set", "lam=0.02", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(root / "sweep.toml"),
+                "--out",
+                str(root / "out"),
+                "--set",
+                "lam=0.02",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return root / "out"
 
 
@@ -44,28 +56,53 @@ def test_layout_and_final_arrays(run_dir):
 
 
 def test_results_table_is_tidy(run_dir):
-    rows = [json.loads(l) for l in (run_dir / "results.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 6 * 4  # one row per config per logged chunk
     keys = set(rows[0])
     assert all(set(r) == keys for r in rows)
-    for col in ("config_id", "step", "loss", "acc", "cov_major", "cov_minor", "alive_frac",
-                "T1", "T2", "ratio", "seed", "lam"):
+    for col in (
+        "config_id",
+        "step",
+        "loss",
+        "acc",
+        "cov_major",
+        "cov_minor",
+        "alive_frac",
+        "T1",
+        "T2",
+        "ratio",
+        "seed",
+        "lam",
+    ):
         assert col in keys
     assert sorted({r["step"] for r in rows}) == [10, 20, 30, 40]
 
 
 def test_rerun_skips_done_configs(run_dir, capsys):
     before = {p: p.stat().st_mtime_ns for p in (run_dir / "final").iterdir()}
-    assert main(["run", str(run_dir.parent / "sweep.toml"), "--out", str(run_dir),
-                 "--set", "lam=0.02", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(run_dir.parent / "sweep.toml"),
+                "--out",
+                str(run_dir),
+                "--set",
+                "lam=0.02",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "6 already done" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "final").iterdir()} == before
 
 
 def test_diverging_config_fails_others_finish(tmp_path):
     (tmp_path / "s.toml").write_text(SWEEP.replace("seed = [0, 1, 2]", "eta = [1.0, 1e30]"))
-    assert main(["run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o"),
-                 "--no-progress"]) == 1
+    assert (
+        main(["run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    )
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     states = manifest["configs"]
     failed = {k: v for k, v in states.items() if v["state"] == "failed"}
@@ -78,7 +115,7 @@ def test_diverging_config_fails_others_finish(tmp_path):
 def test_parse_set_reads_toml_literals():
     assert parse_set("eta=0.5") == ("eta", 0.5)
     assert parse_set("steps=T4") == ("steps", "T4")
-    assert parse_set("steps=\"T4\"") == ("steps", "T4")
+    assert parse_set('steps="T4"') == ("steps", "T4")
     assert parse_set("m = 30") == ("m", 30)
 
 
@@ -95,8 +132,12 @@ def test_json_writer_takes_numpy_values_and_rows_reset_only_what_exists(tmp_path
     from jaxcl import fileio
     from jaxcl.engine.rundir import RunDir
 
-    obj = {"a": np.arange(3, dtype=np.int32), "b": (np.float32(0.5), np.bool_(True)),
-           "c": [{"d": np.float64(0.1), "e": np.array([[1.5, np.nan]])}], "f": None}
+    obj = {
+        "a": np.arange(3, dtype=np.int32),
+        "b": (np.float32(0.5), np.bool_(True)),
+        "c": [{"d": np.float64(0.1), "e": np.array([[1.5, np.nan]])}],
+        "f": None,
+    }
     back = json.loads(fileio.dumps(obj, sort_keys=True))
     assert back["a"] == [0, 1, 2] and back["b"] == [0.5, True] and back["f"] is None
     assert back["c"][0]["d"] == 0.1 and back["c"][0]["e"][0][0] == 1.5
@@ -137,7 +178,8 @@ def test_full_disk_is_a_clear_error_and_keeps_earlier_files(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "no space left" in err and "rerun the same command" in err
     assert sorted(p.name for p in (out / "final").iterdir()) == sorted(
-        [os.path.basename(writes[0]), os.path.basename(writes[0]).replace(".npz", ".json")])
+        [os.path.basename(writes[0]), os.path.basename(writes[0]).replace(".npz", ".json")]
+    )
     assert not [p for p in out.rglob("*.tmp")]  # no half-written leftovers
     with np.load(writes[0]) as z:
         assert z["w"].shape == (6, 10)
@@ -184,11 +226,13 @@ def test_plan_blocks_even_sizes_and_padding(tiny):
             assert max(sizes) <= max_parallel and max(sizes) - min(sizes) <= 1
             for b, n_pad in blocks:
                 assert n_pad % n_dev == 0
-                assert max(len(b), per_device_min * n_dev) <= n_pad < len(b) + per_device_min * n_dev
-        (lone, n_pad), = programs.plan_blocks(group[:1], sharding, batching=batching)
+                assert (
+                    max(len(b), per_device_min * n_dev) <= n_pad < len(b) + per_device_min * n_dev
+                )
+        ((lone, n_pad),) = programs.plan_blocks(group[:1], sharding, batching=batching)
         assert lone == group[:1] and n_pad == n_dev
     # default size: tiny states, so the whole group in one block, padded to fill the devices
-    (all7, n_pad), = programs.plan_blocks(group, sharding, batching="sequential")
+    ((all7, n_pad),) = programs.plan_blocks(group, sharding, batching="sequential")
     assert all7 == group and n_pad == -(-7 // n_dev) * n_dev
 
 
@@ -202,7 +246,7 @@ def test_plan_blocks_balances_steps_across_devices(tiny):
     assert sharding.mesh.size == 2
     steps = [100, 400, 100, 100, 400, 100, 30]  # grid order: the long ones are not together
     group = [Config(**{**tiny, "steps": n, "seed": s}) for s, n in enumerate(steps)]
-    (block, n_pad), = programs.plan_blocks(group, sharding, batching="sequential")
+    ((block, n_pad),) = programs.plan_blocks(group, sharding, batching="sequential")
     assert sorted(block, key=lambda c: c.seed) == group and n_pad == 8
     per = n_pad // 2
     rows = [c.n_steps for c in block] + [0] * (n_pad - len(block))  # padding trains no step
@@ -227,13 +271,16 @@ def test_engine_equals_each_config_run_alone(tiny, batching):
     from jaxcl.experiments.liao import train
     from jaxcl.experiments.liao.config import Config
 
-    cfgs = [Config(**{**tiny, "ratio": r, "seed": s, "steps": n})
-            for r, s, n in ((0.25, 0, 40), (1.0, 3, 5), (0.5, 7, 40))]
+    cfgs = [
+        Config(**{**tiny, "ratio": r, "seed": s, "steps": n})
+        for r, s, n in ((0.25, 0, 40), (1.0, 3, 5), (0.5, 7, 40))
+    ]
     static, sharding = cfgs[0].static(), programs.config_mesh()
-    (block, n_pad), = programs.plan_blocks(cfgs, sharding, batching=batching)
+    ((block, n_pad),) = programs.plan_blocks(cfgs, sharding, batching=batching)
     assert sorted(c.seed for c in block) == [0, 3, 7] and n_pad == 4
-    hp = jax.tree.map(lambda x: programs.global_array(x, sharding),
-                      programs.block_hparams(block, n_pad))
+    hp = jax.tree.map(
+        lambda x: programs.global_array(x, sharding), programs.block_hparams(block, n_pad)
+    )
     init_fn, chunk_fn = programs.compiled(EXPERIMENT, static, sharding, batching=batching)
     state = init_fn(hp)
     logged = []
@@ -280,16 +327,22 @@ def test_resume_under_another_cpu_is_recorded(tmp_path, jax_cache):
 
     def jaxcl(*args, isa=None):
         env = cli_env(cache=jax_cache)  # any ISA cap of the caller's dropped, `isa` set
-        env["XLA_FLAGS"] = " ".join([f for f in env["XLA_FLAGS"].split()
-                                     if not f.startswith("--xla_cpu_max_isa")]
-                                    + ([f"--xla_cpu_max_isa={isa}"] if isa else []))
-        res = subprocess.run([sys.executable, "-m", "jaxcl", *args], env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
+        env["XLA_FLAGS"] = " ".join(
+            [f for f in env["XLA_FLAGS"].split() if not f.startswith("--xla_cpu_max_isa")]
+            + ([f"--xla_cpu_max_isa={isa}"] if isa else [])
+        )
+        res = subprocess.run(
+            [sys.executable, "-m", "jaxcl", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert res.returncode == 0, res.stderr
         return res.stdout + res.stderr
 
-    first = jaxcl("run", str(tmp_path / "s.toml"), "--out", out, "--shard", "0/2",
-                  "--no-progress")
+    first = jaxcl("run", str(tmp_path / "s.toml"), "--out", out, "--shard", "0/2", "--no-progress")
     assert "another environment" not in first
     second = jaxcl("run", str(tmp_path / "s.toml"), "--out", out, "--no-progress", isa="SSE4_2")
     assert second.count("another environment") == 1 and "xla_flags" in second
@@ -301,8 +354,9 @@ def test_resume_under_another_cpu_is_recorded(tmp_path, jax_cache):
     assert {env0["jax"], env1["jax"]} == {__import__("jax").__version__}
     assert [c for c in runs[1]["environment_changed"] if c.startswith("xla_flags:")]
     # nothing left to train: no warning, whatever the flags
-    assert "another environment" not in jaxcl("run", str(tmp_path / "s.toml"), "--out", out,
-                                              "--no-progress")
+    assert "another environment" not in jaxcl(
+        "run", str(tmp_path / "s.toml"), "--out", out, "--no-progress"
+    )
     jaxcl("report", out)
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.count("environment changed since the previous run") == 1

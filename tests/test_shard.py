@@ -35,10 +35,15 @@ def test_parse_shard():
     assert parse_shard("2/5") == Shard(2, 5)
     env = {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "8"}
     assert parse_shard("auto", env) == Shard(3, 8)  # --array=1-8: task 4 is slice 3
-    assert parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2"}) \
-        == Shard(0, 2)
-    for bad, words in [("3/3", "need 0 <= I < N"), ("-1/2", "need 0 <= I < N"),
-                       ("1-3", "expected I/N"), ("a/b", "expected I/N")]:
+    assert parse_shard(
+        "auto", {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2"}
+    ) == Shard(0, 2)
+    for bad, words in [
+        ("3/3", "need 0 <= I < N"),
+        ("-1/2", "need 0 <= I < N"),
+        ("1-3", "expected I/N"),
+        ("a/b", "expected I/N"),
+    ]:
         with pytest.raises(ConfigError, match=words):
             parse_shard(bad)
     with pytest.raises(ConfigError, match="SLURM_ARRAY_TASK_ID is not set"):
@@ -58,9 +63,13 @@ HOLD = textwrap.dedent("""
 
 
 def _hold(path, what):
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path), what],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=cli_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path), what],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -103,8 +112,18 @@ def test_slice_locks_side_by_side_and_their_conflicts(tmp_path):
 
 
 def _cmd(sweep, out, shard=None):
-    return ([sys.executable, "-m", "jaxcl", "run", str(sweep), "--out", str(out), "--no-progress",
-             "--checkpoint-every-seconds", "1"] + (["--shard", shard] if shard else []))
+    return [
+        sys.executable,
+        "-m",
+        "jaxcl",
+        "run",
+        str(sweep),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--checkpoint-every-seconds",
+        "1",
+    ] + (["--shard", shard] if shard else [])
 
 
 def _finals(out):
@@ -125,29 +144,44 @@ def test_three_slices_one_killed_end_bitwise_equal_to_one_run(tmp_path, jax_cach
     configs = loads(sweep.read_text()).configs()
     mine = {i: [c.config_id for c in shard_configs(configs, Shard(i, 3))] for i in range(3)}
 
-    procs = {1: subprocess.Popen(_cmd(sweep, out, "1/3"), env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)}
+    procs = {
+        1: subprocess.Popen(
+            _cmd(sweep, out, "1/3"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    }
     try:
         deadline = time.monotonic() + 180
         first_rows = out / "rows" / (mine[1][0] + ".jsonl")
         while not (first_rows.exists() and first_rows.stat().st_size):  # slice 1 trains
             assert procs[1].poll() is None and time.monotonic() < deadline, procs[1].stdout.read()
             time.sleep(0.05)
-        procs[0] = subprocess.Popen(_cmd(sweep, out, "0/3"), env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
+        procs[0] = subprocess.Popen(
+            _cmd(sweep, out, "0/3"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         os.kill(procs[1].pid, signal.SIGKILL)  # mid-training
         procs[1].wait(timeout=30)
         assert procs[0].wait(timeout=300) == 0, procs[0].stdout.read()
         assert "configs of other slices are not done yet" in procs[0].stdout.read()
         assert not (out / "figure1.png").exists()  # not the last task: no figure yet
-        rerun = subprocess.run(_cmd(sweep, out, "1/3"), env=env, capture_output=True, text=True,
-                               timeout=300)  # the killed slice, rerun alone
+        rerun = subprocess.run(
+            _cmd(sweep, out, "1/3"), env=env, capture_output=True, text=True, timeout=300
+        )  # the killed slice, rerun alone
         assert rerun.returncode == 0, rerun.stderr
-        last = subprocess.run(_cmd(sweep, out, "2/3"), env=env, capture_output=True, text=True,
-                              timeout=300)
+        last = subprocess.run(
+            _cmd(sweep, out, "2/3"), env=env, capture_output=True, text=True, timeout=300
+        )
         assert last.returncode == 0, last.stderr
-        single = subprocess.run(_cmd(sweep, ref), env=env, capture_output=True, text=True,
-                                timeout=300)
+        single = subprocess.run(
+            _cmd(sweep, ref), env=env, capture_output=True, text=True, timeout=300
+        )
         assert single.returncode == 0, single.stderr
     finally:
         for p in procs.values():
@@ -186,6 +220,12 @@ def test_merge_writes_what_is_there(tmp_path, jax_cache, capsys):
     with open(os.path.join(out, "results.jsonl")) as f:
         assert len(f.readlines()) == 2 * 2
     assert os.path.exists(os.path.join(out, "figure1.png"))  # of the finished configs
-    res = subprocess.run([sys.executable, "-m", "jaxcl", "merge", out], env=cli_env(),
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "jaxcl", "merge", out],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert res.returncode == 0 and "2 done" in res.stdout and "4 pending" in res.stdout

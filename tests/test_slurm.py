@@ -38,10 +38,13 @@ def cluster(tmp_path_factory):
 
 def _job_env(tmp, cache) -> dict:
     """What the batch script sees (sbatch exports the submitter's environment)."""
-    return {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-            "PYTHONPATH": ROOT, "JAXCL_COMPILE_CACHE": cache,
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    return {
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+        "PYTHONPATH": ROOT,
+        "JAXCL_COMPILE_CACHE": cache,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
 
 
 def _finals(out) -> dict:
@@ -79,6 +82,7 @@ def test_requeue_capped_and_said_why():
     assert jslurm.job_id(env) == "40_1" and jslurm.job_id({"SLURM_JOB_ID": "7"}) == "7"
     assert jslurm.leg({**env, "SLURM_RESTART_COUNT": "2"}) == {"job": "40_1", "leg": 3}
     import signal
+
     old = signal.getsignal(signal.SIGTERM)
     try:
         got = jslurm.requeue(3, {**env, "SLURM_RESTART_COUNT": "2"}, run=ok)
@@ -104,15 +108,27 @@ def test_array_requeues_itself_until_done_bitwise(cluster, tmp_path, jax_cache):
     sweep.write_text(SWEEP)
     out = str(tmp_path / "run")
     env = {**_job_env(tmp_path, jax_cache), "SWEEP": str(sweep), "OUT": out}
-    jid = cluster.run(["sbatch", "--parsable", "--array=0-1", "--cpus-per-task=1",
-                       "--mem=400M", "--time=10", f"--output={tmp_path}/slurm-%A_%a.out",
-                       f"--chdir={ROOT}", os.path.join(ROOT, "sweeps", "slurm-array.sh")],
-                      env=env).stdout.strip()
+    jid = cluster.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--array=0-1",
+            "--cpus-per-task=1",
+            "--mem=400M",
+            "--time=10",
+            f"--output={tmp_path}/slurm-%A_%a.out",
+            f"--chdir={ROOT}",
+            os.path.join(ROOT, "sweeps", "slurm-array.sh"),
+        ],
+        env=env,
+    ).stdout.strip()
     from jaxcl.engine.lock import Shard
     from jaxcl.engine.sweep import shard_configs
 
-    first = {f"{jid}_{i}": shard_configs(loads(SWEEP).configs(), Shard(i, 2))[0].config_id
-             for i in (0, 1)}
+    first = {
+        f"{jid}_{i}": shard_configs(loads(SWEEP).configs(), Shard(i, 2))[0].config_id
+        for i in (0, 1)
+    }
 
     def training(tid):  # the task's first config has rows: leg 1 is past its first chunk
         path = os.path.join(out, "rows", first[tid] + ".jsonl")
@@ -131,8 +147,11 @@ def test_array_requeues_itself_until_done_bitwise(cluster, tmp_path, jax_cache):
         # or its name (%i): `squeue -j ARRAYJOB` loses a requeued task once `scontrol update`
         # splits it into a job record of its own, and such a task may miss from a listing.
         q = cluster.run(["squeue", "-h", "-r", "-o", "%i %F %K %T %r"]).stdout.split("\n")
-        tasks = [(f"{jid}_{k}", state, reason) for i, f, k, state, reason in
-                 (line.split() for line in q if line.strip()) if f == jid or i.startswith(jid + "_")]
+        tasks = [
+            (f"{jid}_{k}", state, reason)
+            for i, f, k, state, reason in (line.split() for line in q if line.strip())
+            if f == jid or i.startswith(jid + "_")
+        ]
         if not seen or seen[-1] != tasks:
             seen.append(tasks)
         # Done when the grid is finished and no task of the array is queued. A task that never
@@ -182,9 +201,26 @@ def test_srun_two_processes_distributed_bitwise_one_summary(cluster, tmp_path, j
     sweep.write_text(SWEEP.replace("steps = 20000", "steps = 40"))
     out = str(tmp_path / "run")
     env = {**_job_env(tmp_path, jax_cache), "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    proc = cluster.run(["srun", "--ntasks=2", "--cpus-per-task=1", "--mem-per-cpu=400M",
-                        "--time=5", f"--chdir={ROOT}", "jaxcl", "run", str(sweep), "--out", out,
-                        "--distributed", "--no-progress"], env=env, check=False, timeout=240)
+    proc = cluster.run(
+        [
+            "srun",
+            "--ntasks=2",
+            "--cpus-per-task=1",
+            "--mem-per-cpu=400M",
+            "--time=5",
+            f"--chdir={ROOT}",
+            "jaxcl",
+            "run",
+            str(sweep),
+            "--out",
+            out,
+            "--distributed",
+            "--no-progress",
+        ],
+        env=env,
+        check=False,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("jaxcl: 4 configs in") == 1, proc.stdout
     summary = [line for line in proc.stdout.splitlines() if " done, " in line]
@@ -192,8 +228,9 @@ def test_srun_two_processes_distributed_bitwise_one_summary(cluster, tmp_path, j
     (rec,) = _records(out)
     assert rec["outcome"] == "finished" and "2 process(es)" in rec["devices"]
     ref = str(tmp_path / "ref")
-    runner.run(loads(SWEEP.replace("steps = 20000", "steps = 40")), ref, progress=False,
-               log=lambda m: None)
+    runner.run(
+        loads(SWEEP.replace("steps = 20000", "steps = 40")), ref, progress=False, log=lambda m: None
+    )
     a, b = _finals(out), _finals(ref)
     assert sorted(a) == sorted(b) and len(a) == 4
     for name in a:

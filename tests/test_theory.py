@@ -13,8 +13,9 @@ def test_betainc_closed_forms():
     x = np.array([0.0, 0.1, 0.4, 0.9, 1.0])
     np.testing.assert_allclose(theory.betainc(1.0, 1.0, x), x, atol=1e-12)
     # Beta(2, 3): I_x = 1 − (1−x)^4 − 4x(1−x)^3
-    np.testing.assert_allclose(theory.betainc(2.0, 3.0, x),
-                               1 - (1 - x) ** 4 - 4 * x * (1 - x) ** 3, atol=1e-12)
+    np.testing.assert_allclose(
+        theory.betainc(2.0, 3.0, x), 1 - (1 - x) ** 4 - 4 * x * (1 - x) ** 3, atol=1e-12
+    )
     # d = 3: U ~ Beta(1/2, 1), P(U ≥ s) = 1 − √s
     s = np.array([0.01, 0.3, 0.8])
     np.testing.assert_allclose(theory.tail_U(3, s), 1 - np.sqrt(s), rtol=1e-10)
@@ -88,13 +89,18 @@ def test_exponent_table_per_group_and_column():
         for d in (8, 16, 32, 64):
             for seed in range(4):
                 noise = math.exp(0.2 * rng.standard_normal())
-                recs.append({"ratio": ratio, "d": d, "seed": seed, "A": 3.0 * d**p * noise,
-                             "B": 2.0 * d**q})  # B: noiseless, the same at every seed
+                recs.append(
+                    {"ratio": ratio, "d": d, "seed": seed, "A": 3.0 * d**p * noise, "B": 2.0 * d**q}
+                )  # B: noiseless, the same at every seed
     df = pd.DataFrame(recs).sample(frac=1.0, random_state=0)  # row order must not matter...
     table = fit.exponent(df, x="d", y=["A", "B"], by="ratio")
     assert list(table.columns) == ["ratio", *fit.COLUMNS]
-    assert [(r, y) for r, y in zip(table.ratio, table.y)] == [(0.5, "A"), (0.5, "B"),
-                                                             (1.0, "A"), (1.0, "B")]
+    assert [(r, y) for r, y in zip(table.ratio, table.y)] == [
+        (0.5, "A"),
+        (0.5, "B"),
+        (1.0, "A"),
+        (1.0, "B"),
+    ]
     for ratio, (p, q) in {1.0: (0.7, -0.5), 0.5: (1.5, 0.25)}.items():
         b = table[(table.ratio == ratio) & (table.y == "B")].iloc[0]
         assert b.slope == pytest.approx(q) and b.lo == pytest.approx(q) == b.hi

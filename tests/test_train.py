@@ -25,8 +25,10 @@ def run_configs(cfgs):
 
 
 def test_vmapped_equals_one_at_a_time(tiny):
-    cfgs = [Config(**tiny, ratio=r, seed=s, eta=e) for r, s, e in
-            [(0.25, 0, 1.0), (1.0, 3, 0.5), (0.5, 7, 1.0)]]
+    cfgs = [
+        Config(**tiny, ratio=r, seed=s, eta=e)
+        for r, s, e in [(0.25, 0, 1.0), (1.0, 3, 0.5), (0.5, 7, 1.0)]
+    ]
     together, _ = run_configs(cfgs)
     for i, c in enumerate(cfgs):
         alone, _ = run_configs([c])
@@ -71,15 +73,24 @@ def test_pruned_neurons_get_only_weight_decay(tiny):
     st1, _ = train.step(c.static(), c.hparams(), st0)
     pruned = np.asarray(train.prune_mask(st0.w, c.n_prune)) == 0
     assert pruned.sum() == 3
-    np.testing.assert_allclose(np.asarray(st1.w)[pruned],
-                               (1 - c.eta * c.LAM) * np.asarray(st0.w)[pruned], rtol=1e-6)
-    assert not np.allclose(np.asarray(st1.w)[~pruned], (1 - c.eta * c.LAM) * np.asarray(st0.w)[~pruned])
+    np.testing.assert_allclose(
+        np.asarray(st1.w)[pruned], (1 - c.eta * c.LAM) * np.asarray(st0.w)[pruned], rtol=1e-6
+    )
+    assert not np.allclose(
+        np.asarray(st1.w)[~pruned], (1 - c.eta * c.LAM) * np.asarray(st0.w)[~pruned]
+    )
 
 
 def _state_with(c, w_old, w0, b, stage, n2_T1):
     st = train.init(c.static(), c.hparams())
-    return st._replace(w=jnp.asarray(w_old), w0=jnp.asarray(w0), b=jnp.asarray(b),
-                       stage=jnp.int32(stage), n2_T1=jnp.asarray(n2_T1), t=jnp.int32(41))
+    return st._replace(
+        w=jnp.asarray(w_old),
+        w0=jnp.asarray(w0),
+        b=jnp.asarray(b),
+        stage=jnp.int32(stage),
+        n2_T1=jnp.asarray(n2_T1),
+        t=jnp.int32(41),
+    )
 
 
 def test_bias_schedule_by_hand():
@@ -89,29 +100,46 @@ def test_bias_schedule_by_hand():
     w0 = np.array([[1.0, 0.0], [0.0, 1.0]])
     # stage 1, one neuron below eq. 41's threshold: b stays 0, still stage 1
     w_new = np.array([[math.sqrt(g1) * 1.01, 0], [0, math.sqrt(g1) * 0.99]])
-    b, stage, T1, T2, _ = train.update_bias(c.static(), st_hp, _state_with(c, w0, w0, [0, 0], 1, [0, 0]), jnp.asarray(w_new))
+    b, stage, T1, T2, _ = train.update_bias(
+        c.static(), st_hp, _state_with(c, w0, w0, [0, 0], 1, [0, 0]), jnp.asarray(w_new)
+    )
     assert int(stage) == 1 and int(T1) == -1 and np.all(np.asarray(b) == 0)
     # all neurons past it: T1 = t + 1, b = c_b sqrt(log d / d) ‖w‖
     w_new = np.array([[math.sqrt(g1) * 1.01, 0], [0, math.sqrt(g1) * 1.02]])
-    b, stage, T1, T2, n2 = train.update_bias(c.static(), st_hp, _state_with(c, w0, w0, [0, 0], 1, [0, 0]), jnp.asarray(w_new))
+    b, stage, T1, T2, n2 = train.update_bias(
+        c.static(), st_hp, _state_with(c, w0, w0, [0, 0], 1, [0, 0]), jnp.asarray(w_new)
+    )
     assert int(stage) == 2 and int(T1) == 42
-    np.testing.assert_allclose(b, 0.5 * math.sqrt(math.log(9) / 9) * np.linalg.norm(w_new, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(
+        b, 0.5 * math.sqrt(math.log(9) / 9) * np.linalg.norm(w_new, axis=1), rtol=1e-6
+    )
     # stage 2, eq. 70: max(b(1 + rate), b ‖w_new‖/‖w_old‖)
     w_old = np.array([[2.0, 0], [0, 2.0]])
     w_new = np.array([[2.0 * 1.05, 0], [0, 2.0 * 1.001]])
-    b, stage, _, T2, _ = train.update_bias(c.static(), st_hp, _state_with(c, w_old, w0, [1.0, 1.0], 2, [4.0, 4.0]), jnp.asarray(w_new))
+    b, stage, _, T2, _ = train.update_bias(
+        c.static(), st_hp, _state_with(c, w_old, w0, [1.0, 1.0], 2, [4.0, 4.0]), jnp.asarray(w_new)
+    )
     np.testing.assert_allclose(b, [1.05, 1.01], rtol=1e-6)
     assert int(stage) == 2 and int(T2) == -1
     # eq. 67: some ‖w_i‖² ≥ d ‖w_i(T1)‖² ends stage 2
     w_new = np.array([[2.0 * 3.01, 0], [0, 2.0]])
-    b, stage, _, T2, _ = train.update_bias(c.static(), st_hp, _state_with(c, w_old, w0, [1.0, 1.0], 2, [4.0, 4.0]), jnp.asarray(w_new))
+    b, stage, _, T2, _ = train.update_bias(
+        c.static(), st_hp, _state_with(c, w_old, w0, [1.0, 1.0], 2, [4.0, 4.0]), jnp.asarray(w_new)
+    )
     assert int(stage) == 3 and int(T2) == 42
     # stage 3 tracks ‖w‖ (no own growth) or freezes
     w_new = np.array([[3.0, 0], [0, 1.0]])
-    b, *_ = train.update_bias(c.static(), st_hp, _state_with(c, w_old, w0, [1.0, 1.0], 3, [4.0, 4.0]), jnp.asarray(w_new))
+    b, *_ = train.update_bias(
+        c.static(), st_hp, _state_with(c, w_old, w0, [1.0, 1.0], 3, [4.0, 4.0]), jnp.asarray(w_new)
+    )
     np.testing.assert_allclose(b, [1.5, 0.5], rtol=1e-6)
     cf = Config(d=9, m=2, stage3_bias="freeze")
-    b, *_ = train.update_bias(cf.static(), cf.hparams(), _state_with(cf, w_old, w0, [1.0, 1.0], 3, [4.0, 4.0]), jnp.asarray(w_new))
+    b, *_ = train.update_bias(
+        cf.static(),
+        cf.hparams(),
+        _state_with(cf, w_old, w0, [1.0, 1.0], 3, [4.0, 4.0]),
+        jnp.asarray(w_new),
+    )
     np.testing.assert_allclose(b, [1.0, 1.0])
 
 
@@ -181,17 +209,22 @@ def test_step_is_gradient_descent_on_info_nce(tiny, prune_fraction):
     st0 = st0._replace(b=jnp.full(static.m, 0.02))  # exercise BReLU's dead zone too
     xa, xb, _ = train.batch(static, hp, st0, train._DATA, st0.t)
     mask = train.prune_mask(st0.w, c.n_prune)[:, None]
-    grad = jax.grad(lambda w: jaxcl.info_nce(w * mask, st0.b, xa, xb, c.TAU, 0.0)
-                    + 0.5 * c.LAM * jnp.sum(w * w))(st0.w)
+    grad = jax.grad(
+        lambda w: jaxcl.info_nce(w * mask, st0.b, xa, xb, c.TAU, 0.0) + 0.5 * c.LAM * jnp.sum(w * w)
+    )(st0.w)
     st1, metrics = train.step(static, hp, st0)
     np.testing.assert_allclose(st1.w, st0.w - c.eta * grad, rtol=1e-5, atol=1e-8)
     want = jaxcl.info_nce(st0.w * mask, st0.b, xa, xb, c.TAU, 0.0) + 0.5 * c.LAM * jnp.sum(st0.w**2)
     np.testing.assert_allclose(metrics.loss, want, rtol=1e-5)
 
 
-LOSSES = [dict(loss="balanced", loss_alpha=0.6, loss_beta=1.4), dict(loss="decoupled"),
-          dict(loss="generalized", loss_psi="identity", loss_phi="softplus"),
-          dict(loss="generalized", loss_psi="log1p", loss_phi="exp"), dict(loss="infonce")]
+LOSSES = [
+    dict(loss="balanced", loss_alpha=0.6, loss_beta=1.4),
+    dict(loss="decoupled"),
+    dict(loss="generalized", loss_psi="identity", loss_phi="softplus"),
+    dict(loss="generalized", loss_psi="log1p", loss_phi="exp"),
+    dict(loss="infonce"),
+]
 
 
 @pytest.mark.parametrize("loss", LOSSES, ids=lambda x: "-".join(map(str, x.values())))
@@ -209,12 +242,21 @@ def test_step_is_gradient_descent_on_each_loss(tiny, loss):
     off = ~np.eye(K, dtype=bool)
 
     def objective(w):
-        s = jaxcl.encode(w * mask, st0.b, xa) @ jax.lax.stop_gradient(
-            jaxcl.encode(w * mask, st0.b, xb)).T
+        s = (
+            jaxcl.encode(w * mask, st0.b, xa)
+            @ jax.lax.stop_gradient(jaxcl.encode(w * mask, st0.b, xb)).T
+        )
         s_neg = jnp.reshape(s[off], (K, K - 1))  # row k: s_kl for l != k, in order
-        return jaxcl.contrastive_loss(jnp.diagonal(s), s_neg, c.TAU, loss=c.loss,
-                                      alpha=c.loss_alpha, beta=c.loss_beta, psi=c.loss_psi,
-                                      phi=c.loss_phi) + 0.5 * c.LAM * jnp.sum(w * w)
+        return jaxcl.contrastive_loss(
+            jnp.diagonal(s),
+            s_neg,
+            c.TAU,
+            loss=c.loss,
+            alpha=c.loss_alpha,
+            beta=c.loss_beta,
+            psi=c.loss_psi,
+            phi=c.loss_phi,
+        ) + 0.5 * c.LAM * jnp.sum(w * w)
 
     grad = jax.grad(objective)(st0.w)
     st1, metrics = train.step(static, hp, st0)

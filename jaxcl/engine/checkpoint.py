@@ -77,8 +77,10 @@ def block_id(config_ids: list[str]) -> str:
 def _leaf_names(tree) -> tuple[list[str], Any]:
     """Stable, storage-safe names for a pytree's leaves, and its treedef."""
     paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    names = [f"{i:02d}_" + re.sub(r"[^A-Za-z0-9]+", "_", jax.tree_util.keystr(p)).strip("_")
-             for i, (p, _) in enumerate(paths)]
+    names = [
+        f"{i:02d}_" + re.sub(r"[^A-Za-z0-9]+", "_", jax.tree_util.keystr(p)).strip("_")
+        for i, (p, _) in enumerate(paths)
+    ]
     return names, treedef
 
 
@@ -134,8 +136,14 @@ class _QuietNoSpace:
 class BlockCheckpoints:
     """The checkpoints of one block: periodic saves at chunk boundaries, restore with fallback."""
 
-    def __init__(self, run_dir: str, config_ids: list[str], n_rows: int,
-                 options: CheckpointOptions, warn: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        run_dir: str,
+        config_ids: list[str],
+        n_rows: int,
+        options: CheckpointOptions,
+        warn: Callable[[str], None] | None = None,
+    ):
         """Names the block's checkpoint directory; nothing is read or written yet.
 
         Args:
@@ -150,8 +158,9 @@ class BlockCheckpoints:
         self.dir = os.path.abspath(os.path.join(run_dir, SUBDIR, self.block_id))
         self.n_rows = n_rows
         self.options = options
-        self.warn = warn or (lambda msg: print(f"jaxcl: warning: {msg}", file=sys.stderr,
-                                               flush=True))
+        self.warn = warn or (
+            lambda msg: print(f"jaxcl: warning: {msg}", file=sys.stderr, flush=True)
+        )
         self._last_time = time.monotonic()
         self.last_step = 0  # of the last save or restore
         self.seconds_saving = 0.0
@@ -161,13 +170,17 @@ class BlockCheckpoints:
     def _manager(self):
         """An orbax manager for one operation: ~10 ms to open, and no thread outlives a crash."""
         mngr = ocp.CheckpointManager(
-            self.dir, item_names=("state", "meta"),
+            self.dir,
+            item_names=("state", "meta"),
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=self.options.keep, create=True,
+                max_to_keep=self.options.keep,
+                create=True,
                 # Synchronous: the chunk program donates the state buffers right after a save,
                 # and a save that returned is committed (what SIGTERM needs).
                 enable_async_checkpointing=False,
-                cleanup_tmp_directories=True))  # leftovers of a save killed midway
+                cleanup_tmp_directories=True,
+            ),
+        )  # leftovers of a save killed midway
         try:
             yield mngr
         finally:
@@ -188,8 +201,14 @@ class BlockCheckpoints:
             checkpoints are intact.
         """
         t0 = time.perf_counter()
-        meta = {"block_id": self.block_id, "config_ids": self.config_ids,
-                "n_rows": self.n_rows, "chunk": chunk, "step": step, "time": time.time()}
+        meta = {
+            "block_id": self.block_id,
+            "config_ids": self.config_ids,
+            "n_rows": self.n_rows,
+            "chunk": chunk,
+            "step": step,
+            "time": time.time(),
+        }
         flat = _flat(state)
         need = sum(x.size * x.dtype.itemsize for x in flat.values())
         # Refused before orbax starts: its writer threads meet ENOSPC in parallel and print
@@ -197,32 +216,43 @@ class BlockCheckpoints:
         free = _free_bytes(os.path.dirname(self.dir))
         if free is not None and free < need * SPACE_FACTOR + SPACE_SLACK:
             raise DiskFullError(
-                errno.ENOSPC, f"not enough space left on device to save the checkpoint at step "
+                errno.ENOSPC,
+                f"not enough space left on device to save the checkpoint at step "
                 f"{step} in {self.dir}: one checkpoint of this block needs about "
                 f"{_size(need * SPACE_FACTOR + SPACE_SLACK)} and {_size(free)} is free; "
-                f"{self._last_good()}, and nothing was written")
+                f"{self._last_good()}, and nothing was written",
+            )
         try:
             with _QuietNoSpace(), self._manager() as mngr:
-                mngr.save(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta)),
-                    force=True)
+                mngr.save(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta)
+                    ),
+                    force=True,
+                )
                 mngr.wait_until_finished()
         except Exception as e:
             if _is_disk_full(e):
                 self._remove_partial()
                 raise DiskFullError(
-                    errno.ENOSPC, f"no space left on device while saving the checkpoint at step "
+                    errno.ENOSPC,
+                    f"no space left on device while saving the checkpoint at step "
                     f"{step} in {self.dir} (one checkpoint of this block needs about "
                     f"{_size(need * SPACE_FACTOR + SPACE_SLACK)}); {self._last_good()}, and the "
-                    "partial save was removed") from None
+                    "partial save was removed",
+                ) from None
             raise
         self._last_time, self.last_step = time.monotonic(), step
         self.seconds_saving += time.perf_counter() - t0
         self.n_saved += 1
 
     def _last_good(self) -> str:
-        return (f"the last good checkpoint is step {self.last_step}, intact" if self.last_step
-                else "there is no earlier checkpoint of this block")
+        return (
+            f"the last good checkpoint is step {self.last_step}, intact"
+            if self.last_step
+            else "there is no earlier checkpoint of this block"
+        )
 
     def _remove_partial(self) -> None:
         """Deletes orbax's temporary directories of a save that failed (never a committed step)."""
@@ -256,15 +286,18 @@ class BlockCheckpoints:
             for step in sorted(mngr.all_steps(), reverse=True):
                 where = os.path.join(self.dir, str(step))
                 try:
-                    meta = mngr.restore(
-                        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+                    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+                        "meta"
+                    ]
                     if meta.get("config_ids") != self.config_ids:
                         raise ValueError("it belongs to another block (config ids differ)")
                     found = self._restore_state(mngr, step, meta, abstract_state, sharding), meta
                     break
                 except Exception as e:  # any damage: orbax, tensorstore, json raise variously
-                    self.warn(f"checkpoint {where} cannot be restored ({type(e).__name__}: "
-                              f"{_first_words(e)}); falling back to the previous one")
+                    self.warn(
+                        f"checkpoint {where} cannot be restored ({type(e).__name__}: "
+                        f"{_first_words(e)}); falling back to the previous one"
+                    )
                     damaged.append(step)
         if damaged:
             self._move_aside(damaged)
@@ -289,29 +322,41 @@ class BlockCheckpoints:
 
             multihost_utils.sync_global_devices("jaxcl:checkpoint-aside")
 
-    def _restore_state(self, mngr, step: int, meta: dict, abstract_state,
-                       sharding: NamedSharding):
+    def _restore_state(self, mngr, step: int, meta: dict, abstract_state, sharding: NamedSharding):
         names, treedef = _leaf_names(abstract_state)
         leaves = jax.tree.leaves(abstract_state)
         same_rows = meta["n_rows"] == self.n_rows
         # Saved with another device count (another padding): restore replicated, re-pad below.
         target = sharding if same_rows else NamedSharding(sharding.mesh, P())
-        abstract = {n: jax.ShapeDtypeStruct((meta["n_rows"],) + a.shape[1:], a.dtype,
-                                            sharding=target) for n, a in zip(names, leaves)}
-        flat = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract)))["state"]
+        abstract = {
+            n: jax.ShapeDtypeStruct((meta["n_rows"],) + a.shape[1:], a.dtype, sharding=target)
+            for n, a in zip(names, leaves)
+        }
+        flat = mngr.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+        )["state"]
         for n, a in zip(names, leaves):
             if flat[n].shape != abstract[n].shape or flat[n].dtype != a.dtype:
-                raise ValueError(f"array {n} is {flat[n].dtype}{list(flat[n].shape)}, expected "
-                                 f"{a.dtype}{list(abstract[n].shape)}")
+                raise ValueError(
+                    f"array {n} is {flat[n].dtype}{list(flat[n].shape)}, expected "
+                    f"{a.dtype}{list(abstract[n].shape)}"
+                )
         if not same_rows:
-            self.warn(f"checkpoint {step} was saved with {meta['n_rows']} rows and this run pads "
-                      f"to {self.n_rows} (another device count): re-padding; the result may "
-                      "differ from an uninterrupted run in the last bits")
+            self.warn(
+                f"checkpoint {step} was saved with {meta['n_rows']} rows and this run pads "
+                f"to {self.n_rows} (another device count): re-padding; the result may "
+                "differ from an uninterrupted run in the last bits"
+            )
             n = len(self.config_ids)
-            flat = {k: _global(np.concatenate([np.asarray(v)[:n]] + [np.asarray(v)[n - 1:n]]
-                                              * (self.n_rows - n)), sharding)
-                    for k, v in flat.items()}
+            flat = {
+                k: _global(
+                    np.concatenate(
+                        [np.asarray(v)[:n]] + [np.asarray(v)[n - 1 : n]] * (self.n_rows - n)
+                    ),
+                    sharding,
+                )
+                for k, v in flat.items()
+            }
         return jax.tree.unflatten(treedef, [flat[n] for n in names])
 
     def remove(self) -> None:
@@ -389,9 +434,12 @@ class StopSignal:
             signal.raise_signal(signum)
             return
         self.signum = signum
-        print(f"jaxcl: received {signal.Signals(signum).name}: finishing the current chunk and "
-              "saving a checkpoint (send it again to stop at once, without saving)",
-              file=sys.stderr, flush=True)
+        print(
+            f"jaxcl: received {signal.Signals(signum).name}: finishing the current chunk and "
+            "saving a checkpoint (send it again to stop at once, without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _restore(self):
         for s, h in self._previous.items():

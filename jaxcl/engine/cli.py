@@ -9,8 +9,13 @@ import shlex
 import sys
 
 # what `jaxcl run` calls once it has parsed its arguments; re-exported for scripts and tests
-from jaxcl.engine.launch import (compile_cache, parse_shard, run_sweep,  # noqa: F401
-                                 split_cpu, usable_cores)
+from jaxcl.engine.launch import (  # noqa: F401
+    compile_cache,
+    parse_shard,
+    run_sweep,
+    split_cpu,
+    usable_cores,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,103 +28,203 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run (or continue) a sweep into a run directory")
     run.add_argument("sweep", help="sweep TOML file with [base] and [grid] tables")
     run.add_argument("--out", required=True, help="run directory")
-    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                     help="override a Config field in every config of the grid (repeatable)")
-    run.add_argument("--max-parallel", type=int, default=None,
-                     help="at most this many configs per compiled batch (memory bound)")
-    run.add_argument("--batching", choices=BATCHINGS, default=None,
-                     help="how each device runs its configs: one after another (sequential, "
-                     "auto's choice on CPU) or all at once (vmap, auto's choice on GPU/TPU); "
-                     "default: [sweep] batching, else auto")
-    run.add_argument("--force-new", action="store_true",
-                     help="move an existing run directory of another sweep aside and start anew")
-    run.add_argument("--shard", default=None, metavar="I/N",
-                     help="run slice I of N of the grid (0 <= I < N) into the shared run "
-                     "directory, as one task of a job array; 'auto' takes I and N from "
-                     "SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a Config field in every config of the grid (repeatable)",
+    )
+    run.add_argument(
+        "--max-parallel",
+        type=int,
+        default=None,
+        help="at most this many configs per compiled batch (memory bound)",
+    )
+    run.add_argument(
+        "--batching",
+        choices=BATCHINGS,
+        default=None,
+        help="how each device runs its configs: one after another (sequential, "
+        "auto's choice on CPU) or all at once (vmap, auto's choice on GPU/TPU); "
+        "default: [sweep] batching, else auto",
+    )
+    run.add_argument(
+        "--force-new",
+        action="store_true",
+        help="move an existing run directory of another sweep aside and start anew",
+    )
+    run.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run slice I of N of the grid (0 <= I < N) into the shared run "
+        "directory, as one task of a job array; 'auto' takes I and N from "
+        "SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--no-lock", action="store_true",
-                     help="run without the run directory's lock (only where the file system "
-                     "refuses locks and no other run uses the directory)")
-    run.add_argument("--compile-cache", default=None, metavar="DIR",
-                     help="JAX's persistent compilation cache: reruns and resumes skip compiling "
-                     "(default: $JAXCL_COMPILE_CACHE, else $JAX_COMPILATION_CACHE_DIR, else "
-                     "~/.cache/jaxcl/xla; 'off' to turn it off)")
-    run.add_argument("--cpu-devices", type=int, default=None, metavar="N",
-                     help="on CPU, split the host into N JAX devices that the configs are "
-                     "sharded over (default: one per core, at most the smallest shape group's size; "
-                     "ignored if XLA_FLAGS sets a count)")
-    run.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
-                     help="size blocks so that one chunk takes about S seconds: a stop request "
-                     "(SIGTERM, Slurm's warning signal) is honoured at the end of the running "
-                     "chunk (default 10; 0: blocks as large as memory allows). Never changes a "
-                     "result")
-    run.add_argument("--requeue", type=int, nargs="?", const=20, default=None, metavar="N",
-                     help="in a Slurm batch job: after the warning signal (#SBATCH "
-                     "--signal=B:USR1@SECONDS) or SIGTERM, save, then requeue this job or "
-                     "array task (scontrol requeue) unless $SLURM_RESTART_COUNT reached N "
-                     "(default 20); the next leg resumes")
+    run.add_argument(
+        "--no-lock",
+        action="store_true",
+        help="run without the run directory's lock (only where the file system "
+        "refuses locks and no other run uses the directory)",
+    )
+    run.add_argument(
+        "--compile-cache",
+        default=None,
+        metavar="DIR",
+        help="JAX's persistent compilation cache: reruns and resumes skip compiling "
+        "(default: $JAXCL_COMPILE_CACHE, else $JAX_COMPILATION_CACHE_DIR, else "
+        "~/.cache/jaxcl/xla; 'off' to turn it off)",
+    )
+    run.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="on CPU, split the host into N JAX devices that the configs are "
+        "sharded over (default: one per core, at most the smallest shape group's size; "
+        "ignored if XLA_FLAGS sets a count)",
+    )
+    run.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="size blocks so that one chunk takes about S seconds: a stop request "
+        "(SIGTERM, Slurm's warning signal) is honoured at the end of the running "
+        "chunk (default 10; 0: blocks as large as memory allows). Never changes a "
+        "result",
+    )
+    run.add_argument(
+        "--requeue",
+        type=int,
+        nargs="?",
+        const=20,
+        default=None,
+        metavar="N",
+        help="in a Slurm batch job: after the warning signal (#SBATCH "
+        "--signal=B:USR1@SECONDS) or SIGTERM, save, then requeue this job or "
+        "array task (scontrol requeue) unless $SLURM_RESTART_COUNT reached N "
+        "(default 20); the next leg resumes",
+    )
     ck = run.add_argument_group("checkpoints (run options: they never change config ids)")
-    ck.add_argument("--checkpoint-every-steps", type=int, default=None, metavar="N",
-                    help="checkpoint at the first chunk boundary past every N steps (0: off; "
-                    "default 0, or [sweep] checkpoint_every_steps)")
-    ck.add_argument("--checkpoint-every-seconds", type=float, default=None, metavar="S",
-                    help="checkpoint once S seconds passed since the last one (0: off; "
-                    "default 300, or [sweep] checkpoint_every_seconds)")
-    ck.add_argument("--keep-checkpoints", type=int, default=None, metavar="K",
-                    help="keep the last K checkpoints of a block (default 3, or [sweep] "
-                    "keep_checkpoints)")
+    ck.add_argument(
+        "--checkpoint-every-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="checkpoint at the first chunk boundary past every N steps (0: off; "
+        "default 0, or [sweep] checkpoint_every_steps)",
+    )
+    ck.add_argument(
+        "--checkpoint-every-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="checkpoint once S seconds passed since the last one (0: off; "
+        "default 300, or [sweep] checkpoint_every_seconds)",
+    )
+    ck.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=None,
+        metavar="K",
+        help="keep the last K checkpoints of a block (default 3, or [sweep] keep_checkpoints)",
+    )
     dist = run.add_argument_group("multi-process (jax.distributed)")
     dist.add_argument("--coordinator", default=None, metavar="HOST:PORT")
     dist.add_argument("--num-processes", type=int, default=None)
     dist.add_argument("--process-id", type=int, default=None)
-    dist.add_argument("--distributed", action="store_true",
-                      help="call jax.distributed.initialize() with auto-detection (Slurm, TPU)")
-    pla = sub.add_parser("plan", help="what a sweep will cost, before it is queued: configs, "
-                         "shape groups, compiles, memory, steps, an estimated wall time from a "
-                         "short calibration, a job array's time and legs per task (writes "
-                         "nothing)")
+    dist.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() with auto-detection (Slurm, TPU)",
+    )
+    pla = sub.add_parser(
+        "plan",
+        help="what a sweep will cost, before it is queued: configs, "
+        "shape groups, compiles, memory, steps, an estimated wall time from a "
+        "short calibration, a job array's time and legs per task (writes "
+        "nothing)",
+    )
     pla.add_argument("sweep")
     pla.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     pla.add_argument("--max-parallel", type=int, default=None)
     pla.add_argument("--batching", choices=BATCHINGS, default=None)
     pla.add_argument("--chunk-seconds", type=float, default=None, metavar="S")
     pla.add_argument("--cpu-devices", type=int, default=None, metavar="N")
-    pla.add_argument("--array", type=int, default=None, metavar="N",
-                     help="the time per task of a job array of N tasks (--shard auto)")
-    pla.add_argument("--time", type=float, default=None, metavar="MINUTES",
-                     help="with --array: each leg's time limit (sbatch --time), for the legs "
-                     "per task")
-    pla.add_argument("--signal-seconds", type=float, default=120.0, metavar="S",
-                     help="with --time: the warning's offset (--signal=B:USR1@S; default 120)")
-    pla.add_argument("--no-calibrate", action="store_true",
-                     help="no compile, no time estimate")
-    mer = sub.add_parser("merge", help="write results.jsonl, the manifest and the figures from "
-                         "a run directory's finished configs (after a job array's tasks)")
+    pla.add_argument(
+        "--array",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the time per task of a job array of N tasks (--shard auto)",
+    )
+    pla.add_argument(
+        "--time",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="with --array: each leg's time limit (sbatch --time), for the legs per task",
+    )
+    pla.add_argument(
+        "--signal-seconds",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="with --time: the warning's offset (--signal=B:USR1@S; default 120)",
+    )
+    pla.add_argument("--no-calibrate", action="store_true", help="no compile, no time estimate")
+    mer = sub.add_parser(
+        "merge",
+        help="write results.jsonl, the manifest and the figures from "
+        "a run directory's finished configs (after a job array's tasks)",
+    )
     mer.add_argument("run_dir")
-    sta = sub.add_parser("status", help="configs pending/running/done/failed, steps, rate, ETA "
-                         "(read-only: works while a run goes)")
+    sta = sub.add_parser(
+        "status",
+        help="configs pending/running/done/failed, steps, rate, ETA "
+        "(read-only: works while a run goes)",
+    )
     sta.add_argument("run_dir")
     sta.add_argument("--json", action="store_true", help="print the status as JSON")
     rep = sub.add_parser("report", help="write RUN_DIR/report.md and its PNG plots")
     rep.add_argument("run_dir", help="a run directory (and/or one holding init_stats.json)")
-    rep.add_argument("--out", default=None, metavar="DIR",
-                     help="write report.md, report.json, the PNGs and a copy of sweep.toml "
-                     "here instead of RUN_DIR (e.g. results/<study>/)")
-    rep.add_argument("--init-stats", default=None, metavar="PATH", nargs="+",
-                     help="liao: init_stats.json file(s) to include (default: "
-                     "RUN_DIR/init_stats.json); their counts and expectations extend Lemma "
-                     "C.1's claims past a sweep's d")
-    rep.add_argument("--trend", default=None, metavar="REPORT_JSON",
-                     help="liao: the report.json of a sweep over d (e.g. "
-                     "results/theorem33-cpu/report.json) to set a long run's final values beside")
-    cmp = sub.add_parser("compare", help="two reports of one study side by side (e.g. "
-                         "results/<study> and its rerun elsewhere): verdicts and intervals; "
-                         "exit 1 when a verdict differs")
+    rep.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="write report.md, report.json, the PNGs and a copy of sweep.toml "
+        "here instead of RUN_DIR (e.g. results/<study>/)",
+    )
+    rep.add_argument(
+        "--init-stats",
+        default=None,
+        metavar="PATH",
+        nargs="+",
+        help="liao: init_stats.json file(s) to include (default: "
+        "RUN_DIR/init_stats.json); their counts and expectations extend Lemma "
+        "C.1's claims past a sweep's d",
+    )
+    rep.add_argument(
+        "--trend",
+        default=None,
+        metavar="REPORT_JSON",
+        help="liao: the report.json of a sweep over d (e.g. "
+        "results/theorem33-cpu/report.json) to set a long run's final values beside",
+    )
+    cmp = sub.add_parser(
+        "compare",
+        help="two reports of one study side by side (e.g. "
+        "results/<study> and its rerun elsewhere): verdicts and intervals; "
+        "exit 1 when a verdict differs",
+    )
     cmp.add_argument("a", metavar="REPORT_A", help="report.json, or the directory holding it")
     cmp.add_argument("b", metavar="REPORT_B")
-    cmp.add_argument("--out", default=None, metavar="PATH",
-                     help="also write the table (markdown) here")
+    cmp.add_argument(
+        "--out", default=None, metavar="PATH", help="also write the table (markdown) here"
+    )
     for name in protocol.names():
         for cmd, spec in protocol.get(name).commands().items():
             p = sub.add_parser(cmd, help=f"{spec.help} [{name}]")
@@ -155,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "report":
             from jaxcl.engine import report
 
-            path = report.write_report(args.run_dir, {"init_stats": args.init_stats,
-                                                      "trend": args.trend},
-                                       out=args.out)
+            path = report.write_report(
+                args.run_dir, {"init_stats": args.init_stats, "trend": args.trend}, out=args.out
+            )
             print(f"jaxcl: report -> {path}", flush=True)
         elif args.cmd == "compare":
             return _compare(args)
@@ -177,8 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxcl: error: {e}", file=sys.stderr)
         return 4
     except DiskFullError as e:
-        print(f"jaxcl: error: {e.strerror}. Free some space and rerun the same command to "
-              "continue.", file=sys.stderr, flush=True)
+        print(
+            f"jaxcl: error: {e.strerror}. Free some space and rerun the same command to continue.",
+            file=sys.stderr,
+            flush=True,
+        )
         return 3
     return 0
 
@@ -216,10 +324,16 @@ def _plan(args) -> int:
     jax.config.update("jax_enable_compilation_cache", False)  # the plan writes nothing
     from jaxcl.engine import pacing, plan
 
-    plan.plan(sw, max_parallel=args.max_parallel, batching=args.batching,
-              chunk_seconds=pacing.CHUNK_SECONDS if args.chunk_seconds is None
-              else args.chunk_seconds, array=args.array, time_limit=args.time,
-              signal_seconds=args.signal_seconds, calibrate_time=not args.no_calibrate)
+    plan.plan(
+        sw,
+        max_parallel=args.max_parallel,
+        batching=args.batching,
+        chunk_seconds=pacing.CHUNK_SECONDS if args.chunk_seconds is None else args.chunk_seconds,
+        array=args.array,
+        time_limit=args.time,
+        signal_seconds=args.signal_seconds,
+        calibrate_time=not args.no_calibrate,
+    )
     return 0
 
 
@@ -239,23 +353,39 @@ def _run_sweep(args) -> int:
     sw = sweep_mod.load(args.sweep, args.set)  # every config validated before jax starts
     try:
         summary = run_sweep(
-            sw, args.out, shard=args.shard, max_parallel=args.max_parallel,
-            batching=args.batching, force_new=args.force_new,
-            progress=False if args.no_progress else None, lock=not args.no_lock,
-            compile_cache=args.compile_cache, cpu_devices=args.cpu_devices,
+            sw,
+            args.out,
+            shard=args.shard,
+            max_parallel=args.max_parallel,
+            batching=args.batching,
+            force_new=args.force_new,
+            progress=False if args.no_progress else None,
+            lock=not args.no_lock,
+            compile_cache=args.compile_cache,
+            cpu_devices=args.cpu_devices,
             checkpoint_every_steps=args.checkpoint_every_steps,
             checkpoint_every_seconds=args.checkpoint_every_seconds,
-            keep_checkpoints=args.keep_checkpoints, chunk_seconds=args.chunk_seconds,
-            requeue=args.requeue, coordinator=args.coordinator,
-            num_processes=args.num_processes, process_id=args.process_id,
-            distributed=args.distributed, log=lambda m: print(m, flush=True))
+            keep_checkpoints=args.keep_checkpoints,
+            chunk_seconds=args.chunk_seconds,
+            requeue=args.requeue,
+            coordinator=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            distributed=args.distributed,
+            log=lambda m: print(m, flush=True),
+        )
     except Interrupted as e:
         if getattr(e, "requeue", "").startswith("requeued"):
             print(f"jaxcl: {e}; {e.requeue}", file=sys.stderr, flush=True)
         else:
-            print(f"jaxcl: {e}." + (f"\njaxcl: {e.requeue}" if hasattr(e, "requeue") else "")
-                  + "\njaxcl: to resume, run the same command again:\n  "
-                  f"{shlex.join(['jaxcl'] + list(args.argv))}", file=sys.stderr, flush=True)
+            print(
+                f"jaxcl: {e}."
+                + (f"\njaxcl: {e.requeue}" if hasattr(e, "requeue") else "")
+                + "\njaxcl: to resume, run the same command again:\n  "
+                f"{shlex.join(['jaxcl'] + list(args.argv))}",
+                file=sys.stderr,
+                flush=True,
+            )
         return 128 + e.signum
     import jax
 
@@ -263,11 +393,18 @@ def _run_sweep(args) -> int:
     if jax.process_count() > 1:  # each process counts the configs it wrote
         from jax.experimental import multihost_utils
 
-        done, failed = (int(x) for x in np.sum(multihost_utils.process_allgather(
-            np.asarray([done, failed], np.int32)), axis=0))
+        done, failed = (
+            int(x)
+            for x in np.sum(
+                multihost_utils.process_allgather(np.asarray([done, failed], np.int32)), axis=0
+            )
+        )
     if jax.process_index() == 0:  # one summary for the whole job
-        print(f"jaxcl: {done} done, {len(summary.skipped)} already done, "
-              f"{failed} failed in {summary.seconds:.1f}s -> {args.out}", flush=True)
+        print(
+            f"jaxcl: {done} done, {len(summary.skipped)} already done, "
+            f"{failed} failed in {summary.seconds:.1f}s -> {args.out}",
+            flush=True,
+        )
     return 1 if failed else 0
 
 

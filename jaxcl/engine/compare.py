@@ -15,9 +15,27 @@ import os
 from jaxcl.errors import ConfigError
 
 # Fields that name a row (a point of the grid, a claim) rather than measure something.
-ID_FIELDS = ("experiment", "claim", "bound", "source", "mode", "loss", "d", "ratio", "C_m", "eta",
-             "prune_fraction", "p", "tau", "negatives", "n_major_classes", "n_minor_classes",
-             "seeds", "steps", "theta")
+ID_FIELDS = (
+    "experiment",
+    "claim",
+    "bound",
+    "source",
+    "mode",
+    "loss",
+    "d",
+    "ratio",
+    "C_m",
+    "eta",
+    "prune_fraction",
+    "p",
+    "tau",
+    "negatives",
+    "n_major_classes",
+    "n_minor_classes",
+    "seeds",
+    "steps",
+    "theta",
+)
 VERDICT_FIELDS = ("verdict", "word")
 
 
@@ -59,8 +77,13 @@ def _interval(x) -> tuple[float, float, float] | None:
 
 
 def _fmt(iv) -> str:
-    return "—" if iv is None else "{:.3g} [{:.3g}, {:.3g}]".format(*(
-        v if isinstance(v, (int, float)) and v is not None else math.nan for v in iv))
+    return (
+        "—"
+        if iv is None
+        else "{:.3g} [{:.3g}, {:.3g}]".format(
+            *(v if isinstance(v, (int, float)) and v is not None else math.nan for v in iv)
+        )
+    )
 
 
 def _overlap(x, y) -> bool:
@@ -78,30 +101,59 @@ def _walk(a, b, path: str, out: list) -> None:
                 other = index_b.pop(_row_key(r), None)
                 where = f"{path}[{_name(r)}]"
                 if other is None:
-                    out.append({"path": where, "kind": "missing", "a": "present", "b": "—",
-                                "agree": False})
+                    out.append(
+                        {"path": where, "kind": "missing", "a": "present", "b": "—", "agree": False}
+                    )
                 else:
                     _walk(r, other, where, out)
             for r in index_b.values():
-                out.append({"path": f"{path}[{_name(r)}]", "kind": "missing", "a": "—",
-                            "b": "present", "agree": False})
+                out.append(
+                    {
+                        "path": f"{path}[{_name(r)}]",
+                        "kind": "missing",
+                        "a": "—",
+                        "b": "present",
+                        "agree": False,
+                    }
+                )
         return
     if not (isinstance(a, dict) and isinstance(b, dict)):
         return
     ia, ib = _interval(a), _interval(b)
     if ia is not None and ib is not None:
-        out.append({"path": path, "kind": "interval", "a": _fmt(ia), "b": _fmt(ib),
-                    "agree": _overlap(ia, ib)})
+        out.append(
+            {
+                "path": path,
+                "kind": "interval",
+                "a": _fmt(ia),
+                "b": _fmt(ib),
+                "agree": _overlap(ia, ib),
+            }
+        )
     if {"lo", "hi"} <= set(a) and ia is None:  # a row's own point estimate and interval
         pt = next((k for k in ("slope", "mean", "value") if k in a and k in b), None)
         if pt is not None:
             x, y = (a[pt], a["lo"], a["hi"]), (b[pt], b["lo"], b["hi"])
-            out.append({"path": f"{path}.{pt}", "kind": "interval", "a": _fmt(x), "b": _fmt(y),
-                        "agree": _overlap(x, y)})
+            out.append(
+                {
+                    "path": f"{path}.{pt}",
+                    "kind": "interval",
+                    "a": _fmt(x),
+                    "b": _fmt(y),
+                    "agree": _overlap(x, y),
+                }
+            )
     for k in VERDICT_FIELDS:
         if isinstance(a.get(k), str) or isinstance(b.get(k), str):
-            out.append({"path": f"{path}.{k}", "kind": "verdict", "a": a.get(k, "—"),
-                        "b": b.get(k, "—"), "agree": a.get(k) == b.get(k)})
+            out.append(
+                {
+                    "path": f"{path}.{k}",
+                    "kind": "verdict",
+                    "a": a.get(k, "—"),
+                    "b": b.get(k, "—"),
+                    "agree": a.get(k) == b.get(k),
+                }
+            )
     for k in a:
         if k in b and k not in VERDICT_FIELDS and isinstance(a[k], (dict, list)):
             _walk(a[k], b[k], f"{path}.{k}" if path else k, out)
@@ -112,11 +164,17 @@ def table(rows: list[dict], a_name: str, b_name: str) -> list[str]:
     verdicts = [r for r in rows if r["kind"] == "verdict"]
     intervals = [r for r in rows if r["kind"] == "interval"]
     missing = [r for r in rows if r["kind"] == "missing"]
-    lines = [f"{sum(r['agree'] for r in verdicts)}/{len(verdicts)} verdicts agree, "
-             f"{sum(r['agree'] for r in intervals)}/{len(intervals)} intervals overlap, "
-             f"{len(missing)} entries in one report only.", "",
-             f"| entry | kind | {a_name} | {b_name} | agree |", "|---|---|---|---|---|"]
+    lines = [
+        f"{sum(r['agree'] for r in verdicts)}/{len(verdicts)} verdicts agree, "
+        f"{sum(r['agree'] for r in intervals)}/{len(intervals)} intervals overlap, "
+        f"{len(missing)} entries in one report only.",
+        "",
+        f"| entry | kind | {a_name} | {b_name} | agree |",
+        "|---|---|---|---|---|",
+    ]
     for r in verdicts + missing + intervals:
-        lines.append(f"| {r['path']} | {r['kind']} | {r['a']} | {r['b']} | "
-                     f"{'yes' if r['agree'] else '**no**'} |")
+        lines.append(
+            f"| {r['path']} | {r['kind']} | {r['a']} | {r['b']} | "
+            f"{'yes' if r['agree'] else '**no**'} |"
+        )
     return lines

@@ -23,13 +23,17 @@ def parse_shard(text: str, env: dict | None = None):
             i = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
             n = int(env["SLURM_ARRAY_TASK_COUNT"])
         except KeyError as e:
-            raise ConfigError(f"--shard auto: ${e.args[0]} is not set (not a Slurm job array "
-                              "task); give --shard I/N") from None
+            raise ConfigError(
+                f"--shard auto: ${e.args[0]} is not set (not a Slurm job array "
+                "task); give --shard I/N"
+            ) from None
         except ValueError:
-            raise ConfigError("--shard auto: SLURM_ARRAY_TASK_ID/MIN/COUNT are not integers "
-                              f"({env.get('SLURM_ARRAY_TASK_ID')!r}, "
-                              f"{env.get('SLURM_ARRAY_TASK_MIN')!r}, "
-                              f"{env.get('SLURM_ARRAY_TASK_COUNT')!r})") from None
+            raise ConfigError(
+                "--shard auto: SLURM_ARRAY_TASK_ID/MIN/COUNT are not integers "
+                f"({env.get('SLURM_ARRAY_TASK_ID')!r}, "
+                f"{env.get('SLURM_ARRAY_TASK_MIN')!r}, "
+                f"{env.get('SLURM_ARRAY_TASK_COUNT')!r})"
+            ) from None
         where = "--shard auto (from SLURM_ARRAY_TASK_*)"
     else:
         try:
@@ -51,10 +55,16 @@ def compile_cache(path: str | None = None) -> str | None:
     $JAXCL_COMPILE_CACHE, else $JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/jaxcl/xla
     (~/.cache/jaxcl/xla); "off" turns it off. A cache that cannot be read or written only warns.
     """
-    path = (path or os.environ.get("JAXCL_COMPILE_CACHE")
-            or os.environ.get("JAX_COMPILATION_CACHE_DIR")
-            or os.path.join(os.environ.get("XDG_CACHE_HOME")
-                            or os.path.join(os.path.expanduser("~"), ".cache"), "jaxcl", "xla"))
+    path = (
+        path
+        or os.environ.get("JAXCL_COMPILE_CACHE")
+        or os.environ.get("JAX_COMPILATION_CACHE_DIR")
+        or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+            "jaxcl",
+            "xla",
+        )
+    )
     if path == "off":
         return None
     import jax
@@ -91,26 +101,46 @@ def _checkpoint_options(options: dict, every_steps, every_seconds, keep):
     """Arguments override the sweep file's [sweep] options, which override the defaults."""
     from jaxcl.engine.checkpoint import CheckpointOptions
 
-    picked = {"every_steps": (every_steps, "checkpoint_every_steps"),
-              "every_seconds": (every_seconds, "checkpoint_every_seconds"),
-              "keep": (keep, "keep_checkpoints")}
-    return CheckpointOptions(**{k: flag if flag is not None else options[key]
-                                for k, (flag, key) in picked.items()
-                                if flag is not None or key in options})
+    picked = {
+        "every_steps": (every_steps, "checkpoint_every_steps"),
+        "every_seconds": (every_seconds, "checkpoint_every_seconds"),
+        "keep": (keep, "keep_checkpoints"),
+    }
+    return CheckpointOptions(
+        **{
+            k: flag if flag is not None else options[key]
+            for k, (flag, key) in picked.items()
+            if flag is not None or key in options
+        }
+    )
 
 
 _compile_cache = compile_cache  # run_sweep's argument of that name shadows the function
 
 
-def run_sweep(sw, out: str, *, shard: str | None = None, max_parallel: int | None = None,
-              batching: str | None = None, force_new: bool = False,
-              progress: bool | None = None, lock: bool = True, compile_cache: str | None = None,
-              cpu_devices: int | None = None, checkpoint_every_steps: int | None = None,
-              checkpoint_every_seconds: float | None = None,
-              keep_checkpoints: int | None = None, chunk_seconds: float | None = None,
-              requeue: int | None = None, coordinator: str | None = None,
-              num_processes: int | None = None, process_id: int | None = None,
-              distributed: bool = False, log=print):
+def run_sweep(
+    sw,
+    out: str,
+    *,
+    shard: str | None = None,
+    max_parallel: int | None = None,
+    batching: str | None = None,
+    force_new: bool = False,
+    progress: bool | None = None,
+    lock: bool = True,
+    compile_cache: str | None = None,
+    cpu_devices: int | None = None,
+    checkpoint_every_steps: int | None = None,
+    checkpoint_every_seconds: float | None = None,
+    keep_checkpoints: int | None = None,
+    chunk_seconds: float | None = None,
+    requeue: int | None = None,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    distributed: bool = False,
+    log=print,
+):
     """What `jaxcl run` does once the sweep is parsed (the CLI and `jaxcl.run` call this): checks
     the options, splits the CPU into devices, starts jax.distributed if asked, turns on the
     compile cache, and runs the sweep under the run directory's lock. Each argument is the
@@ -139,8 +169,10 @@ def run_sweep(sw, out: str, *, shard: str | None = None, max_parallel: int | Non
         raise ConfigError(f"--requeue = {requeue}: must be >= 0")
     shard = parse_shard(shard) if shard else None
     if shard is not None and shard.count > len(sw.configs()):
-        raise ConfigError(f"--shard {shard}: the grid has only {len(sw.configs())} configs, "
-                          f"fewer than {shard.count} slices")
+        raise ConfigError(
+            f"--shard {shard}: the grid has only {len(sw.configs())} configs, "
+            f"fewer than {shard.count} slices"
+        )
     mine = sweep_mod.shard_configs(sw.configs(), shard) if shard else sw.configs()
     # One device per core, but no more than the smallest shape group has configs: a group
     # smaller than the device count is padded, and padding rows would take cores from it.
@@ -151,22 +183,34 @@ def run_sweep(sw, out: str, *, shard: str | None = None, max_parallel: int | Non
 
         # CPU processes need gloo for the cross-process barriers (GPU/TPU have their own).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=coordinator,
-                                   num_processes=num_processes, process_id=process_id)
+        jax.distributed.initialize(
+            coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+        )
     cache = _compile_cache(compile_cache)
     from jaxcl.engine import runner
 
     import jax
 
     if jax.process_index() == 0:  # one banner for the whole job
-        log(f"jaxcl: {len(mine)} configs in {len(sweep_mod.group_by_static(mine))} shape groups "
+        log(
+            f"jaxcl: {len(mine)} configs in {len(sweep_mod.group_by_static(mine))} shape groups "
             + (f"(slice {shard} of a {len(sw.configs())}-config grid) " if shard else "")
             + f"on {jax.device_count()} {jax.default_backend()} device(s) -> {out}"
-            + (f" (compile cache {cache})" if cache else ""))
-    ckpt = _checkpoint_options(sw.options, checkpoint_every_steps, checkpoint_every_seconds,
-                               keep_checkpoints)
-    return runner.run(sw, out, lock=lock, shard=shard, max_parallel=max_parallel,
-                      force_new=force_new, batching=batching, progress=progress,
-                      checkpoints=ckpt, requeue=requeue,
-                      **({} if chunk_seconds is None else {"chunk_seconds": chunk_seconds}))
-
+            + (f" (compile cache {cache})" if cache else "")
+        )
+    ckpt = _checkpoint_options(
+        sw.options, checkpoint_every_steps, checkpoint_every_seconds, keep_checkpoints
+    )
+    return runner.run(
+        sw,
+        out,
+        lock=lock,
+        shard=shard,
+        max_parallel=max_parallel,
+        force_new=force_new,
+        batching=batching,
+        progress=progress,
+        checkpoints=ckpt,
+        requeue=requeue,
+        **({} if chunk_seconds is None else {"chunk_seconds": chunk_seconds}),
+    )

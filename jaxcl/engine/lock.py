@@ -78,9 +78,12 @@ class RunDirLock:
         import fcntl
         import socket
 
-        if (os.path.isdir(self.path) and not os.path.exists(self.file)
-                and not os.path.exists(os.path.join(self.path, "manifest.json"))
-                and foreign(os.listdir(self.path))):
+        if (
+            os.path.isdir(self.path)
+            and not os.path.exists(self.file)
+            and not os.path.exists(os.path.join(self.path, "manifest.json"))
+            and foreign(os.listdir(self.path))
+        ):
             return False
         self.created = not os.path.exists(self.file)
         os.makedirs(self.path, exist_ok=True)
@@ -95,27 +98,39 @@ class RunDirLock:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EACCES, errno.EAGAIN):
-                raise RunDirBusy(f"{what}run directory {self.path!r} is in use by another jaxcl "
-                                 f"run ({self.holders()}); wait for it to finish, or stop it (a "
-                                 "killed run releases the lock) and run again") from None
+                raise RunDirBusy(
+                    f"{what}run directory {self.path!r} is in use by another jaxcl "
+                    f"run ({self.holders()}); wait for it to finish, or stop it (a "
+                    "killed run releases the lock) and run again"
+                ) from None
             if e.errno in self.REFUSED:
-                raise RunDirBusy(f"run directory {self.path!r}: the file system refuses locks "
-                                 f"({os.strerror(e.errno)}), so two runs could write it at once; "
-                                 "pass --no-lock to run unlocked if you are sure no other run "
-                                 "uses it") from None
+                raise RunDirBusy(
+                    f"run directory {self.path!r}: the file system refuses locks "
+                    f"({os.strerror(e.errno)}), so two runs could write it at once; "
+                    "pass --no-lock to run unlocked if you are sure no other run "
+                    "uses it"
+                ) from None
             raise
         if self.shard is not None:
             n = self.shard.count
             lo, hi = Shard(0, n).byte(), Shard(0, n).byte() + n
             if (lo > 1 and _held(fd, 1, lo - 1)) or _held(fd, hi, 0):
                 os.close(fd)
-                raise RunDirBusy(f"run directory {self.path!r}: slices of another count are "
-                                 f"running ({self.holders()}); every task of a job array must "
-                                 f"use the same N as --shard I/{n}")
+                raise RunDirBusy(
+                    f"run directory {self.path!r}: slices of another count are "
+                    f"running ({self.holders()}); every task of a job array must "
+                    f"use the same N as --shard I/{n}"
+                )
         self._fd = fd
-        self._note = dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                            "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": command,
-                            "shard": None if self.shard is None else str(self.shard)})
+        self._note = dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "command": command,
+                "shard": None if self.shard is None else str(self.shard),
+            }
+        )
         return True
 
     def write_note(self) -> None:
@@ -164,9 +179,11 @@ class RunDirLock:
                     shard = Shard(*map(int, info["shard"].split("/")))
                     if self.active(shard) is False:
                         continue  # a slice that ended: its note is history
-                notes.append(f"{'slice ' + info['shard'] + ': ' if info.get('shard') else ''}"
-                             f"pid {info.get('pid')} on {info.get('host')} since "
-                             f"{info.get('since')}: {info.get('command') or 'jaxcl run'}")
+                notes.append(
+                    f"{'slice ' + info['shard'] + ': ' if info.get('shard') else ''}"
+                    f"pid {info.get('pid')} on {info.get('host')} since "
+                    f"{info.get('since')}: {info.get('command') or 'jaxcl run'}"
+                )
         return "; ".join(notes) or "holder unknown"
 
     def release(self, refused: bool = False) -> None:

@@ -41,9 +41,17 @@ def saved_blocks(run_dir: str) -> list[tuple[list[str], int]]:
     return [(ids, n) for _, ids, n in sorted(found, key=lambda x: x[0])]
 
 
-def blocks(group: list, sharding: NamedSharding, *, saved: list, max_parallel: int | None,
-           batching: str, group_size: int, seconds: float,
-           timing: Callable[[], float | None]) -> Iterator[tuple[list, int]]:
+def blocks(
+    group: list,
+    sharding: NamedSharding,
+    *,
+    saved: list,
+    max_parallel: int | None,
+    batching: str,
+    group_size: int,
+    seconds: float,
+    timing: Callable[[], float | None],
+) -> Iterator[tuple[list, int]]:
     """The (configs, padded rows) blocks of one shape group, to run one after another.
 
     First the blocks of `saved` (`saved_blocks`) whose configs are all in `group`, exactly as
@@ -61,23 +69,35 @@ def blocks(group: list, sharding: NamedSharding, *, saved: list, max_parallel: i
     for ids, n_rows in saved:
         if ids and all(i in by_id for i in ids):
             cfgs = [by_id.pop(i) for i in ids]
-            yield cfgs, (n_rows if n_rows % n_dev == 0 and n_rows >= len(cfgs)
-                         else -(-len(cfgs) // n_dev) * n_dev)
+            yield (
+                cfgs,
+                (
+                    n_rows
+                    if n_rows % n_dev == 0 and n_rows >= len(cfgs)
+                    else -(-len(cfgs) // n_dev) * n_dev
+                ),
+            )
     rest = [c for c in group if c.config_id in by_id]
     if not rest:
         return
     plan = plan_blocks(rest, sharding, max_parallel, batching, group_size=group_size)
     probe = PROBE_PER_DEVICE * n_dev
-    if (max_parallel or seconds <= 0 or resolve_batching(batching) != "sequential"
-            or max(len(b) for b, _ in plan) <= probe):
+    if (
+        max_parallel
+        or seconds <= 0
+        or resolve_batching(batching) != "sequential"
+        or max(len(b) for b, _ in plan) <= probe
+    ):
         yield from plan
         return
     cap = max(len(b) for b, _ in plan)  # what memory allows
     rest = sorted(rest, key=lambda c: -c.n_steps)  # the longest first, as plan_blocks does
     yield from plan_blocks(rest[:probe], sharding, probe, batching, group_size=group_size)
     per_chunk = timing()
-    per_device = PROBE_PER_DEVICE if not per_chunk else max(
-        1, int(PROBE_PER_DEVICE * seconds / per_chunk))
+    per_device = (
+        PROBE_PER_DEVICE if not per_chunk else max(1, int(PROBE_PER_DEVICE * seconds / per_chunk))
+    )
     per_device = 1 << (per_device.bit_length() - 1)  # a power of two
-    yield from plan_blocks(rest[probe:], sharding, min(cap, per_device * n_dev), batching,
-                           group_size=group_size)
+    yield from plan_blocks(
+        rest[probe:], sharding, min(cap, per_device * n_dev), batching, group_size=group_size
+    )

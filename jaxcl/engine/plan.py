@@ -11,9 +11,17 @@ import jax
 import numpy as np
 
 from jaxcl.engine import pacing, protocol
-from jaxcl.engine.programs import (block_hparams, compiled, config_mesh, final_observables,
-                                   global_array, memory_limit, plan_blocks, resolve_batching,
-                                   state_bytes)
+from jaxcl.engine.programs import (
+    block_hparams,
+    compiled,
+    config_mesh,
+    final_observables,
+    global_array,
+    memory_limit,
+    plan_blocks,
+    resolve_batching,
+    state_bytes,
+)
 from jaxcl.engine.sweep import group_by_static, shard_configs
 
 # Host work the calibration does not see, measured on whole runs (benchmarks/grid.py: rows,
@@ -47,8 +55,14 @@ def calibrate(group: list, sharding, batching: str) -> dict:
     return {"chunk": chunk, "compile": (t1 - t0) + (t2 - t1 - chunk) + (t4 - t3)}
 
 
-def estimate(configs: list, sharding, batching: str, max_parallel: int | None,
-             chunk_seconds: float, cal: dict) -> dict:
+def estimate(
+    configs: list,
+    sharding,
+    batching: str,
+    max_parallel: int | None,
+    chunk_seconds: float,
+    cal: dict,
+) -> dict:
     """Seconds for one process to run `configs` (calibrations `cal` by group key), and the
     blocks and compiles it takes."""
     n_dev = sharding.mesh.size
@@ -56,8 +70,12 @@ def estimate(configs: list, sharding, batching: str, max_parallel: int | None,
     for key, group in group_by_static(configs).items():
         c = cal[key]
         size = None
-        if (not max_parallel and chunk_seconds > 0 and resolve_batching(batching) == "sequential"
-                and c["chunk"] > 0):
+        if (
+            not max_parallel
+            and chunk_seconds > 0
+            and resolve_batching(batching) == "sequential"
+            and c["chunk"] > 0
+        ):
             per_device = max(1, int(chunk_seconds / c["chunk"]))
             size = (1 << (per_device.bit_length() - 1)) * n_dev
         plan = plan_blocks(group, sharding, max_parallel or size, batching)
@@ -72,10 +90,18 @@ def estimate(configs: list, sharding, batching: str, max_parallel: int | None,
     return {"seconds": total, "blocks": blocks, "compiles": compiles}
 
 
-def plan(sweep, *, max_parallel: int | None = None, batching: str | None = None,
-         chunk_seconds: float = pacing.CHUNK_SECONDS, array: int | None = None,
-         time_limit: float | None = None, signal_seconds: float = 120.0,
-         calibrate_time: bool = True, log=print) -> dict:
+def plan(
+    sweep,
+    *,
+    max_parallel: int | None = None,
+    batching: str | None = None,
+    chunk_seconds: float = pacing.CHUNK_SECONDS,
+    array: int | None = None,
+    time_limit: float | None = None,
+    signal_seconds: float = 120.0,
+    calibrate_time: bool = True,
+    log=print,
+) -> dict:
     """Prints (through `log`) and returns what running `sweep` will take on this machine.
 
     Args:
@@ -91,9 +117,11 @@ def plan(sweep, *, max_parallel: int | None = None, batching: str | None = None,
     n_dev = sharding.mesh.size
     limit, what = memory_limit()
     groups = group_by_static(configs)
-    log(f"jaxcl plan: {len(configs)} configs in {len(groups)} shape groups on {n_dev} "
+    log(
+        f"jaxcl plan: {len(configs)} configs in {len(groups)} shape groups on {n_dev} "
         f"{jax.default_backend()} device(s), batching {batching}; memory: {_gib(limit)} "
-        f"({what})")
+        f"({what})"
+    )
     cal, out = {}, {"configs": len(configs), "groups": []}
     for (name, static), group in groups.items():
         exp = protocol.get(name)
@@ -105,40 +133,70 @@ def plan(sweep, *, max_parallel: int | None = None, batching: str | None = None,
         block_mem = per_dev * state + (step if batching == "sequential" else per_dev * step)
         if calibrate_time:
             cal[(name, static)] = calibrate(group, sharding, batching)
-        g = {"experiment": name, "shape": exp.describe(static), "configs": len(group),
-             "steps": steps, "steps_given": given, "config_bytes": state + step,
-             "block_bytes_per_device": block_mem, **cal.get((name, static), {})}
+        g = {
+            "experiment": name,
+            "shape": exp.describe(static),
+            "configs": len(group),
+            "steps": steps,
+            "steps_given": given,
+            "config_bytes": state + step,
+            "block_bytes_per_device": block_mem,
+            **cal.get((name, static), {}),
+        }
         out["groups"].append(g)
-        log(f"  {name} {g['shape']}: {len(group)} configs; steps {', '.join(given)} -> "
+        log(
+            f"  {name} {g['shape']}: {len(group)} configs; steps {', '.join(given)} -> "
             f"{_range(steps)} ({sum(c.n_steps for c in group):,} config-steps); memory "
             f"{_mib(state + step)} per config, {_mib(block_mem)} per device for its largest "
             f"block ({per_dev} configs per device) of {_gib(limit)}"
-            + (f"; calibration: compile {g['compile']:.1f} s, a chunk of one config per "
-               f"device {g['chunk'] * 1e3:.1f} ms" if calibrate_time else ""))
+            + (
+                f"; calibration: compile {g['compile']:.1f} s, a chunk of one config per "
+                f"device {g['chunk'] * 1e3:.1f} ms"
+                if calibrate_time
+                else ""
+            )
+        )
     if not calibrate_time:
         return out
     est = estimate(configs, sharding, batching, max_parallel, chunk_seconds, cal)
     out.update(est)
-    log(f"  compiles: {est['compiles']} block sizes ({est['blocks']} blocks); estimated wall "
-        f"time on this machine: {_hms(est['seconds'])}")
+    log(
+        f"  compiles: {est['compiles']} block sizes ({est['blocks']} blocks); estimated wall "
+        f"time on this machine: {_hms(est['seconds'])}"
+    )
     if array:
         from jaxcl.engine.lock import Shard
 
-        tasks = [estimate(shard_configs(configs, Shard(i, array)), sharding, batching,
-                          max_parallel, chunk_seconds, cal)["seconds"] for i in range(array)]
+        tasks = [
+            estimate(
+                shard_configs(configs, Shard(i, array)),
+                sharding,
+                batching,
+                max_parallel,
+                chunk_seconds,
+                cal,
+            )["seconds"]
+            for i in range(array)
+        ]
         out["array"] = {"tasks": array, "seconds_per_task": max(tasks)}
-        line = (f"  a job array of {array} tasks: up to {_hms(max(tasks))} per task "
-                f"(tasks of {len(shard_configs(configs, Shard(0, array)))} configs or fewer)")
+        line = (
+            f"  a job array of {array} tasks: up to {_hms(max(tasks))} per task "
+            f"(tasks of {len(shard_configs(configs, Shard(0, array)))} configs or fewer)"
+        )
         if time_limit:
             usable = time_limit * 60 - signal_seconds
             if usable <= 0:
-                line += (f"; --time={time_limit:g} min is not more than the warning's "
-                         f"{signal_seconds:g} s: no leg would train")
+                line += (
+                    f"; --time={time_limit:g} min is not more than the warning's "
+                    f"{signal_seconds:g} s: no leg would train"
+                )
             else:
                 legs = math.ceil(max(tasks) / usable)
                 out["array"]["legs_per_task"] = legs
-                line += (f"; under --time={time_limit:g} (the warning {signal_seconds:g} s "
-                         f"before it) {legs} leg(s) per task")
+                line += (
+                    f"; under --time={time_limit:g} (the warning {signal_seconds:g} s "
+                    f"before it) {legs} leg(s) per task"
+                )
         log(line)
     return out
 
@@ -157,5 +215,8 @@ def _gib(n: float) -> str:
 
 def _hms(s: float) -> str:
     s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else (
-        f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s} s")
+    return (
+        f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
+        if s >= 3600
+        else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s} s")
+    )

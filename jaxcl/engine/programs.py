@@ -31,7 +31,9 @@ def config_mesh(n_devices: int | None = None) -> NamedSharding:
 # into YNNPACK subgraphs. For the training step that costs more than it saves: the biases'
 # broadcasts get materialized at the size of the pre-activations, and the chunk runs ~20%
 # slower than with YNNPACK taking the matmuls alone (benchmarks/throughput.py measures both).
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,10 +43,14 @@ def compiler_options(enabled: bool = True) -> dict:
         return {}
     try:  # the option is experimental: an XLA that dropped it refuses it at compile time
         jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS).lower(
-            np.float32(0)).compile()
-    except Exception as e:  # noqa: BLE001 (any refusal means: compile without it)
-        print(f"jaxcl: note: XLA refused {CPU_COMPILER_OPTIONS} ({str(e).splitlines()[0]}); "
-              "compiling with its defaults", file=sys.stderr)
+            np.float32(0)
+        ).compile()
+    except Exception as e:
+        print(
+            f"jaxcl: note: XLA refused {CPU_COMPILER_OPTIONS} ({str(e).splitlines()[0]}); "
+            "compiling with its defaults",
+            file=sys.stderr,
+        )
         return {}
     return dict(CPU_COMPILER_OPTIONS)
 
@@ -72,8 +78,13 @@ def stack_hparams(cfgs: list):
     return _stack([c.hparams() for c in cfgs])
 
 
-def compiled(exp: protocol.Experiment, static, sharding: NamedSharding, tuned: bool = True,
-             batching: str = "auto"):
+def compiled(
+    exp: protocol.Experiment,
+    static,
+    sharding: NamedSharding,
+    tuned: bool = True,
+    batching: str = "auto",
+):
     """The jitted init and run_chunk of one shape group of an experiment over a sharded config
     axis; compiled once per (experiment, shape, devices, batching), reused.
 
@@ -99,22 +110,30 @@ def final_observables(exp: protocol.Experiment, static, sharding: NamedSharding)
     opts = compiler_options()
     if opts:  # CPU
         opts = {**opts, **CPU_ONCE_OPTIONS}
-    return jax.jit(_sequential(functools.partial(exp.final_observables, static), sharding),
-                   compiler_options=opts)
+    return jax.jit(
+        _sequential(functools.partial(exp.final_observables, static), sharding),
+        compiler_options=opts,
+    )
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(exp: protocol.Experiment, static, sharding: NamedSharding, tuned: bool,
-              batching: str):
+def _compiled(
+    exp: protocol.Experiment, static, sharding: NamedSharding, tuned: bool, batching: str
+):
     opts = compiler_options(tuned)
     if batching == "vmap":
         wrap = _batched
     else:
         wrap = functools.partial(_sequential, sharding=sharding)
-    init_fn = jax.jit(wrap(functools.partial(exp.init, static)), out_shardings=sharding,
-                      compiler_options=opts)
-    chunk_fn = jax.jit(wrap(functools.partial(exp.run_chunk, static)),
-                       out_shardings=sharding, donate_argnums=(1,), compiler_options=opts)
+    init_fn = jax.jit(
+        wrap(functools.partial(exp.init, static)), out_shardings=sharding, compiler_options=opts
+    )
+    chunk_fn = jax.jit(
+        wrap(functools.partial(exp.run_chunk, static)),
+        out_shardings=sharding,
+        donate_argnums=(1,),
+        compiler_options=opts,
+    )
     return init_fn, chunk_fn
 
 
@@ -130,6 +149,7 @@ def _batched(fn):
     A lone config (a block is never padded to one otherwise) then runs exactly the program a
     plain jit of fn would: XLA compiles size-1 batches to slower kernels.
     """
+
     def run(*args):
         if jax.tree.leaves(args)[0].shape[0] == 1:
             return _one(fn, args)
@@ -147,17 +167,20 @@ def _sequential(fn, sharding: NamedSharding):
     (tests/test_runner.py). check_vma=False: fn's own scans start from constants, which the
     varying-axis check would ask to be cast; the body has no collectives for it to guard.
     """
+
     def local(*args):
         if jax.tree.leaves(args)[0].shape[0] == 1:
             return _one(fn, args)
         return jax.lax.map(lambda a: fn(*a), args)
 
-    return jax.shard_map(local, mesh=sharding.mesh, in_specs=P(AXIS), out_specs=P(AXIS),
-                         check_vma=False)
+    return jax.shard_map(
+        local, mesh=sharding.mesh, in_specs=P(AXIS), out_specs=P(AXIS), check_vma=False
+    )
 
 
-def auto_max_parallel(static, cfg, sharding: NamedSharding,
-                      headroom: float = 0.7, batching: str = "auto") -> int | None:
+def auto_max_parallel(
+    static, cfg, sharding: NamedSharding, headroom: float = 0.7, batching: str = "auto"
+) -> int | None:
     """How many configs of this shape fit in device memory at once, or None if unbounded.
 
     Reads the accelerator's `bytes_limit` (None on CPU, where nothing is chunked) and the
@@ -168,13 +191,19 @@ def auto_max_parallel(static, cfg, sharding: NamedSharding,
     if not limit:
         return None
     n = 2 * sharding.mesh.size
-    hp = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                      stack_hparams([cfg] * n))
+    hp = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+        stack_hparams([cfg] * n),
+    )
     init_fn, chunk_fn = compiled(protocol.of(cfg), static, sharding, batching=batching)
     state = jax.eval_shape(init_fn, hp)
     mem = chunk_fn.lower(hp, state).compile().memory_analysis()
-    per_device = (mem.argument_size_in_bytes + mem.output_size_in_bytes
-                  + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+    per_device = (
+        mem.argument_size_in_bytes
+        + mem.output_size_in_bytes
+        + mem.temp_size_in_bytes
+        - mem.alias_size_in_bytes
+    )
     per_config = max(1, per_device // 2)
     return max(1, int(headroom * limit // per_config)) * sharding.mesh.size
 
@@ -233,12 +262,17 @@ def preflight(configs: list, limit: tuple[int, str] | None = None) -> None:
                 f"{(state + step) / gib:,.1f} GiB for one config ({state / gib:,.1f} GiB of "
                 f"training state, {step / gib:,.1f} GiB of step temporaries), more than the "
                 f"{limit_bytes / gib:,.1f} GiB of {what}; use smaller shapes"
-                + (f". {exp.sizing_hint}" if exp.sizing_hint else ""))
+                + (f". {exp.sizing_hint}" if exp.sizing_hint else "")
+            )
 
 
-def plan_blocks(group: list, sharding: NamedSharding, max_parallel: int | None = None,
-                batching: str = "auto", group_size: int | None = None
-                ) -> list[tuple[list, int]]:
+def plan_blocks(
+    group: list,
+    sharding: NamedSharding,
+    max_parallel: int | None = None,
+    batching: str = "auto",
+    group_size: int | None = None,
+) -> list[tuple[list, int]]:
     """Splits a shape group into (configs, padded size) blocks, run one after another.
 
     Block size: `max_parallel` if given, else what fits in device memory (accelerators), or on
@@ -258,8 +292,7 @@ def plan_blocks(group: list, sharding: NamedSharding, max_parallel: int | None =
         cpu = max(1, CPU_STATE_BYTES // state_bytes(group[0])) * n_dev
     else:
         cpu = max(2, CPU_BLOCK_BYTES // protocol.of(group[0]).config_bytes(static)) * n_dev
-    size = (max_parallel or auto_max_parallel(static, group[0], sharding, batching=batching)
-            or cpu)
+    size = max_parallel or auto_max_parallel(static, group[0], sharding, batching=batching) or cpu
     per_device_min = 2 if max(len(group), group_size or 0) > 1 and not sequential else 1
     # A block trains until its longest config is done: longest first, so blocks are even in
     # length (a stable sort: a group of equal lengths keeps its grid order).

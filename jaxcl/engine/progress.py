@@ -20,8 +20,7 @@ class Progress:
             enabled = sys.stderr.isatty()
         enabled = enabled and jax.process_index() == 0
         self._tqdm = tqdm
-        self._kw = dict(unit="cfg·step", unit_scale=True, dynamic_ncols=True,
-                        disable=not enabled)
+        self._kw = dict(unit="cfg·step", unit_scale=True, dynamic_ncols=True, disable=not enabled)
         self.total = tqdm(total=total, desc="sweep", position=0, **self._kw)
         self.bar = None
 

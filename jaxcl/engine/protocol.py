@@ -111,8 +111,9 @@ def register(experiment: Experiment) -> Experiment:
 def get(name: Any) -> Experiment:
     """The registered experiment of that name; an unknown name is refused, naming it."""
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ConfigError(f"field 'experiment' = {name!r}: expected one of "
-                          f"{', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(
+            f"field 'experiment' = {name!r}: expected one of {', '.join(sorted(_REGISTRY))}"
+        )
     return _REGISTRY[name]
 
 

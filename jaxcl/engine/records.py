@@ -12,20 +12,32 @@ import jax
 from jaxcl.engine.lock import Shard
 
 
-def invocation(started: str, t0: float, outcome: str, summary,
-               shard: Shard | None = None, env_changed: list[str] | None = None) -> dict:
+def invocation(
+    started: str,
+    t0: float,
+    outcome: str,
+    summary,
+    shard: Shard | None = None,
+    env_changed: list[str] | None = None,
+) -> dict:
     """One `jaxcl run` for the manifest's history: when, what, where, how long, how it ended,
     and the environment that decides its last bits (`environment`); `env_changed` lists how
     that differs from the run directory's previous invocation (`environment_changes`)."""
     from jaxcl.engine import slurm
 
     leg = slurm.leg()  # the job and leg under Slurm
-    return {**({"slurm": leg} if leg else {}), **provenance(started, t0),
-            "outcome": outcome, "shard": None if shard is None else str(shard),
-            "done": len(summary.done), "failed": len(summary.failed),
-            "resumed": summary.resumed, "checkpoints": summary.checkpoints,
-            "checkpoint_seconds": round(summary.checkpoint_seconds, 2),
-            "environment_changed": env_changed or []}
+    return {
+        **({"slurm": leg} if leg else {}),
+        **provenance(started, t0),
+        "outcome": outcome,
+        "shard": None if shard is None else str(shard),
+        "done": len(summary.done),
+        "failed": len(summary.failed),
+        "resumed": summary.resumed,
+        "checkpoints": summary.checkpoints,
+        "checkpoint_seconds": round(summary.checkpoint_seconds, 2),
+        "environment_changed": env_changed or [],
+    }
 
 
 def provenance(started: str, t0: float) -> dict:
@@ -37,18 +49,26 @@ def provenance(started: str, t0: float) -> dict:
     import subprocess
 
     try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"],
-                                capture_output=True, text=True, timeout=5,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return {"started": started, "seconds": round(time.perf_counter() - t0, 1),
-            "command": command(), "host": socket.gethostname(),
-            "cpu": f"{cpu_model() or platform.machine()}, {os.cpu_count()} cores",
-            "commit": commit or "unknown",
-            "devices": f"{jax.device_count()} {jax.default_backend()} device(s), "
-                       f"{jax.process_count()} process(es)",
-            "environment": environment()}
+    return {
+        "started": started,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "command": command(),
+        "host": socket.gethostname(),
+        "cpu": f"{cpu_model() or platform.machine()}, {os.cpu_count()} cores",
+        "commit": commit or "unknown",
+        "devices": f"{jax.device_count()} {jax.default_backend()} device(s), "
+        f"{jax.process_count()} process(es)",
+        "environment": environment(),
+    }
 
 
 # What decides a result's last bits besides its config: the compiler and its target (docs/engine.md,
@@ -62,12 +82,20 @@ def environment() -> dict:
 
     import jaxlib
 
-    return {"jax": jax.__version__, "jaxlib": getattr(jaxlib, "__version__", "?"),
-            "python": platform.python_version(), "backend": jax.default_backend(),
-            "cpu": cpu_model() or platform.machine(), "isa": cpu_isa(),
-            # the device count is recorded under "devices" and changes no result
-            "xla_flags": " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
-                                  if not f.startswith("--xla_force_host_platform_device_count"))}
+    return {
+        "jax": jax.__version__,
+        "jaxlib": getattr(jaxlib, "__version__", "?"),
+        "python": platform.python_version(),
+        "backend": jax.default_backend(),
+        "cpu": cpu_model() or platform.machine(),
+        "isa": cpu_isa(),
+        # the device count is recorded under "devices" and changes no result
+        "xla_flags": " ".join(
+            f
+            for f in os.environ.get("XLA_FLAGS", "").split()
+            if not f.startswith("--xla_force_host_platform_device_count")
+        ),
+    }
 
 
 def environment_changes(previous: list[dict], now: dict) -> list[str]:
@@ -76,8 +104,11 @@ def environment_changes(previous: list[dict], now: dict) -> list[str]:
     before = next((r["environment"] for r in reversed(previous) if r.get("environment")), None)
     if before is None:
         return []
-    return [f"{k}: {before.get(k, '?')!r} -> {now.get(k, '?')!r}" for k in BITWISE_KEYS
-            if before.get(k) != now.get(k)]
+    return [
+        f"{k}: {before.get(k, '?')!r} -> {now.get(k, '?')!r}"
+        for k in BITWISE_KEYS
+        if before.get(k) != now.get(k)
+    ]
 
 
 def command() -> str:
@@ -98,8 +129,10 @@ def cpu_isa() -> str:
             for line in f:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return next((x for x in ("avx512f", "avx2", "avx", "sse4_2") if x in flags),
-                                platform.machine())
+                    return next(
+                        (x for x in ("avx512f", "avx2", "avx", "sse4_2") if x in flags),
+                        platform.machine(),
+                    )
     except OSError:
         pass
     return platform.machine()

@@ -46,8 +46,10 @@ def write_report(run_dir: str, options: dict | None = None, out: str | None = No
     given = (options or {}).get("init_stats")
     for p in [given] if isinstance(given, str) else list(given or []):
         if not os.path.isfile(p):
-            raise ConfigError(f"--init-stats {p!r}: no such file (an init_stats.json written "
-                              "by `jaxcl init-stats --out DIR`)")
+            raise ConfigError(
+                f"--init-stats {p!r}: no such file (an init_stats.json written "
+                "by `jaxcl init-stats --out DIR`)"
+            )
     os.makedirs(out, exist_ok=True)
     finals = load_finals(run_dir)
     by_exp: dict[str, list[dict]] = {}
@@ -55,8 +57,10 @@ def write_report(run_dir: str, options: dict | None = None, out: str | None = No
         by_exp.setdefault(f.get("experiment", protocol.DEFAULT), []).append(f)
     unknown = sorted(set(by_exp) - set(protocol.names()))
     if unknown:
-        raise ConfigError(f"run directory {run_dir!r}: configs of unknown experiment(s) "
-                          f"{unknown}; known: {', '.join(protocol.names())}")
+        raise ConfigError(
+            f"run directory {run_dir!r}: configs of unknown experiment(s) "
+            f"{unknown}; known: {', '.join(protocol.names())}"
+        )
     manifest = {}
     if os.path.exists(os.path.join(run_dir, "manifest.json")):
         with open(os.path.join(run_dir, "manifest.json")) as f:
@@ -68,16 +72,22 @@ def write_report(run_dir: str, options: dict | None = None, out: str | None = No
     for name in protocol.names():
         wrote |= bool(protocol.get(name).report(run_dir, by_exp.get(name, []), lines, opts))
     if not wrote:
-        raise ConfigError(f"run directory {run_dir!r}: nothing to report (no final/*.json with "
-                          "observables, and nothing else an experiment reads, e.g. "
-                          "init_stats.json)")
+        raise ConfigError(
+            f"run directory {run_dir!r}: nothing to report (no final/*.json with "
+            "observables, and nothing else an experiment reads, e.g. "
+            "init_stats.json)"
+        )
     path = os.path.join(out, "report.md")
     write_text(path, "\n".join(lines) + "\n")
-    write_json(os.path.join(out, "report.json"), {
-        "run_dir": os.path.basename(os.path.abspath(run_dir)),
-        "fingerprint_hash": manifest.get("fingerprint_hash"),
-        "invocations": manifest.get("invocations", []),
-        "results": opts["summary"]})
+    write_json(
+        os.path.join(out, "report.json"),
+        {
+            "run_dir": os.path.basename(os.path.abspath(run_dir)),
+            "fingerprint_hash": manifest.get("fingerprint_hash"),
+            "invocations": manifest.get("invocations", []),
+            "results": opts["summary"],
+        },
+    )
     sweep = os.path.join(run_dir, "sweep.toml")
     if os.path.abspath(out) != os.path.abspath(run_dir) and os.path.exists(sweep):
         shutil.copyfile(sweep, os.path.join(out, "sweep.toml"))
@@ -89,29 +99,43 @@ def provenance(manifest: dict) -> list[str]:
     the run directory (command, machine, devices, wall time), from manifest.json."""
     if not manifest:
         return []
-    out = [f"Sweep fingerprint `{manifest.get('fingerprint_hash', '?')}` (the hash of the sweep "
-           "file's fields and overrides; the file itself is sweep.toml).", ""]
+    out = [
+        f"Sweep fingerprint `{manifest.get('fingerprint_hash', '?')}` (the hash of the sweep "
+        "file's fields and overrides; the file itself is sweep.toml).",
+        "",
+    ]
     runs = manifest.get("invocations", [])
     if runs:
         total = sum(r.get("seconds", 0.0) for r in runs)
         out += [f"Written by {len(runs)} `jaxcl run` invocation(s), {total:.0f} s in all:", ""]
         for r in runs:
-            extra = "".join(f"; resumed {x['configs']} configs from the checkpoint at step "
-                            f"{x['step']}" for x in r.get("resumed") or [])
+            extra = "".join(
+                f"; resumed {x['configs']} configs from the checkpoint at step {x['step']}"
+                for x in r.get("resumed") or []
+            )
             if r.get("checkpoints"):
-                extra += (f"; saved {r['checkpoints']} checkpoint(s) in "
-                          f"{r.get('checkpoint_seconds', 0):.1f} s")
+                extra += (
+                    f"; saved {r['checkpoints']} checkpoint(s) in "
+                    f"{r.get('checkpoint_seconds', 0):.1f} s"
+                )
             env = r.get("environment") or {}
             if env:
                 flags = f", XLA_FLAGS={env['xla_flags']}" if env.get("xla_flags") else ""
-                extra += (f"; jax {env.get('jax', '?')}, jaxlib {env.get('jaxlib', '?')}, "
-                          f"{env.get('isa', '?')}{flags}")
+                extra += (
+                    f"; jax {env.get('jax', '?')}, jaxlib {env.get('jaxlib', '?')}, "
+                    f"{env.get('isa', '?')}{flags}"
+                )
             if r.get("environment_changed"):
-                extra += ("; **environment changed since the previous run** ("
-                          + "; ".join(r["environment_changed"]) + "): configs resumed across it "
-                          "are statistically, not bitwise, those of one run")
-            out.append(f"- {r.get('started', '?')}: `{r.get('command', '?')}` on {r.get('host', '?')}"
-                       f" ({r.get('cpu', '?')}; {r.get('devices', '?')}), {r.get('seconds', 0):.1f} s, "
-                       f"{r.get('outcome', '?')}{extra}; jaxcl {r.get('commit', '?')}")
+                extra += (
+                    "; **environment changed since the previous run** ("
+                    + "; ".join(r["environment_changed"])
+                    + "): configs resumed across it "
+                    "are statistically, not bitwise, those of one run"
+                )
+            out.append(
+                f"- {r.get('started', '?')}: `{r.get('command', '?')}` on {r.get('host', '?')}"
+                f" ({r.get('cpu', '?')}; {r.get('devices', '?')}), {r.get('seconds', 0):.1f} s, "
+                f"{r.get('outcome', '?')}{extra}; jaxcl {r.get('commit', '?')}"
+            )
         out.append("")
     return out

@@ -1,14 +1,14 @@
 """Run-directory layout and crash-safe I/O: every file is written whole or not at all.
 
-    RUN_DIR/
-      sweep.toml            copy of the sweep file
-      manifest.json         sweep fingerprint, config list and each config's state
-      status/<id>.json      one config's state, written by the process that owns it
-      rows/<id>.jsonl       one config's logged chunks (merged into results.jsonl)
-      final/<id>.npz|json   final arrays and fully resolved config (SPEC §7)
-      results.jsonl         tidy table: one row per config per logged chunk
-      checkpoints/          orbax checkpoints of unfinished blocks
-      *.png                 figures an experiment adds (liao: figure1.png)
+RUN_DIR/
+  sweep.toml            copy of the sweep file
+  manifest.json         sweep fingerprint, config list and each config's state
+  status/<id>.json      one config's state, written by the process that owns it
+  rows/<id>.jsonl       one config's logged chunks (merged into results.jsonl)
+  final/<id>.npz|json   final arrays and fully resolved config (SPEC §7)
+  results.jsonl         tidy table: one row per config per logged chunk
+  checkpoints/          orbax checkpoints of unfinished blocks
+  *.png                 figures an experiment adds (liao: figure1.png)
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ import numpy as np
 
 from jaxcl.engine.lock import LOCK_NAME, RunDirBusy, RunDirLock, Shard, foreign  # noqa: F401
 from jaxcl.errors import ConfigError
-from jaxcl.fileio import (DiskFullError, atomic_write, dumps, read_jsonl,  # noqa: F401
-                          write_json, write_text)
+from jaxcl.fileio import DiskFullError, atomic_write, dumps, read_jsonl, write_json, write_text
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 
@@ -47,8 +46,11 @@ def load_sweep(run_dir: str, what: str = "not a jaxcl run directory") -> tuple[d
     with open(os.path.join(run_dir, "manifest.json")) as f:
         manifest = json.load(f)
     with open(os.path.join(run_dir, "sweep.toml")) as f:
-        sweep = loads(f.read(), manifest["fingerprint"].get("overrides", {}),
-                      source=os.path.join(run_dir, "sweep.toml"))
+        sweep = loads(
+            f.read(),
+            manifest["fingerprint"].get("overrides", {}),
+            source=os.path.join(run_dir, "sweep.toml"),
+        )
     return manifest, sweep
 
 
@@ -63,8 +65,15 @@ class RunDir:
 
     # ---- creation and identity
     @classmethod
-    def prepare(cls, path: str, sweep, configs: list[object], *, force_new: bool = False,
-                is_main: bool = True) -> "RunDir":
+    def prepare(
+        cls,
+        path: str,
+        sweep,
+        configs: list[object],
+        *,
+        force_new: bool = False,
+        is_main: bool = True,
+    ) -> "RunDir":
         """Opens `path` for `sweep`, creating it if new; refuses a directory of another sweep.
 
         With force_new, an existing directory is moved aside to `<path>.prev-<time>` (never
@@ -80,21 +89,26 @@ class RunDir:
                     raise RunDirError(
                         f"run directory {path!r} was made by a different sweep "
                         f"({_describe_diff(old.get('fingerprint', {}), sweep.fingerprint())}); "
-                        "use another --out, or --force-new to move it aside and start anew")
+                        "use another --out, or --force-new to move it aside and start anew"
+                    )
                 rd._move_aside(is_main)
         elif os.path.isdir(path) and foreign(_not_skeleton(os.listdir(path))):
             if not force_new:
                 held = sorted(_not_skeleton(os.listdir(path)))
-                raise RunDirError(f"run directory {path!r} exists, is not empty (it holds "
-                                  f"{', '.join(held[:5])}{', ...' if len(held) > 5 else ''}) "
-                                  "and has no manifest.json: not a jaxcl run directory; use "
-                                  "another --out")
+                raise RunDirError(
+                    f"run directory {path!r} exists, is not empty (it holds "
+                    f"{', '.join(held[:5])}{', ...' if len(held) > 5 else ''}) "
+                    "and has no manifest.json: not a jaxcl run directory; use "
+                    "another --out"
+                )
             rd._move_aside(is_main)
         elif os.path.exists(rd.p("sweep.toml")) and not force_new:
             with open(rd.p("sweep.toml")) as f:  # another task of the array is creating it
                 if f.read() != sweep.text:
-                    raise RunDirError(f"run directory {path!r} is being created by a different "
-                                      "sweep (its sweep.toml differs); use another --out")
+                    raise RunDirError(
+                        f"run directory {path!r} is being created by a different "
+                        "sweep (its sweep.toml differs); use another --out"
+                    )
         if is_main and not os.path.exists(rd.p("manifest.json")):
             for sub in ("final", "rows", "status"):
                 os.makedirs(rd.p(sub), exist_ok=True)
@@ -123,15 +137,20 @@ class RunDir:
                     legacy = [i for i in json.load(f).get("invocations", []) if "record" not in i]
             except (OSError, ValueError):
                 legacy = []
-        write_json(self.p("manifest.json"), {
-            "invocations": legacy + self.invocations(),
-            "fingerprint": sweep.fingerprint(),
-            "fingerprint_hash": sweep.fingerprint_hash(),
-            "config_ids": [c.config_id for c in configs],
-            "configs": states,
-            "counts": {s: sum(v["state"] == s for v in states.values())
-                       for s in (PENDING, RUNNING, DONE, FAILED)},
-        })
+        write_json(
+            self.p("manifest.json"),
+            {
+                "invocations": legacy + self.invocations(),
+                "fingerprint": sweep.fingerprint(),
+                "fingerprint_hash": sweep.fingerprint_hash(),
+                "config_ids": [c.config_id for c in configs],
+                "configs": states,
+                "counts": {
+                    s: sum(v["state"] == s for v in states.values())
+                    for s in (PENDING, RUNNING, DONE, FAILED)
+                },
+            },
+        )
 
     # ---- invocation records
     KILLED = "ended without a record (killed, or its node failed)"
@@ -143,8 +162,9 @@ class RunDir:
 
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}-{os.getpid()}"
         os.makedirs(self.p("invocations"), exist_ok=True)
-        write_json(self.p("invocations", name + ".json"),
-                   {**record, "record": name, "outcome": "running"})
+        write_json(
+            self.p("invocations", name + ".json"), {**record, "record": name, "outcome": "running"}
+        )
         return name
 
     def update_invocation(self, name: str, record: dict) -> None:
@@ -207,8 +227,9 @@ class RunDir:
                 f.write(text)
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                raise DiskFullError(errno.ENOSPC, "no space left on device while logging "
-                                    f"rows of {config_id}") from None
+                raise DiskFullError(
+                    errno.ENOSPC, f"no space left on device while logging rows of {config_id}"
+                ) from None
             raise
 
     def merge_results(self, configs: list[object]) -> int:
@@ -224,10 +245,11 @@ class RunDir:
     def write_final(self, cfg, arrays: dict[str, np.ndarray], info: dict) -> None:
         """final/<id>.npz (w0, w, b, M, eps) then final/<id>.json; the json marks completion."""
         cid = cfg.config_id
-        atomic_write(self.p("final", cid + ".npz"),
-                     lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
-        write_json(self.p("final", cid + ".json"),
-                   {**cfg.resolved(), "config_id": cid, **info})
+        atomic_write(
+            self.p("final", cid + ".npz"),
+            lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}),
+        )
+        write_json(self.p("final", cid + ".json"), {**cfg.resolved(), "config_id": cid, **info})
 
     def load_info(self, config_id: str) -> dict:
         """final/<id>.json: the resolved config, its final scalars and observables."""
@@ -254,8 +276,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _describe_diff(old: dict, new: dict) -> str:
     a, b = _flatten(old), _flatten(new)
-    diffs = [f"{k}: {a.get(k, '<unset>')!r} there vs {b.get(k, '<unset>')!r} here"
-             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    diffs = [
+        f"{k}: {a.get(k, '<unset>')!r} there vs {b.get(k, '<unset>')!r} here"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
     return "fields that differ: " + "; ".join(diffs) if diffs else "its config list differs"
 
 
@@ -267,7 +292,8 @@ SKELETON = ("final", "rows", "status", "sweep.toml")
 
 def _not_skeleton(names: list[str]) -> list[str]:
     def writing(n: str) -> bool:
-        return n.endswith(".tmp") and any(n.startswith(f".{f}.")
-                                          for f in ("sweep.toml", "manifest.json"))
+        return n.endswith(".tmp") and any(
+            n.startswith(f".{f}.") for f in ("sweep.toml", "manifest.json")
+        )
 
     return [n for n in names if n not in SKELETON and not writing(n)]

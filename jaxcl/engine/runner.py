@@ -15,11 +15,26 @@ from jax.sharding import NamedSharding
 from jaxcl.engine import checkpoint, pacing, protocol, slurm
 from jaxcl.engine.progress import Progress
 from jaxcl.engine.records import command, environment, environment_changes, invocation
-from jaxcl.engine.programs import (block_hparams, compiled, config_mesh, final_observables,
-                                   global_array, preflight, resolve_batching,
-                                   state_bytes)
-from jaxcl.engine.rundir import (DONE, FAILED, LOCK_NAME, RUNNING, RunDir, RunDirLock, Shard,
-                                 load_sweep)
+from jaxcl.engine.programs import (
+    block_hparams,
+    compiled,
+    config_mesh,
+    final_observables,
+    global_array,
+    preflight,
+    resolve_batching,
+    state_bytes,
+)
+from jaxcl.engine.rundir import (
+    DONE,
+    FAILED,
+    LOCK_NAME,
+    RUNNING,
+    RunDir,
+    RunDirLock,
+    Shard,
+    load_sweep,
+)
 from jaxcl.engine.sweep import Sweep, group_by_static, shard_configs
 from jaxcl.errors import ConfigError
 from jaxcl.fileio import to_json
@@ -62,10 +77,18 @@ def _scalar(x):
     return x.item() if x.ndim == 0 else x.tolist()
 
 
-def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
-              sharding: NamedSharding, progress: Progress, summary: Summary,
-              ckpt: checkpoint.CheckpointOptions = checkpoint.CheckpointOptions(),
-              stop: checkpoint.StopSignal | None = None, batching: str = "auto") -> float:
+def run_block(
+    rd: RunDir,
+    static,
+    cfgs: list,
+    n_pad: int,
+    sharding: NamedSharding,
+    progress: Progress,
+    summary: Summary,
+    ckpt: checkpoint.CheckpointOptions = checkpoint.CheckpointOptions(),
+    stop: checkpoint.StopSignal | None = None,
+    batching: str = "auto",
+) -> float:
     """Trains one block of same-shape configs to the end, writing what this process owns.
 
     Resumes from the block's latest good checkpoint if there is one, saves checkpoints at chunk
@@ -83,8 +106,10 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
     owned = [i for i in owned_indices(sharding, n_pad) if i < n]
     n_chunks = -(-max(c.n_steps for c in cfgs) // log_every)
     store = checkpoint.BlockCheckpoints(rd.path, [c.config_id for c in cfgs], n_pad, ckpt)
-    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                            jax.eval_shape(init_fn, hp))
+    abstract = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+        jax.eval_shape(init_fn, hp),
+    )
     restored = store.restore_latest(abstract, sharding)
     chunk0, ckpt_step = (restored[1]["chunk"], restored[1]["step"]) if restored else (0, -1)
     failed: dict[int, str] = {}
@@ -101,8 +126,10 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
     state = restored[0] if restored else init_fn(hp)
     if restored:
         summary.resumed.append({"configs": n, "step": int(ckpt_step)})
-        print(f"jaxcl: resuming {n} configs from the checkpoint at step {ckpt_step} "
-              f"({store.dir})", flush=True)
+        print(
+            f"jaxcl: resuming {n} configs from the checkpoint at step {ckpt_step} ({store.dir})",
+            flush=True,
+        )
     progress.update(sum(min(c.n_steps, chunk0 * log_every) for c in cfgs))
     seconds = []
     for k in range(chunk0, n_chunks):
@@ -116,12 +143,13 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
                 continue
             if not m["finite"]:
                 failed[i] = _divergence(m)
-                rd.set_status(cfgs[i].config_id, FAILED, reason=failed[i],
-                              step=(k + 1) * log_every)
+                rd.set_status(cfgs[i].config_id, FAILED, reason=failed[i], step=(k + 1) * log_every)
                 continue
-            row = {**row_base[i],
-                   **{name: _scalar(v) for name, v in m.items() if name not in ("logged", "finite")},
-                   "time": round(time.time(), 3)}  # wall clock, for jaxcl status's rate and ETA
+            row = {
+                **row_base[i],
+                **{name: _scalar(v) for name, v in m.items() if name not in ("logged", "finite")},
+                "time": round(time.time(), 3),
+            }  # wall clock, for jaxcl status's rate and ETA
             rd.append_rows(cfgs[i].config_id, [row])
         progress.update(sum(min(log_every, max(0, c.n_steps - k * log_every)) for c in cfgs))
         step = (k + 1) * log_every
@@ -133,8 +161,10 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
                 summary.checkpoint_seconds += store.seconds_saving
                 summary.checkpoints += store.n_saved
                 raise checkpoint.Interrupted(
-                    stop.signum, f"at step {step} of {n_chunks * log_every} of a block "
-                    f"of {n} configs; checkpoint saved in {store.dir}")
+                    stop.signum,
+                    f"at step {step} of {n_chunks * log_every} of a block "
+                    f"of {n} configs; checkpoint saved in {store.dir}",
+                )
     summary.checkpoint_seconds += store.seconds_saving
     summary.checkpoints += store.n_saved
     arrays = local_rows(exp.final_arrays(state))
@@ -146,8 +176,11 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
         if i in failed:
             summary.failed[cid] = failed[i]
             continue
-        rd.write_final(cfgs[i], exp.finalize(cfgs[i], arrays[i]),
-                       {**to_json(scalars.get(i, {})), "observables": to_json(obs.get(i, {}))})
+        rd.write_final(
+            cfgs[i],
+            exp.finalize(cfgs[i], arrays[i]),
+            {**to_json(scalars.get(i, {})), "observables": to_json(obs.get(i, {}))},
+        )
         rd.set_status(cid, DONE)
         summary.done.append(cid)
     _barrier("block")
@@ -156,8 +189,7 @@ def run_block(rd: RunDir, static, cfgs: list, n_pad: int,
     return max(seconds[1:] or seconds or [0.0])
 
 
-def run(sweep: Sweep, out: str, *, lock: bool = True, shard: Shard | None = None,
-        **kw) -> Summary:
+def run(sweep: Sweep, out: str, *, lock: bool = True, shard: Shard | None = None, **kw) -> Summary:
     """Runs every config of `sweep` (or of its slice `shard`) not yet done in `out` (see
     `_run`), holding the run directory's lock (`RunDirLock`; a slice's share of it) on process
     0 for the whole run.
@@ -167,8 +199,10 @@ def run(sweep: Sweep, out: str, *, lock: bool = True, shard: Shard | None = None
       RunDirBusy: another `jaxcl run` holds `out` (or this slice), before anything is written.
     """
     if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"--out = {out!r}: is a file, not a run directory; name a directory "
-                          "(new, or one of this sweep's runs)")
+        raise ConfigError(
+            f"--out = {out!r}: is a file, not a run directory; name a directory "
+            "(new, or one of this sweep's runs)"
+        )
     mine = shard_configs(sweep.configs(), shard) if shard is not None else sweep.configs()
     preflight(mine)  # a config that cannot fit is refused before anything is written
     held = None
@@ -188,12 +222,21 @@ def run(sweep: Sweep, out: str, *, lock: bool = True, shard: Shard | None = None
             held.release()
 
 
-def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
-         max_parallel: int | None = None, force_new: bool = False,
-         progress: bool | None = None, log=print,
-         checkpoints: checkpoint.CheckpointOptions | None = None,
-         batching: str | None = None, chunk_seconds: float = pacing.CHUNK_SECONDS,
-         requeue: int | None = None) -> Summary:
+def _run(
+    sweep: Sweep,
+    out: str,
+    held,
+    *,
+    shard: Shard | None = None,
+    max_parallel: int | None = None,
+    force_new: bool = False,
+    progress: bool | None = None,
+    log=print,
+    checkpoints: checkpoint.CheckpointOptions | None = None,
+    batching: str | None = None,
+    chunk_seconds: float = pacing.CHUNK_SECONDS,
+    requeue: int | None = None,
+) -> Summary:
     """Runs every config of `sweep` not yet done in `out`, resuming from checkpoints.
 
     Args:
@@ -224,12 +267,14 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     configs = sweep.configs()  # validated before anything compiles
     if shard is not None and force_new:
-        raise ConfigError("--force-new with --shard: the tasks of a job array share one run "
-                          "directory, so none of them may move it aside")
+        raise ConfigError(
+            "--force-new with --shard: the tasks of a job array share one run "
+            "directory, so none of them may move it aside"
+        )
     mine = shard_configs(configs, shard) if shard is not None else configs
     is_main = jax.process_index() == 0
     # Only process 0 checks and creates the directory; the others wait, then read it.
-    rd = (RunDir.prepare(out, sweep, configs, force_new=force_new) if is_main else RunDir(out))
+    rd = RunDir.prepare(out, sweep, configs, force_new=force_new) if is_main else RunDir(out)
     if held is not None and rd.moved_aside:  # the lock moved with the old directory
         held.release()
         held.path, held.file = out, os.path.join(out, LOCK_NAME)
@@ -245,15 +290,29 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
         if not any(rd.status(c.config_id)["state"] != DONE for c in mine):
             changed = []  # nothing to train: nothing mixes
         if changed:  # said once per invocation, and kept in its record
-            log("jaxcl: this run directory was written under another environment ("
-                + "; ".join(changed) + "); continuing. Configs resumed from a checkpoint will "
+            log(
+                "jaxcl: this run directory was written under another environment ("
+                + "; ".join(changed)
+                + "); continuing. Configs resumed from a checkpoint will "
                 "not be bitwise those of one uninterrupted run, only statistically equal "
-                "(docs/engine.md, 'Reproducing across machines')")
+                "(docs/engine.md, 'Reproducing across machines')"
+            )
         record = rd.start_invocation(invocation(started, t0, "running", summary, shard, changed))
     try:
-        _train(rd, sweep, configs, mine, summary, shard=shard, max_parallel=max_parallel,
-               progress=progress, log=log, checkpoints=checkpoints, batching=batching,
-               chunk_seconds=chunk_seconds)
+        _train(
+            rd,
+            sweep,
+            configs,
+            mine,
+            summary,
+            shard=shard,
+            max_parallel=max_parallel,
+            progress=progress,
+            log=log,
+            checkpoints=checkpoints,
+            batching=batching,
+            chunk_seconds=chunk_seconds,
+        )
     except checkpoint.Interrupted as e:
         if is_main:
             rec = invocation(started, t0, "interrupted", summary, shard, changed)
@@ -266,26 +325,44 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
     except BaseException as e:
         if is_main:
             try:  # on a full disk this may fail too; the next run then marks it killed
-                rd.update_invocation(record, invocation(
-                    started, t0, f"stopped by {type(e).__name__}: {str(e)[:300]}", summary, shard,
-                    changed))
+                rd.update_invocation(
+                    record,
+                    invocation(
+                        started,
+                        t0,
+                        f"stopped by {type(e).__name__}: {str(e)[:300]}",
+                        summary,
+                        shard,
+                        changed,
+                    ),
+                )
             except OSError:
                 pass
         raise
     _barrier("trained")
     if is_main:
         rd.merge_results(configs)
-        rd.update_invocation(record, invocation(
-            started, t0, "failed configs" if summary.failed else "finished", summary, shard,
-            changed))
+        rd.update_invocation(
+            record,
+            invocation(
+                started,
+                t0,
+                "failed configs" if summary.failed else "finished",
+                summary,
+                shard,
+                changed,
+            ),
+        )
         rd.write_manifest(sweep, configs)
         left = [c for c in configs if rd.status(c.config_id)["state"] not in (DONE, FAILED)]
         if not left:  # the whole grid is finished (the last task of a job array gets here)
             _after_run(rd, configs)
         else:
-            log(f"jaxcl: slice {shard} finished; {len(left)} configs of other slices are not "
+            log(
+                f"jaxcl: slice {shard} finished; {len(left)} configs of other slices are not "
                 "done yet: the task that finishes last (or `jaxcl merge " + out + "`) writes "
-                "the complete results.jsonl and figures")
+                "the complete results.jsonl and figures"
+            )
     _barrier("finished")
     summary.seconds = time.perf_counter() - t0
     for cid, why in summary.failed.items():
@@ -293,8 +370,21 @@ def _run(sweep: Sweep, out: str, held, *, shard: Shard | None = None,
     return summary
 
 
-def _train(rd: RunDir, sweep: Sweep, configs: list, mine: list, summary: Summary, *,
-           shard, max_parallel, progress, log, checkpoints, batching, chunk_seconds) -> None:
+def _train(
+    rd: RunDir,
+    sweep: Sweep,
+    configs: list,
+    mine: list,
+    summary: Summary,
+    *,
+    shard,
+    max_parallel,
+    progress,
+    log,
+    checkpoints,
+    batching,
+    chunk_seconds,
+) -> None:
     """Trains the configs of `mine` not yet done, block by block (see `_run`)."""
     is_main = jax.process_index() == 0
     _barrier("prepare")
@@ -303,8 +393,10 @@ def _train(rd: RunDir, sweep: Sweep, configs: list, mine: list, summary: Summary
         (summary.skipped if rd.status(c.config_id)["state"] == DONE else todo).append(c)
     _barrier("planned")  # every process must plan from the same statuses
     if summary.skipped:
-        log(f"jaxcl: {len(summary.skipped)} of {len(mine)} configs"
-            f"{'' if shard is None else f' of slice {shard}'} already done, skipping them")
+        log(
+            f"jaxcl: {len(summary.skipped)} of {len(mine)} configs"
+            f"{'' if shard is None else f' of slice {shard}'} already done, skipping them"
+        )
     sharding = config_mesh()
     max_parallel = max_parallel or sweep.options.get("max_parallel")
     batching = batching or sweep.options.get("batching", "auto")
@@ -320,17 +412,26 @@ def _train(rd: RunDir, sweep: Sweep, configs: list, mine: list, summary: Summary
     try:
         with checkpoint.StopSignal() as stop:
             for gi, ((name, static), group) in enumerate(groups.items()):
-                bar.group(f"group {gi + 1}/{len(groups)} {name} "
-                          f"{protocol.get(name).describe(static)} ({len(group)} configs)",
-                          sum(c.n_steps for c in group))
+                bar.group(
+                    f"group {gi + 1}/{len(groups)} {name} "
+                    f"{protocol.get(name).describe(static)} ({len(group)} configs)",
+                    sum(c.n_steps for c in group),
+                )
                 for block, n_pad in pacing.blocks(
-                        group, sharding, saved=saved, max_parallel=max_parallel,
-                        batching=batching, group_size=sizes[(name, static)],
-                        seconds=chunk_seconds, timing=lambda: _agree_max(last[0])):
+                    group,
+                    sharding,
+                    saved=saved,
+                    max_parallel=max_parallel,
+                    batching=batching,
+                    group_size=sizes[(name, static)],
+                    seconds=chunk_seconds,
+                    timing=lambda: _agree_max(last[0]),
+                ):
                     if _agree(stop.requested):  # between blocks: nothing to save
                         raise checkpoint.Interrupted(stop.signum, "between blocks")
-                    last[0] = run_block(rd, static, block, n_pad, sharding, bar, summary, ckpt,
-                                        stop, batching)
+                    last[0] = run_block(
+                        rd, static, block, n_pad, sharding, bar, summary, ckpt, stop, batching
+                    )
                     if is_main and jax.process_count() == 1:  # a live view for the watcher
                         rd.write_manifest(sweep, configs)
     except checkpoint.Interrupted:
@@ -361,16 +462,21 @@ def merge(out: str, log=print) -> dict:
     _after_run(rd, configs, skip_empty=True)
     with open(os.path.join(out, "manifest.json")) as f:
         counts = json.load(f)["counts"]
-    log(f"jaxcl: merged {n_rows} rows of {len(configs)} configs into {out}/results.jsonl "
-        f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
+    log(
+        f"jaxcl: merged {n_rows} rows of {len(configs)} configs into {out}/results.jsonl "
+        f"({', '.join(f'{v} {k}' for k, v in counts.items())})"
+    )
     return counts
 
 
 def _after_run(rd: RunDir, configs: list, skip_empty: bool = False) -> None:
     """Each experiment's after-run hook (liao: figure1.png) on its finished configs, grid order."""
     for name in dict.fromkeys(c.experiment for c in configs):
-        finals = [rd.load_info(c.config_id) for c in configs
-                  if c.experiment == name and rd.has_final(c.config_id)]
+        finals = [
+            rd.load_info(c.config_id)
+            for c in configs
+            if c.experiment == name and rd.has_final(c.config_id)
+        ]
         if finals or not skip_empty:
             protocol.get(name).after_run(rd.path, finals)
 
@@ -385,9 +491,11 @@ def _warn_space(out: str, groups: dict, log) -> None:
     ckpt = max(b * n for b, n in per_group) * checkpoint.SPACE_FACTOR + checkpoint.SPACE_SLACK
     need = ckpt + sum(b * n for b, n in per_group)
     if free < need:
-        log(f"jaxcl: warning: {checkpoint._size(free)} free in {out}, less than one checkpoint "
+        log(
+            f"jaxcl: warning: {checkpoint._size(free)} free in {out}, less than one checkpoint "
             f"(about {checkpoint._size(ckpt)}) plus the final arrays (about "
-            f"{checkpoint._size(need - ckpt)}); a checkpoint or a final may not fit")
+            f"{checkpoint._size(need - ckpt)}); a checkpoint or a final may not fit"
+        )
 
 
 def _divergence(m: dict) -> str:

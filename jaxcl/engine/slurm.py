@@ -49,8 +49,10 @@ def requeue(max_requeues: int, env: dict | None = None, run=subprocess.run) -> s
     if jid is None:
         return "not requeued: not a Slurm job ($SLURM_JOB_ID is not set)"
     if n >= max_requeues:
-        return (f"not requeued: job {jid} was requeued {n} times, the cap (--requeue "
-                f"{max_requeues}); submit it again to continue")
+        return (
+            f"not requeued: job {jid} was requeued {n} times, the cap (--requeue "
+            f"{max_requeues}); submit it again to continue"
+        )
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         proc = run(["scontrol", "requeue", jid], capture_output=True, text=True, timeout=60)
@@ -58,6 +60,9 @@ def requeue(max_requeues: int, env: dict | None = None, run=subprocess.run) -> s
         return f"not requeued: scontrol requeue {jid} failed ({e})"
     if proc.returncode != 0:
         why = (proc.stderr or proc.stdout).strip().splitlines()
-        return (f"not requeued: scontrol requeue {jid} failed (exit {proc.returncode}"
-                + (f": {why[-1]}" if why else "") + ")")
+        return (
+            f"not requeued: scontrol requeue {jid} failed (exit {proc.returncode}"
+            + (f": {why[-1]}" if why else "")
+            + ")"
+        )
     return f"requeued job {jid} for leg {n + 2} (at most {max_requeues} requeues)"

@@ -8,8 +8,16 @@ import os
 import time
 
 from jaxcl.engine import protocol
-from jaxcl.engine.rundir import (DONE, FAILED, PENDING, RUNNING, RunDir, RunDirLock, Shard,
-                                 load_sweep)
+from jaxcl.engine.rundir import (
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    RunDir,
+    RunDirLock,
+    Shard,
+    load_sweep,
+)
 from jaxcl.engine.sweep import group_by_static, shard_configs
 from jaxcl.fileio import read_jsonl
 
@@ -45,10 +53,19 @@ def status(run_dir: str, now: float | None = None) -> dict:
             done = c.n_steps if state == DONE else (rows[-1]["step"] if rows else 0)
             g["steps_done"] += min(done, c.n_steps)
             g["steps_total"] += c.n_steps
-            times += [(r["time"], min(r["step"], c.n_steps) - (rows[i - 1]["step"] if i else 0))
-                      for i, r in enumerate(rows) if "time" in r]
-        groups.append({"experiment": name, "group": protocol.get(name).describe(static),
-                       "configs": len(cfgs), **g})
+            times += [
+                (r["time"], min(r["step"], c.n_steps) - (rows[i - 1]["step"] if i else 0))
+                for i, r in enumerate(rows)
+                if "time" in r
+            ]
+        groups.append(
+            {
+                "experiment": name,
+                "group": protocol.get(name).describe(static),
+                "configs": len(cfgs),
+                **g,
+            }
+        )
         for k, v in g.items():
             total[k] += v
     recent = [(t, n) for t, n in times if t >= now - 600]
@@ -57,11 +74,20 @@ def status(run_dir: str, now: float | None = None) -> dict:
         span = max(t for t, _ in recent) - min(t for t, _ in recent)
         rate = sum(n for _, n in recent) / span if span > 0 else None
     left = total["steps_total"] - total["steps_done"]
-    total.update(configs=sum(g["configs"] for g in groups), rate=rate,
-                 eta_s=(left / rate if rate and active else None))
-    return {"run_dir": run_dir, "active": active, "holder": lock.holders() if active else None,
-            "groups": groups, "total": total, "failed": failed,
-            "last_checkpoint_age_s": _checkpoint_age(run_dir, now)}
+    total.update(
+        configs=sum(g["configs"] for g in groups),
+        rate=rate,
+        eta_s=(left / rate if rate and active else None),
+    )
+    return {
+        "run_dir": run_dir,
+        "active": active,
+        "holder": lock.holders() if active else None,
+        "groups": groups,
+        "total": total,
+        "failed": failed,
+        "last_checkpoint_age_s": _checkpoint_age(run_dir, now),
+    }
 
 
 def _live_configs(rd: RunDir, lock: RunDirLock, configs: list) -> set:
@@ -84,43 +110,65 @@ def _live_configs(rd: RunDir, lock: RunDirLock, configs: list) -> set:
 
 
 def _zero() -> dict:
-    return {PENDING: 0, RUNNING: 0, "interrupted": 0, DONE: 0, FAILED: 0, "steps_done": 0,
-            "steps_total": 0}
+    return {
+        PENDING: 0,
+        RUNNING: 0,
+        "interrupted": 0,
+        DONE: 0,
+        FAILED: 0,
+        "steps_done": 0,
+        "steps_total": 0,
+    }
 
 
 def _checkpoint_age(run_dir: str, now: float) -> float | None:
     root = os.path.join(run_dir, "checkpoints")
-    ages = [now - os.path.getmtime(os.path.join(root, b, s))
-            for b in (os.listdir(root) if os.path.isdir(root) else [])
-            if os.path.isdir(os.path.join(root, b)) and not b.endswith(".damaged")
-            for s in os.listdir(os.path.join(root, b)) if s.isdigit()]
+    ages = [
+        now - os.path.getmtime(os.path.join(root, b, s))
+        for b in (os.listdir(root) if os.path.isdir(root) else [])
+        if os.path.isdir(os.path.join(root, b)) and not b.endswith(".damaged")
+        for s in os.listdir(os.path.join(root, b))
+        if s.isdigit()
+    ]
     return min(ages) if ages else None
 
 
 def format_status(s: dict) -> str:
     """The human-readable table of `status`."""
+
     def counts(g):
         parts = [f"{g[k]} {k}" for k in (DONE, RUNNING, "interrupted", PENDING, FAILED) if g[k]]
         return ", ".join(parts) or "nothing"
 
     t = s["total"]
-    state = ("running (" + s["holder"] + ")" if s["active"]
-             else "not running" if s["active"] is False else "unknown (no lock answer)")
-    lines = [f"{s['run_dir']}: {state}",
-             f"total: {t['configs']} configs: {counts(t)}; steps {t['steps_done']:,} of "
-             f"{t['steps_total']:,} ({100 * t['steps_done'] / max(t['steps_total'], 1):.1f}%)"
-             + (f"; {t['rate']:,.0f} config-steps/s" if t["rate"] else "")
-             + (f"; ETA {_duration(t['eta_s'])}" if t["eta_s"] else "")]
+    state = (
+        "running (" + s["holder"] + ")"
+        if s["active"]
+        else "not running"
+        if s["active"] is False
+        else "unknown (no lock answer)"
+    )
+    lines = [
+        f"{s['run_dir']}: {state}",
+        f"total: {t['configs']} configs: {counts(t)}; steps {t['steps_done']:,} of "
+        f"{t['steps_total']:,} ({100 * t['steps_done'] / max(t['steps_total'], 1):.1f}%)"
+        + (f"; {t['rate']:,.0f} config-steps/s" if t["rate"] else "")
+        + (f"; ETA {_duration(t['eta_s'])}" if t["eta_s"] else ""),
+    ]
     if s["last_checkpoint_age_s"] is not None:
         lines.append(f"last checkpoint: {_duration(s['last_checkpoint_age_s'])} ago")
     for g in s["groups"]:
-        lines.append(f"  {g['experiment']} {g['group']}: {g['configs']} configs: {counts(g)}; "
-                     f"steps {g['steps_done']:,} of {g['steps_total']:,}")
+        lines.append(
+            f"  {g['experiment']} {g['group']}: {g['configs']} configs: {counts(g)}; "
+            f"steps {g['steps_done']:,} of {g['steps_total']:,}"
+        )
     for cid, why in s["failed"].items():
         lines.append(f"  failed {cid}: {why}")
     if t["interrupted"]:
-        lines.append("  (interrupted: marked running, but no jaxcl run holds the directory; "
-                     "rerun the same command to continue)")
+        lines.append(
+            "  (interrupted: marked running, but no jaxcl run holds the directory; "
+            "rerun the same command to continue)"
+        )
     return "\n".join(lines)
 
 

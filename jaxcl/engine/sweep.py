@@ -21,10 +21,19 @@ from jaxcl.engine import protocol
 from jaxcl.errors import ConfigError
 
 _TABLES = ("base", "grid", "sweep")
-_SWEEP_OPTIONS = {"name": str, "max_parallel": int,  # run options, not in the fingerprint
-                  "batching": str, "checkpoint_every_steps": int, "checkpoint_every_seconds": int,
-                  "keep_checkpoints": int}
-BATCHINGS = ("auto", "sequential", "vmap")  # how a device runs its configs: programs.resolve_batching
+_SWEEP_OPTIONS = {
+    "name": str,
+    "max_parallel": int,  # run options, not in the fingerprint
+    "batching": str,
+    "checkpoint_every_steps": int,
+    "checkpoint_every_seconds": int,
+    "keep_checkpoints": int,
+}
+BATCHINGS = (
+    "auto",
+    "sequential",
+    "vmap",
+)  # how a device runs its configs: programs.resolve_batching
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +71,8 @@ class Sweep:
                     fields.update(v if isinstance(v, dict) else {k: v})
                 fields.update(self.overrides)
                 where = ("grid point " + json.dumps(point) if point else "[base]") + (
-                    f" of [[grid]] {gi + 1}" if isinstance(self.grid, list) else "")
+                    f" of [[grid]] {gi + 1}" if isinstance(self.grid, list) else ""
+                )
                 try:
                     exp = protocol.get(fields.get("experiment", protocol.DEFAULT))
                     cfg = exp.Config.from_dict(fields)
@@ -71,8 +81,10 @@ class Sweep:
                 except TypeError as e:  # pragma: no cover - from_dict checks names first
                     raise ConfigError(f"{where}: {e}") from None
                 if cfg.config_id in mine:
-                    raise ConfigError(f"grid points {mine[cfg.config_id]} and {json.dumps(point)}"
-                                      f" give the same config ({cfg.config_id})")
+                    raise ConfigError(
+                        f"grid points {mine[cfg.config_id]} and {json.dumps(point)}"
+                        f" give the same config ({cfg.config_id})"
+                    )
                 mine[cfg.config_id] = json.dumps(point)
                 if cfg.config_id not in seen:
                     seen[cfg.config_id] = True
@@ -111,36 +123,53 @@ def loads(text: str, overrides: dict | None = None, source: str = "<sweep>") -> 
         if key == "grid" and isinstance(value, list) and all(isinstance(v, dict) for v in value):
             continue  # [[grid]]: an array of grid tables, their products joined
         if key not in _TABLES or not isinstance(value, dict):
-            raise ConfigError(f"{source}: unknown top-level entry {key!r} (value {value!r}); "
-                              f"a sweep has tables {', '.join('[' + t + ']' for t in _TABLES)}")
+            raise ConfigError(
+                f"{source}: unknown top-level entry {key!r} (value {value!r}); "
+                f"a sweep has tables {', '.join('[' + t + ']' for t in _TABLES)}"
+            )
     grid = doc.get("grid", {})
     grids = grid if isinstance(grid, list) else [grid]
     if not grids:
         raise ConfigError(f"{source}: [[grid]] is empty")
     for key, value in ((k, v) for g in grids for k, v in g.items()):
         if not isinstance(value, list) or not value:
-            raise ConfigError(f"{source}: [grid] field {key!r} = {value!r}: expected a non-empty "
-                              f"list of values")
+            raise ConfigError(
+                f"{source}: [grid] field {key!r} = {value!r}: expected a non-empty list of values"
+            )
         tables = [isinstance(v, dict) for v in value]
         if any(tables) and not all(tables):
-            raise ConfigError(f"{source}: [grid] {key!r} = {value!r}: a list of values or a list "
-                              "of tables (bundles of fields set together), not both")
+            raise ConfigError(
+                f"{source}: [grid] {key!r} = {value!r}: a list of values or a list "
+                "of tables (bundles of fields set together), not both"
+            )
     options = doc.get("sweep", {})
     for key, value in options.items():
         if key not in _SWEEP_OPTIONS:
-            raise ConfigError(f"{source}: [sweep] unknown option {key!r} (value {value!r}); "
-                              f"known: {', '.join(_SWEEP_OPTIONS)}")
+            raise ConfigError(
+                f"{source}: [sweep] unknown option {key!r} (value {value!r}); "
+                f"known: {', '.join(_SWEEP_OPTIONS)}"
+            )
         if not isinstance(value, _SWEEP_OPTIONS[key]) or isinstance(value, bool):
-            raise ConfigError(f"{source}: [sweep] option {key!r} = {value!r}: expected "
-                              f"{_SWEEP_OPTIONS[key].__name__}")
+            raise ConfigError(
+                f"{source}: [sweep] option {key!r} = {value!r}: expected "
+                f"{_SWEEP_OPTIONS[key].__name__}"
+            )
     if options.get("max_parallel", 1) < 1:
-        raise ConfigError(f"{source}: [sweep] option 'max_parallel' = "
-                          f"{options['max_parallel']!r}: must be >= 1")
+        raise ConfigError(
+            f"{source}: [sweep] option 'max_parallel' = {options['max_parallel']!r}: must be >= 1"
+        )
     if options.get("batching", "auto") not in BATCHINGS:
-        raise ConfigError(f"{source}: [sweep] option 'batching' = {options['batching']!r}: "
-                          f"expected one of {', '.join(BATCHINGS)}")
-    sweep = Sweep(base=doc.get("base", {}), grid=grid, overrides=dict(overrides or {}),
-                  options=options, text=text)
+        raise ConfigError(
+            f"{source}: [sweep] option 'batching' = {options['batching']!r}: "
+            f"expected one of {', '.join(BATCHINGS)}"
+        )
+    sweep = Sweep(
+        base=doc.get("base", {}),
+        grid=grid,
+        overrides=dict(overrides or {}),
+        options=options,
+        text=text,
+    )
     sweep.configs()  # validate every point now, before anything compiles
     return sweep
 

@@ -2,4 +2,4 @@
 folder here (an `Experiment` subclass, see jaxcl/engine/protocol.py) and a line below."""
 
 from jaxcl.experiments import liao  # noqa: F401  (registers "liao")
-from jaxcl.experiments import geometry  # noqa: F401,E402  (registers "geometry")
+from jaxcl.experiments import geometry  # noqa: F401  (registers "geometry")

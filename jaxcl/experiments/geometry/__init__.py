@@ -37,12 +37,18 @@ class Geometry(Experiment):
         z = u[rows] / np.linalg.norm(u[rows], axis=1, keepdims=True)
         means = np.stack([z[labels == c].mean(axis=0) for c in range(cfg.n_classes)])
         unit = means / np.linalg.norm(means, axis=1, keepdims=True)
-        return {"Z": z.astype(np.float32), "labels": labels, "G": unit @ unit.T,
-                "G_opt": np.asarray(cfg.G_opt(), np.float64)}
+        return {
+            "Z": z.astype(np.float32),
+            "labels": labels,
+            "G": unit @ unit.T,
+            "G_opt": np.asarray(cfg.G_opt(), np.float64),
+        }
 
     def describe(self, static: Static) -> str:
-        return (f"C={static.n_major_classes}+{static.n_minor_classes} p={static.p} "
-                f"k={static.negatives} {static.loss}" + (" hard" if static.hard else ""))
+        return (
+            f"C={static.n_major_classes}+{static.n_minor_classes} p={static.p} "
+            f"k={static.negatives} {static.loss}" + (" hard" if static.hard else "")
+        )
 
     def config_bytes(self, static: Static) -> int:
         return 4 * (4 * static.n_rows * static.p + static.batch * (static.negatives + 2) * static.p)
@@ -53,7 +59,8 @@ class Geometry(Experiment):
         from jaxcl.experiments.geometry import report
 
         options.setdefault("summary", {})["geometry"] = report.report(
-            run_dir, finals, lines, options.get("out_dir"))
+            run_dir, finals, lines, options.get("out_dir")
+        )
         return True
 
 

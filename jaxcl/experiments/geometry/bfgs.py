@@ -56,7 +56,8 @@ def bfgs(f, V0):
         dphi = g_try @ d
         finite = jnp.isfinite(f_try) & jnp.all(jnp.isfinite(g_try))
         decrease = (f_try <= fx + 1e-4 * alpha * dphi0) | (
-            (f_try <= fx + 1e-10 * jnp.abs(fx)) & (dphi <= (2 * 0.1 - 1) * dphi0))
+            (f_try <= fx + 1e-10 * jnp.abs(fx)) & (dphi <= (2 * 0.1 - 1) * dphi0)
+        )
         decrease = finite & decrease
         curvature = dphi >= 0.9 * dphi0
         give_up = trials + 1 >= _MAX_TRIALS
@@ -75,8 +76,11 @@ def bfgs(f, V0):
         H0 = jnp.where(it == 0, eye * jnp.where(sy > 0, sy / (y @ y), 1.0), H)  # first-step scale
         Hy = H0 @ y
         rho = 1.0 / jnp.where(sy > 0, sy, 1.0)
-        H_upd = (H0 - rho * (jnp.outer(s_vec, Hy) + jnp.outer(Hy, s_vec))
-                 + (rho * rho * (y @ Hy) + rho) * jnp.outer(s_vec, s_vec))
+        H_upd = (
+            H0
+            - rho * (jnp.outer(s_vec, Hy) + jnp.outer(Hy, s_vec))
+            + (rho * rho * (y @ Hy) + rho) * jnp.outer(s_vec, s_vec)
+        )
         H_acc = jnp.where(sy > 0, H_upd, H0)
         d_acc, H_acc = new_direction(H_acc, g_try)
 
@@ -100,8 +104,12 @@ def bfgs(f, V0):
         since = jnp.where(accept, jnp.where(gnorm < best, 0, since + 1), since)
         best = jnp.where(accept, jnp.minimum(best, gnorm), best)
         it = it + accept.astype(it.dtype)
-        done = ((small >= _SMALL_STEPS) | (since >= _PATIENCE) | (fails >= 2)
-                | (jnp.linalg.norm(g) == 0))
+        done = (
+            (small >= _SMALL_STEPS)
+            | (since >= _PATIENCE)
+            | (fails >= 2)
+            | (jnp.linalg.norm(g) == 0)
+        )
         return x, fx, g, H, d, alpha, lo, hi, trials, fails, it, small, best, since, evals + 1, done
 
     def keep_going(c):
@@ -112,8 +120,23 @@ def bfgs(f, V0):
     zero = jnp.zeros((), jnp.int32)
     # first step: steepest descent scaled to turn the rows by ~0.1 rad; the linesearch adjusts
     alpha0 = 0.1 * jnp.linalg.norm(x0) / jnp.maximum(jnp.linalg.norm(g0), 1e-300)
-    init = (x0, f0, g0, eye, -g0 * alpha0, jnp.asarray(1.0, x0.dtype), jnp.asarray(0.0, x0.dtype),
-            jnp.asarray(jnp.inf, x0.dtype), zero, zero, zero, zero,
-            jnp.asarray(jnp.inf, x0.dtype), zero, zero, jnp.linalg.norm(g0) == 0)
+    init = (
+        x0,
+        f0,
+        g0,
+        eye,
+        -g0 * alpha0,
+        jnp.asarray(1.0, x0.dtype),
+        jnp.asarray(0.0, x0.dtype),
+        jnp.asarray(jnp.inf, x0.dtype),
+        zero,
+        zero,
+        zero,
+        zero,
+        jnp.asarray(jnp.inf, x0.dtype),
+        zero,
+        zero,
+        jnp.linalg.norm(g0) == 0,
+    )
     c = jax.lax.while_loop(keep_going, body, init)
     return c[0].reshape(shape), c[1], c[10]

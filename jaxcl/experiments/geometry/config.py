@@ -53,12 +53,15 @@ class Config(BaseConfig):
 
     def __post_init__(self):
         check_types(self)
-        require(self.experiment == "geometry", "experiment", self.experiment,
-                "must be 'geometry'")
+        require(self.experiment == "geometry", "experiment", self.experiment, "must be 'geometry'")
         require(self.n_major_classes >= 1, "n_major_classes", self.n_major_classes, "must be >= 1")
         require(self.n_minor_classes >= 0, "n_minor_classes", self.n_minor_classes, "must be >= 0")
-        require(self.n_classes >= 2, "n_minor_classes", self.n_minor_classes,
-                "gives fewer than 2 classes in all")
+        require(
+            self.n_classes >= 2,
+            "n_minor_classes",
+            self.n_minor_classes,
+            "gives fewer than 2 classes in all",
+        )
         require(self.samples_major >= 2, "samples_major", self.samples_major, "must be >= 2")
         require(0 < self.ratio <= 1, "ratio", self.ratio, "must be in (0, 1]")
         require(self.p >= 1, "p", self.p, "must be >= 1")
@@ -66,11 +69,16 @@ class Config(BaseConfig):
         require(self.batch >= 1, "batch", self.batch, "must be >= 1")
         require(self.negatives >= 1, "negatives", self.negatives, "must be >= 1 (k)")
         require(self.tau > 0, "tau", self.tau, "must be > 0")
-        losses.check_fields(self.loss, self.loss_alpha, self.loss_beta, self.loss_psi,
-                            self.loss_phi)
+        losses.check_fields(
+            self.loss, self.loss_alpha, self.loss_beta, self.loss_psi, self.loss_phi
+        )
         require(self.hard_beta >= 0, "hard_beta", self.hard_beta, "must be >= 0")
-        require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer,
-                f"must be one of {', '.join(OPTIMIZERS)}")
+        require(
+            self.optimizer in OPTIMIZERS,
+            "optimizer",
+            self.optimizer,
+            f"must be one of {', '.join(OPTIMIZERS)}",
+        )
         require(self.lr > 0, "lr", self.lr, "must be > 0")
         require(self.steps >= 1, "steps", self.steps, "must be >= 1")
         require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
@@ -88,7 +96,9 @@ class Config(BaseConfig):
 
     @property
     def class_sizes(self) -> list[int]:
-        return [self.samples_major] * self.n_major_classes + [self.samples_minor] * self.n_minor_classes
+        return [self.samples_major] * self.n_major_classes + [
+            self.samples_minor
+        ] * self.n_minor_classes
 
     @property
     def n_samples(self) -> int:
@@ -105,35 +115,68 @@ class Config(BaseConfig):
 
     def id_prefix(self) -> str:
         hard = f"_b{self.hard_beta:g}" if self.hard_beta else ""
-        return (f"geo_C{self.n_major_classes}+{self.n_minor_classes}_r{self.ratio:g}"
-                f"_k{self.negatives}{hard}_s{self.seed}")
+        return (
+            f"geo_C{self.n_major_classes}+{self.n_minor_classes}_r{self.ratio:g}"
+            f"_k{self.negatives}{hard}_s{self.seed}"
+        )
 
     def resolved(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out.update(n_classes=self.n_classes, samples_minor=self.samples_minor,
-                   n_samples=self.n_samples, pi=self.pi, class_sizes=self.class_sizes)
+        out.update(
+            n_classes=self.n_classes,
+            samples_minor=self.samples_minor,
+            n_samples=self.n_samples,
+            pi=self.pi,
+            class_sizes=self.class_sizes,
+        )
         return out
 
     def static(self) -> "Static":
-        return Static(n_major_classes=self.n_major_classes, n_minor_classes=self.n_minor_classes,
-                      samples_major=self.samples_major, p=self.p, batch=self.batch,
-                      negatives=self.negatives, loss=self.loss, loss_psi=self.loss_psi,
-                      loss_phi=self.loss_phi, optimizer=self.optimizer, log_every=self.log_every,
-                      hard=self.hard_beta > 0)
+        return Static(
+            n_major_classes=self.n_major_classes,
+            n_minor_classes=self.n_minor_classes,
+            samples_major=self.samples_major,
+            p=self.p,
+            batch=self.batch,
+            negatives=self.negatives,
+            loss=self.loss,
+            loss_psi=self.loss_psi,
+            loss_phi=self.loss_phi,
+            optimizer=self.optimizer,
+            log_every=self.log_every,
+            hard=self.hard_beta > 0,
+        )
 
     def hparams(self) -> "HParams":
-        return HParams(seed=self.seed, samples_minor=self.samples_minor,
-                       init_scale=self.init_scale, tau=self.tau, loss_alpha=self.loss_alpha,
-                       loss_beta=self.loss_beta, lr=self.lr, steps=self.steps,
-                       G_opt=self.G_opt(), hard_beta=self.hard_beta)
+        return HParams(
+            seed=self.seed,
+            samples_minor=self.samples_minor,
+            init_scale=self.init_scale,
+            tau=self.tau,
+            loss_alpha=self.loss_alpha,
+            loss_beta=self.loss_beta,
+            lr=self.lr,
+            steps=self.steps,
+            G_opt=self.G_opt(),
+            hard_beta=self.hard_beta,
+        )
 
     def G_opt(self) -> np.ndarray:
         """G* of the collapsed objective at this config's π, k, τ and loss (cached); with
         hard_beta > 0, G°(β), the rest point of training with constant hard-negative weights
         (`jaxcl.geometry.hard_equilibrium`, SPEC §10)."""
-        return _optimal(tuple(self.pi), self.negatives, self.tau, self.loss, self.loss_alpha,
-                        self.loss_beta, self.loss_psi, self.loss_phi, self.opt_starts,
-                        self.hard_beta)
+        return _optimal(
+            tuple(self.pi),
+            self.negatives,
+            self.tau,
+            self.loss,
+            self.loss_alpha,
+            self.loss_beta,
+            self.loss_psi,
+            self.loss_phi,
+            self.opt_starts,
+            self.hard_beta,
+        )
 
 
 @functools.lru_cache(maxsize=None)
@@ -141,10 +184,26 @@ def _optimal(pi, k, tau, loss, alpha, beta, psi, phi, n_starts, hard_beta=0.0) -
     from jaxcl.experiments.geometry.optimal import hard_equilibrium, optimal_gram
 
     if hard_beta:
-        return np.asarray(hard_equilibrium(np.asarray(pi), k, tau, hard_beta, loss, alpha, beta,
-                                           psi, phi, n_starts=n_starts), np.float64)
-    return np.asarray(optimal_gram(np.asarray(pi), k, tau, loss=loss, alpha=alpha, beta=beta,
-                                   psi=psi, phi=phi, n_starts=n_starts), np.float64)
+        return np.asarray(
+            hard_equilibrium(
+                np.asarray(pi), k, tau, hard_beta, loss, alpha, beta, psi, phi, n_starts=n_starts
+            ),
+            np.float64,
+        )
+    return np.asarray(
+        optimal_gram(
+            np.asarray(pi),
+            k,
+            tau,
+            loss=loss,
+            alpha=alpha,
+            beta=beta,
+            psi=psi,
+            phi=phi,
+            n_starts=n_starts,
+        ),
+        np.float64,
+    )
 
 
 class Static(NamedTuple):

@@ -37,7 +37,8 @@ def _check_pi(pi) -> np.ndarray | None:
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         if jnp.ndim(pi) != 1 or jnp.shape(pi)[0] < 2:  # traced: only its shape can be checked
             raise ConfigError(
-                f"field 'pi' of shape {jnp.shape(pi)}: expected (C,), C >= 2") from None
+                f"field 'pi' of shape {jnp.shape(pi)}: expected (C,), C >= 2"
+            ) from None
         return None
     except (TypeError, ValueError):
         raise ConfigError(f"field 'pi' = {pi!r}: expected a 1-D array of numbers") from None
@@ -66,8 +67,9 @@ def _check_positive(name: str, v):
     return v
 
 
-def _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta=0.0
-                         ) -> tuple[np.ndarray, int]:
+def _check_solver_inputs(
+    pi, k, tau, loss, alpha, beta, psi, phi, hard_beta=0.0
+) -> tuple[np.ndarray, int]:
     """Everything optimal_gram / kkt_residuals need, refused before any compile."""
     pi = _check_pi(pi)
     if pi is None:
@@ -78,8 +80,9 @@ def _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta=0.0
     losses.check_hard_beta(hard_beta)
     if loss == "balanced" and beta == 0:
         # s⁺ = 1 is fixed in F, so with β = 0 F is the constant −α/τ: every G is a minimizer
-        raise losses.LossError("field 'loss_beta' = 0: the collapsed objective is then constant "
-                               "(no unique G*)")
+        raise losses.LossError(
+            "field 'loss_beta' = 0: the collapsed objective is then constant (no unique G*)"
+        )
     return pi, k
 
 
@@ -108,6 +111,7 @@ def n_count_vectors(k: int, C: int) -> int:
 @functools.lru_cache(maxsize=32)
 def _compositions(k: int, C: int) -> tuple[np.ndarray, np.ndarray]:
     """All n ∈ ℕ^C with Σ n = k, shape (N, C) int32, and log(k! / Π n_c!), shape (N,)."""
+
     @functools.cache  # (k_left, parts) recur across branches: build each block once
     def rec(k_left: int, parts: int) -> np.ndarray:
         if parts == 1:
@@ -115,8 +119,9 @@ def _compositions(k: int, C: int) -> tuple[np.ndarray, np.ndarray]:
         blocks = []
         for first in range(k_left, -1, -1):
             rest = rec(k_left - first, parts - 1)
-            blocks.append(np.concatenate(
-                [np.full((rest.shape[0], 1), first, np.int32), rest], axis=1))
+            blocks.append(
+                np.concatenate([np.full((rest.shape[0], 1), first, np.int32), rest], axis=1)
+            )
         return np.concatenate(blocks, axis=0)
 
     counts = rec(k, C).copy()
@@ -144,8 +149,9 @@ def multinomial_counts(k: int, C: int) -> tuple[np.ndarray, np.ndarray]:
     return _compositions(k, C)
 
 
-def negative_counts(pi, k: int, max_enumerate: int = MAX_ENUMERATE, n_draws: int = N_DRAWS,
-                    seed: int = 0):
+def negative_counts(
+    pi, k: int, max_enumerate: int = MAX_ENUMERATE, n_draws: int = N_DRAWS, seed: int = 0
+):
     """The distribution Mult(k, π) of the negatives' class counts, as rows and weights.
 
     Exact (every count vector with its probability) when there are at most `max_enumerate`
@@ -182,8 +188,20 @@ def negative_counts(pi, k: int, max_enumerate: int = MAX_ENUMERATE, n_draws: int
 # the collapsed objective F(G) of SPEC §9
 
 
-def _objective(G_CxC, pi_C, counts_NxC, weights_N, tau, loss, alpha, beta, psi, phi,
-               hard_beta=0.0, G_weight_CxC=None):
+def _objective(
+    G_CxC,
+    pi_C,
+    counts_NxC,
+    weights_N,
+    tau,
+    loss,
+    alpha,
+    beta,
+    psi,
+    phi,
+    hard_beta=0.0,
+    G_weight_CxC=None,
+):
     """F(G) = Σ_c π_c Σ_n P(n) ℓ(1; n_c' copies of G_cc') (SPEC §9), from precomputed counts.
 
     With hard_beta (SPEC §10) a negative of class c' weighs e^{β G_cc'} against the anchor's
@@ -192,16 +210,37 @@ def _objective(G_CxC, pi_C, counts_NxC, weights_N, tau, loss, alpha, beta, psi, 
     G_w = G_CxC if G_weight_CxC is None else G_weight_CxC
 
     def per_class(g_row_C, gw_row_C):  # anchor of class c: s⁺ = 1, a class-c' negative: G_cc'
-        return losses.per_anchor_counts(1.0, g_row_C, counts_NxC, tau, loss, alpha, beta, psi, phi,
-                                        hard_beta, None if G_weight_CxC is None else gw_row_C)
+        return losses.per_anchor_counts(
+            1.0,
+            g_row_C,
+            counts_NxC,
+            tau,
+            loss,
+            alpha,
+            beta,
+            psi,
+            phi,
+            hard_beta,
+            None if G_weight_CxC is None else gw_row_C,
+        )
 
     # vmapped over anchor classes: one (N, C) @ (C, C) product, no (C, N, C) intermediate
     ell_CxN = jax.vmap(per_class)(G_CxC, G_w)
     return pi_C.astype(G_CxC.dtype) @ (ell_CxN @ weights_N.astype(G_CxC.dtype))
 
 
-def collapsed_objective(G, pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
-                        psi: str = "log1p", phi: str = "exp", hard_beta=0.0):
+def collapsed_objective(
+    G,
+    pi,
+    k: int,
+    tau,
+    loss: str = "infonce",
+    alpha=1.0,
+    beta=1.0,
+    psi: str = "log1p",
+    phi: str = "exp",
+    hard_beta=0.0,
+):
     """The collapsed objective F(G) of SPEC §9 for any loss of SPEC §8.
 
     F(G) = Σ_c π_c E_{n ~ Mult(k, π)} ℓ(s⁺ = 1; n_c' negatives of similarity G_cc'): every sample

@@ -65,8 +65,7 @@ def summary(static, hp, u_RxP) -> dict:
     """
     C, n_major = static.n_classes, static.n_major_classes
     cls_R, valid_R = layout(static, hp)
-    z_RxP = u_RxP * jax.lax.rsqrt(jnp.maximum(jnp.sum(u_RxP * u_RxP, axis=1, keepdims=True),
-                                              1e-30))
+    z_RxP = u_RxP * jax.lax.rsqrt(jnp.maximum(jnp.sum(u_RxP * u_RxP, axis=1, keepdims=True), 1e-30))
     onehot_RxC = jax.nn.one_hot(cls_R, C, dtype=z_RxP.dtype) * valid_R[:, None]
     count_C = jnp.sum(onehot_RxC, axis=0)
     mean_CxP = (onehot_RxC.T @ z_RxP) / count_C[:, None]
@@ -80,8 +79,9 @@ def summary(static, hp, u_RxP) -> dict:
     sigma_b_PxP = centered_CxP.T @ centered_CxP / C
     nc1 = jnp.trace(sigma_w_PxP @ pinv_psd(sigma_b_PxP)) / C
     minor = [(i, j) for i, j in itertools.combinations(range(n_major, C), 2)]
-    minority_cos = (jnp.mean(jnp.stack([g_CxC[i, j] for i, j in minor])) if minor
-                    else jnp.float32(jnp.nan))
+    minority_cos = (
+        jnp.mean(jnp.stack([g_CxC[i, j] for i, j in minor])) if minor else jnp.float32(jnp.nan)
+    )
     return {
         "G": g_CxC,
         "class_norms": norm_C,
@@ -89,8 +89,7 @@ def summary(static, hp, u_RxP) -> dict:
         "minority_cos": minority_cos,
         "nc1": nc1,
         "mean_norm_major": jnp.mean(norm_C[:n_major]),
-        "mean_norm_minor": (jnp.mean(norm_C[n_major:]) if C > n_major
-                            else jnp.float32(jnp.nan)),
+        "mean_norm_minor": (jnp.mean(norm_C[n_major:]) if C > n_major else jnp.float32(jnp.nan)),
     }
 
 

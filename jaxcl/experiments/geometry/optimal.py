@@ -15,13 +15,23 @@ import numpy as np
 from jaxcl.errors import ConfigError
 from jaxcl.experiments.geometry.bfgs import bfgs
 from jaxcl.losses import hard_off
-from jaxcl.experiments.geometry.objective import (_check_int, _check_positive,
-                                                  _check_solver_inputs, _objective,
-                                                  negative_counts)
+from jaxcl.experiments.geometry.objective import (
+    _check_int,
+    _check_positive,
+    _check_solver_inputs,
+    _objective,
+    negative_counts,
+)
+
 # Also public through this module (tests and jaxcl.geometry import them from here):
 from jaxcl.experiments.geometry.objective import (  # noqa: F401
-    MAX_ENUMERATE, N_DRAWS, collapsed_objective, multinomial_counts, n_count_vectors,
-    simplex_etf)
+    MAX_ENUMERATE,
+    N_DRAWS,
+    collapsed_objective,
+    multinomial_counts,
+    n_count_vectors,
+    simplex_etf,
+)
 
 COLLAPSE_TOL = 1e-4  # SPEC §9: minority c ≠ c' collapsed when G*_cc' ≥ 1 − 1e-4
 
@@ -57,17 +67,35 @@ class _Problem(NamedTuple):
 
 def _problem(pi, counts, weights, tau, alpha, beta, hard_beta=0.0, G_weight=None) -> _Problem:
     C = pi.shape[0]
-    return _Problem(pi, counts, weights, *(np.float64(x) for x in (tau, alpha, beta, hard_beta)),
-                    np.eye(C) if G_weight is None else np.asarray(G_weight, np.float64))
+    return _Problem(
+        pi,
+        counts,
+        weights,
+        *(np.float64(x) for x in (tau, alpha, beta, hard_beta)),
+        np.eye(C) if G_weight is None else np.asarray(G_weight, np.float64),
+    )
 
 
 def _F(prob: _Problem, loss, psi, phi, hard, frozen):
     """G ↦ F(G). `hard`: hard_beta is on (off: exactly SPEC §9's F); `frozen`: the hard-negative
     weights come from prob.G_weight_CxC, not from G (the field that training follows)."""
+
     def F(G):
-        return _objective(G, prob.pi_C, prob.counts_NxC, prob.weights_N, prob.tau, loss,
-                          prob.alpha, prob.beta, psi, phi, prob.hard_beta if hard else 0.0,
-                          prob.G_weight_CxC if frozen else None)
+        return _objective(
+            G,
+            prob.pi_C,
+            prob.counts_NxC,
+            prob.weights_N,
+            prob.tau,
+            loss,
+            prob.alpha,
+            prob.beta,
+            psi,
+            phi,
+            prob.hard_beta if hard else 0.0,
+            prob.G_weight_CxC if frozen else None,
+        )
+
     return F
 
 
@@ -84,8 +112,9 @@ def _solve(V0_SxCxP, prob: _Problem, *, loss, psi, phi, hard=False, frozen=False
     # O(1) curvature, so the first steps and the stopping test treat a minority row like a
     # majority one. The norms barely move (each step is orthogonal to V_c, to first order).
     row_scale_C = jnp.sqrt(prob.pi_C / jnp.max(prob.pi_C))
-    V0_SxCxP = (V0_SxCxP / jnp.linalg.norm(V0_SxCxP, axis=2, keepdims=True)
-                * row_scale_C[None, :, None])
+    V0_SxCxP = (
+        V0_SxCxP / jnp.linalg.norm(V0_SxCxP, axis=2, keepdims=True) * row_scale_C[None, :, None]
+    )
 
     def one(V0):
         V, value, steps = bfgs(lambda V: F(_gram(V)), V0)
@@ -115,14 +144,26 @@ def _kkt(grad_CxC: np.ndarray, G: np.ndarray, pi: np.ndarray) -> dict:
     # which put every row on a majority's scale: the "_scaled" residuals.
     isqrt = 1.0 / np.sqrt(pi)
     Z_scaled = Z * isqrt[:, None] * isqrt[None, :]
-    return {"min_eig_Z": float(np.linalg.eigvalsh(Z).min()),
-            "ZG_max": float(np.abs(ZG).max()),
-            "min_eig_Z_scaled": float(np.linalg.eigvalsh(Z_scaled).min()),
-            "ZG_max_scaled": float(np.abs(ZG / pi[:, None]).max())}
+    return {
+        "min_eig_Z": float(np.linalg.eigvalsh(Z).min()),
+        "ZG_max": float(np.abs(ZG).max()),
+        "min_eig_Z_scaled": float(np.linalg.eigvalsh(Z_scaled).min()),
+        "ZG_max_scaled": float(np.abs(ZG / pi[:, None]).max()),
+    }
 
 
-def kkt_residuals(G, pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
-                  psi: str = "log1p", phi: str = "exp", hard_beta=0.0) -> dict:
+def kkt_residuals(
+    G,
+    pi,
+    k: int,
+    tau,
+    loss: str = "infonce",
+    alpha=1.0,
+    beta=1.0,
+    psi: str = "log1p",
+    phi: str = "exp",
+    hard_beta=0.0,
+) -> dict:
     """The optimality certificate of a feasible G for min F(G) s.t. G ⪰ 0, diag G = 1.
 
     With ∇F the symmetrized gradient, μ_c = (∇F G)_cc and Z = ∇F − Diag(μ), a feasible G is
@@ -149,14 +190,32 @@ def kkt_residuals(G, pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0
         raise ConfigError(f"field 'G' of shape {G.shape}: expected {(pi.shape[0],) * 2}")
     with jax.enable_x64(True):
         counts, weights, _ = negative_counts(pi, k)
-        _, grad = _values(G[None], _problem(pi, counts, weights, tau, alpha, beta, hard_beta),
-                          loss=loss, psi=psi, phi=phi, hard=not hard_off(hard_beta))
+        _, grad = _values(
+            G[None],
+            _problem(pi, counts, weights, tau, alpha, beta, hard_beta),
+            loss=loss,
+            psi=psi,
+            phi=phi,
+            hard=not hard_off(hard_beta),
+        )
         return _kkt(np.asarray(grad[0], dtype=np.float64), G, pi)
 
 
-def optimal_gram(pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0, psi: str = "log1p",
-                 phi: str = "exp", n_starts: int = 5, seed: int = 0, return_info: bool = False,
-                 rank: int | None = None, hard_beta=0.0):
+def optimal_gram(
+    pi,
+    k: int,
+    tau,
+    loss: str = "infonce",
+    alpha=1.0,
+    beta=1.0,
+    psi: str = "log1p",
+    phi: str = "exp",
+    n_starts: int = 5,
+    seed: int = 0,
+    return_info: bool = False,
+    rank: int | None = None,
+    hard_beta=0.0,
+):
     """G*, the minimizer of the collapsed objective F over Gram matrices of unit vectors (SPEC §9),
     or G*_p, its minimizer over those of rank ≤ p (SPEC §10, `rank=p`).
 
@@ -215,8 +274,10 @@ def optimal_gram(pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0, ps
     C = pi.shape[0]
     p = C if rank is None else _check_int("rank", rank, 1)
     if p == 1 and C > 20:
-        raise ConfigError(f"field 'rank' = 1: solved by enumerating 2^(C-1) sign patterns, "
-                          f"only for C <= 20 (C = {C})")
+        raise ConfigError(
+            f"field 'rank' = 1: solved by enumerating 2^(C-1) sign patterns, "
+            f"only for C <= 20 (C = {C})"
+        )
     statics = dict(loss=loss, psi=psi, phi=phi, hard=not hard_off(hard_beta))
     with jax.enable_x64(True):
         counts, weights, method = negative_counts(pi, k, seed=seed)
@@ -232,21 +293,26 @@ def optimal_gram(pi, k: int, tau, loss: str = "infonce", alpha=1.0, beta=1.0, ps
     G = _tidy(G_S[best])
     if not return_info:
         return G
-    info = {"F": float(F_S[best]),
-            "starts_max_dev": float(np.abs(G_S - G[None]).max()),
-            "kkt": _kkt(grad_S[best].astype(np.float64), G, pi),
-            "method": method,
-            "n_counts": int(counts.shape[0]),
-            "steps": [int(i) for i in steps_S]}
+    info = {
+        "F": float(F_S[best]),
+        "starts_max_dev": float(np.abs(G_S - G[None]).max()),
+        "kkt": _kkt(grad_S[best].astype(np.float64), G, pi),
+        "method": method,
+        "n_counts": int(counts.shape[0]),
+        "steps": [int(i) for i in steps_S],
+    }
     if rank is not None or statics["hard"]:
         info.update(starts_F=[float(x) for x in F_S], F_spread=float(np.max(F_S) - np.min(F_S)))
     if rank is not None:
         info.update(rank=p, convex_max_dev=None, convex_rank=None)
         if p >= C - 1:
-            G_convex = optimal_gram(pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed,
-                                    hard_beta=hard_beta)
-            info.update(convex_max_dev=float(np.abs(G - G_convex).max()),
-                        convex_rank=int(np.sum(np.linalg.eigvalsh(G_convex) > 1e-6)))
+            G_convex = optimal_gram(
+                pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed, hard_beta=hard_beta
+            )
+            info.update(
+                convex_max_dev=float(np.abs(G - G_convex).max()),
+                convex_rank=int(np.sum(np.linalg.eigvalsh(G_convex) > 1e-6)),
+            )
     return G, info
 
 
@@ -264,9 +330,22 @@ def _signs(C: int) -> np.ndarray:
     return sigma[:, :, None] * sigma[:, None, :]
 
 
-def hard_equilibrium(pi, k: int, tau, hard_beta, loss: str = "infonce", alpha=1.0, beta=1.0,
-                     psi: str = "log1p", phi: str = "exp", n_starts: int = 5, seed: int = 0,
-                     max_iter: int = 200, tol: float = 1e-9, return_info: bool = False):
+def hard_equilibrium(
+    pi,
+    k: int,
+    tau,
+    hard_beta,
+    loss: str = "infonce",
+    alpha=1.0,
+    beta=1.0,
+    psi: str = "log1p",
+    phi: str = "exp",
+    n_starts: int = 5,
+    seed: int = 0,
+    max_iter: int = 200,
+    tol: float = 1e-9,
+    return_info: bool = False,
+):
     """G°(β): the geometry that training with constant hard-negative weights settles at.
 
     Training holds the weights v_i constant in the gradient (SPEC §10), so in the collapsed
@@ -292,8 +371,9 @@ def hard_equilibrium(pi, k: int, tau, hard_beta, loss: str = "infonce", alpha=1.
     Raises:
       ConfigError: bad input, naming the field.
     """
-    G_min = optimal_gram(pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed,
-                         hard_beta=hard_beta)
+    G_min = optimal_gram(
+        pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed, hard_beta=hard_beta
+    )
     max_iter = _check_int("max_iter", max_iter, 1)
     _check_positive("tol", tol)
     pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
@@ -321,8 +401,13 @@ def hard_equilibrium(pi, k: int, tau, hard_beta, loss: str = "infonce", alpha=1.
                 G = _tidy((1 - eta) * G + eta * TG)
     if not return_info:
         return G
-    return G, {"iterations": it, "residual": resid, "converged": resid <= tol, "damping": eta,
-               "max_dev_from_minimizer": float(np.abs(G - G_min).max())}
+    return G, {
+        "iterations": it,
+        "residual": resid,
+        "converged": resid <= tol,
+        "damping": eta,
+        "max_dev_from_minimizer": float(np.abs(G - G_min).max()),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,10 +420,22 @@ def _minority_cos(G: np.ndarray, n_major: int) -> float:
     return float(M[~np.eye(M.shape[0], dtype=bool)].min())
 
 
-def collapse_threshold(n_major: int, n_minor: int, k: int, tau, loss: str = "infonce",
-                       alpha=1.0, beta=1.0, psi: str = "log1p", phi: str = "exp",
-                       tol: float = 1e-3, n_starts: int = 2, rank: int | None = None,
-                       hard_beta=0.0, hard_target: str = "minimizer") -> float:
+def collapse_threshold(
+    n_major: int,
+    n_minor: int,
+    k: int,
+    tau,
+    loss: str = "infonce",
+    alpha=1.0,
+    beta=1.0,
+    psi: str = "log1p",
+    phi: str = "exp",
+    tol: float = 1e-3,
+    n_starts: int = 2,
+    rank: int | None = None,
+    hard_beta=0.0,
+    hard_target: str = "minimizer",
+) -> float:
     """ρ*, the largest minority ratio at which the minority class means collapse (SPEC §9).
 
     Classes: n_major of weight 1 and n_minor of weight ρ, π ∝ (1, …, 1, ρ, …, ρ). Collapse is
@@ -369,8 +466,10 @@ def collapse_threshold(n_major: int, n_minor: int, k: int, tau, loss: str = "inf
       ConfigError: bad input, naming the field ('n_major', 'n_minor', 'tol', ...).
     """
     if hard_target not in ("minimizer", "rest") or (hard_target == "rest" and rank is not None):
-        raise ConfigError(f"field 'hard_target' = {hard_target!r}: expected 'minimizer' or "
-                          "'rest' (the latter without rank)")
+        raise ConfigError(
+            f"field 'hard_target' = {hard_target!r}: expected 'minimizer' or "
+            "'rest' (the latter without rank)"
+        )
     n_major = _check_int("n_major", n_major, 1)
     n_minor = _check_int("n_minor", n_minor, 2)
     _check_positive("tol", tol)
@@ -379,11 +478,23 @@ def collapse_threshold(n_major: int, n_minor: int, k: int, tau, loss: str = "inf
     def collapsed(rho: float) -> bool:
         w = np.concatenate([np.ones(n_major), np.full(n_minor, rho)])
         if hard_target == "rest":
-            G = hard_equilibrium(w / w.sum(), k, tau, hard_beta, loss, alpha, beta, psi, phi,
-                                 n_starts=n_starts)
+            G = hard_equilibrium(
+                w / w.sum(), k, tau, hard_beta, loss, alpha, beta, psi, phi, n_starts=n_starts
+            )
         else:
-            G = optimal_gram(w / w.sum(), k, tau, loss, alpha, beta, psi, phi, n_starts=n_starts,
-                             rank=rank, hard_beta=hard_beta)
+            G = optimal_gram(
+                w / w.sum(),
+                k,
+                tau,
+                loss,
+                alpha,
+                beta,
+                psi,
+                phi,
+                n_starts=n_starts,
+                rank=rank,
+                hard_beta=hard_beta,
+            )
         return _minority_cos(G, n_major) >= 1.0 - COLLAPSE_TOL
 
     _check_solver_inputs(np.full(C, 1.0 / C), k, tau, loss, alpha, beta, psi, phi, hard_beta)

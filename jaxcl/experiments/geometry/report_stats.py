@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from jaxcl.tables import ci_cell, clopper_pearson, num  # noqa: F401 (re-exported)
+from jaxcl.tables import ci_cell, clopper_pearson, num
 
 WITHIN = 0.02  # max|G − G*| at which a trained run "reaches" its prediction (issue 27)
 MATCH = 0.05  # the main report's bar: p ≥ C's prediction holds at p while max|G − G*| ≤ this
@@ -24,8 +24,13 @@ def share_cell(x: int, n: int) -> str:
 
 def loss_kwargs(f: dict) -> dict:
     """A final's loss fields as optimal_gram's keyword arguments."""
-    return dict(loss=f["loss"], alpha=f["loss_alpha"], beta=f["loss_beta"], psi=f["loss_psi"],
-                phi=f["loss_phi"])
+    return dict(
+        loss=f["loss"],
+        alpha=f["loss_alpha"],
+        beta=f["loss_beta"],
+        psi=f["loss_psi"],
+        phi=f["loss_phi"],
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,8 +38,7 @@ def gram(pi, k, tau, rank, hard_beta, kw) -> tuple[np.ndarray, int]:
     """(G*_p, or G* with rank None, or G*(β) with hard_beta; its numerical rank)."""
     from jaxcl.experiments.geometry.optimal import optimal_gram
 
-    G = optimal_gram(np.asarray(pi), k, tau, **dict(kw), n_starts=8, rank=rank,
-                     hard_beta=hard_beta)
+    G = optimal_gram(np.asarray(pi), k, tau, **dict(kw), n_starts=8, rank=rank, hard_beta=hard_beta)
     return G, int(np.sum(np.linalg.eigvalsh(G) > 1e-6))
 
 

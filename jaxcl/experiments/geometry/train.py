@@ -40,8 +40,7 @@ def _direction(static: Static) -> optax.GradientTransformation:
 def init(static: Static, hp: HParams) -> State:
     """u_n(0) ~ N(0, init_scale² I_p), padding rows included (they never move)."""
     key = jax.random.PRNGKey(hp.seed)
-    u = hp.init_scale * jax.random.normal(jax.random.fold_in(key, _INIT),
-                                          (static.n_rows, static.p))
+    u = hp.init_scale * jax.random.normal(jax.random.fold_in(key, _INIT), (static.n_rows, static.p))
     return State(u=u, opt_state=_direction(static).init(u), t=jnp.int32(0), key=key)
 
 
@@ -59,8 +58,9 @@ def row_of(static: Static, hp: HParams, i):
     """The row of the i-th valid sample (i < N; classes in order, each its first n_c rows)."""
     head = static.n_major_classes * static.samples_major
     j = jnp.maximum(i - head, 0)
-    minor_row = (static.n_major_classes + j // hp.samples_minor) * static.samples_major \
-        + j % hp.samples_minor
+    minor_row = (
+        static.n_major_classes + j // hp.samples_minor
+    ) * static.samples_major + j % hp.samples_minor
     return jnp.where(i < head, i, minor_row)
 
 
@@ -95,8 +95,7 @@ def normalize(u_RxP):
     last bits differed between a plain jit and the engine's shard_map on two devices; with
     rsqrt they agree bitwise (tests/test_distributed.py checks 1, 2 and 4 devices).
     """
-    return u_RxP * jax.lax.rsqrt(jnp.maximum(jnp.sum(u_RxP * u_RxP, axis=1, keepdims=True),
-                                             1e-30))
+    return u_RxP * jax.lax.rsqrt(jnp.maximum(jnp.sum(u_RxP * u_RxP, axis=1, keepdims=True), 1e-30))
 
 
 def batch_loss(static: Static, hp: HParams, u_RxP, rows):
@@ -112,8 +111,19 @@ def batch_loss(static: Static, hp: HParams, u_RxP, rows):
     s_pos_B = jnp.sum(za_BxP * z_RxP[pos_B], axis=1)
     s_neg_BxK = jnp.einsum("bp,bkp->bk", za_BxP, z_RxP[neg_BxK])
     hard_beta = hp.hard_beta if static.hard else 0.0  # SPEC §10; 0: the unweighted code
-    return jnp.mean(losses.per_anchor(s_pos_B, s_neg_BxK, hp.tau, static.loss, hp.loss_alpha,
-                                      hp.loss_beta, static.loss_psi, static.loss_phi, hard_beta))
+    return jnp.mean(
+        losses.per_anchor(
+            s_pos_B,
+            s_neg_BxK,
+            hp.tau,
+            static.loss,
+            hp.loss_alpha,
+            hp.loss_beta,
+            static.loss_psi,
+            static.loss_phi,
+            hard_beta,
+        )
+    )
 
 
 def learning_rate(hp: HParams, t):
@@ -131,8 +141,12 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, Any]:
     u = state.u - learning_rate(hp, state.t) * direction
     active = state.t < hp.steps
     keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
-    new = State(u=keep(u, state.u), opt_state=jax.tree.map(keep, opt_state, state.opt_state),
-                t=state.t + active.astype(jnp.int32), key=state.key)
+    new = State(
+        u=keep(u, state.u),
+        opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+        t=state.t + active.astype(jnp.int32),
+        key=state.key,
+    )
     return new, loss
 
 
@@ -150,8 +164,11 @@ def run_chunk(static: Static, hp: HParams, state: State) -> tuple[State, dict]:
     at its end, reduced inside jit."""
     t_start = state.t
     (state, total, bad_step), active = jax.lax.scan(
-        functools.partial(_scan_body, static, hp), (state, jnp.float32(0.0), jnp.int32(-1)),
-        None, length=static.log_every)
+        functools.partial(_scan_body, static, hp),
+        (state, jnp.float32(0.0), jnp.int32(-1)),
+        None,
+        length=static.log_every,
+    )
     n = jnp.maximum(jnp.sum(active), 1.0)
     stats = observables.summary(static, hp, state.u)
     metrics = {

@@ -12,8 +12,10 @@ from jaxcl.experiments.liao.config import Config, HParams, Static
 class Liao(Experiment):
     name = "liao"
     Config = Config
-    sizing_hint = ("For the init-only set sizes of Theorem 3.3 at that size, `jaxcl init-stats "
-                   "--d ... --C_m ...` counts them without training, in bounded memory")
+    sizing_hint = (
+        "For the init-only set sizes of Theorem 3.3 at that size, `jaxcl init-stats "
+        "--d ... --C_m ...` counts them without training, in bounded memory"
+    )
 
     def init(self, static: Static, hp: HParams):
         return train.init(static, hp)
@@ -42,15 +44,19 @@ class Liao(Experiment):
         a0_MxD = np.asarray(arrays["w0"], np.float64) @ np.asarray(arrays["M"], np.float64)
         a_MxD = np.asarray(arrays["w"], np.float64) @ np.asarray(arrays["M"], np.float64)
         if "W_V" in arrays:  # trained attention: the weights on the raw tokens, W W_Vᵀ
-            a_MxD = (np.asarray(arrays["w"], np.float64) @ np.asarray(arrays["W_V"]).T
-                     ) @ np.asarray(arrays["M"], np.float64)
+            a_MxD = (
+                np.asarray(arrays["w"], np.float64) @ np.asarray(arrays["W_V"]).T
+            ) @ np.asarray(arrays["M"], np.float64)
 
         def sets(a):
             a2 = a * a
             return a2 >= (c2 * np.log(cfg.d) / cfg.d) * a2.sum(axis=1, keepdims=True)
 
-        return arrays | {"N_0": sets(a0_MxD), "N_T": sets(a_MxD),
-                         "argmax0": np.argmax(np.abs(a0_MxD), axis=1).astype(np.int32)}
+        return arrays | {
+            "N_0": sets(a0_MxD),
+            "N_T": sets(a_MxD),
+            "argmax0": np.argmax(np.abs(a0_MxD), axis=1).astype(np.int32),
+        }
 
     def final_scalars(self, state) -> dict:
         return {"T1": state.T1, "T2": state.T2}
@@ -59,9 +65,11 @@ class Liao(Experiment):
         return observables.final_observables(static, hp, state)
 
     def describe(self, static: Static) -> str:
-        return (f"d={static.d} m={static.m} d1={static.d1}"
-                + ("" if static.loss == "infonce" else f" {static.loss}")
-                + (" attention trained" if static.train_attention else ""))
+        return (
+            f"d={static.d} m={static.m} d1={static.d1}"
+            + ("" if static.loss == "infonce" else f" {static.loss}")
+            + (" attention trained" if static.train_attention else "")
+        )
 
     def config_bytes(self, static: Static) -> int:
         K, L, m, d1 = static.K, static.L, static.m, static.d1
@@ -80,9 +88,13 @@ class Liao(Experiment):
     def commands(self) -> dict[str, Command]:
         from jaxcl.experiments.liao import initstats
 
-        return {"init-stats": Command(help="count M_j, M_j*, N_i(0) at init only (large d)",
-                                      add_arguments=initstats.add_arguments,
-                                      run=initstats.main)}
+        return {
+            "init-stats": Command(
+                help="count M_j, M_j*, N_i(0) at init only (large d)",
+                add_arguments=initstats.add_arguments,
+                run=initstats.main,
+            )
+        }
 
 
 EXPERIMENT = register(Liao())

@@ -34,14 +34,34 @@ class Quantity(NamedTuple):
 
 
 QUANTITIES = [
-    Quantity("lucky", "|M_j*| (eq. 17, init)", lambda o: np.mean(o["lucky_counts"]),
-             lambda c, r, g: theory.omega1(c, r, g), "lucky"),
-    Quantity("ordinary", "|M_j| (eq. 16, init)", lambda o: np.mean(o["ordinary_counts"]),
-             lambda c, r, g: theory.omega2(c, r, g), "ordinary"),
-    Quantity("N", "mean |N_i(T)|", lambda o: np.mean(o["N_sizes"]),
-             lambda c, r, g: theory.n_exponent(r, g), "N0"),
-    Quantity("pure", "pure count P_j(T)", lambda o: np.mean(o["pure_counts"]),
-             lambda c, r, g: theory.omega1(c, r, g), "single"),
+    Quantity(
+        "lucky",
+        "|M_j*| (eq. 17, init)",
+        lambda o: np.mean(o["lucky_counts"]),
+        lambda c, r, g: theory.omega1(c, r, g),
+        "lucky",
+    ),
+    Quantity(
+        "ordinary",
+        "|M_j| (eq. 16, init)",
+        lambda o: np.mean(o["ordinary_counts"]),
+        lambda c, r, g: theory.omega2(c, r, g),
+        "ordinary",
+    ),
+    Quantity(
+        "N",
+        "mean |N_i(T)|",
+        lambda o: np.mean(o["N_sizes"]),
+        lambda c, r, g: theory.n_exponent(r, g),
+        "N0",
+    ),
+    Quantity(
+        "pure",
+        "pure count P_j(T)",
+        lambda o: np.mean(o["pure_counts"]),
+        lambda c, r, g: theory.omega1(c, r, g),
+        "single",
+    ),
 ]
 
 
@@ -71,32 +91,82 @@ def _n_window(f: dict, windows: dict, key: str = "N_max") -> float | None:
 
 
 CLAIMS = [
-    Claim("lucky_min", "every feature has many lucky neurons at init: min_j |M_j*| = Ω(d^ω1)",
-          "Lemma C.1(c)", "lower", lambda f, w: min(f["observables"]["lucky_counts"]),
-          "lucky_counts", lambda c, r, g: theory.omega1(c, r, g), "lucky"),
-    Claim("ordinary_max", "few neurons are ordinary for any feature at init: max_j |M_j| = "
-          "O(d^ω2)", "Lemma C.1(c)", "upper",
-          lambda f, w: max(f["observables"]["ordinary_counts"]), "ordinary_counts",
-          lambda c, r, g: theory.omega2(c, r, g), "ordinary", lambda c: c),
-    Claim("N0_max", "each neuron is ordinary for O(1) features at init: max_i |N_i(0)| = O(1)",
-          "Lemma C.1(f)", "upper", lambda f, w: max(f["observables"]["N0_sizes"]), "N0_max",
-          lambda c, r, g: 0.0, "N0"),
-    Claim("N_max", "each neuron learns few features: max_i |N_i(t)| over t ∈ [T_3, T_4] = "
-          "O(d^(1 − r²(1 − γc0)))", "Theorem 3.3", "upper", _n_window, None,
-          lambda c, r, g: theory.n_exponent(r, g), None, lambda c: 1.0),
-    Claim("N_max_late", "the same after stage 2: max_i |N_i(t)| over t ∈ [max(T_2, T_3), T_4]",
-          "Theorem 3.3 (window from T_2)", "upper",
-          lambda f, w: _n_window(f, w, "N_max_late"), None,
-          lambda c, r, g: theory.n_exponent(r, g), None, lambda c: 1.0),
-    Claim("pure_min", "for each atom, Ω(d^ω1) neurons end pure: min_j P_j(T) = Ω(d^ω1)",
-          "Theorem 3.3", "lower", lambda f, w: min(f["observables"]["pure_counts"]), None,
-          lambda c, r, g: theory.omega1(c, r, g), None),
+    Claim(
+        "lucky_min",
+        "every feature has many lucky neurons at init: min_j |M_j*| = Ω(d^ω1)",
+        "Lemma C.1(c)",
+        "lower",
+        lambda f, w: min(f["observables"]["lucky_counts"]),
+        "lucky_counts",
+        lambda c, r, g: theory.omega1(c, r, g),
+        "lucky",
+    ),
+    Claim(
+        "ordinary_max",
+        "few neurons are ordinary for any feature at init: max_j |M_j| = O(d^ω2)",
+        "Lemma C.1(c)",
+        "upper",
+        lambda f, w: max(f["observables"]["ordinary_counts"]),
+        "ordinary_counts",
+        lambda c, r, g: theory.omega2(c, r, g),
+        "ordinary",
+        lambda c: c,
+    ),
+    Claim(
+        "N0_max",
+        "each neuron is ordinary for O(1) features at init: max_i |N_i(0)| = O(1)",
+        "Lemma C.1(f)",
+        "upper",
+        lambda f, w: max(f["observables"]["N0_sizes"]),
+        "N0_max",
+        lambda c, r, g: 0.0,
+        "N0",
+    ),
+    Claim(
+        "N_max",
+        "each neuron learns few features: max_i |N_i(t)| over t ∈ [T_3, T_4] = "
+        "O(d^(1 − r²(1 − γc0)))",
+        "Theorem 3.3",
+        "upper",
+        _n_window,
+        None,
+        lambda c, r, g: theory.n_exponent(r, g),
+        None,
+        lambda c: 1.0,
+    ),
+    Claim(
+        "N_max_late",
+        "the same after stage 2: max_i |N_i(t)| over t ∈ [max(T_2, T_3), T_4]",
+        "Theorem 3.3 (window from T_2)",
+        "upper",
+        lambda f, w: _n_window(f, w, "N_max_late"),
+        None,
+        lambda c, r, g: theory.n_exponent(r, g),
+        None,
+        lambda c: 1.0,
+    ),
+    Claim(
+        "pure_min",
+        "for each atom, Ω(d^ω1) neurons end pure: min_j P_j(T) = Ω(d^ω1)",
+        "Theorem 3.3",
+        "lower",
+        lambda f, w: min(f["observables"]["pure_counts"]),
+        None,
+        lambda c, r, g: theory.omega1(c, r, g),
+        None,
+    ),
 ]
 STAGES = [
-    ("T1", "stage 1 ends at T_1 = Θ(d log d/(η log log d))",
-     lambda d, eta, eps_max=1.0: theory.T1_scale(d, eta)),
-    ("T2", "stage 2 ends at T_2 = Θ(d log d/(ε_max η log log d))",
-     lambda d, eta, eps_max=1.0: theory.T2_scale(d, eta, eps_max)),
+    (
+        "T1",
+        "stage 1 ends at T_1 = Θ(d log d/(η log log d))",
+        lambda d, eta, eps_max=1.0: theory.T1_scale(d, eta),
+    ),
+    (
+        "T2",
+        "stage 2 ends at T_2 = Θ(d log d/(ε_max η log log d))",
+        lambda d, eta, eps_max=1.0: theory.T2_scale(d, eta, eps_max),
+    ),
 ]
 
 
@@ -118,8 +188,9 @@ def _init_values(stats: list[dict], key: tuple) -> dict:
                     v["N0_max"].append(float(hist[-1]) if len(hist) else 0.0)
         for e in s["expected"]:
             if e["ratio"] == ratio:
-                exp[e["d"]] = {k: (e[k], e.get(k + "_se", 0.0))
-                               for k in ("lucky", "ordinary", "N0")}
+                exp[e["d"]] = {
+                    k: (e[k], e.get(k + "_se", 0.0)) for k in ("lucky", "ordinary", "N0")
+                }
     return vals, exp
 
 
@@ -135,8 +206,10 @@ def windows(path: str, finals: list[dict]) -> dict:
         f = info.get(r.get("config_id"))
         if f is None or "N_max" not in r or not f["T3"] <= r["step"] <= f["T4"] + 1:
             continue
-        w = out.setdefault(f["config_id"], {"N_max": 0, "N_max_late": None,
-                                            "T3_before_T2": not (0 < f["T2"] <= f["T3"])})
+        w = out.setdefault(
+            f["config_id"],
+            {"N_max": 0, "N_max_late": None, "T3_before_T2": not (0 < f["T2"] <= f["T3"])},
+        )
         w["N_max"] = max(w["N_max"], r["N_max"])
         if 0 < f["T2"] <= r["step"]:
             w["N_max_late"] = max(w["N_max_late"] or 0, r["N_max"])
@@ -144,16 +217,24 @@ def windows(path: str, finals: list[dict]) -> dict:
 
 
 def _series(finals: list[dict]) -> dict:
-    base = [f for f in finals if f["prune_fraction"] == 0
-            and f.get("loss", "infonce") in ("infonce", None)] or finals
+    base = [
+        f
+        for f in finals
+        if f["prune_fraction"] == 0 and f.get("loss", "infonce") in ("infonce", None)
+    ] or finals
     series = defaultdict(list)
     for f in base:
         series[(f["ratio"], f["C_m"], f["gamma_c0"], f["eta"])].append(f)
     return series
 
 
-def claims_section(finals: list[dict], lines: list[str], *, windows: dict | None = None,
-                   init_stats: list[dict] = ()) -> list[dict]:
+def claims_section(
+    finals: list[dict],
+    lines: list[str],
+    *,
+    windows: dict | None = None,
+    init_stats: list[dict] = (),
+) -> list[dict]:
     """Appends the claim-by-claim summary; returns its rows (report.json `claims`).
 
     Args:
@@ -183,8 +264,9 @@ def claims_section(finals: list[dict], lines: list[str], *, windows: dict | None
             trained = sorted(by_d)
             if c.init:
                 for d, v in init_vals.items():
-                    if d > max(trained) and v[c.init] and len(v[c.init]) == len(
-                            v["lucky_counts"]):  # every seed (|N_i(0)| past the histogram: none)
+                    if (
+                        d > max(trained) and v[c.init] and len(v[c.init]) == len(v["lucky_counts"])
+                    ):  # every seed (|N_i(0)| past the histogram: none)
                         by_d[d] = list(v[c.init])
             expected = None
             if c.ekey:
@@ -192,24 +274,42 @@ def claims_section(finals: list[dict], lines: list[str], *, windows: dict | None
                 expected.update({d: e[c.ekey] for d, e in init_exp.items() if d > max(trained)})
             theta = c.theta(C_m, ratio, g)
             if c.bound == "upper":
-                v, why = verdicts.upper(by_d, theta, expected=expected,
-                                        trivial=c.trivial(C_m) if c.trivial else None)
+                v, why = verdicts.upper(
+                    by_d, theta, expected=expected, trivial=c.trivial(C_m) if c.trivial else None
+                )
             else:
                 v, why = verdicts.lower(by_d, theta, expected=expected)
             whole = fit.fit_exponent(dict(by_d))
             tail = verdicts.tail_fit(by_d)
             if c.key in ("N_max", "N_max_late"):
-                early = sum(bool(windows.get(f["config_id"], {}).get("T3_before_T2"))
-                            for f in fs)
+                early = sum(bool(windows.get(f["config_id"], {}).get("T3_before_T2")) for f in fs)
                 if early:
-                    why += (f"; in {early} of {len(fs)} configs T_3 < T_2 (the window starts "
-                            "before stage 2 ends, unlike the theorem's)")
-            rows.append({**head, "claim": c.key, "words": c.words, "source": c.source,
-                         "bound": c.bound, "theta": theta, "d": sorted(by_d),
-                         "trained_d": trained, "slope": whole.slope, "lo": whole.lo,
-                         "hi": whole.hi, "tail_slope": tail.slope, "tail_lo": tail.lo,
-                         "tail_hi": tail.hi, "tail_d": tail.d_used, "verdict": v, "why": why,
-                         "means": {str(d): float(np.mean(by_d[d])) for d in sorted(by_d)}})
+                    why += (
+                        f"; in {early} of {len(fs)} configs T_3 < T_2 (the window starts "
+                        "before stage 2 ends, unlike the theorem's)"
+                    )
+            rows.append(
+                {
+                    **head,
+                    "claim": c.key,
+                    "words": c.words,
+                    "source": c.source,
+                    "bound": c.bound,
+                    "theta": theta,
+                    "d": sorted(by_d),
+                    "trained_d": trained,
+                    "slope": whole.slope,
+                    "lo": whole.lo,
+                    "hi": whole.hi,
+                    "tail_slope": tail.slope,
+                    "tail_lo": tail.lo,
+                    "tail_hi": tail.hi,
+                    "tail_d": tail.d_used,
+                    "verdict": v,
+                    "why": why,
+                    "means": {str(d): float(np.mean(by_d[d])) for d in sorted(by_d)},
+                }
+            )
         rows += _stage_rows(fs, head)
         rows += _proof_rows(fs, head)
     rows += _ratio_rows(finals)
@@ -227,21 +327,41 @@ def _stage_rows(fs: list[dict], head: dict) -> list[dict]:
         for f in fs:
             if f[key] > 0:
                 by_d[f["d"]].append(float(f[key]))
-        tail_d = sorted(by_d)[-verdicts.TAIL_D:]
-        theta = (fit.fit_curve(tail_d, [scale(d, head["eta"], fs[0]["eps_max"]) for d in tail_d])
-                 if len(tail_d) >= 2 else math.nan)
-        v, why = (verdicts.equal(by_d, theta) if len(tail_d) >= 2 else
-                  (UNDECIDED, f"{key} reached at {len(by_d)} d value(s) only" if by_d
-                   else f"{key} never reached"))
+        tail_d = sorted(by_d)[-verdicts.TAIL_D :]
+        theta = (
+            fit.fit_curve(tail_d, [scale(d, head["eta"], fs[0]["eps_max"]) for d in tail_d])
+            if len(tail_d) >= 2
+            else math.nan
+        )
+        v, why = (
+            verdicts.equal(by_d, theta)
+            if len(tail_d) >= 2
+            else (
+                UNDECIDED,
+                f"{key} reached at {len(by_d)} d value(s) only" if by_d else f"{key} never reached",
+            )
+        )
         whole = fit.fit_exponent(dict(by_d)) if len(by_d) >= 2 else None
         tail = verdicts.tail_fit(by_d) if len(by_d) >= 2 else None
-        rows.append({**head, "claim": key, "words": words, "source": "Theorem 3.3",
-                     "bound": "equal", "theta": theta, "d": sorted(by_d),
-                     "slope": whole.slope if whole else math.nan,
-                     "lo": whole.lo if whole else math.nan, "hi": whole.hi if whole else math.nan,
-                     "tail_slope": tail.slope if tail else math.nan,
-                     "tail_lo": tail.lo if tail else math.nan,
-                     "tail_hi": tail.hi if tail else math.nan, "verdict": v, "why": why})
+        rows.append(
+            {
+                **head,
+                "claim": key,
+                "words": words,
+                "source": "Theorem 3.3",
+                "bound": "equal",
+                "theta": theta,
+                "d": sorted(by_d),
+                "slope": whole.slope if whole else math.nan,
+                "lo": whole.lo if whole else math.nan,
+                "hi": whole.hi if whole else math.nan,
+                "tail_slope": tail.slope if tail else math.nan,
+                "tail_lo": tail.lo if tail else math.nan,
+                "tail_hi": tail.hi if tail else math.nan,
+                "verdict": v,
+                "why": why,
+            }
+        )
     return rows
 
 
@@ -251,42 +371,89 @@ def _proof_rows(fs: list[dict], head: dict) -> list[dict]:
     at = [f for f in fs if f["d"] == d_max]
     obs = [f["observables"] for f in at]
     n_lucky = int(sum(o.get("lucky_total", 0) for o in obs))
-    k_lucky = int(round(sum(o["lucky_kept_frac"] * o["lucky_total"] for o in obs
-                            if o.get("lucky_total", 0) > 0)))
+    k_lucky = int(
+        round(
+            sum(o["lucky_kept_frac"] * o["lucky_total"] for o in obs if o.get("lucky_total", 0) > 0)
+        )
+    )
     n_neur = int(sum(f["m"] for f in at))
     k_sub = int(round(sum(o["N_subset_frac"] * f["m"] for o, f in zip(obs, at))))
     k_full = int(sum(int(np.sum(np.asarray(o["N_sizes"]) > 0)) for o in obs))
     n_full = int(sum(len(o["N_sizes"]) for o in obs))
     rows = []
     for key, words, source, k, n, what in (
-            ("lucky_pure", "lucky neurons stay pure: a lucky neuron of feature j ends with "
-             "N_i(T) = {j}", "Theorem 3.3 (proof)", k_lucky, n_lucky, "lucky neurons end pure"),
-            ("N_subset", "neurons learn only features they started ordinary for: "
-             "N_i(T) ⊆ N_i(0)", "Lemma F.1(e), Theorem 3.3(i)", k_sub, n_neur,
-             "neurons have N_i(T) ⊆ N_i(0)")):
+        (
+            "lucky_pure",
+            "lucky neurons stay pure: a lucky neuron of feature j ends with N_i(T) = {j}",
+            "Theorem 3.3 (proof)",
+            k_lucky,
+            n_lucky,
+            "lucky neurons end pure",
+        ),
+        (
+            "N_subset",
+            "neurons learn only features they started ordinary for: N_i(T) ⊆ N_i(0)",
+            "Lemma F.1(e), Theorem 3.3(i)",
+            k_sub,
+            n_neur,
+            "neurons have N_i(T) ⊆ N_i(0)",
+        ),
+    ):
         v, why, lo, hi = verdicts.share(k, n, what)
-        rows.append({**head, "claim": key, "words": words, "source": source, "bound": "share",
-                     "theta": verdicts.SHARE_SUPPORT, "d": [d_max], "k": k, "n": n,
-                     "slope": k / n if n else math.nan, "lo": lo, "hi": hi, "verdict": v,
-                     "why": why})
+        rows.append(
+            {
+                **head,
+                "claim": key,
+                "words": words,
+                "source": source,
+                "bound": "share",
+                "theta": verdicts.SHARE_SUPPORT,
+                "d": [d_max],
+                "k": k,
+                "n": n,
+                "slope": k / n if n else math.nan,
+                "lo": lo,
+                "hi": hi,
+                "verdict": v,
+                "why": why,
+            }
+        )
     # "at most o(m/d) neurons i with j ∈ N_i(T), for each j": Σ_j #{i : j ∈ N_i} = Σ_i |N_i|
     # ≥ #{i : N_i ≠ ∅}, so max_j #{i : j ∈ N_i}/(m/d) ≥ the share of neurons with N_i ≠ ∅
     lo, hi = verdicts.clopper_pearson(k_full, n_full)
     ratio_md = float(np.mean([np.mean(o["N_sizes"]) for o in obs]))  # (Σ_i |N_i|/d)/(m/d)
     if lo >= verdicts.SHARE_CONTRADICT:
         v = CONTRADICTS
-        why = (f"mean over j of #{{i : j ∈ N_i(T)}}/(m/d) is {ratio_md:.3g} at d = {d_max}; the "
-               f"max over j is at least the share of neurons with N_i(T) ≠ ∅, {k_full} of "
-               f"{n_full} (exact 95% interval [{100 * lo:.0f}%, {100 * hi:.0f}%]): it does not "
-               "tend to 0")
+        why = (
+            f"mean over j of #{{i : j ∈ N_i(T)}}/(m/d) is {ratio_md:.3g} at d = {d_max}; the "
+            f"max over j is at least the share of neurons with N_i(T) ≠ ∅, {k_full} of "
+            f"{n_full} (exact 95% interval [{100 * lo:.0f}%, {100 * hi:.0f}%]): it does not "
+            "tend to 0"
+        )
     else:
         v = UNDECIDED
-        why = (f"{k_full} of {n_full} neurons have N_i(T) ≠ ∅ at d = {d_max}: the pigeonhole "
-               "bound does not exclude o(m/d)")
-    rows.append({**head, "claim": "o_md", "words": "for each j, at most o(m/d) neurons have "
-                 "j ∈ N_i(T)", "source": "Theorem 3.3 (proof)", "bound": "share",
-                 "theta": math.nan, "d": [d_max], "k": k_full, "n": n_full,
-                 "slope": ratio_md, "lo": lo, "hi": hi, "verdict": v, "why": why})
+        why = (
+            f"{k_full} of {n_full} neurons have N_i(T) ≠ ∅ at d = {d_max}: the pigeonhole "
+            "bound does not exclude o(m/d)"
+        )
+    rows.append(
+        {
+            **head,
+            "claim": "o_md",
+            "words": "for each j, at most o(m/d) neurons have j ∈ N_i(T)",
+            "source": "Theorem 3.3 (proof)",
+            "bound": "share",
+            "theta": math.nan,
+            "d": [d_max],
+            "k": k_full,
+            "n": n_full,
+            "slope": ratio_md,
+            "lo": lo,
+            "hi": hi,
+            "verdict": v,
+            "why": why,
+        }
+    )
     return rows
 
 
@@ -309,44 +476,73 @@ def _ratio_rows(finals: list[dict]) -> list[dict]:
         diffs = {}
         for d in ds:
             a, b = np.asarray(cells[(d, lo_r)]), np.asarray(cells[(d, hi_r)])
-            se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(
-                len(a), len(b)) > 1 else math.nan
+            se = (
+                math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+                if min(len(a), len(b)) > 1
+                else math.nan
+            )
             diffs[d] = (float(a.mean() - b.mean()), se)
         diff, se = diffs[ds[-1]]
         lo, hi = diff - 1.96 * se, diff + 1.96 * se
         cells_txt = ", ".join(f"d = {d}: {x:+.3g}" for d, (x, _) in diffs.items())
         if lo > 0:
-            v, why = SUPPORTS, f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, {hi:.3g}] > 0"
+            v, why = (
+                SUPPORTS,
+                f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, {hi:.3g}] > 0",
+            )
         elif hi < NO_ENLARGEMENT:
-            v, why = CONTRADICTS, (f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, "
-                                   f"{hi:.3g}], below {NO_ENLARGEMENT:g} of a feature per neuron: "
-                                   "the ratio does not enlarge |N_i(T)| here (the theorem's "
-                                   "bound on it does grow)")
+            v, why = (
+                CONTRADICTS,
+                (
+                    f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, "
+                    f"{hi:.3g}], below {NO_ENLARGEMENT:g} of a feature per neuron: "
+                    "the ratio does not enlarge |N_i(T)| here (the theorem's "
+                    "bound on it does grow)"
+                ),
+            )
         else:
             v, why = UNDECIDED, f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, {hi:.3g}]"
-        out.append({"ratio": lo_r, "C_m": C_m, "eta": eta, "claim": "ratio_N",
-                    "words": f"(ii) a smaller ratio enlarges |N_i(T)|: mean |N_i(T)| at ratio "
-                    f"{lo_r:g} minus at ratio {hi_r:g}", "source": "Theorem 3.3(ii)",
-                    "bound": "difference", "theta": 0.0, "d": ds, "slope": diff, "lo": lo,
-                    "hi": hi, "verdict": v, "why": f"{why} (by d: {cells_txt})"})
+        out.append(
+            {
+                "ratio": lo_r,
+                "C_m": C_m,
+                "eta": eta,
+                "claim": "ratio_N",
+                "words": f"(ii) a smaller ratio enlarges |N_i(T)|: mean |N_i(T)| at ratio "
+                f"{lo_r:g} minus at ratio {hi_r:g}",
+                "source": "Theorem 3.3(ii)",
+                "bound": "difference",
+                "theta": 0.0,
+                "d": ds,
+                "slope": diff,
+                "lo": lo,
+                "hi": hi,
+                "verdict": v,
+                "why": f"{why} (by d: {cells_txt})",
+            }
+        )
     return out
 
 
 def _write(rows: list[dict], lines: list[str]) -> None:
-    lines += ["## Theorem 3.3 and Lemma C.1, claim by claim", "",
-              "Each claim as the paper states it: \"for each j\" is the minimum (or maximum) "
-              "over atoms, \"for each neuron and t ∈ [T_3, T_4]\" the maximum over neurons and "
-              "logged t. Growth claims are judged on the **tail**, the slope over the last "
-              f"{verdicts.TAIL_D} d (95% bootstrap over seeds), with the whole-range slope "
-              "beside it; where the exact finite-d expectation exists (Lemma C.1's init counts) "
-              "it is read to the largest d computed. O(d^θ) is contradicted only when the tail "
-              f"grows faster than d^(θ + {verdicts.TOL:g}) *and* Q/d^θ at the largest d is more "
-              f"than {verdicts.GROWTH:g}× its small-d values; Ω(d^θ > 0) is supported only when "
-              f"the tail interval lies above θ − {verdicts.TOL:g} and 0; for a count, "
-              "Ω(d^θ ≤ 0) asks that it never vanish. Shares of neurons have exact "
-              f"(Clopper–Pearson) intervals: supported from {100 * verdicts.SHARE_SUPPORT:.0f}%, "
-              f"contradicted below {100 * verdicts.SHARE_CONTRADICT:.0f}%. The rules are argued "
-              "in docs/liao.md (\"How a claim is judged\").", ""]
+    lines += [
+        "## Theorem 3.3 and Lemma C.1, claim by claim",
+        "",
+        'Each claim as the paper states it: "for each j" is the minimum (or maximum) '
+        'over atoms, "for each neuron and t ∈ [T_3, T_4]" the maximum over neurons and '
+        "logged t. Growth claims are judged on the **tail**, the slope over the last "
+        f"{verdicts.TAIL_D} d (95% bootstrap over seeds), with the whole-range slope "
+        "beside it; where the exact finite-d expectation exists (Lemma C.1's init counts) "
+        "it is read to the largest d computed. O(d^θ) is contradicted only when the tail "
+        f"grows faster than d^(θ + {verdicts.TOL:g}) *and* Q/d^θ at the largest d is more "
+        f"than {verdicts.GROWTH:g}× its small-d values; Ω(d^θ > 0) is supported only when "
+        f"the tail interval lies above θ − {verdicts.TOL:g} and 0; for a count, "
+        "Ω(d^θ ≤ 0) asks that it never vanish. Shares of neurons have exact "
+        f"(Clopper–Pearson) intervals: supported from {100 * verdicts.SHARE_SUPPORT:.0f}%, "
+        f"contradicted below {100 * verdicts.SHARE_CONTRADICT:.0f}%. The rules are argued "
+        'in docs/liao.md ("How a claim is judged").',
+        "",
+    ]
     for c in dict.fromkeys(r["claim"] for r in rows):
         rs = [r for r in rows if r["claim"] == c]
         lines.append(f"- **{rs[0]['words']}** ({rs[0]['source']}):")
@@ -354,13 +550,21 @@ def _write(rows: list[dict], lines: list[str]) -> None:
             if r["bound"] in ("share", "difference"):
                 measured = ""
             else:
-                measured = (f": tail {_f(r.get('tail_slope'))} [{_f(r.get('tail_lo'))}, "
-                            f"{_f(r.get('tail_hi'))}], whole range {_f(r['slope'])} "
-                            f"[{_f(r['lo'])}, {_f(r['hi'])}]"
-                            + (f", θ = {r['theta']:.3g}" if math.isfinite(r["theta"]) else ""))
+                measured = (
+                    f": tail {_f(r.get('tail_slope'))} [{_f(r.get('tail_lo'))}, "
+                    f"{_f(r.get('tail_hi'))}], whole range {_f(r['slope'])} "
+                    f"[{_f(r['lo'])}, {_f(r['hi'])}]"
+                    + (f", θ = {r['theta']:.3g}" if math.isfinite(r["theta"]) else "")
+                )
             decide = f" *To decide:* {r['decide']}." if r.get("decide") else ""
-            lines.append(f"  - ratio {r['ratio']:g}, C_m {r['C_m']:g}, η {r['eta']:g}, "
-                         f"d ∈ {r['d']}{measured}: **{r['verdict']}**: {r['why']}.{decide}")
+            lines.append(
+                f"  - ratio {r['ratio']:g}, C_m {r['C_m']:g}, η {r['eta']:g}, "
+                f"d ∈ {r['d']}{measured}: **{r['verdict']}**: {r['why']}.{decide}"
+            )
     counts = {v: sum(r["verdict"] == v for r in rows) for v in (SUPPORTS, CONTRADICTS, UNDECIDED)}
-    lines += ["", f"In all: {counts[SUPPORTS]} supported, {counts[CONTRADICTS]} contradicted, "
-              f"{counts[UNDECIDED]} undecided.", ""]
+    lines += [
+        "",
+        f"In all: {counts[SUPPORTS]} supported, {counts[CONTRADICTS]} contradicted, "
+        f"{counts[UNDECIDED]} undecided.",
+        "",
+    ]

@@ -76,27 +76,35 @@ class Config(BaseConfig):
     loss_phi: str = "exp"
     hard_beta: float = 0.0  # SPEC §10: negatives weighted ∝ e^{β s} (0: uniform, as before)
 
-    ID_SKIP_IF_DEFAULT = ("experiment",) + _LOSS_FIELDS + ("prune_mode", "prune_at",
-                                                           "train_attention", "hard_beta",
-                                                           "snapshot_sets")
+    ID_SKIP_IF_DEFAULT = (
+        ("experiment",)
+        + _LOSS_FIELDS
+        + ("prune_mode", "prune_at", "train_attention", "hard_beta", "snapshot_sets")
+    )
 
     def __post_init__(self):
         check_types(self)
         _require(self.experiment == "liao", "experiment", self.experiment, "must be 'liao'")
-        losses.check_fields(self.loss, self.loss_alpha, self.loss_beta, self.loss_psi,
-                            self.loss_phi)
+        losses.check_fields(
+            self.loss, self.loss_alpha, self.loss_beta, self.loss_psi, self.loss_phi
+        )
         _require(self.hard_beta >= 0, "hard_beta", self.hard_beta, "must be >= 0")
         _require(self.d >= 3, "d", self.d, "must be >= 3 (log log d must be positive)")
         if self.d1 is not None:
             _require(self.d1 >= self.d, "d1", self.d1, f"must be >= d = {self.d}")
-        _require(self.dictionary in ("qr", "identity"), "dictionary", self.dictionary,
-                 "must be 'qr' or 'identity'")
+        _require(
+            self.dictionary in ("qr", "identity"),
+            "dictionary",
+            self.dictionary,
+            "must be 'qr' or 'identity'",
+        )
         _require(self.L >= 1, "L", self.L, "must be >= 1")
         _require(self.K >= 2, "K", self.K, "must be >= 2 (in-batch negatives)")
         _require(self.eps_max > 0, "eps_max", self.eps_max, "must be > 0")
         _require(0 < self.ratio <= 1, "ratio", self.ratio, "must be in (0, 1]")
-        _require(0 < self.major_fraction <= 1, "major_fraction", self.major_fraction,
-                 "must be in (0, 1]")
+        _require(
+            0 < self.major_fraction <= 1, "major_fraction", self.major_fraction, "must be in (0, 1]"
+        )
         _require(self.C_z > 0, "C_z", self.C_z, "must be > 0")
         _require(self.feature_scale > 0, "feature_scale", self.feature_scale, "must be > 0")
         if self.sigma_xi is not None:
@@ -114,31 +122,53 @@ class Config(BaseConfig):
         _require(self.lam_at_9 >= 0, "lam_at_9", self.lam_at_9, "must be >= 0")
         _require(self.eta > 0, "eta", self.eta, "must be > 0")
         if isinstance(self.steps, str):
-            _require(_STEPS_RE.match(self.steps) is not None, "steps", self.steps,
-                     "must be an int, 'T3', 'T4' or '<x>*T3' / '<x>*T4'")
+            _require(
+                _STEPS_RE.match(self.steps) is not None,
+                "steps",
+                self.steps,
+                "must be an int, 'T3', 'T4' or '<x>*T3' / '<x>*T4'",
+            )
         _require(self.n_steps >= 1, "steps", self.steps, "resolves to fewer than 1 step")
         _require(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
         if self.stage1_steps is not None:
             _require(self.stage1_steps >= 1, "stage1_steps", self.stage1_steps, "must be >= 1")
         _require(self.c_b >= 0, "c_b", self.c_b, "must be >= 0")
         _require(self.bias_rate >= 0, "bias_rate", self.bias_rate, "must be >= 0")
-        _require(self.stage3_bias in ("track", "freeze"), "stage3_bias", self.stage3_bias,
-                 "must be 'track' or 'freeze'")
-        _require(0 <= self.prune_fraction < 1, "prune_fraction", self.prune_fraction,
-                 "must be in [0, 1)")
-        _require(self.prune_mode in PRUNE_MODES, "prune_mode", self.prune_mode,
-                 f"must be one of {', '.join(map(repr, PRUNE_MODES))}")
+        _require(
+            self.stage3_bias in ("track", "freeze"),
+            "stage3_bias",
+            self.stage3_bias,
+            "must be 'track' or 'freeze'",
+        )
+        _require(
+            0 <= self.prune_fraction < 1, "prune_fraction", self.prune_fraction, "must be in [0, 1)"
+        )
+        _require(
+            self.prune_mode in PRUNE_MODES,
+            "prune_mode",
+            self.prune_mode,
+            f"must be one of {', '.join(map(repr, PRUNE_MODES))}",
+        )
         if self.prune_at is not None:
-            _require(self.prune_mode == "neurons_once", "prune_at", self.prune_at,
-                     f"only applies to prune_mode = 'neurons_once' (prune_mode is "
-                     f"{self.prune_mode!r}); leave it unset")
-            _require(self.prune_at in ("T1", "T2"), "prune_at", self.prune_at,
-                     "must be 'T1' or 'T2'")
+            _require(
+                self.prune_mode == "neurons_once",
+                "prune_at",
+                self.prune_at,
+                f"only applies to prune_mode = 'neurons_once' (prune_mode is "
+                f"{self.prune_mode!r}); leave it unset",
+            )
+            _require(
+                self.prune_at in ("T1", "T2"), "prune_at", self.prune_at, "must be 'T1' or 'T2'"
+            )
         _require(self.gamma_c0 >= 0, "gamma_c0", self.gamma_c0, "must be >= 0")
         _require(self.probe_samples >= 2, "probe_samples", self.probe_samples, "must be >= 2")
         _require(self.probe_ridge > 0, "probe_ridge", self.probe_ridge, "must be > 0")
-        _require(self.matmul_dtype in ("float32", "bfloat16"), "matmul_dtype",
-                 self.matmul_dtype, "must be 'float32' or 'bfloat16'")
+        _require(
+            self.matmul_dtype in ("float32", "bfloat16"),
+            "matmul_dtype",
+            self.matmul_dtype,
+            "must be 'float32' or 'bfloat16'",
+        )
         _require(self.seed >= 0, "seed", self.seed, "must be >= 0")
 
     # ---- derived values (properties, never written back)
@@ -210,34 +240,71 @@ class Config(BaseConfig):
     def resolved(self) -> dict[str, Any]:
         """Every field with conventions filled in, plus derived quantities (for final/*.json)."""
         out = dataclasses.asdict(self)
-        out.update(d1=self.D1, m=self.M_neurons, tau=self.TAU, sigma_xi=self.SIGMA_XI, lam=self.LAM,
-                   steps=self.n_steps, steps_spec=self.steps, eps_min=self.eps_min,
-                   n_major=self.n_major, T3=self.T3, T4=self.T4)
+        out.update(
+            d1=self.D1,
+            m=self.M_neurons,
+            tau=self.TAU,
+            sigma_xi=self.SIGMA_XI,
+            lam=self.LAM,
+            steps=self.n_steps,
+            steps_spec=self.steps,
+            eps_min=self.eps_min,
+            n_major=self.n_major,
+            T3=self.T3,
+            T4=self.T4,
+        )
         return out
 
     def id_prefix(self) -> str:
         return f"d{self.d}_m{self.M_neurons}_r{self.ratio:g}_s{self.seed}"
 
     def static(self) -> "Static":
-        return Static(d=self.d, d1=self.D1, m=self.M_neurons, L=self.L, K=self.K,
-                      dictionary=self.dictionary, log_every=self.log_every,
-                      stage3_freeze=self.stage3_bias == "freeze",
-                      probe_samples=self.probe_samples, matmul_dtype=self.matmul_dtype,
-                      prune=self.n_prune > 0, loss=self.loss, loss_psi=self.loss_psi,
-                      loss_phi=self.loss_phi, prune_mode=self.prune_mode,
-                      train_attention=self.train_attention, hard=self.hard_beta > 0,
-                      snapshot_sets=self.snapshot_sets)
+        return Static(
+            d=self.d,
+            d1=self.D1,
+            m=self.M_neurons,
+            L=self.L,
+            K=self.K,
+            dictionary=self.dictionary,
+            log_every=self.log_every,
+            stage3_freeze=self.stage3_bias == "freeze",
+            probe_samples=self.probe_samples,
+            matmul_dtype=self.matmul_dtype,
+            prune=self.n_prune > 0,
+            loss=self.loss,
+            loss_psi=self.loss_psi,
+            loss_phi=self.loss_phi,
+            prune_mode=self.prune_mode,
+            train_attention=self.train_attention,
+            hard=self.hard_beta > 0,
+            snapshot_sets=self.snapshot_sets,
+        )
 
     def hparams(self) -> "HParams":
-        return HParams(seed=self.seed, eps_max=self.eps_max, eps_min=self.eps_min,
-                       n_major=self.n_major, C_z=self.C_z, feature_scale=self.feature_scale,
-                       sigma_xi=self.SIGMA_XI, init_mass=self.init_mass, tau=self.TAU,
-                       lam=self.LAM, eta=self.eta, steps=self.n_steps,
-                       stage1_steps=-1 if self.stage1_steps is None else self.stage1_steps,
-                       c_b=self.c_b, bias_rate=self.bias_rate, n_prune=self.n_prune,
-                       gamma_c0=self.gamma_c0, probe_ridge=self.probe_ridge,
-                       loss_alpha=self.loss_alpha, loss_beta=self.loss_beta,
-                       prune_stage=self.prune_stage, hard_beta=self.hard_beta)
+        return HParams(
+            seed=self.seed,
+            eps_max=self.eps_max,
+            eps_min=self.eps_min,
+            n_major=self.n_major,
+            C_z=self.C_z,
+            feature_scale=self.feature_scale,
+            sigma_xi=self.SIGMA_XI,
+            init_mass=self.init_mass,
+            tau=self.TAU,
+            lam=self.LAM,
+            eta=self.eta,
+            steps=self.n_steps,
+            stage1_steps=-1 if self.stage1_steps is None else self.stage1_steps,
+            c_b=self.c_b,
+            bias_rate=self.bias_rate,
+            n_prune=self.n_prune,
+            gamma_c0=self.gamma_c0,
+            probe_ridge=self.probe_ridge,
+            loss_alpha=self.loss_alpha,
+            loss_beta=self.loss_beta,
+            prune_stage=self.prune_stage,
+            hard_beta=self.hard_beta,
+        )
 
 
 class Static(NamedTuple):

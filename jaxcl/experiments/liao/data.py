@@ -136,8 +136,12 @@ def standard_normals(keys_Vx2, shape):
     Only the first output word is used: a fused consumer computes the whole hash per element
     either way, and a single output keeps the draws in one pass with no concatenation.
     """
-    y0_VxN, _ = threefry2x32(keys_Vx2[:, :1], keys_Vx2[:, 1:],
-                             jax.lax.iota(jnp.uint32, math.prod(shape))[None, :], np.uint32(0))
+    y0_VxN, _ = threefry2x32(
+        keys_Vx2[:, :1],
+        keys_Vx2[:, 1:],
+        jax.lax.iota(jnp.uint32, math.prod(shape))[None, :],
+        np.uint32(0),
+    )
     return jnp.reshape(normal(y0_VxN), (keys_Vx2.shape[0], *shape))
 
 
@@ -163,7 +167,7 @@ def sample_codes(key_2, p_D, K: int, feature_scale, L: int, n_views: int):
     present_KxD = unit(w_KxD) < p_D[None, :]
     sign_KxD = jnp.where((w_KxD & np.uint32(1)) == 1, 1.0, -1.0)
     coef_KxD = jnp.where(present_KxD, sign_KxD * feature_scale, 0.0).astype(jnp.float32)
-    pos_VxKxD = jnp.reshape(w[n:(1 + n_views) * n] % np.uint32(L), (n_views, K, d))
+    pos_VxKxD = jnp.reshape(w[n : (1 + n_views) * n] % np.uint32(L), (n_views, K, d))
     return coef_KxD, pos_VxKxD.astype(jnp.int32)
 
 
@@ -179,8 +183,7 @@ def place_views(keys_Vx2, coef_KxD, pos_VxKxD, M_D1xD, L: int, sigma_xi, identit
     """`place` for V views at once (view v with key keys[v] and positions pos[v]), each view's
     draws those `place` makes alone, in one pass per part: returns X of shape (V, K, L, d1)."""
     (K, d), d1 = coef_KxD.shape, M_D1xD.shape[0]
-    z_VxKxLxD = coef_KxD[None, :, None, :] * jax.nn.one_hot(pos_VxKxD, L, axis=2,
-                                                            dtype=jnp.float32)
+    z_VxKxLxD = coef_KxD[None, :, None, :] * jax.nn.one_hot(pos_VxKxD, L, axis=2, dtype=jnp.float32)
     if identity:  # M = first d standard basis vectors: no matmul needed
         signal_VxKxLxD1 = jnp.pad(z_VxKxLxD, ((0, 0),) * 3 + ((0, d1 - d),))
     else:
@@ -204,6 +207,5 @@ def sample_pairs(key_2, M_D1xD, p_D, L: int, K: int, feature_scale, sigma_xi, id
     key_2 is a (2,) uint32 key (e.g. jax.random.PRNGKey(seed)). Returns (Xa, Xb, coef) with
     Xa, Xb of shape (K, L, d1) and coef (K, d).
     """
-    x_2xKxLxD1, coef_KxD = sample_views(key_2, M_D1xD, p_D, L, K, feature_scale, sigma_xi,
-                                        identity)
+    x_2xKxLxD1, coef_KxD = sample_views(key_2, M_D1xD, p_D, L, K, feature_scale, sigma_xi, identity)
     return x_2xKxLxD1[0], x_2xKxLxD1[1], coef_KxD

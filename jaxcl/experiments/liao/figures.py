@@ -8,9 +8,8 @@ import matplotlib
 
 if not os.environ.get("MPLBACKEND"):  # headless PNGs; a Jupyter kernel sets its own
     matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def cos2_np(w_MxD1: np.ndarray, M_D1xD: np.ndarray) -> np.ndarray:
@@ -27,13 +26,15 @@ def figure1(panels: list[tuple[str, np.ndarray, int]], path: str, n_neurons: int
       path: PNG file to write.
       n_neurons: rows shown, as in the paper's Figure 1.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4.0), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.2 * len(panels), 4.0), squeeze=False, constrained_layout=True
+    )
     im = None
     for ax, (title, c_MxD, n_major) in zip(axes[0], panels):
         shown = c_MxD[:n_neurons]
-        im = ax.imshow(shown, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto",
-                       interpolation="nearest")
+        im = ax.imshow(
+            shown, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto", interpolation="nearest"
+        )
         d = c_MxD.shape[1]
         ax.set_xticks(range(d), [str(j + 1) for j in range(d)] if d <= 16 else None)
         if d > 16:
@@ -66,8 +67,13 @@ def figure1_for_run(run_dir: str, finals: list[dict]) -> str | None:
     for ratio in sorted(chosen):
         info = chosen[ratio]
         with np.load(os.path.join(run_dir, "final", info["config_id"] + ".npz")) as z:
-            panels.append((f"ε_min/ε_max = {ratio:g} (seed {info['seed']})",
-                           cos2_np(z["w"], z["M"]), info["n_major"]))
+            panels.append(
+                (
+                    f"ε_min/ε_max = {ratio:g} (seed {info['seed']})",
+                    cos2_np(z["w"], z["M"]),
+                    info["n_major"],
+                )
+            )
     path = os.path.join(run_dir, "figure1.png")
     figure1(panels, path)
     return path

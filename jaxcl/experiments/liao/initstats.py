@@ -31,11 +31,19 @@ def _chunk_counts(a_CxD, valid_C, c1, c2):
     lucky_CxD = observables.lucky_mask(a_CxD, c1, c2) & valid_C[:, None]  # eq. 17
     single_CxD = observables.pure_mask(ord_CxD)
     n0_C = jnp.sum(ord_CxD, axis=1, dtype=jnp.int32)
-    hist_H = jnp.zeros(N0_BINS, jnp.int32).at[jnp.minimum(n0_C, N0_BINS - 1)].add(
-        valid_C.astype(jnp.int32))
+    hist_H = (
+        jnp.zeros(N0_BINS, jnp.int32)
+        .at[jnp.minimum(n0_C, N0_BINS - 1)]
+        .add(valid_C.astype(jnp.int32))
+    )
     n0sq = jnp.sum(n0_C.astype(jnp.float32) ** 2)  # Σ_i |N_i(0)|², for the variance
-    return (jnp.sum(ord_CxD, axis=0, dtype=jnp.int32), jnp.sum(lucky_CxD, axis=0, dtype=jnp.int32),
-            jnp.sum(single_CxD, axis=0, dtype=jnp.int32), hist_H, n0sq)
+    return (
+        jnp.sum(ord_CxD, axis=0, dtype=jnp.int32),
+        jnp.sum(lucky_CxD, axis=0, dtype=jnp.int32),
+        jnp.sum(single_CxD, axis=0, dtype=jnp.int32),
+        hist_H,
+        n0sq,
+    )
 
 
 def _one_seed(d: int, m: int, chunk: int, seed, c1_R, c2_R):
@@ -50,8 +58,10 @@ def _one_seed(d: int, m: int, chunk: int, seed, c1_R, c2_R):
         return jax.tree.map(jnp.add, acc, per_ratio(a_CxD, valid_C, c1_R, c2_R))
 
     n_r = c1_R.shape[0]
-    zeros = ((jnp.zeros((n_r, d), jnp.int32),) * 3
-             + (jnp.zeros((n_r, N0_BINS), jnp.int32), jnp.zeros(n_r, jnp.float32)))
+    zeros = (jnp.zeros((n_r, d), jnp.int32),) * 3 + (
+        jnp.zeros((n_r, N0_BINS), jnp.int32),
+        jnp.zeros(n_r, jnp.float32),
+    )
     return jax.lax.fori_loop(0, n_chunks, body, zeros)
 
 
@@ -74,8 +84,14 @@ def count(d: int, m: int, seeds: list[int], ratios: list[float], gamma_c0: float
     return [np.asarray(x) for x in out]
 
 
-def run(ds: list[int], C_m: float, ratios: list[float], seeds: list[int],
-        gamma_c0: float = 5e-4, log=print) -> dict:
+def run(
+    ds: list[int],
+    C_m: float,
+    ratios: list[float],
+    seeds: list[int],
+    gamma_c0: float = 5e-4,
+    log=print,
+) -> dict:
     """Counts at init over a d grid (m = round(d^C_m)) with finite-d expectations (theory.py).
 
     Returns:
@@ -88,26 +104,45 @@ def run(ds: list[int], C_m: float, ratios: list[float], seeds: list[int],
         t0 = time.perf_counter()
         ordinary, lucky, single, hist, n0sq = count(d, m, seeds, ratios, gamma_c0)
         seconds[d] = time.perf_counter() - t0
-        log(f"jaxcl init-stats: d={d} m={m}: {len(seeds)} seeds x {len(ratios)} ratios "
-            f"in {seconds[d]:.1f}s")
+        log(
+            f"jaxcl init-stats: d={d} m={m}: {len(seeds)} seeds x {len(ratios)} ratios "
+            f"in {seconds[d]:.1f}s"
+        )
         for ri, r in enumerate(ratios):
             for si, s in enumerate(seeds):
                 h = hist[si, ri]
-                records.append({
-                    "d": d, "m": m, "ratio": r, "seed": s,
-                    "ordinary_counts": ordinary[si, ri].tolist(),
-                    "lucky_counts": lucky[si, ri].tolist(),
-                    "single_counts": single[si, ri].tolist(),
-                    "N0_hist": h.tolist(),
-                    "N0_mean": float(ordinary[si, ri].sum() / m),  # Σ_j |M_j| = Σ_i |N_i(0)|
-                    "N0_sq_mean": float(n0sq[si, ri] / m),
-                })
+                records.append(
+                    {
+                        "d": d,
+                        "m": m,
+                        "ratio": r,
+                        "seed": s,
+                        "ordinary_counts": ordinary[si, ri].tolist(),
+                        "lucky_counts": lucky[si, ri].tolist(),
+                        "single_counts": single[si, ri].tolist(),
+                        "N0_hist": h.tolist(),
+                        "N0_mean": float(ordinary[si, ri].sum() / m),  # Σ_j |M_j| = Σ_i |N_i(0)|
+                        "N0_sq_mean": float(n0sq[si, ri] / m),
+                    }
+                )
             e = theory.expected_counts(d, m, r, gamma_c0)
-            expected.append({"d": d, "m": m, "ratio": r, **e,
-                             "omega1": theory.omega1(C_m, r, gamma_c0),
-                             "omega2": theory.omega2(C_m, r, gamma_c0)})
-    return {"C_m": C_m, "gamma_c0": gamma_c0, "records": records, "expected": expected,
-            "seconds": seconds}
+            expected.append(
+                {
+                    "d": d,
+                    "m": m,
+                    "ratio": r,
+                    **e,
+                    "omega1": theory.omega1(C_m, r, gamma_c0),
+                    "omega2": theory.omega2(C_m, r, gamma_c0),
+                }
+            )
+    return {
+        "C_m": C_m,
+        "gamma_c0": gamma_c0,
+        "records": records,
+        "expected": expected,
+        "seconds": seconds,
+    }
 
 
 def csv_rows(stats: dict) -> list[dict]:
@@ -116,12 +151,22 @@ def csv_rows(stats: dict) -> list[dict]:
     rows = []
     for r in stats["records"]:
         e = exp[(r["d"], r["ratio"])]
-        rows.append({"d": r["d"], "m": r["m"], "ratio": r["ratio"], "seed": r["seed"],
-                     "ordinary_mean": float(np.mean(r["ordinary_counts"])),
-                     "E_ordinary": e["ordinary"],
-                     "lucky_mean": float(np.mean(r["lucky_counts"])), "E_lucky": e["lucky"],
-                     "single_mean": float(np.mean(r["single_counts"])), "E_single": e["single"],
-                     "N0_mean": r["N0_mean"], "E_N0": e["N0"]})
+        rows.append(
+            {
+                "d": r["d"],
+                "m": r["m"],
+                "ratio": r["ratio"],
+                "seed": r["seed"],
+                "ordinary_mean": float(np.mean(r["ordinary_counts"])),
+                "E_ordinary": e["ordinary"],
+                "lucky_mean": float(np.mean(r["lucky_counts"])),
+                "E_lucky": e["lucky"],
+                "single_mean": float(np.mean(r["single_counts"])),
+                "E_single": e["single"],
+                "N0_mean": r["N0_mean"],
+                "E_N0": e["N0"],
+            }
+        )
     return rows
 
 
@@ -136,9 +181,15 @@ def write(stats: dict, out_dir: str) -> tuple[str, str]:
     write_json(jpath, stats)
     rows = csv_rows(stats)
     cols = list(rows[0]) if rows else []
-    write_text(cpath, ",".join(cols) + "\n"
-               + "".join(",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c])
-                                  for c in cols) + "\n" for r in rows))
+    write_text(
+        cpath,
+        ",".join(cols)
+        + "\n"
+        + "".join(
+            ",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n"
+            for r in rows
+        ),
+    )
     return jpath, cpath
 
 
@@ -157,8 +208,10 @@ def agreement(stats: dict) -> list[dict]:
     for (d, ratio), recs in sorted(groups.items()):
         e, m, n = exp[(d, ratio)], recs[0]["m"], len(recs)
         row = {"d": d, "m": m, "ratio": ratio, "seeds": n}
-        for key, p_key, counts in (("lucky", "p_lucky", "lucky_counts"),
-                                   ("single", "p_single", "single_counts")):
+        for key, p_key, counts in (
+            ("lucky", "p_lucky", "lucky_counts"),
+            ("single", "p_single", "single_counts"),
+        ):
             total = sum(sum(r[counts]) for r in recs)
             mean = n * m * d * e[p_key]
             sd = math.sqrt(max(n * m * d * e[p_key] * (1 - d * e[p_key]), 0.0))
@@ -166,8 +219,7 @@ def agreement(stats: dict) -> list[dict]:
             row[key] = (total, mean, (total - mean) / max(math.hypot(sd, mc_sd), 1e-12))
         total = sum(sum(r["ordinary_counts"]) for r in recs)
         mean = n * m * d * e["p_ordinary"]
-        var = (np.mean([r["N0_sq_mean"] for r in recs])
-               - np.mean([r["N0_mean"] for r in recs]) ** 2)
+        var = np.mean([r["N0_sq_mean"] for r in recs]) - np.mean([r["N0_mean"] for r in recs]) ** 2
         row["ordinary"] = (total, mean, (total - mean) / max(math.sqrt(n * m * var), 1e-12))
         out.append(row)
     return out

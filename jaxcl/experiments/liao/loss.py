@@ -28,8 +28,9 @@ def transposed(a_MxK):
     benchmarks/profile_step.py and the same on the previous commit).
     """
     m, K = a_MxK.shape
-    idx_KxM = (jax.lax.broadcasted_iota(jnp.int32, (K, m), 1) * K
-               + jax.lax.broadcasted_iota(jnp.int32, (K, m), 0))
+    idx_KxM = jax.lax.broadcasted_iota(jnp.int32, (K, m), 1) * K + jax.lax.broadcasted_iota(
+        jnp.int32, (K, m), 0
+    )
     return jnp.reshape(a_MxK, (-1,))[idx_KxM]
 
 
@@ -77,13 +78,25 @@ def hard_log_weights_in_batch(s_KxK, hard_beta):
     K = s_KxK.shape[0]
     eye = jnp.eye(K, dtype=bool)
     bs_KxK = jnp.where(eye, -jnp.inf, hard_beta * jax.lax.stop_gradient(s_KxK))
-    lv_KxK = (jnp.log(jnp.asarray(K - 1, s_KxK.dtype))
-              + bs_KxK - jax.nn.logsumexp(bs_KxK, axis=1, keepdims=True))
+    lv_KxK = (
+        jnp.log(jnp.asarray(K - 1, s_KxK.dtype))
+        + bs_KxK
+        - jax.nn.logsumexp(bs_KxK, axis=1, keepdims=True)
+    )
     return jnp.where(eye, 0.0, lv_KxK)
 
 
-def loss_and_grad_by_neuron(fa_MxK, fb_MxK, tau, loss: str = "infonce", alpha=1.0, beta=1.0,
-                            psi: str = "log1p", phi: str = "exp", hard_beta=0.0):
+def loss_and_grad_by_neuron(
+    fa_MxK,
+    fb_MxK,
+    tau,
+    loss: str = "infonce",
+    alpha=1.0,
+    beta=1.0,
+    psi: str = "log1p",
+    phi: str = "exp",
+    hard_beta=0.0,
+):
     """The chosen loss of SPEC §8 on s_kl = ⟨fa_k, StopGrad(fb_l)⟩ (s⁺ = s_kk, negatives s_kl,
     l ≠ k), with its gradient in the neuron-major anchor embeddings fa (m, K).
 
@@ -98,8 +111,17 @@ def loss_and_grad_by_neuron(fa_MxK, fb_MxK, tau, loss: str = "infonce", alpha=1.
 
     def mean_loss(fa_MxK):
         s_KxK = jnp.matmul(fa_MxK.T, fb_MxK)
-        ell_K = losses.per_anchor(jnp.diagonal(s_KxK), losses.off_diagonal(s_KxK), tau, loss,
-                                  alpha, beta, psi, phi, hard_beta)
+        ell_K = losses.per_anchor(
+            jnp.diagonal(s_KxK),
+            losses.off_diagonal(s_KxK),
+            tau,
+            loss,
+            alpha,
+            beta,
+            psi,
+            phi,
+            hard_beta,
+        )
         return jnp.mean(ell_K), s_KxK
 
     (value, s_KxK), grad_MxK = jax.value_and_grad(mean_loss, has_aux=True)(fa_MxK)

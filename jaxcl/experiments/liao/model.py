@@ -36,8 +36,9 @@ def attention_qkv(x_NxLxD1, attn: AttnParams):
     q_NxLxD1 = x_NxLxD1 @ attn.wq
     k_NxLxD1 = x_NxLxD1 @ attn.wk
     scores_NxLxL = jnp.einsum("...ld,...rd->...lr", q_NxLxD1, k_NxLxD1) / jnp.sqrt(float(d1))
-    return jnp.einsum("...lr,...rd->...ld", jax.nn.softmax(scores_NxLxL, axis=-1),
-                      x_NxLxD1 @ attn.wv)
+    return jnp.einsum(
+        "...lr,...rd->...ld", jax.nn.softmax(scores_NxLxL, axis=-1), x_NxLxD1 @ attn.wv
+    )
 
 
 def effective_weights(w_MxD1, attn: AttnParams | None):
@@ -58,8 +59,12 @@ def preactivations(w_MxD1, h_NxLxD1, matmul_dtype=jnp.float32):
     """
     d1 = h_NxLxD1.shape[-1]
     h_RxD1 = jnp.reshape(h_NxLxD1, (-1, d1)).astype(matmul_dtype)
-    pre_RxM = jax.lax.dot_general(h_RxD1, w_MxD1.astype(matmul_dtype), (((1,), (1,)), ((), ())),
-                                  preferred_element_type=jnp.float32)
+    pre_RxM = jax.lax.dot_general(
+        h_RxD1,
+        w_MxD1.astype(matmul_dtype),
+        (((1,), (1,)), ((), ())),
+        preferred_element_type=jnp.float32,
+    )
     return jnp.reshape(pre_RxM, h_NxLxD1.shape[:-1] + w_MxD1.shape[:1])
 
 
@@ -70,8 +75,12 @@ def preactivations_by_neuron(w_MxD1, h_NxLxD1, matmul_dtype=jnp.float32):
     """`preactivations` with the neuron axis first: (..., L, d1) -> (m, ..., L)."""
     d1 = h_NxLxD1.shape[-1]
     h_RxD1 = jnp.reshape(h_NxLxD1, (-1, d1)).astype(matmul_dtype)
-    pre_MxR = jax.lax.dot_general(w_MxD1.astype(matmul_dtype), h_RxD1, (((1,), (1,)), ((), ())),
-                                  preferred_element_type=jnp.float32)
+    pre_MxR = jax.lax.dot_general(
+        w_MxD1.astype(matmul_dtype),
+        h_RxD1,
+        (((1,), (1,)), ((), ())),
+        preferred_element_type=jnp.float32,
+    )
     return jnp.reshape(pre_MxR, w_MxD1.shape[:1] + h_NxLxD1.shape[:-1])
 
 
@@ -80,8 +89,9 @@ def weight_grad_by_neuron(dpre_MxNxL, h_NxLxD1, matmul_dtype=jnp.float32):
     m, d1 = dpre_MxNxL.shape[0], h_NxLxD1.shape[-1]
     dpre_MxR = jnp.reshape(dpre_MxNxL, (m, -1)).astype(matmul_dtype)
     h_RxD1 = jnp.reshape(h_NxLxD1, (-1, d1)).astype(matmul_dtype)
-    return jax.lax.dot_general(dpre_MxR, h_RxD1, (((1,), (0,)), ((), ())),
-                               preferred_element_type=jnp.float32)
+    return jax.lax.dot_general(
+        dpre_MxR, h_RxD1, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32
+    )
 
 
 def embed(pre_NxLxM, b_M):

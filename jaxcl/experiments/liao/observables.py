@@ -14,8 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxcl.experiments.liao.data import fold, place, presence_prob, sample_codes
-from jaxcl.experiments.liao.model import (effective_weights, encode_with, prune_mask,
-                                         weight_prune_mask)
+from jaxcl.experiments.liao.model import (
+    effective_weights,
+    encode_with,
+    prune_mask,
+    weight_prune_mask,
+)
 
 # Key stream of the probe's fresh samples; train.py uses streams 0-3 (dict, init, data, eval).
 PROBE_STREAM = 4
@@ -176,11 +180,9 @@ def linear_probe(f_train_NxM, y_train_NxD, f_test_NxM, y_test_NxD, ridge):
     ybar_D = jnp.mean(y_NxD, axis=0)
     yc_NxD = y_NxD - ybar_D[None, :]
     if m <= n:  # primal (m x m) or dual (n x n) form, whichever is smaller (static choice)
-        beta_MxD = spd_solve(z_tr_NxM.T @ z_tr_NxM + n * ridge * jnp.eye(m),
-                             z_tr_NxM.T @ yc_NxD)
+        beta_MxD = spd_solve(z_tr_NxM.T @ z_tr_NxM + n * ridge * jnp.eye(m), z_tr_NxM.T @ yc_NxD)
     else:
-        beta_MxD = z_tr_NxM.T @ spd_solve(z_tr_NxM @ z_tr_NxM.T + n * ridge * jnp.eye(n),
-                                          yc_NxD)
+        beta_MxD = z_tr_NxM.T @ spd_solve(z_tr_NxM @ z_tr_NxM.T + n * ridge * jnp.eye(n), yc_NxD)
     pred_tr_NxD = z_tr_NxM @ beta_MxD
     pos_D = jnp.sum(y_NxD, axis=0)
     mean_pos_D = jnp.sum(pred_tr_NxD * y_NxD, axis=0) / jnp.maximum(pos_D, 1.0)
@@ -233,10 +235,18 @@ def probe_batch(static, hp, state):
     key = fold(state.key, PROBE_STREAM, 0)
     k_code, k_place = fold(key, 1, 0), fold(key, 1, 1)
     p_D = presence_prob(state.eps, hp.C_z, static.d)
-    coef_NxD, pos_1xNxD = sample_codes(k_code, p_D, static.probe_samples, hp.feature_scale,
-                                       static.L, 1)
-    x_NxLxD1 = place(k_place, coef_NxD, pos_1xNxD[0], state.M, static.L, hp.sigma_xi,
-                     static.dictionary == "identity")
+    coef_NxD, pos_1xNxD = sample_codes(
+        k_code, p_D, static.probe_samples, hp.feature_scale, static.L, 1
+    )
+    x_NxLxD1 = place(
+        k_place,
+        coef_NxD,
+        pos_1xNxD[0],
+        state.M,
+        static.L,
+        hp.sigma_xi,
+        static.dictionary == "identity",
+    )
     return x_NxLxD1, coef_NxD != 0
 
 
@@ -252,8 +262,9 @@ def _paper_sets(ord_MxD, n_MxD, learner_MxD, a0_MxD, c_MxD) -> dict:
         "N0_nonempty": jnp.sum(nonempty0_M).astype(jnp.int32),
         "N_subset_nonempty0": jnp.sum(nonempty0_M & subset_M).astype(jnp.int32),
         "N0_empty_learned": jnp.sum(~nonempty0_M & jnp.any(n_MxD, axis=1)).astype(jnp.int32),
-        "N0_empty_pure_learner": jnp.sum(~nonempty0_M & jnp.any(learner_MxD, axis=1)
-                                         ).astype(jnp.int32),
+        "N0_empty_pure_learner": jnp.sum(~nonempty0_M & jnp.any(learner_MxD, axis=1)).astype(
+            jnp.int32
+        ),
         "argmax0_kept": jnp.sum(jnp.argmax(c_MxD, axis=1) == argmax0_M).astype(jnp.int32),
     }
 
@@ -302,8 +313,9 @@ def final_observables(static, hp, state) -> dict:
     c_MxD = cos2(w_MxD1, state.M)
     purity_M = jnp.max(c_MxD, axis=1)
     # "purely learns j": j is the argmax and |cos| > 0.5 (SPEC §5)
-    learner_MxD = (jax.nn.one_hot(jnp.argmax(c_MxD, axis=1), static.d, dtype=bool)
-                   & (purity_M > 0.25)[:, None])
+    learner_MxD = (
+        jax.nn.one_hot(jnp.argmax(c_MxD, axis=1), static.d, dtype=bool) & (purity_M > 0.25)[:, None]
+    )
     coverage_D = jnp.max(c_MxD, axis=0)
     cov_major, cov_minor = _major_minor_means(coverage_D, hp.n_major)
     # Pruned neurons (SPEC §4) only decay, so they keep their random initial direction and
@@ -319,8 +331,7 @@ def final_observables(static, hp, state) -> dict:
     x_NxLxD1, y_NxD = probe_batch(static, hp, state)
     f_NxM = encode_with(state.w, state.b, x_NxLxD1, state.attn)
     half = f_NxM.shape[0] // 2
-    bacc_D = linear_probe(f_NxM[:half], y_NxD[:half], f_NxM[half:], y_NxD[half:],
-                          hp.probe_ridge)
+    bacc_D = linear_probe(f_NxM[:half], y_NxD[:half], f_NxM[half:], y_NxD[half:], hp.probe_ridge)
     probe_major, probe_minor = _major_minor_means(bacc_D, hp.n_major)
     out = _paper_sets(ord_MxD, n_MxD, learner_MxD, a0_MxD, c_MxD)
     if state.sets is not None:  # snapshot_sets: the same reading near T_2 and 2 T_2
@@ -330,7 +341,8 @@ def final_observables(static, hp, state) -> dict:
             out[f"N_{name}_max"] = jnp.max(jnp.sum(snap_MxD, axis=1)).astype(jnp.int32)
             out[f"N_{name}_mean"] = jnp.mean(jnp.sum(snap_MxD, axis=1).astype(jnp.float32))
             out[f"N_subset_nonempty0_{name}"] = jnp.sum(
-                nonempty0_M & jnp.all(~snap_MxD | ord_MxD, axis=1)).astype(jnp.int32)
+                nonempty0_M & jnp.all(~snap_MxD | ord_MxD, axis=1)
+            ).astype(jnp.int32)
     return out | {
         "ordinary_counts": jnp.sum(ord_MxD, axis=0).astype(jnp.int32),
         "lucky_counts": jnp.sum(lucky_MxD, axis=0).astype(jnp.int32),

@@ -21,12 +21,17 @@ def eta_section(finals: list[dict], lines: list[str]) -> list[dict]:
     for f in finals:
         if f["prune_fraction"] == 0:
             groups[(f["d"], f["ratio"], f["C_m"])].append(f)
-    lines += ["## Step size: do lucky neurons stay pure?", "",
-              "Seed mean [95% interval] at each config's T_4 = d^1.99/η. The theorem's proof "
-              "keeps every lucky neuron of feature j on j alone (N_i(T) = {j}); a larger step "
-              "can move a neuron between features.", "",
-              "| d | ratio | C_m | η | seeds | lucky neurons | share pure | mean \\|N_i(T)\\| | "
-              "P_j(T) | alive |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Step size: do lucky neurons stay pure?",
+        "",
+        "Seed mean [95% interval] at each config's T_4 = d^1.99/η. The theorem's proof "
+        "keeps every lucky neuron of feature j on j alone (N_i(T) = {j}); a larger step "
+        "can move a neuron between features.",
+        "",
+        "| d | ratio | C_m | η | seeds | lucky neurons | share pure | mean \\|N_i(T)\\| | "
+        "P_j(T) | alive |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     rows, verdicts = [], []
     for (d, ratio, C_m), fs in sorted(groups.items()):
         by_eta = defaultdict(list)
@@ -36,20 +41,35 @@ def eta_section(finals: list[dict], lines: list[str]) -> list[dict]:
             continue
         holds = {}
         for eta, obs in sorted(by_eta.items()):
-            share = [o["lucky_kept_frac"] for o in obs if o.get("lucky_total", 0) > 0
-                     and o.get("lucky_kept_frac") is not None]
+            share = [
+                o["lucky_kept_frac"]
+                for o in obs
+                if o.get("lucky_total", 0) > 0 and o.get("lucky_kept_frac") is not None
+            ]
             n_lucky = int(sum(o.get("lucky_total", 0) for o in obs))
             m, lo, hi = mean_ci(share) if share else (math.nan,) * 3
             holds[eta] = m >= SHARE_SUPPORT if math.isfinite(m) else None
-            rows.append({"d": d, "ratio": ratio, "C_m": C_m, "eta": eta, "seeds": len(obs),
-                         "lucky": n_lucky, "share": m, "share_lo": lo, "share_hi": hi,
-                         "N_mean": float(np.mean([np.mean(o["N_sizes"]) for o in obs])),
-                         "P_mean": float(np.mean([np.mean(o["pure_counts"]) for o in obs]))})
+            rows.append(
+                {
+                    "d": d,
+                    "ratio": ratio,
+                    "C_m": C_m,
+                    "eta": eta,
+                    "seeds": len(obs),
+                    "lucky": n_lucky,
+                    "share": m,
+                    "share_lo": lo,
+                    "share_hi": hi,
+                    "N_mean": float(np.mean([np.mean(o["N_sizes"]) for o in obs])),
+                    "P_mean": float(np.mean([np.mean(o["pure_counts"]) for o in obs])),
+                }
+            )
             lines.append(
                 f"| {d} | {ratio:g} | {C_m:g} | {eta:g} | {len(obs)} | {n_lucky} | "
                 f"{ci_cell(share)} | {ci_cell([np.mean(o['N_sizes']) for o in obs])} | "
                 f"{ci_cell([np.mean(o['pure_counts']) for o in obs])} | "
-                f"{ci_cell([o['alive_frac'] for o in obs])} |")
+                f"{ci_cell([o['alive_frac'] for o in obs])} |"
+            )
         verdicts.append(_eta_words(d, ratio, C_m, holds))
     lines += [""] + [f"- {v}" for v in verdicts] + [""]
     return rows
@@ -68,8 +88,12 @@ def _eta_words(d: int, ratio: float, C_m: float, holds: dict) -> str:
     if not ok:
         return f"{where}: fewer than 80% of lucky neurons end pure at every η tried."
     if max(ok) < min(bad):
-        return (f"{where}: ≥ 80% of lucky neurons end pure up to η = {max(ok):g}; from "
-                f"η = {min(bad):g} on, fewer do: \"lucky neurons stay pure\" stops holding "
-                f"between η = {max(ok):g} and {min(bad):g}.")
-    return (f"{where}: not monotone in η (≥ 80% at η = {ok}, below at η = {bad}): seeds too "
-            "few to place a threshold.")
+        return (
+            f"{where}: ≥ 80% of lucky neurons end pure up to η = {max(ok):g}; from "
+            f'η = {min(bad):g} on, fewer do: "lucky neurons stay pure" stops holding '
+            f"between η = {max(ok):g} and {min(bad):g}."
+        )
+    return (
+        f"{where}: not monotone in η (≥ 80% at η = {ok}, below at η = {bad}): seeds too "
+        "few to place a threshold."
+    )

@@ -13,9 +13,13 @@ import numpy as np
 from jaxcl.tables import ci_cell, mean_ci, md_row
 
 # (observable key, label, which direction is "better for the minority")
-METRICS = (("cov_minor", "minority coverage", +1), ("probe_gap", "probe gap Δ", -1),
-           ("alive_frac", "alive fraction", +1), ("cov_major", "majority coverage", +1),
-           ("probe_minor", "minority probe accuracy", +1))
+METRICS = (
+    ("cov_minor", "minority coverage", +1),
+    ("probe_gap", "probe gap Δ", -1),
+    ("alive_frac", "alive fraction", +1),
+    ("cov_major", "majority coverage", +1),
+    ("probe_minor", "minority probe accuracy", +1),
+)
 
 
 def loss_label(f: dict) -> str:
@@ -64,8 +68,10 @@ def verdict(name: str, direction: int, d: tuple[float, float, float]) -> str:
         return f"a negligible change in {name} ({mid:+.2g} [{lo:+.2g}, {hi:+.2g}], below {NEGLIGIBLE:g})"
     if word in ("raises", "lowers"):
         good = (mid > 0) == (direction > 0)
-        return (f"{word} {name} by {abs(mid):.3g} [{lo:+.3g}, {hi:+.3g}]"
-                f" ({'better' if good else 'worse'} for the minority)")
+        return (
+            f"{word} {name} by {abs(mid):.3g} [{lo:+.3g}, {hi:+.3g}]"
+            f" ({'better' if good else 'worse'} for the minority)"
+        )
     return f"no detectable change in {name} ({mid:+.3g} [{lo:+.3g}, {hi:+.3g}])"
 
 
@@ -81,25 +87,51 @@ def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dic
         lab = loss_label(f) + ("" if eta == eta_ref else f" at η={eta:g}")
         groups[(f["d"], f["ratio"], f["prune_fraction"], lab)].append(f["observables"])
     labels = sorted({k[3] for k in groups}, key=lambda s: (s != "infonce", s))
-    lines += ["## The loss family (SPEC §8)", "",
-              "Seed mean [95% interval over seeds] of the final observables, per loss. "
-              "`balanced(α, β)` weighs attraction (α) against repulsion (β): "
-              "ℓ = −α s⁺/τ + β log(e^{s⁺/τ} + Σ_i e^{s_i/τ}); α = β = 1 is InfoNCE.", "",
-              md_row("d", "ratio", "α_prune", "loss", "seeds",
-                     *[m[1] for m in METRICS]), "|---|---|---|---|---|" + "---|" * len(METRICS)]
+    lines += [
+        "## The loss family (SPEC §8)",
+        "",
+        "Seed mean [95% interval over seeds] of the final observables, per loss. "
+        "`balanced(α, β)` weighs attraction (α) against repulsion (β): "
+        "ℓ = −α s⁺/τ + β log(e^{s⁺/τ} + Σ_i e^{s_i/τ}); α = β = 1 is InfoNCE.",
+        "",
+        md_row("d", "ratio", "α_prune", "loss", "seeds", *[m[1] for m in METRICS]),
+        "|---|---|---|---|---|" + "---|" * len(METRICS),
+    ]
     table, rows = [], {}
-    for (d, ratio, a, lab), obs in sorted(groups.items(),
-                                          key=lambda kv: (kv[0][:3], labels.index(kv[0][3]))):
-        lines.append(md_row(str(d), f"{ratio:g}", f"{a:g}", lab, str(len(obs)),
-                            *[ci_cell([o[k] for o in obs]) for k, _, _ in METRICS]))
-        table.append({"d": d, "ratio": ratio, "prune_fraction": a, "loss": lab,
-                      "seeds": len(obs), **{k: dict(zip(("mean", "lo", "hi"),
-                                                        mean_ci([o[k] for o in obs])))
-                                            for k, _, _ in METRICS}})
+    for (d, ratio, a, lab), obs in sorted(
+        groups.items(), key=lambda kv: (kv[0][:3], labels.index(kv[0][3]))
+    ):
+        lines.append(
+            md_row(
+                str(d),
+                f"{ratio:g}",
+                f"{a:g}",
+                lab,
+                str(len(obs)),
+                *[ci_cell([o[k] for o in obs]) for k, _, _ in METRICS],
+            )
+        )
+        table.append(
+            {
+                "d": d,
+                "ratio": ratio,
+                "prune_fraction": a,
+                "loss": lab,
+                "seeds": len(obs),
+                **{
+                    k: dict(zip(("mean", "lo", "hi"), mean_ci([o[k] for o in obs])))
+                    for k, _, _ in METRICS
+                },
+            }
+        )
         rows[(d, ratio, a, lab)] = table[-1]
-    lines += ["", "**What it shows** (each loss against InfoNCE at the same d, ratio and "
-              "pruning; a change counts when its 95% interval excludes 0 and it is at least "
-              f"{NEGLIGIBLE:g}):", ""]
+    lines += [
+        "",
+        "**What it shows** (each loss against InfoNCE at the same d, ratio and "
+        "pruning; a change counts when its 95% interval excludes 0 and it is at least "
+        f"{NEGLIGIBLE:g}):",
+        "",
+    ]
     for d, ratio, a in sorted({k[:3] for k in groups}):
         base = groups.get((d, ratio, a, "infonce"))
         if base is None:
@@ -111,10 +143,16 @@ def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dic
             diffs = {k: _diff([o[k] for o in obs], [o[k] for o in base]) for k, _, _ in METRICS[:3]}
             rows[(d, ratio, a, lab)]["vs_infonce"] = {
                 k: {**dict(zip(("mean", "lo", "hi"), x)), "verdict": verdict_word(x)}
-                for k, x in diffs.items()}
+                for k, x in diffs.items()
+            }
             parts = [verdict(name, sign, diffs[k]) for k, name, sign in METRICS[:3]]
-            lines.append(f"- d {d}, ratio {ratio:g}" + (f", α_prune {a:g}" if a else "")
-                         + f", {lab}: " + "; ".join(parts) + ".")
+            lines.append(
+                f"- d {d}, ratio {ratio:g}"
+                + (f", α_prune {a:g}" if a else "")
+                + f", {lab}: "
+                + "; ".join(parts)
+                + "."
+            )
     lines.append("")
     _step_control(groups, rows, eta_ref, lines)
     _plot(os.path.join(out_dir, "losses.png"), groups, labels)
@@ -138,22 +176,37 @@ def _step_control(groups: dict, rows: dict, eta_ref: float, lines: list[str]) ->
         diffs = {k: _diff([o[k] for o in obs], [o[k] for o in ctrl]) for k, _, _ in METRICS[:3]}
         vs_base = rows[(d, ratio, a, lab)].get("vs_infonce", {}).get("cov_minor", {})
         rows[(d, ratio, a, lab)]["vs_step_control"] = {
-            "eta": eta, **{k: {**dict(zip(("mean", "lo", "hi"), x)), "verdict": verdict_word(x)}
-                           for k, x in diffs.items()}}
+            "eta": eta,
+            **{
+                k: {**dict(zip(("mean", "lo", "hi"), x)), "verdict": verdict_word(x)}
+                for k, x in diffs.items()
+            },
+        }
         gain = vs_base.get("verdict") == "raises"
         word = verdict_word(diffs["cov_minor"])
         if gain:
-            tail = ("the gain over InfoNCE **survives** the step control" if word == "raises"
-                    else "the gain over InfoNCE is **not shown to survive** the step control")
+            tail = (
+                "the gain over InfoNCE **survives** the step control"
+                if word == "raises"
+                else "the gain over InfoNCE is **not shown to survive** the step control"
+            )
         else:
             tail = "no minority gain over InfoNCE to explain"
-        found.append(f"- d {d}, ratio {ratio:g}, {lab} against InfoNCE at η = {eta:g}: "
-                     + "; ".join(verdict(name, sign, diffs[k]) for k, name, sign in METRICS[:3])
-                     + f": {tail}.")
+        found.append(
+            f"- d {d}, ratio {ratio:g}, {lab} against InfoNCE at η = {eta:g}: "
+            + "; ".join(verdict(name, sign, diffs[k]) for k, name, sign in METRICS[:3])
+            + f": {tail}."
+        )
     if found:
-        lines += ["**The step control** (β > α also scales the repulsive gradient by β/α: each "
-                  "such balanced loss against InfoNCE trained with its step multiplied by β/α):",
-                  ""] + found + [""]
+        lines += (
+            [
+                "**The step control** (β > α also scales the repulsive gradient by β/α: each "
+                "such balanced loss against InfoNCE trained with its step multiplied by β/α):",
+                "",
+            ]
+            + found
+            + [""]
+        )
 
 
 def _plot(path: str, groups: dict, labels: list[str]) -> None:
@@ -168,14 +221,22 @@ def _plot(path: str, groups: dict, labels: list[str]) -> None:
                 obs = groups.get((d, ratio, a, lab))
                 if not obs:
                     continue
-                mid, l, h = mean_ci([o[k] for o in obs])
+                mid, low, high = mean_ci([o[k] for o in obs])
                 xs.append(ratio)
                 ys.append(mid)
-                lo.append(mid - l if math.isfinite(l) else 0.0)
-                hi.append(h - mid if math.isfinite(h) else 0.0)
+                lo.append(mid - low if math.isfinite(low) else 0.0)
+                hi.append(high - mid if math.isfinite(high) else 0.0)
             off = (li - (len(labels) - 1) / 2) * 0.012  # side by side, not on top of each other
-            ax.errorbar(np.asarray(xs) + off, ys, yerr=[lo, hi], color=COLORS[li % len(COLORS)],
-                        marker=MARKERS[li % len(MARKERS)], capsize=2, lw=1.2, label=lab)
+            ax.errorbar(
+                np.asarray(xs) + off,
+                ys,
+                yerr=[lo, hi],
+                color=COLORS[li % len(COLORS)],
+                marker=MARKERS[li % len(MARKERS)],
+                capsize=2,
+                lw=1.2,
+                label=lab,
+            )
         ax.set_xlabel("ε_min/ε_max")
         ax.set_title(name, fontsize=10)
     axes[0][0].legend(fontsize=7, loc="best")

@@ -10,8 +10,8 @@ import matplotlib
 
 if not os.environ.get("MPLBACKEND"):  # headless PNGs; a Jupyter kernel sets its own
     matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 plt.rcParams.update({"font.size": 10, "axes.grid": True, "grid.alpha": 0.3})
 COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d"]
@@ -29,16 +29,25 @@ def scaling(path: str, panels: list[dict]) -> None:
     n = len(panels)
     cols = min(n, 2)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False, constrained_layout=True
+    )
     for ax, panel in zip(axes.ravel(), panels):
         for k, s in enumerate(panel["series"]):
             col, mk = COLORS[k % len(COLORS)], MARKERS[k % len(MARKERS)]
             d = np.asarray(s["d"], float)
             mean, sd = np.asarray(s["mean"], float), np.asarray(s["sd"], float)
             pos = mean > 0
-            ax.errorbar(d[pos], mean[pos], yerr=np.minimum(sd[pos], 0.999 * mean[pos]),
-                        fmt=mk, color=col, ms=5, capsize=2, label=s["label"])
+            ax.errorbar(
+                d[pos],
+                mean[pos],
+                yerr=np.minimum(sd[pos], 0.999 * mean[pos]),
+                fmt=mk,
+                color=col,
+                ms=5,
+                capsize=2,
+                label=s["label"],
+            )
             if s.get("expected") is not None:
                 e = np.asarray(s["expected"], float)
                 ok = e >= 1e-4  # smaller expected counts are zero for any reachable seed count
@@ -59,8 +68,11 @@ def scaling(path: str, panels: list[dict]) -> None:
         ax.legend(fontsize=8, loc="best")
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    fig.suptitle("markers: seed mean ± sd; solid: fit; dashed: theory slope; "
-                 "dotted: finite-d expectation (where ≥ 1e-4)", fontsize=9)
+    fig.suptitle(
+        "markers: seed mean ± sd; solid: fit; dashed: theory slope; "
+        "dotted: finite-d expectation (where ≥ 1e-4)",
+        fontsize=9,
+    )
     fig.savefig(path, dpi=150)
     plt.close(fig)
 
@@ -73,8 +85,9 @@ def coverage(path: str, panels: list[dict]) -> None:
       panels: each {"title", "curves": [{"label", "step", "major", "minor", "T1", "T2"}]}.
     """
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), squeeze=False, sharey=True,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, n, figsize=(4.6 * n, 3.8), squeeze=False, sharey=True, constrained_layout=True
+    )
     for ax, panel in zip(axes[0], panels):
         for k, c in enumerate(panel["curves"]):
             col = COLORS[k % len(COLORS)]
@@ -106,8 +119,15 @@ def histograms(path: str, panels: list[dict]) -> None:
         top = max(max(panel["N0"], default=0), max(panel["N"], default=0)) + 1
         bins = np.arange(top + 1) - 0.5
         ax.hist(panel["N0"], bins=bins, alpha=0.5, color=COLORS[1], label="|N_i(0)|", density=True)
-        ax.hist(panel["N"], bins=bins, histtype="step", lw=2, color=COLORS[0], label="|N_i(T)|",
-                density=True)
+        ax.hist(
+            panel["N"],
+            bins=bins,
+            histtype="step",
+            lw=2,
+            color=COLORS[0],
+            label="|N_i(T)|",
+            density=True,
+        )
         ax.set_xlabel("set size")
         ax.set_title(panel["title"], fontsize=10)
         ax.legend(fontsize=8)
@@ -127,8 +147,15 @@ def pruning(path: str, panels: list[dict]) -> None:
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False, constrained_layout=True)
     for ax, panel in zip(axes[0], panels):
         for k, s in enumerate(panel["series"]):
-            ax.errorbar(s["alpha"], s["mean"], yerr=s["sd"], color=COLORS[k % len(COLORS)],
-                        marker=MARKERS[k % len(MARKERS)], capsize=2, label=s["label"])
+            ax.errorbar(
+                s["alpha"],
+                s["mean"],
+                yerr=s["sd"],
+                color=COLORS[k % len(COLORS)],
+                marker=MARKERS[k % len(MARKERS)],
+                capsize=2,
+                label=s["label"],
+            )
         ax.set_xlabel("prune fraction α")
         ax.set_title(panel["ylabel"], fontsize=10)
         ax.legend(fontsize=8)

@@ -18,10 +18,12 @@ RESTORED_COVERAGE = 0.5  # some neuron has cos² > 0.5 on the average minority f
 BASELINE = "off"  # the mode label of α = 0: no mask, whatever prune_mode says
 
 # (key, label, direction better for the minority); the first two decide "restored"
-VERDICT_METRICS = (("cov_minor_kept", "minority coverage (kept neurons)", +1),
-                   ("probe_gap", "probe gap Δ", -1),
-                   ("pure_minor", "pure neurons per minority feature", +1),
-                   ("noise_frac_kept", "noise fraction (kept neurons)", -1))
+VERDICT_METRICS = (
+    ("cov_minor_kept", "minority coverage (kept neurons)", +1),
+    ("probe_gap", "probe gap Δ", -1),
+    ("pure_minor", "pure neurons per minority feature", +1),
+    ("noise_frac_kept", "noise fraction (kept neurons)", -1),
+)
 
 
 def mode_label(f: dict) -> str:
@@ -35,7 +37,7 @@ def mode_label(f: dict) -> str:
 
 def _minor_mean(f: dict, key: str) -> float:
     o = f["observables"]
-    return float(np.mean(o[key][f["n_major"]:])) if f["n_major"] < f["d"] else math.nan
+    return float(np.mean(o[key][f["n_major"] :])) if f["n_major"] < f["d"] else math.nan
 
 
 def _value(f: dict, key: str) -> float:
@@ -79,18 +81,27 @@ def mode_verdicts(finals: list[dict]) -> list[dict]:
         base = groups.get((ratio, d, BASELINE, 0.0))
         modes = sorted({k[2] for k in groups if k[:2] == (ratio, d) and k[2] != BASELINE})
         for mode in modes:
-            entry = {"ratio": ratio, "d": d, "mode": mode, "level": None, "word": None,
-                     "by_alpha": {}}
+            entry = {
+                "ratio": ratio,
+                "d": d,
+                "mode": mode,
+                "level": None,
+                "word": None,
+                "by_alpha": {},
+            }
             if base is None:
                 out.append(entry)
                 continue
             for a in sorted(k[3] for k in groups if k[:3] == (ratio, d, mode)):
                 cur = groups[(ratio, d, mode, a)]
-                diffs = {k: _diff([_value(f, k) for f in cur], [_value(f, k) for f in base])
-                         for k, _, _ in VERDICT_METRICS}
+                diffs = {
+                    k: _diff([_value(f, k) for f in cur], [_value(f, k) for f in base])
+                    for k, _, _ in VERDICT_METRICS
+                }
                 entry["by_alpha"][a] = diffs
-                level = restoration(diffs, float(np.nanmean(
-                    [_value(f, "cov_minor_kept") for f in cur])))
+                level = restoration(
+                    diffs, float(np.nanmean([_value(f, "cov_minor_kept") for f in cur]))
+                )
                 if entry["level"] is None or level > entry["level"]:
                     entry["level"], entry["best_alpha"] = level, a
             entry["word"] = WORDS[entry["level"]]
@@ -118,16 +129,20 @@ def _statement(v: dict) -> str:
         return f"{where}: no α = 0 baseline to compare with"
     parts = []
     for a, diffs in v["by_alpha"].items():
-        parts.append(f"α = {a:g}: " + "; ".join(verdict(name, sign, diffs[k])
-                                                 for k, name, sign in VERDICT_METRICS))
-    head = {2: f"**yes** (at α = {v['best_alpha']:g}: minority coverage over kept neurons rises "
-               f"to {RESTORED_COVERAGE:g} or more and the probe gap shrinks, both changes beyond "
-               "their 95% intervals)",
-            1: f"**partly** (at α = {v['best_alpha']:g}: minority coverage over kept neurons or "
-               "the probe gap improves beyond its 95% interval and neither gets worse, but "
-               f"minority coverage stays below {RESTORED_COVERAGE:g} or only one of them moves)",
-            0: "**no** (no α raises minority coverage or shrinks the probe gap beyond its 95% "
-               "interval without worsening the other)"}[v["level"]]
+        parts.append(
+            f"α = {a:g}: "
+            + "; ".join(verdict(name, sign, diffs[k]) for k, name, sign in VERDICT_METRICS)
+        )
+    head = {
+        2: f"**yes** (at α = {v['best_alpha']:g}: minority coverage over kept neurons rises "
+        f"to {RESTORED_COVERAGE:g} or more and the probe gap shrinks, both changes beyond "
+        "their 95% intervals)",
+        1: f"**partly** (at α = {v['best_alpha']:g}: minority coverage over kept neurons or "
+        "the probe gap improves beyond its 95% interval and neither gets worse, but "
+        f"minority coverage stays below {RESTORED_COVERAGE:g} or only one of them moves)",
+        0: "**no** (no α raises minority coverage or shrinks the probe gap beyond its 95% "
+        "interval without worsening the other)",
+    }[v["level"]]
     return f"{where}: {head}. " + " — ".join(parts) + "."
 
 
@@ -135,57 +150,108 @@ def pruning_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[
     """Table per (ratio, d, mode, α), a plot, and per mode a plain verdict; returns the verdicts
     (for report.json)."""
     groups = _groups(finals)
-    lines += ["## Pruning (SPEC §4)", "",
-              "Seed mean ± sd. Modes: `neurons` masks the α smallest-‖w_i‖ neurons in the "
-              "forward pass at every step (SPEC §4); `neurons_once@T1/T2` removes them for good "
-              "when stage 1 (or 2) ends; `weights` masks the α smallest |w_ik| entries at every "
-              "step; `off` is α = 0. Coverage, purity and noise are over the neurons the mode's "
-              "final mask keeps (for `weights`: neurons with any kept entry; a pruned neuron only "
-              "decays, so it keeps its random initial direction); `cov_minor (all)` counts every "
-              "neuron, as SPEC §5 defines it. `pure/minor` is the mean over minority features of "
-              "the number of neurons with N_i = {j}; `learners/minor` the same for neurons purely "
-              "learning j (argmax, |cos| > 0.5); m/d is the Ω(m/d) scale of the claim.", "",
-              _md_row("ratio", "d", "mode", "α", "seeds", "Δ = probe_major − probe_minor",
-                      "probe_major", "probe_minor", "cov_major", "cov_minor", "purity", "noise",
-                      "cov_minor (all)", "pure/minor", "learners/minor", "m/d",
-                      "|M*| total (init)", "alive"),
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    cols = {"Δ probe gap": lambda f: f["observables"]["probe_gap"],
-            "minority coverage (kept neurons)": lambda f: f["observables"]["cov_minor_kept"],
-            "purity (kept neurons)": lambda f: f["observables"]["purity_kept"],
-            "pure neurons per minority feature": lambda f: _minor_mean(f, "pure_counts")}
+    lines += [
+        "## Pruning (SPEC §4)",
+        "",
+        "Seed mean ± sd. Modes: `neurons` masks the α smallest-‖w_i‖ neurons in the "
+        "forward pass at every step (SPEC §4); `neurons_once@T1/T2` removes them for good "
+        "when stage 1 (or 2) ends; `weights` masks the α smallest |w_ik| entries at every "
+        "step; `off` is α = 0. Coverage, purity and noise are over the neurons the mode's "
+        "final mask keeps (for `weights`: neurons with any kept entry; a pruned neuron only "
+        "decays, so it keeps its random initial direction); `cov_minor (all)` counts every "
+        "neuron, as SPEC §5 defines it. `pure/minor` is the mean over minority features of "
+        "the number of neurons with N_i = {j}; `learners/minor` the same for neurons purely "
+        "learning j (argmax, |cos| > 0.5); m/d is the Ω(m/d) scale of the claim.",
+        "",
+        _md_row(
+            "ratio",
+            "d",
+            "mode",
+            "α",
+            "seeds",
+            "Δ = probe_major − probe_minor",
+            "probe_major",
+            "probe_minor",
+            "cov_major",
+            "cov_minor",
+            "purity",
+            "noise",
+            "cov_minor (all)",
+            "pure/minor",
+            "learners/minor",
+            "m/d",
+            "|M*| total (init)",
+            "alive",
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    cols = {
+        "Δ probe gap": lambda f: f["observables"]["probe_gap"],
+        "minority coverage (kept neurons)": lambda f: f["observables"]["cov_minor_kept"],
+        "purity (kept neurons)": lambda f: f["observables"]["purity_kept"],
+        "pure neurons per minority feature": lambda f: _minor_mean(f, "pure_counts"),
+    }
     panels = {k: {"ylabel": k, "series": []} for k in cols}
     for key in sorted(groups, key=lambda k: (k[0], k[1], k[2] != BASELINE, k[2], k[3])):
         ratio, d, mode, a = key
         fs = groups[key]
         o = [f["observables"] for f in fs]
-        lines.append(_md_row(
-            f"{ratio:g}", str(d), mode, f"{a:g}", str(len(fs)),
-            *[_ms([x[k] for x in o]) for k in ("probe_gap", "probe_major", "probe_minor",
-                                                "cov_major_kept", "cov_minor_kept",
-                                                "purity_kept")],
-            _ms([_value(f, "noise_frac_kept") for f in fs]), _ms([x["cov_minor"] for x in o]),
-            _ms([_minor_mean(f, "pure_counts") for f in fs]),
-            _ms([_minor_mean(f, "pure_learner_counts") for f in fs]), f"{fs[0]['m'] / d:.3g}",
-            _ms([x["lucky_total"] for x in o]), _ms([x["alive_frac"] for x in o])))
+        lines.append(
+            _md_row(
+                f"{ratio:g}",
+                str(d),
+                mode,
+                f"{a:g}",
+                str(len(fs)),
+                *[
+                    _ms([x[k] for x in o])
+                    for k in (
+                        "probe_gap",
+                        "probe_major",
+                        "probe_minor",
+                        "cov_major_kept",
+                        "cov_minor_kept",
+                        "purity_kept",
+                    )
+                ],
+                _ms([_value(f, "noise_frac_kept") for f in fs]),
+                _ms([x["cov_minor"] for x in o]),
+                _ms([_minor_mean(f, "pure_counts") for f in fs]),
+                _ms([_minor_mean(f, "pure_learner_counts") for f in fs]),
+                f"{fs[0]['m'] / d:.3g}",
+                _ms([x["lucky_total"] for x in o]),
+                _ms([x["alive_frac"] for x in o]),
+            )
+        )
     for ratio, d, mode in sorted({k[:3] for k in groups if k[2] != BASELINE}):
         keys = [k for k in groups if k[:2] == (ratio, d) and k[2] in (mode, BASELINE)]
         alphas = sorted(k[3] for k in keys)
         for name, get in cols.items():
             vals = [[get(f) for f in groups[k]] for k in sorted(keys, key=lambda k: k[3])]
-            panels[name]["series"].append({
-                "label": f"{mode}, ratio {ratio:g}, d {d}", "alpha": alphas,
-                "mean": [np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals],
-                "sd": [np.nanstd(v) if np.isfinite(v).any() else 0 for v in vals]})
+            panels[name]["series"].append(
+                {
+                    "label": f"{mode}, ratio {ratio:g}, d {d}",
+                    "alpha": alphas,
+                    "mean": [np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals],
+                    "sd": [np.nanstd(v) if np.isfinite(v).any() else 0 for v in vals],
+                }
+            )
     verdicts = mode_verdicts(finals)
     lines.append("")
     report_plots.pruning(os.path.join(out_dir, "pruning.png"), list(panels.values()))
-    lines += ["![pruning](pruning.png)", "", "**Does pruning restore minority-feature learning "
-              "here?** Per mode, each α against α = 0 at the same ratio and d: seed mean "
-              "difference [95% interval]; a change counts when its interval excludes 0 and it is "
-              f"at least {NEGLIGIBLE:g}. \"Restored\" (yes) needs minority coverage over kept "
-              f"neurons up to {RESTORED_COVERAGE:g} or more and the probe gap down; pure minority "
-              "neurons and the noise fraction are reported beside them.", ""]
+    lines += [
+        "![pruning](pruning.png)",
+        "",
+        "**Does pruning restore minority-feature learning "
+        "here?** Per mode, each α against α = 0 at the same ratio and d: seed mean "
+        "difference [95% interval]; a change counts when its interval excludes 0 and it is "
+        f'at least {NEGLIGIBLE:g}. "Restored" (yes) needs minority coverage over kept '
+        f"neurons up to {RESTORED_COVERAGE:g} or more and the probe gap down; pure minority "
+        "neurons and the noise fraction are reported beside them.",
+        "",
+    ]
     lines += [f"- {_statement(v)}" for v in verdicts] + [""]
-    return [{k: v[k] for k in ("ratio", "d", "mode", "word")} | {"best_alpha":
-            v.get("best_alpha")} for v in verdicts]
+    return [
+        {k: v[k] for k in ("ratio", "d", "mode", "word")} | {"best_alpha": v.get("best_alpha")}
+        for v in verdicts
+    ]

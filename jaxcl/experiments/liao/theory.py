@@ -62,8 +62,10 @@ def _betacf(a: float, b: float, x: np.ndarray, iters: int = 400) -> np.ndarray:
     h = dd.copy()
     for k in range(1, iters + 1):
         k2 = 2 * k
-        for num in (k * (b - k) * x / ((qam + k2) * (a + k2)),
-                    -(a + k) * (qab + k) * x / ((a + k2) * (qap + k2))):
+        for num in (
+            k * (b - k) * x / ((qam + k2) * (a + k2)),
+            -(a + k) * (qab + k) * x / ((a + k2) * (qap + k2)),
+        ):
             dd = 1.0 + num * dd
             dd = 1.0 / np.where(np.abs(dd) < tiny, tiny, dd)
             c = 1.0 + num / c
@@ -157,8 +159,9 @@ def p_alone(d: int, c_big: float, c2: float, n_mc: int | None = None, seed: int 
 
 
 @functools.lru_cache(maxsize=None)  # Monte Carlo; the report asks for each (d, m, ratio) twice
-def expected_counts(d: int, m: int, ratio: float, gamma_c0: float = 5e-4,
-                    n_mc: int | None = None, seed: int = 0) -> dict:
+def expected_counts(
+    d: int, m: int, ratio: float, gamma_c0: float = 5e-4, n_mc: int | None = None, seed: int = 0
+) -> dict:
     """Finite-d expected sizes at Gaussian init.
 
     Args:
@@ -178,6 +181,14 @@ def expected_counts(d: int, m: int, ratio: float, gamma_c0: float = 5e-4,
     p_ord = p_ordinary(d, c2)
     p_lucky, se_lucky = p_alone(d, c1, c2, n_mc, seed)
     p_single, se_single = p_alone(d, c2, c2, n_mc, seed)
-    return {"ordinary": m * p_ord, "lucky": m * p_lucky, "lucky_se": m * se_lucky,
-            "N0": d * p_ord, "single": m * p_single, "single_se": m * se_single,
-            "p_ordinary": p_ord, "p_lucky": p_lucky, "p_single": p_single}
+    return {
+        "ordinary": m * p_ord,
+        "lucky": m * p_lucky,
+        "lucky_se": m * se_lucky,
+        "N0": d * p_ord,
+        "single": m * p_single,
+        "single_se": m * se_single,
+        "p_ordinary": p_ord,
+        "p_lucky": p_lucky,
+        "p_single": p_single,
+    }

@@ -18,10 +18,17 @@ from jaxcl.experiments.liao import observables
 from jaxcl.experiments.liao.config import HParams, Static
 from jaxcl.experiments.liao.data import dictionary, fold, frequencies, presence_prob, sample_views
 from jaxcl.experiments.liao.loss import loss_and_grad_by_neuron
-from jaxcl.experiments.liao.model import (AttnParams, attention, attention_qkv,
-                                         effective_weights, embed_nonneg_bias_by_neuron,
-                                         preactivations_by_neuron, prune_mask,
-                                         weight_grad_by_neuron, weight_prune_mask)
+from jaxcl.experiments.liao.model import (
+    AttnParams,
+    attention,
+    attention_qkv,
+    effective_weights,
+    embed_nonneg_bias_by_neuron,
+    preactivations_by_neuron,
+    prune_mask,
+    weight_grad_by_neuron,
+    weight_prune_mask,
+)
 
 # Streams folded out of a config's seed key; fixed so results never depend on batching.
 _DICT, _INIT, _DATA, _EVAL = 0, 1, 2, 3
@@ -69,10 +76,13 @@ def _take_snapshots(hp: HParams, state: State) -> SetSnapshots:
     n_MxD = observables.ordinary_mask(observables.alignment(w_MxD1, state.M), c2)
     due_T2 = (state.T2 >= 0) & (snap.t[0] < 0)
     due_2T2 = (state.T2 >= 0) & (state.t >= 2 * state.T2) & (snap.t[1] < 0)
-    return SetSnapshots(N_T2=jnp.where(due_T2, n_MxD, snap.N_T2),
-                        N_2T2=jnp.where(due_2T2, n_MxD, snap.N_2T2),
-                        t=jnp.stack([jnp.where(due_T2, state.t, snap.t[0]),
-                                     jnp.where(due_2T2, state.t, snap.t[1])]))
+    return SetSnapshots(
+        N_T2=jnp.where(due_T2, n_MxD, snap.N_T2),
+        N_2T2=jnp.where(due_2T2, n_MxD, snap.N_2T2),
+        t=jnp.stack(
+            [jnp.where(due_T2, state.t, snap.t[0]), jnp.where(due_2T2, state.t, snap.t[1])]
+        ),
+    )
 
 
 class StepMetrics(NamedTuple):
@@ -95,11 +105,23 @@ def init(static: Static, hp: HParams) -> State:
     w0_MxD1 = sigma0 * jax.random.normal(jax.random.fold_in(key, _INIT), (static.m, static.d1))
     attn = AttnParams.identity(static.d1) if static.train_attention else None  # SPEC §2: W = I
     params = w0_MxD1 if attn is None else (w0_MxD1, attn)
-    return State(w=w0_MxD1, b=jnp.zeros(static.m), w0=w0_MxD1, M=M_D1xD, eps=eps_D,
-                 opt_state=_optimizer(hp).init(params), t=jnp.int32(0), stage=jnp.int32(1),
-                 T1=jnp.int32(-1), T2=jnp.int32(-1), n2_T1=jnp.zeros(static.m), key=key,
-                 keep=jnp.ones(static.m) if static.prune_mode == "neurons_once" else None,
-                 attn=attn, sets=_no_snapshots(static) if static.snapshot_sets else None)
+    return State(
+        w=w0_MxD1,
+        b=jnp.zeros(static.m),
+        w0=w0_MxD1,
+        M=M_D1xD,
+        eps=eps_D,
+        opt_state=_optimizer(hp).init(params),
+        t=jnp.int32(0),
+        stage=jnp.int32(1),
+        T1=jnp.int32(-1),
+        T2=jnp.int32(-1),
+        n2_T1=jnp.zeros(static.m),
+        key=key,
+        keep=jnp.ones(static.m) if static.prune_mode == "neurons_once" else None,
+        attn=attn,
+        sets=_no_snapshots(static) if static.snapshot_sets else None,
+    )
 
 
 def _no_snapshots(static: Static) -> SetSnapshots:
@@ -121,8 +143,7 @@ def forward_mask(static: Static, hp: HParams, state: State):
     if static.prune_mode == "weights":
         mask_MxD1 = weight_prune_mask(state.w, hp.n_prune)
         return mask_MxD1, jnp.any(mask_MxD1 > 0, axis=1).astype(state.w.dtype)
-    mask_M = state.keep if static.prune_mode == "neurons_once" else prune_mask(state.w,
-                                                                               hp.n_prune)
+    mask_M = state.keep if static.prune_mode == "neurons_once" else prune_mask(state.w, hp.n_prune)
     return mask_M[:, None], mask_M
 
 
@@ -139,8 +160,16 @@ def batch_views(static: Static, hp: HParams, state: State, stream: int, index):
     """`batch` with both views in one array: (X (2, K, L, d1), coef (K, d)), X[0] the anchors."""
     key = fold(state.key, stream, index)  # stream >= 1, apart from jax.random.fold_in's (0, n)
     p_D = presence_prob(state.eps, hp.C_z, static.d)
-    return sample_views(key, state.M, p_D, static.L, static.K, hp.feature_scale, hp.sigma_xi,
-                        static.dictionary == "identity")
+    return sample_views(
+        key,
+        state.M,
+        p_D,
+        static.L,
+        static.K,
+        hp.feature_scale,
+        hp.sigma_xi,
+        static.dictionary == "identity",
+    )
 
 
 def update_bias(static: Static, hp: HParams, state: State, w_new, mask_M=None):
@@ -160,8 +189,11 @@ def update_bias(static: Static, hp: HParams, state: State, w_new, mask_M=None):
         mask_M = jnp.ones_like(n2_new_M)
 
     g1 = (1.0 + hp.eps_min * hp.C_z * log_d) ** 2  # eq. 41
-    reach1 = jnp.where(hp.stage1_steps > 0, t_new >= hp.stage1_steps,
-                       jnp.all((n2_new_M >= g1 * n2_0_M) | (mask_M == 0)))
+    reach1 = jnp.where(
+        hp.stage1_steps > 0,
+        t_new >= hp.stage1_steps,
+        jnp.all((n2_new_M >= g1 * n2_0_M) | (mask_M == 0)),
+    )
     enter2 = (state.stage == 1) & reach1
     reach2 = jnp.any(n2_new_M >= static.d * state.n2_T1)  # eq. 67
     enter3 = (state.stage == 2) & reach2
@@ -169,8 +201,11 @@ def update_bias(static: Static, hp: HParams, state: State, w_new, mask_M=None):
     b_at_T1_M = hp.c_b * jnp.sqrt(log_d / static.d) * jnp.sqrt(n2_new_M)
     b_stage2_M = jnp.maximum(state.b * (1.0 + hp.bias_rate), state.b * growth_M)  # eq. 70
     b_stage3_M = state.b if static.stage3_freeze else state.b * growth_M
-    b_M = jnp.where(state.stage == 1, jnp.where(enter2, b_at_T1_M, 0.0),
-                    jnp.where(state.stage == 2, b_stage2_M, b_stage3_M))
+    b_M = jnp.where(
+        state.stage == 1,
+        jnp.where(enter2, b_at_T1_M, 0.0),
+        jnp.where(state.stage == 2, b_stage2_M, b_stage3_M),
+    )
     stage = state.stage + enter2.astype(jnp.int32) + enter3.astype(jnp.int32)
     T1 = jnp.where(enter2, t_new, state.T1)
     T2 = jnp.where(enter3, t_new, state.T2)
@@ -188,22 +223,25 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
     x_2xKxLxD1, _ = batch_views(static, hp, state, _DATA, state.t)  # anchors, positives
     mask_W, mask_M = forward_mask(static, hp, state)  # mask_W: (m, 1) or (m, d1)
     if static.train_attention:
-        nce, acc, grad_MxD1, grad_attn = _grads_with_attention(static, hp, state, x_2xKxLxD1[0],
-                                                               x_2xKxLxD1[1], mask_W)
+        nce, acc, grad_MxD1, grad_attn = _grads_with_attention(
+            static, hp, state, x_2xKxLxD1[0], x_2xKxLxD1[1], mask_W
+        )
     else:
         nce, acc, grad_MxD1 = _grads(static, hp, state, x_2xKxLxD1, mask_W)
     # eq. 2; the row norms are the ones update_bias needs too, so XLA computes them once
     loss = nce + 0.5 * hp.lam * jnp.sum(jnp.sum(state.w * state.w, axis=1))
     if static.train_attention:  # the same GD step (η) on W and on W_Q, W_K, W_V
-        updates, opt_state = _optimizer(hp).update((grad_MxD1, grad_attn), state.opt_state,
-                                                   (state.w, state.attn))
+        updates, opt_state = _optimizer(hp).update(
+            (grad_MxD1, grad_attn), state.opt_state, (state.w, state.attn)
+        )
         w_new, attn_new = optax.apply_updates((state.w, state.attn), updates)
     else:
         updates, opt_state = _optimizer(hp).update(grad_MxD1, state.opt_state, state.w)
         w_new = optax.apply_updates(state.w, updates)
     b, stage, T1, T2, n2_T1 = update_bias(static, hp, state, w_new, mask_M)
-    changed = dict(w=w_new, b=b, opt_state=opt_state, t=state.t + 1, stage=stage, T1=T1, T2=T2,
-                   n2_T1=n2_T1)
+    changed = dict(
+        w=w_new, b=b, opt_state=opt_state, t=state.t + 1, stage=stage, T1=T1, T2=T2, n2_T1=n2_T1
+    )
     if static.train_attention:
         changed["attn"] = attn_new
     if static.prune_mode == "neurons_once":
@@ -211,13 +249,18 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
         # ‖w_i‖ of its new weights; the mask never changes again (no neuron is revived)
         now = (state.stage < hp.prune_stage) & (stage >= hp.prune_stage)
         # ranked only at that step (a cond; under vmap it becomes a select, as before)
-        changed["keep"] = jax.lax.cond(now, lambda: prune_mask(w_new, hp.n_prune),
-                                       lambda: state.keep)
+        changed["keep"] = jax.lax.cond(
+            now, lambda: prune_mask(w_new, hp.n_prune), lambda: state.keep
+        )
     # Past its own `steps` a config stands still; only the fields a step changes are selected
     # (w0, M, eps and the key are constants).
     active = state.t < hp.steps
-    new = state._replace(**{k: jax.tree.map(lambda n, o: jnp.where(active, n, o), v,
-                                            getattr(state, k)) for k, v in changed.items()})
+    new = state._replace(
+        **{
+            k: jax.tree.map(lambda n, o: jnp.where(active, n, o), v, getattr(state, k))
+            for k, v in changed.items()
+        }
+    )
     return new, StepMetrics(loss=loss, nce=nce, acc=acc)
 
 
@@ -244,20 +287,25 @@ def _grads(static: Static, hp: HParams, state: State, x_2xKxLxD1, mask_W):
     pre_Mx2xKxL = preactivations_by_neuron(wm_MxD1, h_2xKxLxD1, dtype)
     f_Mx2xK = embed_nonneg_bias_by_neuron(pre_Mx2xKxL, state.b)
     fa_MxK, fb_MxK, pre_MxKxL = f_Mx2xK[:, 0], f_Mx2xK[:, 1], pre_Mx2xKxL[:, 0]
-    nce, acc, dfa_MxK = loss_and_grad_by_neuron(fa_MxK, fb_MxK, hp.tau,
-                                                static.loss, hp.loss_alpha, hp.loss_beta,
-                                                static.loss_psi, static.loss_phi,
-                                                _hard_beta(static, hp))  # SPEC §8, §10
+    nce, acc, dfa_MxK = loss_and_grad_by_neuron(
+        fa_MxK,
+        fb_MxK,
+        hp.tau,
+        static.loss,
+        hp.loss_alpha,
+        hp.loss_beta,
+        static.loss_psi,
+        static.loss_phi,
+        _hard_beta(static, hp),
+    )  # SPEC §8, §10
     # BReLU_b'(s) = 1 where |s| > b, else 0 (eq. 3); ∇_W of eq. 2 adds the weight decay's λW.
     b_Mx1x1 = jnp.reshape(state.b, (-1, 1, 1))
     dpre_MxKxL = (jnp.abs(pre_MxKxL) > b_Mx1x1).astype(jnp.float32) * dfa_MxK[:, :, None]
-    grad_MxD1 = (weight_grad_by_neuron(dpre_MxKxL, h_2xKxLxD1[0], dtype) * mask_W
-                 + hp.lam * state.w)
+    grad_MxD1 = weight_grad_by_neuron(dpre_MxKxL, h_2xKxLxD1[0], dtype) * mask_W + hp.lam * state.w
     return nce, acc, grad_MxD1
 
 
-def _grads_with_attention(static: Static, hp: HParams, state: State, xa_KxLxD1, xb_KxLxD1,
-                          mask_W):
+def _grads_with_attention(static: Static, hp: HParams, state: State, xa_KxLxD1, xb_KxLxD1, mask_W):
     """`_grads` with W_Q, W_K, W_V trained (SPEC §2's extension), by autodiff through the
     attention and the encoder of the anchor view (the second view is StopGrad, eq. 1).
 
@@ -269,14 +317,22 @@ def _grads_with_attention(static: Static, hp: HParams, state: State, xa_KxLxD1, 
     def embed(w_MxD1, attn, x_KxLxD1):
         h_KxLxD1 = attention_qkv(x_KxLxD1, attn)
         return embed_nonneg_bias_by_neuron(
-            preactivations_by_neuron(w_MxD1 * mask_W, h_KxLxD1, dtype), state.b)
+            preactivations_by_neuron(w_MxD1 * mask_W, h_KxLxD1, dtype), state.b
+        )
 
     fb_MxK = jax.lax.stop_gradient(embed(state.w, state.attn, xb_KxLxD1))
     fa_MxK, pullback = jax.vjp(lambda w, attn: embed(w, attn, xa_KxLxD1), state.w, state.attn)
-    nce, acc, dfa_MxK = loss_and_grad_by_neuron(fa_MxK, fb_MxK, hp.tau, static.loss,
-                                                hp.loss_alpha, hp.loss_beta, static.loss_psi,
-                                                static.loss_phi,
-                                                _hard_beta(static, hp))  # SPEC §8, §10
+    nce, acc, dfa_MxK = loss_and_grad_by_neuron(
+        fa_MxK,
+        fb_MxK,
+        hp.tau,
+        static.loss,
+        hp.loss_alpha,
+        hp.loss_beta,
+        static.loss_psi,
+        static.loss_phi,
+        _hard_beta(static, hp),
+    )  # SPEC §8, §10
     grad_MxD1, grad_attn = pullback(dfa_MxK)
     return nce, acc, grad_MxD1 + hp.lam * state.w, grad_attn
 
@@ -308,8 +364,15 @@ def _idle(chunk, hp: HParams, state: State) -> tuple[State, dict]:
     """A chunk of a finished config: its state unchanged, its metrics marked not logged."""
     shapes = jax.eval_shape(chunk, hp, state)[1]
     metrics = {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
-    metrics.update(step=state.t, logged=jnp.bool_(False), finite=jnp.bool_(True),
-                   bad_step=jnp.int32(-1), stage=state.stage, T1=state.T1, T2=state.T2)
+    metrics.update(
+        step=state.t,
+        logged=jnp.bool_(False),
+        finite=jnp.bool_(True),
+        bad_step=jnp.int32(-1),
+        stage=state.stage,
+        T1=state.T1,
+        T2=state.T2,
+    )
     return state, metrics
 
 
@@ -317,8 +380,11 @@ def _chunk(static: Static, hp: HParams, state: State) -> tuple[State, dict]:
     t_start = state.t
     zeros = StepMetrics(*(jnp.float32(0.0) for _ in StepMetrics._fields))
     (state, sums, bad_step), active = jax.lax.scan(
-        functools.partial(_scan_body, static, hp), (state, zeros, jnp.int32(-1)), None,
-        length=static.log_every)
+        functools.partial(_scan_body, static, hp),
+        (state, zeros, jnp.int32(-1)),
+        None,
+        length=static.log_every,
+    )
     if static.snapshot_sets:
         state = state._replace(sets=_take_snapshots(hp, state))
     n = jnp.maximum(jnp.sum(active), 1.0)
@@ -335,10 +401,14 @@ def _chunk(static: Static, hp: HParams, state: State) -> tuple[State, dict]:
         "T2": state.T2,
     }
     eval_x, _, _ = batch(static, hp, state, _EVAL, state.t)
-    metrics.update(observables.chunk_summary(state.w, state.b, state.M, hp.n_major, eval_x,
-                                             state.attn))
-    metrics.update(observables.set_summary(effective_weights(state.w, state.attn), state.b,
-                                           state.w0, state.M, hp))
+    metrics.update(
+        observables.chunk_summary(state.w, state.b, state.M, hp.n_major, eval_x, state.attn)
+    )
+    metrics.update(
+        observables.set_summary(
+            effective_weights(state.w, state.attn), state.b, state.w0, state.M, hp
+        )
+    )
     return state, metrics
 
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from jaxcl import fit
-from jaxcl.tables import clopper_pearson  # noqa: F401 (re-exported)
+from jaxcl.tables import clopper_pearson
 
 SUPPORTS, CONTRADICTS, UNDECIDED = "supports", "contradicts", "cannot decide"
 TAIL_D = 3  # the tail: the last three d (the local slope at the largest d)
@@ -48,8 +48,9 @@ def expectation_slope(expected: dict, falling: bool) -> float:
     ds = sorted(expected)[-2:]
     if len(ds) < 2:
         return math.nan
-    (ea, sa), (eb, sb) = (expected[d] if isinstance(expected[d], tuple) else (expected[d], 0.0)
-                          for d in ds)
+    (ea, sa), (eb, sb) = (
+        expected[d] if isinstance(expected[d], tuple) else (expected[d], 0.0) for d in ds
+    )
     a, b = (ea - 2 * sa, eb + 2 * sb) if falling else (ea + 2 * sa, eb - 2 * sb)
     if falling and a > 0 and b <= 0:
         return -math.inf
@@ -62,8 +63,13 @@ def _e(v) -> float:
     return v[0] if isinstance(v, tuple) else v
 
 
-def upper(by_d: dict[int, list[float]], theta: float, *, trivial: float | None = None,
-          expected: dict[int, float] | None = None) -> tuple[str, str]:
+def upper(
+    by_d: dict[int, list[float]],
+    theta: float,
+    *,
+    trivial: float | None = None,
+    expected: dict[int, float] | None = None,
+) -> tuple[str, str]:
     """Q = O(d^θ) for a quantity measured per seed at several d.
 
     Supported when the tail slope's interval stays at or below θ + TOL (a bounded or levelling
@@ -73,15 +79,19 @@ def upper(by_d: dict[int, list[float]], theta: float, *, trivial: float | None =
     below grows faster than d^(θ + TOL) at the largest d computed. Otherwise undecided.
     """
     if trivial is not None and theta >= trivial:
-        return UNDECIDED, (f"vacuous bound: O(d^{theta:.3g}) is at or above d^{trivial:.3g}, "
-                           "which the quantity never exceeds")
+        return UNDECIDED, (
+            f"vacuous bound: O(d^{theta:.3g}) is at or above d^{trivial:.3g}, "
+            "which the quantity never exceeds"
+        )
     e_note = ""
     if expected:
         es = expectation_slope(expected, falling=False)
         d_far = max(expected)
         if math.isfinite(es) and es > theta + TOL:
-            return CONTRADICTS, (f"fails in expectation: its exact expectation grows with local "
-                                 f"slope {es:.3g} > {theta:.3g} + {TOL:g} at d = {d_far}")
+            return CONTRADICTS, (
+                f"fails in expectation: its exact expectation grows with local "
+                f"slope {es:.3g} > {theta:.3g} + {TOL:g} at d = {d_far}"
+            )
         if math.isfinite(es):
             e_note = f"; its exact expectation has local slope {es:.3g} at d = {d_far}"
     ds = sorted(by_d)
@@ -97,19 +107,28 @@ def upper(by_d: dict[int, list[float]], theta: float, *, trivial: float | None =
     excess, small = _moved(by_d, theta, t.d_used[0], up=True)
     if t.lo > theta + TOL:
         if excess > GROWTH:
-            return CONTRADICTS, (f"{where}, above {theta:.3g} + {TOL:g}, and Q/d^θ at d = "
-                                 f"{ds[-1]} is {excess:.3g}× its largest value at d = {small}"
-                                 f"{e_note}")
-        return UNDECIDED, (f"{where}, above {theta:.3g} + {TOL:g}, but Q/d^θ at d = {ds[-1]} is "
-                           f"only {excess:.3g}× its small-d values (≤ {GROWTH:g}×): a constant "
-                           f"cannot be ruled out{e_note}")
+            return CONTRADICTS, (
+                f"{where}, above {theta:.3g} + {TOL:g}, and Q/d^θ at d = "
+                f"{ds[-1]} is {excess:.3g}× its largest value at d = {small}"
+                f"{e_note}"
+            )
+        return UNDECIDED, (
+            f"{where}, above {theta:.3g} + {TOL:g}, but Q/d^θ at d = {ds[-1]} is "
+            f"only {excess:.3g}× its small-d values (≤ {GROWTH:g}×): a constant "
+            f"cannot be ruled out{e_note}"
+        )
     if t.hi - t.lo > MAX_WIDTH:
         return UNDECIDED, f"{where}: wider than {MAX_WIDTH:g}{e_note}"
     return UNDECIDED, f"{where}: it straddles {theta:.3g} + {TOL:g}{e_note}"
 
 
-def lower(by_d: dict[int, list[float]], theta: float, *, count: bool = True,
-          expected: dict[int, float] | None = None) -> tuple[str, str]:
+def lower(
+    by_d: dict[int, list[float]],
+    theta: float,
+    *,
+    count: bool = True,
+    expected: dict[int, float] | None = None,
+) -> tuple[str, str]:
     """Q = Ω(d^θ) for a count (or a positive quantity) measured per seed at several d.
 
     θ > 0: supported only when the tail interval lies above max(θ − TOL, 0) (it excludes 0);
@@ -126,41 +145,56 @@ def lower(by_d: dict[int, list[float]], theta: float, *, count: bool = True,
         d_far = max(expected)
         if (es == -math.inf or math.isfinite(es)) and es < theta - TOL:
             vals = ", ".join(f"{_e(expected[d]):.3g}" for d in sorted(expected)[-3:])
-            return CONTRADICTS, (f"fails in expectation: its exact expectation falls with local "
-                                 f"slope {es:.3g} < {theta:.3g} − {TOL:g} at d = {d_far} (last "
-                                 f"values {vals})")
+            return CONTRADICTS, (
+                f"fails in expectation: its exact expectation falls with local "
+                f"slope {es:.3g} < {theta:.3g} − {TOL:g} at d = {d_far} (last "
+                f"values {vals})"
+            )
         if math.isfinite(es):
             e_note = f"; its exact expectation has local slope {es:.3g} at d = {d_far}"
     ds = sorted(by_d)
     tail_ds = ds[-TAIL_D:]
     if count and theta > 0 and all(all(v <= 0 for v in by_d[d]) for d in tail_ds):
-        return CONTRADICTS, (f"0 in every seed at d = {tail_ds}: a count ≥ c d^θ > 0 is ≥ 1 "
-                             f"(θ = {theta:.3g}){e_note}")
+        return CONTRADICTS, (
+            f"0 in every seed at d = {tail_ds}: a count ≥ c d^θ > 0 is ≥ 1 "
+            f"(θ = {theta:.3g}){e_note}"
+        )
     if theta <= 0 and count:
         zero = [d for d in tail_ds if all(v <= 0 for v in by_d[d])]
         if all(min(by_d[d]) > 0 for d in tail_ds):
-            return SUPPORTS, (f"> 0 in every seed at d = {tail_ds}: Ω(d^{theta:.3g}) with "
-                              f"θ ≤ 0 asks a count only not to vanish{e_note}")
+            return SUPPORTS, (
+                f"> 0 in every seed at d = {tail_ds}: Ω(d^{theta:.3g}) with "
+                f"θ ≤ 0 asks a count only not to vanish{e_note}"
+            )
         if zero == tail_ds:
-            return CONTRADICTS, (f"0 in every seed at d = {tail_ds}: Ω(d^{theta:.3g}) asks a "
-                                 f"count ≥ c d^θ > 0{e_note}")
+            return CONTRADICTS, (
+                f"0 in every seed at d = {tail_ds}: Ω(d^{theta:.3g}) asks a "
+                f"count ≥ c d^θ > 0{e_note}"
+            )
         return UNDECIDED, f"0 in some seeds at d = {tail_ds}{e_note}"
     t = tail_fit(by_d)
     if len(t.d_used) < TAIL_D or not t.ok:
         zeros = [d for d in tail_ds if np.mean(by_d[d]) <= 0]
-        return UNDECIDED, (f"zero at d = {zeros}: no tail slope" if zeros else
-                           f"too few d ({t.d_used}) for a tail slope") + e_note
+        return UNDECIDED, (
+            f"zero at d = {zeros}: no tail slope"
+            if zeros
+            else f"too few d ({t.d_used}) for a tail slope"
+        ) + e_note
     where = f"the tail slope over d = {t.d_used} is {t.slope:.3g} [{t.lo:.3g}, {t.hi:.3g}]"
     if t.lo > max(theta - TOL, 0.0):
         return SUPPORTS, f"{where}, above {theta:.3g} − {TOL:g} and 0{e_note}"
     shortfall, small = _moved(by_d, theta, t.d_used[0], up=False)
     if t.hi < theta - TOL:
         if shortfall < 1 / GROWTH:
-            return CONTRADICTS, (f"{where}, below {theta:.3g} − {TOL:g}, and Q/d^θ at d = "
-                                 f"{ds[-1]} is {shortfall:.3g}× its smallest value at d = "
-                                 f"{small}{e_note}")
-        return UNDECIDED, (f"{where}, below {theta:.3g} − {TOL:g}, but Q/d^θ has fallen only to "
-                           f"{shortfall:.3g}× its small-d values{e_note}")
+            return CONTRADICTS, (
+                f"{where}, below {theta:.3g} − {TOL:g}, and Q/d^θ at d = "
+                f"{ds[-1]} is {shortfall:.3g}× its smallest value at d = "
+                f"{small}{e_note}"
+            )
+        return UNDECIDED, (
+            f"{where}, below {theta:.3g} − {TOL:g}, but Q/d^θ has fallen only to "
+            f"{shortfall:.3g}× its small-d values{e_note}"
+        )
     if t.lo <= 0 < theta:
         return UNDECIDED, f"{where}: it contains 0 (no growth shown){e_note}"
     return UNDECIDED, f"{where}: it reaches below {theta:.3g} − {TOL:g}{e_note}"
@@ -180,18 +214,28 @@ def equal(by_d: dict[int, list[float]], theta: float) -> tuple[str, str]:
         moved, _ = _moved(by_d, theta, t.d_used[0], up=above)
         side = "above" if above else "below"
         if (above and moved > GROWTH) or (not above and moved < 1 / GROWTH):
-            return CONTRADICTS, (f"{where}, entirely {side} {theta:.3g} ± {TOL:g}, and Q/d^θ at "
-                                 f"d = {ds[-1]} is {moved:.3g}× its small-d values")
-        return UNDECIDED, (f"{where}, entirely {side} {theta:.3g} ± {TOL:g}, but Q/d^θ at "
-                           f"d = {ds[-1]} is {moved:.3g}× its small-d values (within "
-                           f"{GROWTH:g}×): a constant still settling cannot be ruled out")
+            return CONTRADICTS, (
+                f"{where}, entirely {side} {theta:.3g} ± {TOL:g}, and Q/d^θ at "
+                f"d = {ds[-1]} is {moved:.3g}× its small-d values"
+            )
+        return UNDECIDED, (
+            f"{where}, entirely {side} {theta:.3g} ± {TOL:g}, but Q/d^θ at "
+            f"d = {ds[-1]} is {moved:.3g}× its small-d values (within "
+            f"{GROWTH:g}×): a constant still settling cannot be ruled out"
+        )
     if t.hi - t.lo > MAX_WIDTH:
         return UNDECIDED, f"{where}: wider than {MAX_WIDTH:g}"
     return SUPPORTS, f"{where}: it meets {theta:.3g} ± {TOL:g}"
 
 
-def share(k: int, n: int, what: str, *, support: float = SHARE_SUPPORT,
-          contradict: float = SHARE_CONTRADICT) -> tuple[str, str, float, float]:
+def share(
+    k: int,
+    n: int,
+    what: str,
+    *,
+    support: float = SHARE_SUPPORT,
+    contradict: float = SHARE_CONTRADICT,
+) -> tuple[str, str, float, float]:
     """A share k/n of objects (neurons) with a property the claim gives every one of them.
 
     Supported when the Clopper–Pearson interval lies at or above `support`; contradicted when it
@@ -200,18 +244,28 @@ def share(k: int, n: int, what: str, *, support: float = SHARE_SUPPORT,
     if n == 0:
         return UNDECIDED, f"none to count ({what}: 0 of 0)", math.nan, math.nan
     lo, hi = clopper_pearson(k, n)
-    cell = f"{k} of {n} {what} ({100 * k / n:.0f}%, exact 95% interval [{100 * lo:.0f}%, " \
-           f"{100 * hi:.0f}%])"
+    cell = (
+        f"{k} of {n} {what} ({100 * k / n:.0f}%, exact 95% interval [{100 * lo:.0f}%, "
+        f"{100 * hi:.0f}%])"
+    )
     if lo >= support:
         return SUPPORTS, f"{cell}: at least {100 * support:.0f}%", lo, hi
     if hi < contradict:
         return CONTRADICTS, f"{cell}: below {100 * contradict:.0f}%", lo, hi
-    return UNDECIDED, (f"{cell}: it reaches below {100 * support:.0f}%"
-                       + (f" and above {100 * contradict:.0f}%" if hi >= contradict else "")), lo, hi
+    return (
+        UNDECIDED,
+        (
+            f"{cell}: it reaches below {100 * support:.0f}%"
+            + (f" and above {100 * contradict:.0f}%" if hi >= contradict else "")
+        ),
+        lo,
+        hi,
+    )
 
 
-def share_sample(p: float, support: float = SHARE_SUPPORT,
-                 contradict: float = SHARE_CONTRADICT) -> int | None:
+def share_sample(
+    p: float, support: float = SHARE_SUPPORT, contradict: float = SHARE_CONTRADICT
+) -> int | None:
     """The fewest objects at which a share p (k = round(p n)) gets an exact interval at or above
     `support` or below `contradict`; None when p lies between them (no n decides)."""
     if contradict <= p < support or not 0 <= p <= 1:
@@ -237,36 +291,52 @@ def design(row: dict) -> str:
     """The cheapest design that would decide an undecided row, with its cost from this run's
     per-config times where it has them."""
     if row["bound"] == "share" and not row.get("n"):
-        return ("nothing at this ratio: the lucky sets are empty in expectation (see the lucky "
-                "row); a ratio or C_m with ω1 > 0 has lucky neurons to follow")
+        return (
+            "nothing at this ratio: the lucky sets are empty in expectation (see the lucky "
+            "row); a ratio or C_m with ω1 > 0 has lucky neurons to follow"
+        )
     if row["bound"] == "share":
         k, n = row.get("k", 0), row.get("n", 0)
         p = k / n if n else 0.8
         need = share_sample(p)
-        return (f"{need} objects at the measured share {100 * p:.0f}% would put the exact "
-                f"interval on one side of {100 * SHARE_SUPPORT:.0f}% or "
-                f"{100 * SHARE_CONTRADICT:.0f}%" + (
-                    f" (about {math.ceil(need / max(n, 1)) - 1} × this run's seeds more at "
-                    f"d = {row['d'][-1]})" if n else "") if need else
-                f"the measured share ({100 * p:.0f}% of {n}) lies between the thresholds: more "
-                "samples decide only if the true share lies outside them")
+        return (
+            f"{need} objects at the measured share {100 * p:.0f}% would put the exact "
+            f"interval on one side of {100 * SHARE_SUPPORT:.0f}% or "
+            f"{100 * SHARE_CONTRADICT:.0f}%"
+            + (
+                f" (about {math.ceil(need / max(n, 1)) - 1} × this run's seeds more at "
+                f"d = {row['d'][-1]})"
+                if n
+                else ""
+            )
+            if need
+            else f"the measured share ({100 * p:.0f}% of {n}) lies between the thresholds: more "
+            "samples decide only if the true share lies outside them"
+        )
     d_top = max(row.get("trained_d") or row["d"] or [8])
     if row["claim"] == "ratio_N":
-        return (f"more seeds at d = {d_top} (the interval narrows as 1/√seeds: 4× the seeds "
-                f"halves it, {12 * cpu_minutes(d_top, row['C_m']):.0f} min for 12 more here), or "
-                f"d = {2 * d_top}: {cpu_minutes(2 * d_top, row['C_m']):.0f} min per config")
+        return (
+            f"more seeds at d = {d_top} (the interval narrows as 1/√seeds: 4× the seeds "
+            f"halves it, {12 * cpu_minutes(d_top, row['C_m']):.0f} min for 12 more here), or "
+            f"d = {2 * d_top}: {cpu_minutes(2 * d_top, row['C_m']):.0f} min per config"
+        )
     if row["claim"] in ("lucky_min", "ordinary_max", "N0_max"):
         top = max(row["d"])
         if top >= 1024:
-            return (f"`jaxcl init-stats` past d = {top} (d = {2 * top}, {4 * top}; m = "
-                    f"d^{row['C_m']:g} neurons, init only) with more seeds: the minimum over d "
-                    "atoms of a count with mean λ(d) leaves 0 only once λ(d) outgrows log d")
-        return ("`jaxcl init-stats` to d = 4096 at this ratio and C_m (init only; minutes on a "
-                "CPU), read by `jaxcl report --init-stats`")
+            return (
+                f"`jaxcl init-stats` past d = {top} (d = {2 * top}, {4 * top}; m = "
+                f"d^{row['C_m']:g} neurons, init only) with more seeds: the minimum over d "
+                "atoms of a count with mean λ(d) leaves 0 only once λ(d) outgrows log d"
+            )
+        return (
+            "`jaxcl init-stats` to d = 4096 at this ratio and C_m (init only; minutes on a "
+            "CPU), read by `jaxcl report --init-stats`"
+        )
     minutes = 4 * (cpu_minutes(2 * d_top, row["C_m"]) + cpu_minutes(4 * d_top, row["C_m"]))
-    return (f"two more d (d = {2 * d_top}, {4 * d_top}) at this ratio and C_m, 4 seeds: about "
-            f"{minutes / 60:.1f} h on this 2-core CPU"
-            + (" (a GPU's job)" if minutes > 60 else ""))
+    return (
+        f"two more d (d = {2 * d_top}, {4 * d_top}) at this ratio and C_m, 4 seeds: about "
+        f"{minutes / 60:.1f} h on this 2-core CPU" + (" (a GPU's job)" if minutes > 60 else "")
+    )
 
 
 def cpu_minutes(d: int, C_m: float) -> float:
