@@ -192,3 +192,114 @@ def expected_counts(
         "p_lucky": p_lucky,
         "p_single": p_single,
     }
+
+
+# ---- the proof's hypotheses (App. F), per config
+def xi2(d: int, C_m: float, ratio: float, gamma_c0: float = 5e-4) -> float:
+    """Ξ_2 = d^ω2, Lemma C.1(c)'s bound on |M_j| (eq. 20)."""
+    return float(d) ** omega2(C_m, ratio, gamma_c0)
+
+
+def all_atoms_lucky(d: int, m: int, p_lucky: float) -> float:
+    """P(min_j |M_j*| ≥ 1): every atom has a lucky neuron, the event the proof divides by
+    (Def. F.1, eq. 101).
+
+    Exact given p = P(i ∈ M_j*): neurons are independent and each is lucky for at most one atom
+    (eq. 17 lets one coordinate alone pass c2), so the lucky total is N ~ Binomial(m, d p) and,
+    given N, the lucky neurons fall on the d atoms uniformly; P(all d atoms hit | N) follows by
+    the occupancy recursion over how many atoms are hit after each of the N neurons.
+    """
+    q = d * p_lucky
+    if q <= 0:
+        return 0.0
+    if q >= 1:
+        return 1.0
+    mean, sd = m * q, math.sqrt(m * q * (1 - q))
+    n_hi = min(m, int(mean + 12 * sd + 50))
+    # binomial pmf of N in logs, over 0..n_hi
+    n = np.arange(n_hi + 1)
+    lg = np.vectorize(math.lgamma)
+    log_pmf = lg(m + 1) - lg(n + 1) - lg(m - n + 1) + n * math.log(q) + (m - n) * math.log1p(-q)
+    occ = np.zeros(d + 1)  # occ[k]: P(k atoms hit) after the neurons so far
+    occ[0] = 1.0
+    hit = np.zeros(n_hi + 1)  # P(all d atoms hit | N = n)
+    stay, move = np.arange(d + 1) / d, (d - np.arange(d + 1)) / d
+    for k in range(1, n_hi + 1):
+        new = occ * stay
+        new[1:] += occ[:-1] * move[:-1]
+        occ = new
+        hit[k] = occ[d]
+    return float(np.sum(np.exp(log_pmf) * hit))
+
+
+def n0_leading(d: int, ratio: float, gamma_c0: float = 5e-4) -> float:
+    """The leading term of E|N_i(0)| = d P(U ≥ c2 log d/d) as d → ∞.
+
+    d U → χ²_1, so P(U ≥ c2 log d/d) → erfc(√(c2 log d / 2)) = erfc(r √((1 − γc0) log d)), and
+    erfc(x) ≈ e^{−x²}/(x √π): E|N_i(0)| ≈ d^{1 − r²(1 − γc0)} / (r √(π (1 − γc0) log d)), the
+    exponent of Theorem 3.3's |N_i| bound. It grows as a power of d for every ratio below 1 and
+    falls like 1/√(log d) at ratio 1.
+    """
+    x = ratio * math.sqrt((1 - gamma_c0) * math.log(d))
+    return d * math.erfc(x)
+
+
+def lucky_leading(d: int, m: int, ratio: float, gamma_c0: float = 5e-4) -> float:
+    """The leading term of E|M_j*| = m P(U_j ≥ c1 log d/d, U_j' ≤ c2 log d/d ∀ j' ≠ j).
+
+    The first factor tends to erfc(√((1 + γc0) log d)/r) ≈ d^{−(1+γc0)/r²} r/√(π (1+γc0) log d);
+    given it, the d − 1 other coordinates each pass c2 with about the probability p of eq. 16,
+    nearly independently, so all stay below with probability (1 − p)^{d−1} ≈ e^{−E|N_i(0)|}.
+    Hence E|M_j*| ≈ d^{ω1} · r/√(π (1+γc0) log d) · e^{−E|N_i(0)|} for m = d^{C_m}. Lemma C.1's
+    Ω(d^{ω1}) keeps the first two factors and drops the last; below ratio 1, E|N_i(0)| grows as
+    a power of d (n0_leading), so the last factor falls faster than any power, and the
+    expected lucky count tends to 0 whatever C_m.
+    """
+    c1, c2 = thresholds(ratio, gamma_c0)
+    first = math.erfc(math.sqrt(c1 * math.log(d) / 2))
+    others = (1 - p_ordinary(d, c2)) ** (d - 1)
+    return m * first * others
+
+
+def hypotheses(
+    d: int,
+    m: int,
+    C_m: float,
+    ratio: float,
+    lam: float,
+    eta: float,
+    K: int,
+    T2: float | None = None,
+    gamma_c0: float = 5e-4,
+) -> dict:
+    """Which of the proof's hypotheses (App. F; SPEC §6) a config meets.
+
+    Args:
+      d, m, C_m, ratio, lam, eta, K, gamma_c0: the config's resolved fields.
+      T2: its measured T_2 (None or ≤ 0: stage 2 never ended).
+
+    Returns:
+      {name: {"value": the number, "holds": bool or None (no verdict), "note": what it is}}
+      for omega1 (ω1 > 0), all_lucky (P(min_j |M_j*| ≥ 1) ≥ 0.9, exact law),
+      lam (λ d Ξ_2 ≤ 1), window (T_3 ≥ T_2), K (K against d: log K / log d, no verdict) and
+      T_eta (T_4 η ≥ m Ξ_2^10, compared as exponents of d: it holds at no d when
+      C_m + 10 ω2 > 1.99).
+    """
+    w1, w2 = omega1(C_m, ratio, gamma_c0), omega2(C_m, ratio, gamma_c0)
+    p_all = all_atoms_lucky(d, m, expected_counts(d, m, ratio, gamma_c0)["p_lucky"])
+    ld = lam * d * xi2(d, C_m, ratio, gamma_c0)
+    T3 = d**1.01 / eta
+    need = C_m + 10 * w2  # m Ξ_2^10 = d^(C_m + 10 ω2) against T_4 η = d^1.99
+    return {
+        "omega1": {"value": w1, "holds": w1 > 0, "note": "ω1 > 0"},
+        "all_lucky": {"value": p_all, "holds": p_all >= 0.9,
+                      "note": "P(every atom has a lucky neuron) ≥ 0.9"},
+        "lam": {"value": ld, "holds": ld <= 1.0, "note": "λ d Ξ_2 ≤ 1"},
+        "window": {"value": (T2 / T3) if T2 and T2 > 0 else math.nan,
+                   "holds": bool(T2 and 0 < T2 <= T3) if T2 and T2 > 0 else None,
+                   "note": "T_3 ≥ T_2 (value: T_2/T_3)"},
+        "K": {"value": math.log(K) / math.log(d), "holds": None,
+              "note": "K = d^x (value: x); the proof asks K = poly(d)"},
+        "T_eta": {"value": need, "holds": need <= 1.99,
+                  "note": "T_4 η = d^1.99 ≥ m Ξ_2^10 = d^(C_m + 10 ω2) (value: C_m + 10 ω2)"},
+    }  # fmt: skip
