@@ -39,6 +39,8 @@ def _plain_objective(c, b, xa, xb, mask):
     return objective
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_step_is_gd_on_w_and_attention(cfg):
     """W, W_Q, W_K, W_V after one step equal θ − η ∇_θ L of the plain composition (attention
     matrices moved off I first, so every term of the gradient is exercised)."""
@@ -66,6 +68,8 @@ def test_step_is_gd_on_w_and_attention(cfg):
     np.testing.assert_allclose(metrics.loss, objective(st0.w, *attn), rtol=1e-5)
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_identity_start_matches_frozen_first_step(cfg):
     """At W_Q = W_K = W_V = I the W update is the frozen path's (the attention gradient aside)."""
     frozen = Config(**{**cfg.__dict__, "train_attention": False})
@@ -76,6 +80,7 @@ def test_identity_start_matches_frozen_first_step(cfg):
     np.testing.assert_allclose(st_on.w, st_off.w, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_off_means_no_attention_state(tiny):
     c = Config(**tiny)
     assert Config(**tiny, train_attention=False).config_id == c.config_id

@@ -17,6 +17,7 @@ def _by_d(means, noise=0.01, seeds=4):
     return {d: [m * (1 + noise * (s - 1.5)) for s in range(seeds)] for d, m in means.items()}
 
 
+@pytest.mark.numerics
 def test_clopper_pearson_against_closed_forms_and_binomial_sums():
     for n in (1, 4, 20):  # k = n: lo = (α/2)^(1/n); k = 0: hi = 1 − (α/2)^(1/n)
         assert verdicts.clopper_pearson(n, n)[0] == pytest.approx(0.025 ** (1 / n), abs=1e-9)
@@ -96,6 +97,7 @@ def test_counts_against_nonpositive_exponents():
     )
 
 
+@pytest.mark.slow
 def test_verdicts_against_exact_expectations():
     """The lucky count's exact expectation at ratio 0.75, C_m 1.5 falls with d (eq. 17's event
     needs every other coordinate small: ≈ exp(−E|N_i(0)|)), so the claim fails in expectation
@@ -116,6 +118,7 @@ def test_verdicts_against_exact_expectations():
     assert v == CONTRADICTS and "slope 1 > 0" in why
 
 
+@pytest.mark.slow
 def test_stage_times_theta_tolerance():
     by_d = _by_d({d: 3.0 * d**1.05 for d in DS})
     assert verdicts.equal(by_d, 1.02)[0] == SUPPORTS
@@ -159,6 +162,7 @@ def _final(d, seed, ratio=1.0, C_m=1.5, lucky=1.0, pure=1.0, N=1.0, T1=10):
     }
 
 
+@pytest.mark.slow
 def test_claims_section_reads_each_verdict_from_its_numbers():
     """Counts growing like d at ratio 1 (ω1 ≈ 0.4995): the lower bounds are supported, the
     ordinary count's O(d^ω2) (ω2 ≈ 0.5) is contradicted, N_i(0) ≤ 2 is O(1), the window's max
@@ -209,6 +213,7 @@ def test_windows_take_the_max_over_logged_t_in_T3_T4(tmp_path):
     assert claims.windows(str(tmp_path / "missing.jsonl"), [f]) == {}
 
 
+@pytest.mark.slow
 def test_claims_section_ratio_and_init_stats():
     """(ii): equal |N_i(T)| at ratios 0.5 and 1 contradicts "a smaller ratio enlarges |N_i|";
     init-stats records past the trained d extend the Lemma C.1 rows."""

@@ -16,6 +16,8 @@ from jaxcl.engine import runner
 from support import cli_env, mixed_sweep
 from jaxcl.engine.sweep import loads
 
+pytestmark = pytest.mark.slow  # every test here runs the sweep again, most in subprocesses
+
 SWEEP = mixed_sweep(steps=30)  # 6 liao and 2 geometry configs: each guarantee, both
 N_CONFIGS = 8
 

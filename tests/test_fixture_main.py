@@ -21,9 +21,12 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from jaxcl.engine.cli import main
 from support import ROOT
+
+pytestmark = pytest.mark.slow  # two `jaxcl run`s, 26 configs
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "main_arrays.npz")
 STEPS = 10
@@ -92,10 +95,12 @@ def _run(tmp_path, name: str, text: str) -> dict:
     return _arrays(tmp_path / name)
 
 
+@pytest.mark.numerics
 def test_d32_grid_equals_main(tmp_path):
     """With `loss = "infonce"` written out (the Figure 1 grid below has no loss field)."""
     _check(_run(tmp_path, "d32", D32.format(extra='loss = "infonce"')), "d32_", 2)
 
 
+@pytest.mark.numerics
 def test_figure1_equals_main(tmp_path):
     _check(_run(tmp_path, "f1", FIGURE1), "d9_", 24)

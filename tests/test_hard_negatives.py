@@ -56,6 +56,7 @@ def numpy_ell(
 
 
 @pytest.mark.parametrize("spec", LOSSES, ids=IDS)
+@pytest.mark.numerics
 def test_weighted_loss_and_constant_weight_gradient_against_numpy(spec):
     rng = np.random.default_rng(0)
     K, n, tau, hb = 3, 5, 0.7, 1.7
@@ -88,6 +89,7 @@ def test_weighted_loss_and_constant_weight_gradient_against_numpy(spec):
 
 
 @pytest.mark.parametrize("spec", LOSSES, ids=IDS)
+@pytest.mark.numerics
 def test_weighted_counts_match_explicit_negatives(spec):
     counts = np.array([[2, 0, 1, 3], [0, 4, 0, 2], [6, 0, 0, 0]], np.int32)
     s_vals = np.array([0.9, -0.6, 0.2, -0.1])
@@ -109,6 +111,7 @@ def ref_objective(G, pi, k, tau, hard_beta, **kw):
 
 
 @pytest.mark.parametrize("spec", LOSSES, ids=IDS)
+@pytest.mark.numerics
 def test_weighted_collapsed_objective_matches_enumeration(spec):
     rng = np.random.default_rng(2)
     pi = np.array([0.5, 0.3, 0.2])
@@ -134,12 +137,15 @@ def _midpoint_violations(hard_beta, spec, n_pairs=200):
 
 
 @pytest.mark.parametrize("spec", [LOSSES[0], LOSSES[2], LOSSES[6]], ids=[IDS[0], IDS[2], IDS[6]])
+@pytest.mark.numerics
 def test_convexity_midpoint_holds_at_small_beta_and_fails_at_large(spec):
     # documented in docs/geometry.md: no violation in these pairs at β ≤ 1, violations at β = 4
     assert _midpoint_violations(1.0, spec) == 0
     assert _midpoint_violations(4.0, spec) > 0
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_minimizer_under_the_weighting_reports_its_starts():
     pi = np.array([0.4, 0.4, 0.1, 0.1])
     G, info = geometry.optimal_gram(pi, 3, 0.5, hard_beta=1.0, n_starts=4, return_info=True)
@@ -151,6 +157,8 @@ def test_minimizer_under_the_weighting_reports_its_starts():
         assert ref_objective(other, pi, 3, 0.5, 1.0) > F_star
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_rest_point_of_constant_weight_training():
     pi, k, tau, hb = np.array([0.4, 0.4, 0.1, 0.1]), 3, 0.5, 1.0
     G, info = geometry.hard_equilibrium(pi, k, tau, hb, return_info=True)
@@ -200,6 +208,8 @@ def _liao_embeddings(seed=0, m=6, K=5):
 
 
 @pytest.mark.parametrize("hb", [0.5, 2.0])
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_liao_hard_infonce_gradient_against_autodiff(hb):
     fa, fb = _liao_embeddings()
     tau = 0.8
@@ -233,6 +243,7 @@ def _head_nce_and_grad(fa_MxK, fb_MxK, tau):
     return loss, acc, jnp.matmul(fb_MxK, ds_KxK.T)
 
 
+@pytest.mark.numerics
 def test_beta_zero_is_bitwise_the_code_before():
     fa, fb = _liao_embeddings(1, m=9, K=16)
     now = jax.jit(functools.partial(liao_loss.loss_and_grad_by_neuron, hard_beta=0.0))(fa, fb, 0.6)
@@ -253,6 +264,8 @@ def test_beta_zero_is_bitwise_the_code_before():
     assert LiaoConfig(hard_beta=1.0).config_id != LiaoConfig().config_id
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_geometry_step_with_hard_negatives_is_gradient_descent_on_the_public_loss():
     c = GeoConfig(
         n_major_classes=2,

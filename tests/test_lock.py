@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import pytest
 import time
 
 from support import cli_env, tiny_sweep
@@ -49,6 +50,7 @@ def _snapshot(out):
     }
 
 
+@pytest.mark.slow
 def test_second_run_refused_then_lock_freed_by_kill(tmp_path, jax_cache):
     sweep = tmp_path / "s.toml"
     # long enough (~20 s of training) that the first run is still training when it is killed
@@ -101,6 +103,7 @@ def test_second_run_refused_then_lock_freed_by_kill(tmp_path, jax_cache):
     assert not st["failed"]
 
 
+@pytest.mark.slow
 def test_status_of_a_run_with_a_failed_config(tmp_path, capsys):
     from jaxcl.engine.cli import main
 

@@ -78,6 +78,7 @@ def test_blocks_probe_then_sized_by_time_saved_first(tiny, monkeypatch):
     assert asked == [1]  # no probe when pacing is off
 
 
+@pytest.mark.slow
 def test_paced_blocks_are_bitwise_the_unpaced_run(reference, tmp_path, monkeypatch):
     """A probe of one config per device, then blocks as small as a tiny chunk budget makes
     them: the same finals, bit for bit, as one block of all configs."""
@@ -96,6 +97,7 @@ def test_paced_blocks_are_bitwise_the_unpaced_run(reference, tmp_path, monkeypat
     _assert_bitwise(_finals(out), reference)
 
 
+@pytest.mark.slow
 def test_saved_block_resumes_as_saved_under_another_plan(reference, tmp_path, monkeypatch, capsys):
     """A block checkpointed by an unpaced run is resumed whole by a paced run (which would
     plan other blocks) and ends bitwise equal: no leg loses the work of the block it stopped."""

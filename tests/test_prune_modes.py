@@ -38,6 +38,8 @@ def _with_w(c, w):
     return st._replace(w=jnp.asarray(w))
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_neuron_masks_by_hand():
     """n_prune = 2 of 4: neuron 2 (norm 0.5) and, of the tied neurons 0 and 1, the lower index."""
     np.testing.assert_array_equal(prune_mask(jnp.asarray(W), 2), [0, 1, 0, 1])
@@ -55,6 +57,7 @@ def test_neuron_masks_by_hand():
     )
 
 
+@pytest.mark.numerics
 def test_weight_mask_by_hand():
     """|w| flattened row-major: 1 0 0 | 0 1 0 | 0 .3 .4 | 2 0 0. n_prune = 7 takes the seven zeros
     (flat indices 1, 2, 3, 5, 6, 10, 11), keeping 1, 1, .3, .4, 2."""
@@ -83,6 +86,8 @@ def test_weight_mask_by_hand():
     )
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_neurons_once_removes_at_T1_and_never_revives(tiny):
     """The mask is all ones before T_1, set at T_1 from that step's weights, then fixed; removed
     rows only decay, w_{t+1} = w_t − η(λ w_t), even once they are the largest rows."""
@@ -118,6 +123,7 @@ def test_neurons_once_removes_at_T1_and_never_revives(tiny):
 
 
 @pytest.mark.parametrize("prune_at, removes", [("T2", True), (None, False)])
+@pytest.mark.slow
 def test_neurons_once_at_T2(tiny, prune_at, removes):
     """prune_at = "T2": the step that ends stage 2 (eq. 67) removes; with T1 that step does not."""
     c = Config(
@@ -140,6 +146,8 @@ def test_neurons_once_at_T2(tiny, prune_at, removes):
     np.testing.assert_array_equal(np.asarray(new.keep), want)
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_weights_mode_step_is_gd_on_masked_info_nce(tiny):
     """One step equals autodiff of the public info_nce at W ⊙ mask (mask by hand) plus eq. 2's
     (λ/2)‖W‖², and the masked entries move by −ηλw exactly (no loss gradient)."""
@@ -167,6 +175,8 @@ def test_weights_mode_step_is_gd_on_masked_info_nce(tiny):
     assert not np.allclose(np.asarray(st1.w)[~pruned], w0[~pruned] * (1 - eta * lam))
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_default_mode_is_todays(tiny):
     """prune_mode = "neurons" written out: the same config ids as before the field existed, and
     the final arrays of commit 9e27e23 (to 1e-6 relative, like tests/test_fixture_main.py)."""

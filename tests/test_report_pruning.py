@@ -4,6 +4,7 @@ answers: a change counts only when its 95% interval over seeds excludes 0."""
 import math
 
 import numpy as np
+import pytest
 
 from jaxcl.experiments.liao import report_pruning as rp
 
@@ -75,6 +76,7 @@ def test_significant_and_restoration_by_hand():
     assert rp.restoration({"cov_minor_kept": flat, "probe_gap": flat, **rest}, 0.6) == 0
 
 
+@pytest.mark.numerics
 def test_mode_verdicts_on_made_up_finals():
     got = {v["mode"]: v for v in rp.mode_verdicts(_finals())}
     assert set(got) == {"weights", "neurons", "neurons_once@T1", "neurons_once@T2"}
