@@ -12,6 +12,7 @@ from jaxcl.experiments.liao.config import Config
 from jaxcl.experiments.liao.model import AttnParams, encode_attended
 
 _step = jax.jit(train.step, static_argnums=0)
+TINY_ID = "d5_m6_r0.25_s0_848df2e0e1"  # Config(**tiny)'s id, literal
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,9 @@ def test_identity_start_matches_frozen_first_step(cfg):
 @pytest.mark.slow
 def test_off_means_no_attention_state(tiny):
     c = Config(**tiny)
-    assert Config(**tiny, train_attention=False).config_id == c.config_id
-    assert Config(**tiny, train_attention=True).config_id != c.config_id
+    # off, written out or left out: one literal id
+    assert c.config_id == Config(**tiny, train_attention=False).config_id == TINY_ID
+    assert Config(**tiny, train_attention=True).config_id != TINY_ID
     st = train.init(c.static(), c.hparams())
     assert st.attn is None
     assert set(EXPERIMENT.final_arrays(st)) == {"w0", "w", "b", "M", "eps"}
