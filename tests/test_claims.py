@@ -32,11 +32,11 @@ def test_clopper_pearson_against_closed_forms_and_binomial_sums():
 
 
 def test_saturating_mean_supports_an_upper_bound():
-    """Mean |N_i(T)| at ratio 1 (the old report's one "contradicts"): 0.40, 0.75, 1.10, 1.016,
-    1.002 over d = 8 … 128. The whole-range slope is 0.31 > θ = 0.0005; the tail levels off."""
+    """Mean |N_i(T)| at ratio 1: 0.40, 0.75, 1.10, 1.016, 1.002 over d = 8 … 128. The
+    whole-range slope is 0.31 > θ = 0.0005, but the tail levels off: an O(d^θ) bound holds."""
     by_d = _by_d(dict(zip(DS, (0.40, 0.75, 1.10, 1.016, 1.002))))
     whole = verdicts.fit.fit_exponent(by_d)
-    assert whole.lo > 0.2  # the old rule (whole-range interval above θ) said "contradicts"
+    assert whole.lo > 0.2  # a whole-range rule (interval above θ) would say "contradicts"
     v, why = verdicts.upper(by_d, 0.0005)
     assert v == SUPPORTS and "tail slope over d = [32, 64, 128]" in why, why
 
@@ -44,7 +44,7 @@ def test_saturating_mean_supports_an_upper_bound():
 def test_growing_then_flat_does_not_support_a_growth_lower_bound():
     """P_j grows over d = 8 … 32 then stays flat: a whole-range slope near 0.8, a tail near 0."""
     by_d = _by_d(dict(zip(DS, (2.0, 5.0, 12.0, 12.5, 12.2))))
-    assert verdicts.fit.fit_exponent(by_d).slope > 0.5  # the old rule read growth
+    assert verdicts.fit.fit_exponent(by_d).slope > 0.5  # a whole-range rule would read growth
     v, why = verdicts.lower(by_d, 0.5)
     # the tail misses d^0.5, but Q/d^0.5 at d = 128 is still above its value at d = 8: a
     # constant that fits the small d is not yet violated, so not contradicted either
@@ -52,7 +52,9 @@ def test_growing_then_flat_does_not_support_a_growth_lower_bound():
 
 
 def test_flat_count_with_a_wide_interval_does_not_support():
-    """|M_j*| at ratio 0.75, C_m 2 (old: "supports" by 0.112 [−0.313, 0.53] against 0.221)."""
+    """|M_j*| at ratio 0.75, C_m 2: a slope of 0.112 [−0.313, 0.53] against θ = 0.221, an interval
+    that holds θ but also 0, decides nothing (a rule that asked only for θ inside the interval
+    would say "supports")."""
     by_d = {
         8: [0.0, 0.1, 0.2, 0.0],
         16: [0.05, 0.15, 0.02, 0.1],

@@ -1,5 +1,5 @@
 """A config's final arrays do not depend on device count, grid chunking or process count (SPEC §7),
-and an interrupted sweep finishes on rerun without redoing finished configs (issue 4)."""
+and an interrupted sweep finishes on rerun without redoing finished configs."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Two `jaxcl run`s on one run directory (issue 15): the second exits 4 within seconds with the
+"""Two `jaxcl run`s on one run directory: the second exits 4 within seconds with the
 holder's pid, host and start, writing nothing; after `kill -9` of the first the lock is free
 (the kernel releases it) and a new run finishes the sweep with no duplicated rows. And
 `jaxcl status` on that run while it runs, once killed, once finished, and on a failed config."""
@@ -8,8 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-import pytest
 import time
+
+import pytest
 
 from support import cli_env, tiny_sweep
 

@@ -1,5 +1,5 @@
 """encode and info_nce against the plain-numpy reference, and their W-gradient against float64
-central finite differences (issue 2, must-show 2)."""
+central finite differences."""
 
 import jax
 import jax.numpy as jnp

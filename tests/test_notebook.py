@@ -3,6 +3,7 @@ committed without outputs."""
 
 import os
 import sys
+
 import pytest
 
 from support import ROOT

@@ -1,5 +1,5 @@
 """`jaxcl plan`: configs, groups, steps (T_3/T_4 resolved), memory, the time estimate's
-arithmetic and a job array's legs, writing nothing (issue 23)."""
+arithmetic and a job array's legs, writing nothing."""
 
 import math
 import os

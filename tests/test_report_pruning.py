@@ -107,10 +107,10 @@ def test_section_states_each_mode(tmp_path):
     assert "| 0.5 | 8 | off | 0 | 4 |" in text  # the baseline once, not twice
 
 
-def test_old_run_directories_read_as_neurons():
-    """Finals written before prune_mode existed: mode "neurons"; no baseline: said so."""
-    old = _seeds(None, 0.2, 0.3, 0.2)
-    assert rp.mode_label(old[0]) == "neurons"
-    (v,) = rp.mode_verdicts(old)
+def test_finals_without_prune_mode_read_as_neurons():
+    """Finals with no prune_mode field: mode "neurons"; no α = 0 baseline: said so."""
+    finals = _seeds(None, 0.2, 0.3, 0.2)
+    assert rp.mode_label(finals[0]) == "neurons"
+    (v,) = rp.mode_verdicts(finals)
     assert v["level"] is None
     assert "no α = 0 baseline" in rp._statement(v)

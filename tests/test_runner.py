@@ -374,9 +374,9 @@ def test_resume_under_another_cpu_is_recorded(tmp_path, jax_cache):
 
 def test_directory_being_created_by_another_task_is_joined(tmp_path):
     """Two tasks of a job array start together: one finds the directory that the other is
-    creating (lock, skeleton and sweep.toml, no manifest yet) and joins it, where it used to
-    refuse it as not a jaxcl run directory (seen under Slurm). Another sweep's, or a foreign
-    file, is still refused."""
+    creating (lock, skeleton and sweep.toml, no manifest yet) and joins it instead of refusing it
+    as not a jaxcl run directory (a race seen under Slurm). Another sweep's directory, or a
+    foreign file, is refused."""
     from jaxcl.engine.rundir import LOCK_NAME, RunDir, RunDirError
 
     sw, other = loads(SWEEP), loads(tiny_sweep(steps=20))

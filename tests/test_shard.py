@@ -1,4 +1,4 @@
-"""Job arrays (issue 15): `jaxcl run --shard I/N` runs a deterministic slice of the grid into one
+"""Job arrays: `jaxcl run --shard I/N` runs a deterministic slice of the grid into one
 run directory. Three slices started at different times, one killed with SIGKILL and rerun, end
 with final arrays bitwise equal to one `jaxcl run` of the grid and one results.jsonl without
 duplicates; slices lock only their own share of the directory."""

@@ -48,7 +48,8 @@ def test_exponents():
 
 @pytest.mark.slow
 def test_init_counts_match_finite_d_expectation():
-    """Must-show 1 at small d: measured |M_j|, |M_j*|, #{N_i(0) = {j}} within sampling error."""
+    """At small d, the measured |M_j|, |M_j*| and #{N_i(0) = {j}} at init are their exact
+    finite-d expectations within sampling error."""
     stats = initstats.run([12, 24], 2.5, [0.75, 1.0], [0, 1, 2], log=lambda *_: None)
     rows = initstats.agreement(stats)
     assert len(rows) == 4

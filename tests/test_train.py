@@ -188,7 +188,7 @@ def _cos2(w, M):
 @pytest.mark.numerics
 @pytest.mark.slow
 def test_figure1_findings_reduced(figure1_small):
-    """SPEC §6 Figure 1 at ratio 0.25, and the gap mostly gone at ratio 1.0 (issue 2, must-show 3)."""
+    """SPEC §6 Figure 1 at ratio 0.25, and the gap mostly gone at ratio 1.0."""
     cfgs, state, metrics = figure1_small
     n_major = 5
     gaps = {0.25: [], 1.0: []}
