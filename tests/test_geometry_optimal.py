@@ -148,6 +148,7 @@ def test_balanced_classes_give_the_simplex_etf(C, loss):
 
 
 @pytest.mark.numerics
+@pytest.mark.slow
 def test_imbalanced_starts_agree_and_kkt_certifies():
     pi = imbalanced(0.1)
     G, info = optimal.optimal_gram(pi, 8, 0.5, "infonce", n_starts=5, return_info=True)
@@ -181,6 +182,7 @@ def test_tiny_minorities_converge():
 
 
 @pytest.mark.numerics
+@pytest.mark.slow
 def test_minority_collapse_and_threshold():
     G_small = optimal.optimal_gram(imbalanced(0.005), 8, 0.5)
     assert G_small[2, 3] >= 1 - 1e-4

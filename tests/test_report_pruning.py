@@ -94,6 +94,7 @@ def test_mode_verdicts_on_made_up_finals():
     assert math.isclose(got["weights"]["by_alpha"][0.3]["noise_frac_kept"][0], -0.3)
 
 
+@pytest.mark.slow
 def test_section_states_each_mode(tmp_path):
     lines = []
     summary = rp.pruning_section(_finals(), str(tmp_path), lines)
