@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Two commands on a fresh machine with only Python: `python3 dev.py figure1` and
-`python3 dev.py test`. Each makes ./.venv and installs jaxcl[test] into it when needed, at the
-exact versions of requirements.lock (`python3 dev.py lock` rewrites it)."""
+`python3 dev.py test` (ruff, the whole suite, then the numerics-marked tests under SSE4.2; CI's
+run). `python3 dev.py test --fast` is the edit loop: ruff and every test not marked slow, in under
+a minute on 2 cores. Each makes ./.venv and installs jaxcl[test] into it when needed, at the exact
+versions of requirements.lock (`python3 dev.py lock` rewrites it)."""
 
 import hashlib
 import os
@@ -75,7 +77,22 @@ def lock() -> int:
     return 0
 
 
+def lint() -> int:
+    """`ruff check` and `ruff format --check` (settings in pyproject.toml); 0 when both pass."""
+    print("dev.py: ruff check . && ruff format --check .", flush=True)
+    ruff = [os.path.join(BIN, "python"), "-m", "ruff"]
+    for cmd in (["check", "."], ["format", "--check", "."]):
+        rc = subprocess.call(ruff + cmd, cwd=ROOT)
+        if rc != 0:
+            return rc
+    return 0
+
+
 def test(args: list[str]) -> int:
+    """No args: ruff, the whole suite, then the tests marked numerics under SSE4.2 (CI).
+    `--fast`: ruff, then the tests not marked slow. Other args select tests (pytest's own)."""
+    fast = "--fast" in args
+    args = [a for a in args if a != "--fast"]
     # Two or more workers (pytest-xdist), one test file each at a time: the suite is bound by
     # XLA compiles, which run on one thread, so two workers keep both cores of a small machine
     # busy (fresh clone, 2 cores: 738 s on one worker, 604 s on two); at most 4.
@@ -90,6 +107,12 @@ def test(args: list[str]) -> int:
         "--dist",
         "loadfile",
     ]
+    if fast or not args:
+        rc = lint()
+        if rc != 0:
+            return rc
+    if fast:
+        return subprocess.call(pytest + ["-m", "not slow", "tests"] + args, cwd=ROOT)
     rc = subprocess.call(pytest + ["tests"] + args, cwd=ROOT)
     if rc != 0 or args:  # a selection of the user's: run just that
         return rc
@@ -101,7 +124,10 @@ def test(args: list[str]) -> int:
 def main(argv: list[str]) -> int:
     tasks = {"figure1": None, "test": None, "lock": None}
     if not argv or argv[0] not in tasks:
-        print(f"usage: python3 dev.py {{{'|'.join(tasks)}}} [extra args]", file=sys.stderr)
+        print(
+            f"usage: python3 dev.py {{{'|'.join(tasks)}}} [extra args]  (test --fast: no slow tests)",
+            file=sys.stderr,
+        )
         return 2
     if argv[0] == "lock":
         return lock()

@@ -48,22 +48,27 @@ seed = [0, 1]
 """
 
 
+def xla_flags(devices: int) -> str:
+    """The caller's XLA_FLAGS with `devices` CPU devices: its other flags are kept, so that a
+    subprocess compiles as this process does (dev.py's second pass runs under an ISA cap)."""
+    flags = [
+        f
+        for f in os.environ.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
+    return " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+
+
 def cli_env(devices: int = 2, cache: str | None = None) -> dict:
     """Environment for `python -m jaxcl` from this checkout with `devices` CPU devices.
 
     `cache`: a persistent compilation cache directory shared by the subprocesses (each would
     otherwise spend most of its time compiling the same programs).
     """
-    # keeps the caller's other XLA flags (dev.py's second pass runs under an ISA cap)
-    flags = [
-        f
-        for f in os.environ.get("XLA_FLAGS", "").split()
-        if not f.startswith("--xla_force_host_platform_device_count")
-    ]
     env = {
         **os.environ,
         "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        "XLA_FLAGS": " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]),
+        "XLA_FLAGS": xla_flags(devices),
     }
     env["JAXCL_COMPILE_CACHE"] = cache or "off"  # never the user's ~/.cache from a test
     if cache:

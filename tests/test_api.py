@@ -142,6 +142,7 @@ def test_bad_input_is_refused_naming_it(tmp_path):
         jaxcl.open(tmp_path)
 
 
+@pytest.mark.slow
 def test_run_writes_the_run_directory_of_the_toml(done, tmp_path, capsys):
     with open(os.path.join(done.path, "manifest.json")) as f:
         manifest = json.load(f)
@@ -154,6 +155,7 @@ def test_run_writes_the_run_directory_of_the_toml(done, tmp_path, capsys):
     assert "4 already done" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_rows_are_results_jsonl(done):
     rows = _jsonl(os.path.join(done.path, "results.jsonl"))
     df = done.rows()
@@ -165,6 +167,7 @@ def test_rows_are_results_jsonl(done):
     assert fields <= set(df.columns)  # is L_aug (docs/run-directory.md), the metric
 
 
+@pytest.mark.slow
 def test_rows_of_a_running_run_come_from_the_rows_files(done, tmp_path):
     live = tmp_path / "live"
     shutil.copytree(done.path, live)  # copy2 keeps mtimes: results.jsonl is the newest
@@ -181,6 +184,7 @@ def test_rows_of_a_running_run_come_from_the_rows_files(done, tmp_path):
     assert len(jaxcl.open(live).rows()) == 16
 
 
+@pytest.mark.slow
 def test_finals_are_the_json_files(done):
     df = done.finals()
     paths = sorted(glob.glob(os.path.join(done.path, "final", "*.json")))
@@ -200,6 +204,7 @@ def test_finals_are_the_json_files(done):
         assert "observables.T1" in df.columns and "lucky_counts" in df.columns
 
 
+@pytest.mark.slow
 def test_arrays_are_the_npz(done):
     for cid in done.config_ids:
         with np.load(os.path.join(done.path, "final", cid + ".npz")) as z:
@@ -212,6 +217,7 @@ def test_arrays_are_the_npz(done):
         done.arrays("nope")
 
 
+@pytest.mark.slow
 def test_status_is_jaxcl_status_json(done, capsys):
     st = done.status()
     assert main(["status", done.path, "--json"]) == 0
@@ -223,6 +229,7 @@ def test_status_is_jaxcl_status_json(done, capsys):
     assert st["total"]["steps_done"] == st["total"]["steps_total"] == 4 * 40
 
 
+@pytest.mark.slow
 def test_report_writes_report_md_and_json(done, tmp_path):
     path = done.report(out=tmp_path / "rep")
     assert path == str(tmp_path / "rep" / "report.md") and os.path.getsize(path) > 0
@@ -233,6 +240,7 @@ def test_report_writes_report_md_and_json(done, tmp_path):
     assert "## Stage times and liveness" in open(path).read()
 
 
+@pytest.mark.slow
 def test_open_reads_a_held_directory_and_run_refuses_it(done):
     # a stand-in for a `jaxcl run` in progress: another process holding the lock
     holder = subprocess.Popen(
@@ -265,6 +273,7 @@ def test_open_reads_a_held_directory_and_run_refuses_it(done):
     threading.current_thread() is not threading.main_thread(),
     reason="signal handlers need the main thread",
 )
+@pytest.mark.slow
 def test_interrupt_leaves_a_partial_run_that_a_second_call_resumes(done, tmp_path, monkeypatch):
     from jaxcl.engine.progress import Progress
 

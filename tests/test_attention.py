@@ -12,6 +12,7 @@ from jaxcl.experiments.liao.config import Config
 from jaxcl.experiments.liao.model import AttnParams, encode_attended
 
 _step = jax.jit(train.step, static_argnums=0)
+TINY_ID = "d5_m6_r0.25_s0_848df2e0e1"  # Config(**tiny)'s id, literal
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,8 @@ def _plain_objective(c, b, xa, xb, mask):
     return objective
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_step_is_gd_on_w_and_attention(cfg):
     """W, W_Q, W_K, W_V after one step equal θ − η ∇_θ L of the plain composition (attention
     matrices moved off I first, so every term of the gradient is exercised)."""
@@ -66,6 +69,8 @@ def test_step_is_gd_on_w_and_attention(cfg):
     np.testing.assert_allclose(metrics.loss, objective(st0.w, *attn), rtol=1e-5)
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_identity_start_matches_frozen_first_step(cfg):
     """At W_Q = W_K = W_V = I the W update is the frozen path's (the attention gradient aside)."""
     frozen = Config(**{**cfg.__dict__, "train_attention": False})
@@ -76,10 +81,12 @@ def test_identity_start_matches_frozen_first_step(cfg):
     np.testing.assert_allclose(st_on.w, st_off.w, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_off_means_no_attention_state(tiny):
     c = Config(**tiny)
-    assert Config(**tiny, train_attention=False).config_id == c.config_id
-    assert Config(**tiny, train_attention=True).config_id != c.config_id
+    # off, written out or left out: one literal id
+    assert c.config_id == Config(**tiny, train_attention=False).config_id == TINY_ID
+    assert Config(**tiny, train_attention=True).config_id != TINY_ID
     st = train.init(c.static(), c.hparams())
     assert st.attn is None
     assert set(EXPERIMENT.final_arrays(st)) == {"w0", "w", "b", "M", "eps"}

@@ -15,7 +15,10 @@ from jaxcl.engine import programs
 from jaxcl.experiments.liao import train
 from jaxcl.experiments.liao.config import Config
 
+pytestmark = pytest.mark.slow  # the benchmarks' code: a d = 64 compile, a timed row, 2^16 draws
 
+
+@pytest.mark.numerics
 def test_flop_model_counts_the_steps_matmuls():
     """XLA's cost analysis of one compiled step counts every FLOP (elementwise ones too), so it
     bounds the model's matmul-only count from above, and at d = 64 the matmuls dominate."""
@@ -45,6 +48,7 @@ def test_bench_one_tiny_row():
     )
 
 
+@pytest.mark.numerics
 def test_ceiling_generators_are_standard_normal_and_restored():
     """benchmarks/ceiling.py's swapped generators: the right shape, N(0, 1) moments (to 5
     standard errors over 32,768 draws) and a tail like a Gaussian's, ξ = 0 for the bound; the

@@ -148,6 +148,7 @@ def _wait_for(proc, ready, deadline):
     return True
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_is_bitwise_identical(
     sweep_file, reference, jax_cache, tmp_path
 ):
@@ -173,6 +174,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise_identical(
     _assert_same_as(reference, out)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_nonzero_and_resumes_identically(
     sweep_file, reference, jax_cache, tmp_path, capsys
 ):
@@ -212,6 +214,7 @@ def _crash_after_saves(monkeypatch, n):
     monkeypatch.setattr(checkpoint.BlockCheckpoints, "save", save)
 
 
+@pytest.mark.slow
 def test_corrupted_latest_checkpoint_falls_back_with_warning(
     sweep_file, reference, tmp_path, monkeypatch, capsys
 ):
@@ -243,6 +246,7 @@ def _one_message(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_message_and_a_rerun_ends_bitwise_equal(
     sweep_file, reference, tmp_path, monkeypatch, capsys
 ):
@@ -272,6 +276,7 @@ def test_full_disk_is_one_message_and_a_rerun_ends_bitwise_equal(
     _assert_same_as(reference, out)
 
 
+@pytest.mark.slow
 def test_enospc_inside_orbax_is_caught_and_the_partial_save_removed(
     sweep_file, reference, tmp_path, monkeypatch, capsys
 ):
@@ -307,6 +312,7 @@ def test_enospc_inside_orbax_is_caught_and_the_partial_save_removed(
     _assert_same_as(reference, out)
 
 
+@pytest.mark.slow
 def test_warns_before_training_when_space_is_short(sweep_file, tmp_path, monkeypatch, capsys):
     with monkeypatch.context() as m:
         m.setattr(checkpoint, "_free_bytes", lambda path: 2048)
@@ -324,6 +330,7 @@ def test_warns_before_training_when_space_is_short(sweep_file, tmp_path, monkeyp
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="needs root to mount")
+@pytest.mark.slow
 def test_full_tmpfs_from_the_command_line(sweep_file, tmp_path):
     """A real full disk where this machine allows mounting a small tmpfs (the injected tests
     above always run): the `jaxcl` process prints one line and exits 3."""
@@ -350,6 +357,7 @@ def test_full_tmpfs_from_the_command_line(sweep_file, tmp_path):
         subprocess.run(["umount", "-l", str(mnt)])
 
 
+@pytest.mark.slow
 def test_other_sweep_refused_and_other_blocks_checkpoints_never_restored(
     sweep_file, tmp_path, monkeypatch, capsys
 ):
@@ -416,6 +424,7 @@ def test_checkpoint_schedule_and_signal_handlers_restored():
         signal.signal(signal.SIGTERM, old)
 
 
+@pytest.mark.slow
 def test_failed_config_stays_failed_across_a_resume(tmp_path, monkeypatch, capsys):
     sweep = tmp_path / "s.toml"
     sweep.write_text(SWEEP.replace("seed = [0, 1, 2]", "eta = [1.0, 1e30, 0.5]"))

@@ -7,6 +7,7 @@ import pytest
 
 from jaxcl.engine import runner
 from jaxcl.engine.cli import main
+from jaxcl.experiments.geometry.config import Config as GeoConfig
 from jaxcl.experiments.liao.config import Config, ConfigError
 from jaxcl.engine.sweep import loads
 
@@ -138,6 +139,68 @@ def test_config_is_frozen_and_id_changes_with_any_field():
     assert dataclasses.replace(c, lam=0.031).config_id == Config(lam=0.031).config_id
 
 
+# Literal ids that existing run directories carry: one config of each study's run behind results/
+# (runs/<study>/final/<id>.json). A change to how config_id hashes, or to the default of a hashed
+# field, would orphan those files; a rerun would start every config again.
+RUN_DIRECTORY_IDS = [  # (study, config class, its fields, its id)
+    (
+        "balanced-loss",
+        Config,
+        dict(d=16, ratio=0.5, steps=1500, seed=1, loss="balanced", loss_beta=0.5),
+        "d16_m64_r0.5_s1_ca95813ba0",
+    ),
+    (
+        "pruning",
+        Config,
+        dict(
+            d=32,
+            ratio=0.5,
+            steps="T4",
+            log_every=90,
+            prune_fraction=0.1,
+            prune_mode="neurons_once",
+            seed=1,
+        ),
+        "d32_m181_r0.5_s1_ccdac1fcea",
+    ),
+    (
+        "attention",
+        Config,
+        dict(m=30, ratio=0.5, train_attention=True, seed=1),
+        "d9_m30_r0.5_s1_55e07b87fb",
+    ),
+    (
+        "eta",
+        Config,
+        dict(d=32, ratio=1.0, eta=0.5, steps="T4", seed=1),
+        "d32_m181_r1_s1_1a33e3a16c",
+    ),
+    (
+        "geometry",
+        GeoConfig,
+        dict(
+            ratio=0.1,
+            batch=256,
+            negatives=4,
+            tau=1.0,
+            loss="decoupled",
+            lr=0.1,
+            steps=4000,
+            log_every=500,
+            seed=1,
+        ),
+        "geo_C2+2_r0.1_k4_s1_d599ae9ac7",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "study, cls, fields, want", RUN_DIRECTORY_IDS, ids=[r[0] for r in RUN_DIRECTORY_IDS]
+)
+def test_config_ids_are_those_of_existing_run_directories(study, cls, fields, want):
+    assert cls(**fields).config_id == want
+
+
 def test_sweep_expands_once_and_hands_out_fresh_lists():
     sw = loads("[base]\nd = 5\n[grid]\nseed = [0, 1, 2]\n")
     first = sw.configs()
@@ -202,7 +265,7 @@ def test_grid_bundles_set_fields_together():
 
 def test_config_too_big_for_memory_refused_before_anything(tmp_path, capsys, no_compile):
     """`--set d=4096 --set C_m=2` (m = 16.7 M neurons): exit 2 before the run directory exists,
-    with the estimate and the limit; nothing compiled, no traceback (it overflowed before)."""
+    with the estimate and the limit; nothing compiled, and no OverflowError traceback."""
     (tmp_path / "s.toml").write_text("[base]\nd = 9\n[grid]\nseed = [0, 1]\n")
     out = tmp_path / "big"
     assert (

@@ -15,6 +15,8 @@ from jaxcl.experiments.liao.data import (
     sample_pairs,
 )
 
+pytestmark = pytest.mark.numerics  # every test here compares numbers with a reference
+
 
 @pytest.mark.parametrize("kind", ["qr", "identity"])
 def test_dictionary_orthonormal_with_complement(kind):
@@ -31,6 +33,7 @@ def test_frequencies_and_presence_probability():
     np.testing.assert_allclose(p, np.minimum(1, eps * 4 * math.log(math.log(9)) / 9), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_pairs_share_signed_features_and_have_the_stated_statistics():
     d, d1, L, K = 6, 12, 5, 4000
     M, Mp = dictionary(jax.random.PRNGKey(1), d, d1, "qr")
@@ -91,6 +94,7 @@ def test_threefry_known_answers_and_jax_agreement():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_positions_uniform_for_any_L_and_noise_standard_normal():
     from jaxcl.experiments.liao.data import sample_codes, standard_normal
 
@@ -111,6 +115,7 @@ def test_positions_uniform_for_any_L_and_noise_standard_normal():
     assert np.max(np.abs(ecdf - phi)) < 1.95 / np.sqrt(z.size)
 
 
+@pytest.mark.slow
 def test_both_views_in_one_pass_are_the_per_view_draws():
     """sample_views draws both views in one pass; each view is what `place` draws alone with
     its own folded key (counter-based: nothing depends on drawing them together), and

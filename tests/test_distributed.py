@@ -1,5 +1,5 @@
 """A config's final arrays do not depend on device count, grid chunking or process count (SPEC §7),
-and an interrupted sweep finishes on rerun without redoing finished configs (issue 4)."""
+and an interrupted sweep finishes on rerun without redoing finished configs."""
 
 import json
 import os
@@ -15,6 +15,8 @@ import pytest
 from jaxcl.engine import runner
 from support import cli_env, mixed_sweep
 from jaxcl.engine.sweep import loads
+
+pytestmark = pytest.mark.slow  # every test here runs the sweep again, most in subprocesses
 
 SWEEP = mixed_sweep(steps=30)  # 6 liao and 2 geometry configs: each guarantee, both
 N_CONFIGS = 8

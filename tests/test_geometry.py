@@ -36,6 +36,7 @@ def _setup(**kw):
     return c, c.static(), c.hparams()
 
 
+@pytest.mark.slow
 def test_sampling_respects_classes_and_padding():
     """Anchors and negatives are valid rows, uniform over the N samples; a positive shares
     its anchor's class and differs from it (itself only for a one-sample class)."""
@@ -75,6 +76,8 @@ def _numpy_loss(u, rows, tau, loss="infonce"):
 
 
 @pytest.mark.parametrize("loss", ["infonce", "decoupled"])
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_batch_loss_matches_numpy(loss):
     c, st, hp = _setup(loss=loss)
     state = train.init(st, hp)
@@ -85,6 +88,8 @@ def test_batch_loss_matches_numpy(loss):
     )
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_sgd_step_is_gradient_descent_on_the_public_loss():
     """One SGD step moves u by −lr_t ∇ of jaxcl.contrastive_loss on the sampled similarities
     (autodiff of a plain composition), with lr_t the cosine schedule at t = 0 (= lr)."""
@@ -104,6 +109,7 @@ def test_sgd_step_is_gradient_descent_on_the_public_loss():
     np.testing.assert_allclose(s1.u, s0.u - c.lr * jax.grad(plain)(s0.u), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_padding_rows_never_move():
     c, st, hp = _setup(optimizer="adam", steps=40)
     s0 = train.init(st, hp)
@@ -113,6 +119,8 @@ def test_padding_rows_never_move():
     assert np.all(moved == np.asarray(valid))  # every sample moved, no padding row did
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_observables_match_numpy():
     """G, class-mean norms, NC1 (numpy's pinv) and the minority cosine, on random u."""
     c, st, hp = _setup()
@@ -137,6 +145,8 @@ def test_observables_match_numpy():
     np.testing.assert_allclose(got["G_max_dev"], np.abs(G - np.asarray(hp.G_opt)).max(), atol=1e-5)
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_jacobi_eigh_matches_numpy():
     rng = np.random.default_rng(0)
     for n in (2, 5, 8):
@@ -201,6 +211,8 @@ def mixed_run(tmp_path_factory):
     return root / "out"
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_mixed_sweep_writes_each_experiments_finals(mixed_run):
     """A grid over experiments: liao and geometry configs in one run directory, each with its
     own final arrays (SPEC §7, §9) and observables."""
@@ -228,6 +240,7 @@ def test_mixed_sweep_writes_each_experiments_finals(mixed_run):
     assert len(geo) == 4 * 2 and all("nc1" in r and "loss" in r for r in geo)
 
 
+@pytest.mark.slow
 def test_report_has_geometry_sections(mixed_run):
     text = (mixed_run / "report.md").read_text()
     for words in (
@@ -242,6 +255,8 @@ def test_report_has_geometry_sections(mixed_run):
         assert (mixed_run / png).stat().st_size > 5_000, png
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_balanced_classes_reach_the_simplex_etf():
     """Balanced classes, p ≥ C: trained class means reach G* = ETF (max|G − G*| ≤ 0.02)."""
     for C in (2, 3):
@@ -262,6 +277,7 @@ def test_balanced_classes_reach_the_simplex_etf():
         assert float(m["nc1"]) < 0.05
 
 
+@pytest.mark.slow
 def test_diverging_geometry_config_fails_alone(tmp_path):
     """NaN isolation for this experiment too: τ = 1e-38 overflows s/τ at the first step; that
     config is marked failed with its step, the other finishes, the exit code is 1."""

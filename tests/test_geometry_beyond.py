@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("r", [1, 2, 3, 5])
+@pytest.mark.numerics
 def test_effective_rank_of_r_equal_eigenvalues_is_r(r):
     # rows ±e_i, i < r, each equally often, in R^6: covariance I_r / r (mean 0)
     eye = np.eye(6)[:r]
@@ -28,6 +29,7 @@ def test_effective_rank_of_r_equal_eigenvalues_is_r(r):
     assert effective_rank(Z) == pytest.approx(r, rel=1e-9)
 
 
+@pytest.mark.numerics
 def test_effective_rank_hand_case_and_degenerate():
     # covariance eigenvalues 3/4, 1/4: exp(−(3/4 ln 3/4 + 1/4 ln 1/4))
     Z = np.array([[math.sqrt(3), 0], [-math.sqrt(3), 0], [0, 1], [0, -1]]) * 0.7
@@ -42,6 +44,7 @@ def test_effective_rank_hand_case_and_degenerate():
 # ---- Clopper–Pearson
 
 
+@pytest.mark.numerics
 def test_clopper_pearson_hand_cases():
     cp = report_stats.clopper_pearson
     # x = 0 or n: closed forms (α/2)^(1/n)
@@ -52,6 +55,7 @@ def test_clopper_pearson_hand_cases():
 
 
 @pytest.mark.parametrize("x,n", [(1, 4), (2, 4), (3, 7), (5, 12), (0, 9)])
+@pytest.mark.numerics
 def test_clopper_pearson_against_beta_quantiles(x, n):
     lo = stats.beta.ppf(0.025, x, n - x + 1) if x > 0 else 0.0
     hi = stats.beta.ppf(0.975, x + 1, n - x) if x < n else 1.0

@@ -61,6 +61,7 @@ def imbalanced(rho, n_major=2, n_minor=2):
 
 
 @pytest.mark.parametrize("loss,kw", ALL_LOSSES, ids=LOSS_IDS)
+@pytest.mark.numerics
 def test_collapsed_objective_matches_brute_force(loss, kw):
     rng = np.random.default_rng(0)
     with jax.enable_x64(True):
@@ -74,6 +75,7 @@ def test_collapsed_objective_matches_brute_force(loss, kw):
             assert got == pytest.approx(want, rel=1e-10, abs=1e-12), (C, k)
 
 
+@pytest.mark.numerics
 def test_collapsed_objective_under_jit_with_traced_gram():
     rng = np.random.default_rng(1)
     pi = np.array([0.5, 0.3, 0.2])
@@ -92,6 +94,7 @@ def test_collapsed_objective_under_jit_with_traced_gram():
     assert grad[0, 1] == pytest.approx(fd, rel=1e-6)
 
 
+@pytest.mark.numerics
 def test_multinomial_counts_are_the_compositions():
     counts, log_coef = optimal.multinomial_counts(5, 3)
     assert counts.shape == (optimal.n_count_vectors(5, 3), 3) == (21, 3)
@@ -113,6 +116,7 @@ def test_multinomial_counts_are_the_compositions():
 
 
 @pytest.mark.parametrize("loss,kw", ALL_LOSSES, ids=LOSS_IDS)
+@pytest.mark.numerics
 def test_collapsed_objective_is_convex_midpoint(loss, kw):
     rng = np.random.default_rng(2)
     C, k, tau = 4, 4, 0.5
@@ -131,6 +135,8 @@ def test_collapsed_objective_is_convex_midpoint(loss, kw):
 
 @pytest.mark.parametrize("loss", ["infonce", "decoupled"])
 @pytest.mark.parametrize("C", [2, 3, 4, 8])
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_balanced_classes_give_the_simplex_etf(C, loss):
     G, info = optimal.optimal_gram(np.full(C, 1.0 / C), 8, 0.5, loss, return_info=True)
     etf = optimal.simplex_etf(C)
@@ -141,6 +147,8 @@ def test_balanced_classes_give_the_simplex_etf(C, loss):
     np.testing.assert_allclose(etf @ np.ones(C), 0.0, atol=1e-12)
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_imbalanced_starts_agree_and_kkt_certifies():
     pi = imbalanced(0.1)
     G, info = optimal.optimal_gram(pi, 8, 0.5, "infonce", n_starts=5, return_info=True)
@@ -165,6 +173,7 @@ def test_imbalanced_starts_agree_and_kkt_certifies():
     assert jnp.zeros(1).dtype == jnp.float32  # float64 stayed local to the solver
 
 
+@pytest.mark.numerics
 def test_tiny_minorities_converge():
     # plain gradient descent stalls here: the minority rows' gradients scale with π_c
     G, info = optimal.optimal_gram(np.array([0.495, 0.495, 0.005, 0.005]), 8, 0.5, return_info=True)
@@ -172,6 +181,8 @@ def test_tiny_minorities_converge():
     assert info["kkt"]["ZG_max_scaled"] <= 1e-8 and info["kkt"]["min_eig_Z_scaled"] >= -1e-8
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_minority_collapse_and_threshold():
     G_small = optimal.optimal_gram(imbalanced(0.005), 8, 0.5)
     assert G_small[2, 3] >= 1 - 1e-4
@@ -186,6 +197,7 @@ def test_minority_collapse_and_threshold():
 
 
 @pytest.mark.parametrize("phi", ["exp", "softplus"])
+@pytest.mark.numerics
 def test_identity_psi_objective_is_linear_in_k(phi):
     # with ψ = identity, F = k Σ_c Σ_c' π_c π_c' φ(G_cc' − 1): k only scales F (so G* and ρ* do
     # not depend on k), and the enumeration must reproduce that pairwise form exactly
@@ -237,6 +249,7 @@ def test_bad_input_is_refused_naming_the_field(call, field):
 
 
 @pytest.mark.parametrize("loss,kw", ALL_LOSSES, ids=LOSS_IDS)
+@pytest.mark.numerics
 def test_per_anchor_counts_matches_explicit_negatives(loss, kw):
     rng = np.random.default_rng(4)
     C, k, N = 4, 6, 12

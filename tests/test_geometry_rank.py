@@ -63,6 +63,8 @@ def exhaustive_circle(pi, k, tau, step_deg=2.0):
 
 
 @pytest.mark.parametrize("pi", [np.full(3, 1 / 3), np.array([0.6, 0.3, 0.1])])
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_rank2_three_classes_against_angles_on_a_circle(pi):
     G, info = geometry.optimal_gram(pi, 4, 0.5, rank=2, return_info=True)
     F_ref, G_ref = exhaustive_circle(pi, 4, 0.5, step_deg=1.0)
@@ -73,6 +75,8 @@ def test_rank2_three_classes_against_angles_on_a_circle(pi):
     assert info["convex_rank"] == 2 and info["convex_max_dev"] <= 1e-6
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_rank2_four_classes_binds_and_multistart_finds_the_best_angle():
     # four classes on a circle: the rank bound binds (G* has rank 3), F is not convex in the
     # factor and the starts end at different local minima; the best one is the global one
@@ -90,6 +94,8 @@ def test_rank2_four_classes_binds_and_multistart_finds_the_best_angle():
     assert info["F_spread"] > 1e-4
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_rank_at_least_c_gives_the_convex_optimum():
     pi = np.array([0.4, 0.4, 0.1, 0.1])
     G_star, star = geometry.optimal_gram(pi, 8, 0.5, return_info=True)
@@ -103,6 +109,7 @@ def test_rank_at_least_c_gives_the_convex_optimum():
         assert kkt["min_eig_Z"] >= -1e-7 and kkt["ZG_max"] <= 1e-6
 
 
+@pytest.mark.numerics
 def test_rank1_enumerates_the_signs():
     pi = np.array([0.5, 0.3, 0.2])
     G, info = geometry.optimal_gram(pi, 3, 0.5, rank=1, return_info=True)

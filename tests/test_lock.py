@@ -1,4 +1,4 @@
-"""Two `jaxcl run`s on one run directory (issue 15): the second exits 4 within seconds with the
+"""Two `jaxcl run`s on one run directory: the second exits 4 within seconds with the
 holder's pid, host and start, writing nothing; after `kill -9` of the first the lock is free
 (the kernel releases it) and a new run finishes the sweep with no duplicated rows. And
 `jaxcl status` on that run while it runs, once killed, once finished, and on a failed config."""
@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from support import cli_env, tiny_sweep
 
@@ -49,6 +51,7 @@ def _snapshot(out):
     }
 
 
+@pytest.mark.slow
 def test_second_run_refused_then_lock_freed_by_kill(tmp_path, jax_cache):
     sweep = tmp_path / "s.toml"
     # long enough (~20 s of training) that the first run is still training when it is killed
@@ -101,6 +104,7 @@ def test_second_run_refused_then_lock_freed_by_kill(tmp_path, jax_cache):
     assert not st["failed"]
 
 
+@pytest.mark.slow
 def test_status_of_a_run_with_a_failed_config(tmp_path, capsys):
     from jaxcl.engine.cli import main
 

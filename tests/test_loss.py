@@ -1,5 +1,5 @@
 """encode and info_nce against the plain-numpy reference, and their W-gradient against float64
-central finite differences (issue 2, must-show 2)."""
+central finite differences."""
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,7 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("m,d1,L,K", SHAPES)
+@pytest.mark.numerics
 def test_encode_matches_numpy(m, d1, L, K):
     w, b, Xa, _ = _inputs(m, d1, L, K, 0)
     assert _rel(jaxcl.encode(*_f32(w, b, Xa)), np_encode(w, b, Xa)) < 1e-5
@@ -46,6 +47,7 @@ def test_encode_matches_numpy(m, d1, L, K):
 
 
 @pytest.mark.parametrize("m,d1,L,K", SHAPES)
+@pytest.mark.numerics
 def test_info_nce_value_matches_numpy(m, d1, L, K):
     w, b, Xa, Xb = _inputs(m, d1, L, K, 1)
     tau, lam = 1.7, 0.05
@@ -55,6 +57,8 @@ def test_info_nce_value_matches_numpy(m, d1, L, K):
 
 
 @pytest.mark.parametrize("m,d1,L,K", SHAPES)
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_info_nce_grad_matches_finite_differences(m, d1, L, K):
     w, b, Xa, Xb = _inputs(m, d1, L, K, 2)
     tau, lam = 2.0, 0.1
@@ -72,6 +76,8 @@ def test_info_nce_grad_matches_finite_differences(m, d1, L, K):
     assert _rel(got, fd) < 1e-5
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_stopgrad_blocks_second_view():
     """Perturbing how the *second* view depends on W must not enter the gradient."""
     w, b, Xa, Xb = _inputs(4, 5, 2, 3, 3)
@@ -104,6 +110,7 @@ def test_public_boundary_checks_shapes():
     chex.assert_trees_all_close(f, jaxcl.encode(w, b, jnp.ones((2, 3, 6))))
 
 
+@pytest.mark.numerics
 def test_top1_and_transposed_against_numpy():
     """The written-out pieces of the InfoNCE step: top-1 accuracy by comparisons is
     mean(argmax == k) with argmax's first-maximum rule (ties included), and the gathered

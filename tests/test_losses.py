@@ -55,6 +55,7 @@ def _fd_grad(f, x, h=1e-6):
 
 @pytest.mark.parametrize("K,n", [(1, 1), (3, 2), (5, 7)])
 @pytest.mark.parametrize("spec", LOSSES, ids=IDS)
+@pytest.mark.numerics
 def test_value_and_grad_match_numpy(spec, K, n):
     rng = np.random.default_rng(K * 10 + n)
     s_pos, s_neg, tau = rng.normal(size=K), rng.normal(size=(K, n)) * 1.5, 0.7
@@ -72,6 +73,7 @@ def test_value_and_grad_match_numpy(spec, K, n):
         np.testing.assert_allclose(np.asarray(g_neg), fd_neg, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.numerics
 def test_members_that_are_infonce():
     """ψ = log1p, φ = exp and balanced α = β = 1 are InfoNCE (SPEC §8)."""
     rng = np.random.default_rng(0)
@@ -86,6 +88,7 @@ def test_members_that_are_infonce():
     assert np.isfinite(float(big)) and abs(float(big) - (400 + math.log(3))) < 1e-3
 
 
+@pytest.mark.numerics
 def test_jittable_and_off_diagonal():
     s = jnp.arange(16.0).reshape(4, 4)
     np.testing.assert_array_equal(

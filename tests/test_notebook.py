@@ -4,6 +4,8 @@ committed without outputs."""
 import os
 import sys
 
+import pytest
+
 from support import ROOT
 
 NOTEBOOK = os.path.join(ROOT, "examples", "quickstart.ipynb")
@@ -17,6 +19,8 @@ def test_quickstart_is_committed_without_outputs():
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 def test_quickstart_notebook_executes(tmp_path):
     import nbclient
     import nbformat

@@ -12,6 +12,8 @@ from jaxcl.experiments.liao import observables, train
 from jaxcl.engine.cli import main
 from jaxcl.experiments.liao.config import Config
 
+pytestmark = pytest.mark.numerics  # every test here compares numbers with a reference
+
 SWEEP = """
 [base]
 d = 7
@@ -44,6 +46,7 @@ def _finals(run_dir):
             yield info, {k: np.asarray(z[k], np.float64) for k in z.files}
 
 
+@pytest.mark.slow
 def test_sets_match_numpy(run_dir):
     n_lucky = 0
     for info, z in _finals(run_dir):
@@ -88,6 +91,7 @@ def test_sets_match_numpy(run_dir):
     assert n_lucky > 0  # ratio 1 at d = 7 has lucky neurons: eq. 17 was exercised
 
 
+@pytest.mark.slow
 def test_chunk_metrics_agree_with_final(run_dir):
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     for info, _ in _finals(run_dir):
@@ -102,6 +106,7 @@ def test_chunk_metrics_agree_with_final(run_dir):
         )
 
 
+@pytest.mark.slow
 def test_probe_matches_numpy(run_dir):
     info, z = next(iter(_finals(run_dir)))
     cfg = Config(**{k: info[k] for k in ("d", "m", "L", "K", "probe_samples", "ratio", "seed")})

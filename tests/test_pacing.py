@@ -1,5 +1,5 @@
 """Blocks sized by wall time (the stop request's latency) and checkpointed blocks resumed as they
-were saved (issue 23): neither changes any result bitwise."""
+were saved: neither changes any result bitwise."""
 
 import glob
 import os
@@ -41,7 +41,8 @@ def reference(tmp_path_factory):
 def test_blocks_probe_then_sized_by_time_saved_first(tiny, monkeypatch):
     """A large group: a probe block of PROBE_PER_DEVICE per device, then blocks of a power of
     two per device sized by the probe's seconds per chunk; a saved block comes first, as it was
-    saved; vmap and --max-parallel plan as before; every config exactly once."""
+    saved; with pacing off (seconds = 0, vmap or --max-parallel) the blocks are plan_blocks's;
+    every config exactly once."""
     monkeypatch.setattr(pacing, "PROBE_PER_DEVICE", 2)
     sharding = programs.config_mesh()
     n_dev = sharding.mesh.size
@@ -78,6 +79,7 @@ def test_blocks_probe_then_sized_by_time_saved_first(tiny, monkeypatch):
     assert asked == [1]  # no probe when pacing is off
 
 
+@pytest.mark.slow
 def test_paced_blocks_are_bitwise_the_unpaced_run(reference, tmp_path, monkeypatch):
     """A probe of one config per device, then blocks as small as a tiny chunk budget makes
     them: the same finals, bit for bit, as one block of all configs."""
@@ -96,6 +98,7 @@ def test_paced_blocks_are_bitwise_the_unpaced_run(reference, tmp_path, monkeypat
     _assert_bitwise(_finals(out), reference)
 
 
+@pytest.mark.slow
 def test_saved_block_resumes_as_saved_under_another_plan(reference, tmp_path, monkeypatch, capsys):
     """A block checkpointed by an unpaced run is resumed whole by a paced run (which would
     plan other blocks) and ends bitwise equal: no leg loses the work of the block it stopped."""

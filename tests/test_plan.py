@@ -1,5 +1,5 @@
 """`jaxcl plan`: configs, groups, steps (T_3/T_4 resolved), memory, the time estimate's
-arithmetic and a job array's legs, writing nothing (issue 23)."""
+arithmetic and a job array's legs, writing nothing."""
 
 import math
 import os
@@ -88,6 +88,7 @@ def test_plan_prints_what_a_run_takes_and_writes_nothing(tmp_path, monkeypatch, 
     assert f"{got['array']['legs_per_task']} leg(s) per task" in text
 
 
+@pytest.mark.slow
 def test_plan_calibrates_for_real_and_refuses_bad_input(tmp_path, capsys):
     (tmp_path / "s.toml").write_text(SWEEP.replace('"T3"', "30"))
     got = plan.plan(loads(SWEEP.replace('"T3"', "30")), log=lambda m: None)

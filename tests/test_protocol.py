@@ -98,6 +98,7 @@ def decay():
     protocol._REGISTRY.pop("decay")
 
 
+@pytest.mark.numerics
 def test_a_new_experiment_runs_through_the_engine(decay, tmp_path):
     sweep = loads('[base]\nexperiment = "decay"\n[grid]\nlr = [0.1, 0.5]\nseed = [0, 1, 2]\n')
     summary = runner.run(sweep, str(tmp_path / "out"), progress=False, log=lambda *_: None)

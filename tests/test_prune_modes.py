@@ -1,5 +1,5 @@
 """Pruning read three ways (SPEC §4, `prune_mode`): the masks by hand, neurons_once never
-revives a neuron, masked weights only decay, and the default mode is today's."""
+revives a neuron, masked weights only decay, and the default mode trains the stored arrays."""
 
 import functools
 import os
@@ -16,10 +16,12 @@ from jaxcl.experiments.liao.config import Config, stack_hparams
 from jaxcl.experiments.liao.model import prune_mask, weight_prune_mask
 from support import ROOT
 
-# Final w and b of two tiny configs with prune_fraction = 0.3, written at commit 9e27e23 (before
-# prune_mode existed) by train.train under jit(vmap), as run_configs below runs them.
-BEFORE = os.path.join(ROOT, "tests", "fixtures", "prune_neurons_9e27e23.npz")
-BEFORE_IDS = ["d5_m6_r0.25_s0_b45c7c953d", "d5_m6_r0.25_s1_12c6173f28"]
+# Final w and b of two tiny configs with prune_fraction = 0.3 (seeds 0 and 1), trained by
+# train.train under jit(vmap) as _vtrain below does, and their ids. Stored from a build of jaxcl
+# without prune_mode (commit 9e27e23), so that they are an independent reference for the default
+# mode, not this code's own output.
+STORED = os.path.join(ROOT, "tests", "fixtures", "prune_neurons_tiny.npz")
+STORED_IDS = ["d5_m6_r0.25_s0_b45c7c953d", "d5_m6_r0.25_s1_12c6173f28"]
 
 # 4 neurons of d1 = 3: norms 1, 1, 0.5, 2 (neurons 0 and 1 tie)
 W = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.3, 0.4], [2.0, 0.0, 0.0]], np.float32)
@@ -38,6 +40,8 @@ def _with_w(c, w):
     return st._replace(w=jnp.asarray(w))
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_neuron_masks_by_hand():
     """n_prune = 2 of 4: neuron 2 (norm 0.5) and, of the tied neurons 0 and 1, the lower index."""
     np.testing.assert_array_equal(prune_mask(jnp.asarray(W), 2), [0, 1, 0, 1])
@@ -55,6 +59,7 @@ def test_neuron_masks_by_hand():
     )
 
 
+@pytest.mark.numerics
 def test_weight_mask_by_hand():
     """|w| flattened row-major: 1 0 0 | 0 1 0 | 0 .3 .4 | 2 0 0. n_prune = 7 takes the seven zeros
     (flat indices 1, 2, 3, 5, 6, 10, 11), keeping 1, 1, .3, .4, 2."""
@@ -83,6 +88,8 @@ def test_weight_mask_by_hand():
     )
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_neurons_once_removes_at_T1_and_never_revives(tiny):
     """The mask is all ones before T_1, set at T_1 from that step's weights, then fixed; removed
     rows only decay, w_{t+1} = w_t − η(λ w_t), even once they are the largest rows."""
@@ -118,6 +125,7 @@ def test_neurons_once_removes_at_T1_and_never_revives(tiny):
 
 
 @pytest.mark.parametrize("prune_at, removes", [("T2", True), (None, False)])
+@pytest.mark.slow
 def test_neurons_once_at_T2(tiny, prune_at, removes):
     """prune_at = "T2": the step that ends stage 2 (eq. 67) removes; with T1 that step does not."""
     c = Config(
@@ -140,6 +148,8 @@ def test_neurons_once_at_T2(tiny, prune_at, removes):
     np.testing.assert_array_equal(np.asarray(new.keep), want)
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_weights_mode_step_is_gd_on_masked_info_nce(tiny):
     """One step equals autodiff of the public info_nce at W ⊙ mask (mask by hand) plus eq. 2's
     (λ/2)‖W‖², and the masked entries move by −ηλw exactly (no loss gradient)."""
@@ -167,16 +177,18 @@ def test_weights_mode_step_is_gd_on_masked_info_nce(tiny):
     assert not np.allclose(np.asarray(st1.w)[~pruned], w0[~pruned] * (1 - eta * lam))
 
 
-def test_default_mode_is_todays(tiny):
-    """prune_mode = "neurons" written out: the same config ids as before the field existed, and
-    the final arrays of commit 9e27e23 (to 1e-6 relative, like tests/test_fixture_main.py)."""
+@pytest.mark.numerics
+@pytest.mark.slow
+def test_neurons_mode_default_or_written_out_gives_the_stored_ids_and_arrays(tiny):
+    """prune_mode = "neurons", left at its default or written out: the stored config ids, and
+    the stored final arrays (to 1e-6 relative, like tests/test_liao_10_steps.py)."""
     for explicit in (False, True):
         extra = {"prune_mode": "neurons"} if explicit else {}
         cfgs = [Config(**{**tiny, "prune_fraction": 0.3, "seed": s}, **extra) for s in (0, 1)]
-        assert [x.config_id for x in cfgs] == BEFORE_IDS
+        assert [x.config_id for x in cfgs] == STORED_IDS
         st, _ = _vtrain(cfgs[0].static(), 4)(stack_hparams(cfgs))
         assert st.keep is None
-        with np.load(BEFORE) as want:
+        with np.load(STORED) as want:
             for k in ("w", "b"):
                 np.testing.assert_allclose(
                     getattr(st, k),
@@ -188,7 +200,9 @@ def test_default_mode_is_todays(tiny):
 
 
 def test_config_ids_and_errors():
-    assert Config(prune_mode="neurons").config_id == Config().config_id
+    # the default mode written out keeps the default config's literal id
+    assert Config(prune_mode="neurons").config_id == "d9_m27_r0.25_s0_73807afa42"
+    assert Config().config_id == "d9_m27_r0.25_s0_73807afa42"
     assert Config(prune_mode="weights").config_id != Config().config_id
     assert (
         Config(prune_mode="neurons_once", prune_at="T2").config_id

@@ -41,6 +41,7 @@ def report(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_report_sections_and_plots(report):
     text = (report / "report.md").read_text()
     for heading in (
@@ -69,6 +70,7 @@ def test_report_refuses_empty_dir(tmp_path, capsys):
     assert "nothing to report" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_reads_several_init_stats_and_refuses_a_missing_one(report, tmp_path, capsys):
     """--init-stats takes several files (each gets its section; the claims read them all); a
     path that is not a file is refused, naming it, before anything is written."""
@@ -110,6 +112,7 @@ def test_report_reads_several_init_stats_and_refuses_a_missing_one(report, tmp_p
     assert "nope.json" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_init_stats_records_where_and_how_it_ran(tmp_path):
     """`jaxcl init-stats` writes its own provenance (command, machine, commit, seconds,
     environment) into init_stats.json, and the report names it (same shapes as the fixture)."""

@@ -5,10 +5,13 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from jaxcl.engine import report, runner
 from jaxcl.engine.sweep import loads
 from support import tiny_sweep
+
+pytestmark = pytest.mark.slow  # a long-run report from a sweep
 
 
 def test_long_run_section(tmp_path):

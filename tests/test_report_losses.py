@@ -2,6 +2,7 @@
 as numbers with a verdict word in report.json (what `jaxcl compare` reads)."""
 
 import numpy as np
+import pytest
 
 from jaxcl.experiments.liao.report_losses import loss_section, verdict_word
 
@@ -14,6 +15,7 @@ def test_verdict_words():
     assert verdict_word((float("nan"),) * 3) == "too few seeds"
 
 
+@pytest.mark.numerics
 def test_changes_against_infonce_by_hand(tmp_path):
     def final(loss, cov, **kw):
         obs = {
@@ -50,6 +52,7 @@ def test_changes_against_infonce_by_hand(tmp_path):
     assert (tmp_path / "losses.png").exists()
 
 
+@pytest.mark.slow
 def test_step_control_matches_beta_over_alpha(tmp_path):
     """balanced(1, 2.5) at η = 1 against InfoNCE at η = 2.5: a gain over InfoNCE that the larger
     step alone gives does not survive; one it does not give survives."""

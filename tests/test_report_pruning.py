@@ -4,6 +4,7 @@ answers: a change counts only when its 95% interval over seeds excludes 0."""
 import math
 
 import numpy as np
+import pytest
 
 from jaxcl.experiments.liao import report_pruning as rp
 
@@ -75,6 +76,7 @@ def test_significant_and_restoration_by_hand():
     assert rp.restoration({"cov_minor_kept": flat, "probe_gap": flat, **rest}, 0.6) == 0
 
 
+@pytest.mark.numerics
 def test_mode_verdicts_on_made_up_finals():
     got = {v["mode"]: v for v in rp.mode_verdicts(_finals())}
     assert set(got) == {"weights", "neurons", "neurons_once@T1", "neurons_once@T2"}
@@ -92,6 +94,7 @@ def test_mode_verdicts_on_made_up_finals():
     assert math.isclose(got["weights"]["by_alpha"][0.3]["noise_frac_kept"][0], -0.3)
 
 
+@pytest.mark.slow
 def test_section_states_each_mode(tmp_path):
     lines = []
     summary = rp.pruning_section(_finals(), str(tmp_path), lines)
@@ -105,10 +108,10 @@ def test_section_states_each_mode(tmp_path):
     assert "| 0.5 | 8 | off | 0 | 4 |" in text  # the baseline once, not twice
 
 
-def test_old_run_directories_read_as_neurons():
-    """Finals written before prune_mode existed: mode "neurons"; no baseline: said so."""
-    old = _seeds(None, 0.2, 0.3, 0.2)
-    assert rp.mode_label(old[0]) == "neurons"
-    (v,) = rp.mode_verdicts(old)
+def test_finals_without_prune_mode_read_as_neurons():
+    """Finals with no prune_mode field: mode "neurons"; no α = 0 baseline: said so."""
+    finals = _seeds(None, 0.2, 0.3, 0.2)
+    assert rp.mode_label(finals[0]) == "neurons"
+    (v,) = rp.mode_verdicts(finals)
     assert v["level"] is None
     assert "no α = 0 baseline" in rp._statement(v)

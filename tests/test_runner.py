@@ -36,6 +36,7 @@ def run_dir(tmp_path_factory):
     return root / "out"
 
 
+@pytest.mark.slow
 def test_layout_and_final_arrays(run_dir):
     finals = sorted(p.name for p in (run_dir / "final").iterdir())
     assert len(finals) == 12  # 6 configs x (npz + json)
@@ -55,6 +56,7 @@ def test_layout_and_final_arrays(run_dir):
     assert (run_dir / "sweep.toml").read_text() == SWEEP
 
 
+@pytest.mark.slow
 def test_results_table_is_tidy(run_dir):
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 6 * 4  # one row per config per logged chunk
@@ -78,6 +80,7 @@ def test_results_table_is_tidy(run_dir):
     assert sorted({r["step"] for r in rows}) == [10, 20, 30, 40]
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_configs(run_dir, capsys):
     before = {p: p.stat().st_mtime_ns for p in (run_dir / "final").iterdir()}
     assert (
@@ -98,6 +101,7 @@ def test_rerun_skips_done_configs(run_dir, capsys):
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "final").iterdir()} == before
 
 
+@pytest.mark.slow
 def test_diverging_config_fails_others_finish(tmp_path):
     (tmp_path / "s.toml").write_text(SWEEP.replace("seed = [0, 1, 2]", "eta = [1.0, 1e30]"))
     assert (
@@ -155,6 +159,7 @@ def test_json_writer_takes_numpy_values_and_rows_reset_only_what_exists(tmp_path
         assert f.read() == '{"step": 50}\n{"step": 100}\n'
 
 
+@pytest.mark.slow
 def test_full_disk_is_a_clear_error_and_keeps_earlier_files(tmp_path, monkeypatch, capsys):
     """ENOSPC while writing a final: exit 3 with a message; files already written stay intact."""
     import errno
@@ -185,6 +190,7 @@ def test_full_disk_is_a_clear_error_and_keeps_earlier_files(tmp_path, monkeypatc
         assert z["w"].shape == (6, 10)
 
 
+@pytest.mark.slow
 def test_auto_max_parallel_from_device_memory(monkeypatch, tiny):
     """On an accelerator the block size follows from bytes_limit and the compiled program."""
 
@@ -258,6 +264,8 @@ def test_plan_blocks_balances_steps_across_devices(tiny):
 
 
 @pytest.mark.parametrize("batching", ["sequential", "vmap"])
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_engine_equals_each_config_run_alone(tiny, batching):
     """The engine's sharded chunk program against a plain jit of `train.run_chunk` per config:
     bitwise for sequential batching (each device scans the unvmapped program), float32
@@ -314,6 +322,7 @@ def test_bad_batching_is_refused_before_compiling(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_resume_under_another_cpu_is_recorded(tmp_path, jax_cache):
     """A run continued under other compiler flags (XLA's SSE4.2 target standing in for another
     CPU) says so once, records the change in its invocation, and the report shows it."""
@@ -365,9 +374,9 @@ def test_resume_under_another_cpu_is_recorded(tmp_path, jax_cache):
 
 def test_directory_being_created_by_another_task_is_joined(tmp_path):
     """Two tasks of a job array start together: one finds the directory that the other is
-    creating (lock, skeleton and sweep.toml, no manifest yet) and joins it, where it used to
-    refuse it as not a jaxcl run directory (seen under Slurm). Another sweep's, or a foreign
-    file, is still refused."""
+    creating (lock, skeleton and sweep.toml, no manifest yet) and joins it instead of refusing it
+    as not a jaxcl run directory (a race seen under Slurm). Another sweep's directory, or a
+    foreign file, is refused."""
     from jaxcl.engine.rundir import LOCK_NAME, RunDir, RunDirError
 
     sw, other = loads(SWEEP), loads(tiny_sweep(steps=20))

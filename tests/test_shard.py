@@ -1,4 +1,4 @@
-"""Job arrays (issue 15): `jaxcl run --shard I/N` runs a deterministic slice of the grid into one
+"""Job arrays: `jaxcl run --shard I/N` runs a deterministic slice of the grid into one
 run directory. Three slices started at different times, one killed with SIGKILL and rerun, end
 with final arrays bitwise equal to one `jaxcl run` of the grid and one results.jsonl without
 duplicates; slices lock only their own share of the directory."""
@@ -85,6 +85,7 @@ def _try(path, shard):
         lock.release()
 
 
+@pytest.mark.slow
 def test_slice_locks_side_by_side_and_their_conflicts(tmp_path):
     """Held by another process (POSIX locks never conflict within one): other slices of the same
     count go; the same slice, a whole run and slices of another count are refused."""
@@ -134,6 +135,7 @@ def _finals(out):
     return arrays
 
 
+@pytest.mark.slow
 def test_three_slices_one_killed_end_bitwise_equal_to_one_run(tmp_path, jax_cache):
     sweep = tmp_path / "s.toml"
     # 6 configs, 2 per slice; long enough (seconds of training) for slice 1 to be killed
@@ -206,6 +208,7 @@ def test_three_slices_one_killed_end_bitwise_equal_to_one_run(tmp_path, jax_cach
     assert outcomes.count(("1/3", "finished")) == 1 and ("0/3", "finished") in outcomes
 
 
+@pytest.mark.slow
 def test_merge_writes_what_is_there(tmp_path, jax_cache, capsys):
     """`jaxcl merge` on a directory where only slice 0 ran: the rows and counts it has."""
     from jaxcl.engine import runner

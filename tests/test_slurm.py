@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import slurm as slurm_helper
-from support import ROOT, tiny_sweep
+from support import ROOT, tiny_sweep, xla_flags
 
 from jaxcl.engine import runner
 from jaxcl.engine import slurm as jslurm
@@ -43,7 +43,7 @@ def _job_env(tmp, cache) -> dict:
         "PYTHONPATH": ROOT,
         "JAXCL_COMPILE_CACHE": cache,
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": xla_flags(2),  # the caller's flags: the reference run below is in-process
     }
 
 
@@ -98,6 +98,8 @@ def test_requeue_capped_and_said_why():
     assert jslurm.requeue(3, {}, run=ok).startswith("not requeued: not a Slurm job")
 
 
+@pytest.mark.slow
+@pytest.mark.slurm
 def test_array_requeues_itself_until_done_bitwise(cluster, tmp_path, jax_cache):
     """sbatch sweeps/slurm-array.sh, two tasks. Each task's first leg gets Slurm's warning
     signal, delivered by slurmd to the batch step as `--signal=B:USR1@...` would (`scancel
@@ -193,6 +195,8 @@ def test_array_requeues_itself_until_done_bitwise(cluster, tmp_path, jax_cache):
             assert np.array_equal(a[name][k], b[name][k]), (name, k)
 
 
+@pytest.mark.slow
+@pytest.mark.slurm
 def test_srun_two_processes_distributed_bitwise_one_summary(cluster, tmp_path, jax_cache):
     """`srun --ntasks=2 jaxcl run ... --distributed`: jax.distributed finds its coordinator
     from Slurm's variables; the finals are bitwise those of one process, and one banner and
@@ -200,7 +204,7 @@ def test_srun_two_processes_distributed_bitwise_one_summary(cluster, tmp_path, j
     sweep = tmp_path / "s.toml"
     sweep.write_text(SWEEP.replace("steps = 20000", "steps = 40"))
     out = str(tmp_path / "run")
-    env = {**_job_env(tmp_path, jax_cache), "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**_job_env(tmp_path, jax_cache), "XLA_FLAGS": xla_flags(1)}
     proc = cluster.run(
         [
             "srun",

@@ -8,6 +8,8 @@ import pytest
 from jaxcl import fit
 from jaxcl.experiments.liao import initstats, theory
 
+pytestmark = pytest.mark.numerics  # every test here compares numbers with a reference
+
 
 def test_betainc_closed_forms():
     x = np.array([0.0, 0.1, 0.4, 0.9, 1.0])
@@ -44,8 +46,10 @@ def test_exponents():
     assert theory.T2_scale(64, 1.0, 0.5) == pytest.approx(2 * theory.T1_scale(64, 1.0))
 
 
+@pytest.mark.slow
 def test_init_counts_match_finite_d_expectation():
-    """Must-show 1 at small d: measured |M_j|, |M_j*|, #{N_i(0) = {j}} within sampling error."""
+    """At small d, the measured |M_j|, |M_j*| and #{N_i(0) = {j}} at init are their exact
+    finite-d expectations within sampling error."""
     stats = initstats.run([12, 24], 2.5, [0.75, 1.0], [0, 1, 2], log=lambda *_: None)
     rows = initstats.agreement(stats)
     assert len(rows) == 4
@@ -80,6 +84,7 @@ def test_fit_excludes_zeros_with_warning():
     assert not only.ok and only.warnings
 
 
+@pytest.mark.slow
 def test_exponent_table_per_group_and_column():
     import pandas as pd
 

@@ -24,6 +24,8 @@ def run_configs(cfgs):
     return _vtrain(static, n_chunks)(stack_hparams(cfgs))
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_vmapped_equals_one_at_a_time(tiny):
     cfgs = [
         Config(**tiny, ratio=r, seed=s, eta=e)
@@ -37,6 +39,8 @@ def test_vmapped_equals_one_at_a_time(tiny):
         assert int(together.T1[i]) == int(alone.T1[0])
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_config_with_fewer_steps_stops_there(tiny):
     short = Config(**{**tiny, "steps": 17})
     long = Config(**{**tiny, "steps": 40, "seed": 1})
@@ -48,6 +52,8 @@ def test_config_with_fewer_steps_stops_there(tiny):
     np.testing.assert_allclose(st.w[0], alone.w, rtol=2e-5, atol=1e-7)
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_init_mass_convention():
     c = Config(d=64, m=400)
     st = train.init(c.static(), c.hparams())
@@ -57,6 +63,7 @@ def test_init_mass_convention():
     assert np.all(np.asarray(st.b) == 0)
 
 
+@pytest.mark.numerics
 def test_prune_mask_zeroes_smallest_norms():
     w = jnp.asarray(np.random.default_rng(0).normal(size=(10, 3)))
     mask = np.asarray(train.prune_mask(w, 3))
@@ -66,6 +73,8 @@ def test_prune_mask_zeroes_smallest_norms():
     assert np.all(np.asarray(train.prune_mask(w, 0)) == 1)
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_pruned_neurons_get_only_weight_decay(tiny):
     """W ← (1 − ηλ)W − η∇L(W ⊙ mask): a masked neuron just decays (SPEC §4)."""
     c = Config(**{**tiny, "prune_fraction": 0.5})
@@ -93,6 +102,8 @@ def _state_with(c, w_old, w0, b, stage, n2_T1):
     )
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_bias_schedule_by_hand():
     c = Config(d=9, m=2, c_b=0.5, bias_rate=0.01, ratio=0.5, C_z=1.0)
     st_hp = c.hparams()
@@ -143,6 +154,7 @@ def test_bias_schedule_by_hand():
     np.testing.assert_allclose(b, [1.0, 1.0])
 
 
+@pytest.mark.slow
 def test_eq41_stage1_end_ignores_pruned_neurons():
     """With pruning, T_1 comes when every *kept* neuron has grown (pruned ones only decay)."""
     c = Config(d=9, m=2, prune_fraction=0.5)
@@ -154,6 +166,7 @@ def test_eq41_stage1_end_ignores_pruned_neurons():
     assert int(train.update_bias(*args, jnp.asarray([1.0, 0.0]))[1]) == 2  # kept ones: T_1
 
 
+@pytest.mark.slow
 def test_fixed_stage1_steps(tiny):
     st, _ = run_configs([Config(**{**tiny, "stage1_steps": 7})])
     assert int(st.T1[0]) == 7 and float(st.b[0].min()) > 0
@@ -172,8 +185,10 @@ def _cos2(w, M):
     return a**2 / (np.asarray(w) ** 2).sum(1)[:, None]
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_figure1_findings_reduced(figure1_small):
-    """SPEC §6 Figure 1 at ratio 0.25, and the gap mostly gone at ratio 1.0 (issue 2, must-show 3)."""
+    """SPEC §6 Figure 1 at ratio 0.25, and the gap mostly gone at ratio 1.0."""
     cfgs, state, metrics = figure1_small
     n_major = 5
     gaps = {0.25: [], 1.0: []}
@@ -190,6 +205,7 @@ def test_figure1_findings_reduced(figure1_small):
     assert np.median(gaps[1.0]) < 1.6 < 2.0 <= np.median(gaps[0.25])
 
 
+@pytest.mark.slow
 def test_metrics_are_per_chunk(figure1_small):
     cfgs, state, metrics = figure1_small
     n_chunks = cfgs[0].n_steps // cfgs[0].log_every
@@ -201,6 +217,8 @@ def test_metrics_are_per_chunk(figure1_small):
 
 
 @pytest.mark.parametrize("prune_fraction", [0.0, 0.5])
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_step_is_gradient_descent_on_info_nce(tiny, prune_fraction):
     """step's hand-written chain rule through BReLU equals autodiff of the public info_nce."""
     c = Config(**{**tiny, "prune_fraction": prune_fraction})
@@ -228,6 +246,8 @@ LOSSES = [
 
 
 @pytest.mark.parametrize("loss", LOSSES, ids=lambda x: "-".join(map(str, x.values())))
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_step_is_gradient_descent_on_each_loss(tiny, loss):
     """For every loss of SPEC §8 the step is W ← W − η(∇L + λW) with L the public
     contrastive_loss of s_kl = ⟨f(X_k), StopGrad f(X'_l)⟩ (s⁺ = s_kk, negatives l ≠ k),
@@ -272,6 +292,8 @@ def _one_step_loss_and_data_grad(cfg, state):
     return float(metrics.loss), (state.w - new.w) / cfg.eta - cfg.LAM * state.w
 
 
+@pytest.mark.numerics
+@pytest.mark.slow
 def test_bfloat16_matmuls_stay_close_to_float32():
     """matmul_dtype="bfloat16" (operands rounded to bf16, float32 accumulation): the loss within
     1e-3 and the InfoNCE gradient within 3e-2 (relative; 1.6e-2 measured) of float32 after one step; after 200
