@@ -48,7 +48,7 @@ def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "
       TypeError: an unknown option.
     """
     from jaxcl.engine import launch
-    from jaxcl.engine.checkpoint import Interrupted
+    from jaxcl.engine.signals import Interrupted
 
     known = [p for p in inspect.signature(launch.run_sweep).parameters if p not in ("sw", "out")]
     unknown = sorted(set(options) - set(known) - {"set"})

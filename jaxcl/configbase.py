@@ -105,12 +105,14 @@ class BaseConfig:
         return cls(**values)
 
 
-def stack_hparams(hps: list) -> Any:
-    """Stacks per-config hyperparameter NamedTuples into (n, ...) numpy arrays.
+def stack_hparams(configs: list) -> Any:
+    """The configs' traced hyperparameters (`hparams()`, a NamedTuple) stacked over a leading
+    config axis as numpy arrays: the one place a grid's hyperparameters are stacked.
 
     Fields named in the NamedTuple's `INT_FIELDS` become int32, the rest float32 (scalars or
     arrays, e.g. the geometry experiment's predicted Gram matrix).
     """
+    hps = [c.hparams() for c in configs]
     cls = type(hps[0])
     ints = getattr(cls, "INT_FIELDS", ())
     return cls(

@@ -18,7 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxcl.engine import checkpoint, programs
+from jaxcl import fileio
+from jaxcl.engine import checkpoint, programs, signals
 from jaxcl.experiments.liao import train
 from jaxcl.engine.cli import main
 from jaxcl.experiments.liao.config import stack_hparams
@@ -250,7 +251,7 @@ def test_full_disk_is_one_message_and_a_rerun_ends_bitwise_equal(
     exit 3, one message naming the last good checkpoint and the size one needs, nothing
     half-written; with space again, the rerun resumes and ends bitwise equal."""
     out = tmp_path / "out"
-    real = checkpoint._free_bytes
+    real = fileio.free_bytes
     calls = []
 
     def free(path):
@@ -258,7 +259,7 @@ def test_full_disk_is_one_message_and_a_rerun_ends_bitwise_equal(
         return 1000 if len(calls) >= 4 else real(path)  # 1: the run's warning, 2-3: saves
 
     with monkeypatch.context() as m:
-        m.setattr(checkpoint, "_free_bytes", free)
+        m.setattr(fileio, "free_bytes", free)
         assert main(_args(sweep_file, out, *EVERY_CHUNK)) == 3
     msg = _one_message(capsys.readouterr().err)
     assert "not enough space left on device to save the checkpoint at step 30" in msg
@@ -309,7 +310,7 @@ def test_enospc_inside_orbax_is_caught_and_the_partial_save_removed(
 
 def test_warns_before_training_when_space_is_short(sweep_file, tmp_path, monkeypatch, capsys):
     with monkeypatch.context() as m:
-        m.setattr(checkpoint, "_free_bytes", lambda path: 2048)
+        m.setattr(fileio, "free_bytes", lambda path: 2048)
         with pytest.raises(Exception):  # the first save is then refused too
             from jaxcl.engine import runner
 
@@ -407,7 +408,7 @@ def test_checkpoint_schedule_and_signal_handlers_restored():
 
     old = signal.signal(signal.SIGTERM, mine)
     try:
-        with checkpoint.StopSignal() as stop:
+        with signals.StopSignal() as stop:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)
             assert stop.requested and stop.signum == signal.SIGTERM

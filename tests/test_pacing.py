@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from jaxcl.engine import checkpoint, pacing, programs, runner
+from jaxcl.engine import checkpoint, pacing, programs, runner, signals
 from jaxcl.engine.sweep import loads
 from jaxcl.experiments.liao.config import Config
 from support import tiny_sweep
@@ -137,11 +137,11 @@ def test_signal_before_training_is_a_recorded_stop(tmp_path, monkeypatch):
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         before = signal.getsignal(sig)
         out = str(tmp_path / f"out{int(sig)}")
-        with checkpoint.StopSignal.early():
+        with signals.StopSignal.early():
             os.kill(os.getpid(), sig)
-            with pytest.raises(checkpoint.Interrupted, match="between blocks") as e:
+            with pytest.raises(signals.Interrupted, match="between blocks") as e:
                 runner.run(loads(SWEEP), out, progress=False, log=lambda m: None)
         assert e.value.signum == sig
-        assert signal.getsignal(sig) is before and not checkpoint.StopSignal._early
+        assert signal.getsignal(sig) is before and not signals.StopSignal._early
         (rec,) = [json.load(open(p)) for p in glob.glob(os.path.join(out, "invocations", "*"))]
         assert rec["outcome"] == "interrupted"

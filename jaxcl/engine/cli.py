@@ -338,7 +338,7 @@ def _plan(args) -> int:
 
 
 def _run(args) -> int:
-    from jaxcl.engine.checkpoint import StopSignal
+    from jaxcl.engine.signals import StopSignal
 
     with StopSignal.early():  # SIGTERM or Slurm's warning before training: a recorded stop
         return _run_sweep(args)
@@ -346,7 +346,7 @@ def _run(args) -> int:
 
 def _run_sweep(args) -> int:
     from jaxcl.engine import sweep as sweep_mod
-    from jaxcl.engine.checkpoint import Interrupted
+    from jaxcl.engine.signals import Interrupted
 
     import numpy as np
 
@@ -375,12 +375,12 @@ def _run_sweep(args) -> int:
             log=lambda m: print(m, flush=True),
         )
     except Interrupted as e:
-        if getattr(e, "requeue", "").startswith("requeued"):
+        if (e.requeue or "").startswith("requeued"):
             print(f"jaxcl: {e}; {e.requeue}", file=sys.stderr, flush=True)
         else:
             print(
                 f"jaxcl: {e}."
-                + (f"\njaxcl: {e.requeue}" if hasattr(e, "requeue") else "")
+                + (f"\njaxcl: {e.requeue}" if e.requeue is not None else "")
                 + "\njaxcl: to resume, run the same command again:\n  "
                 f"{shlex.join(['jaxcl'] + list(args.argv))}",
                 file=sys.stderr,

@@ -153,7 +153,7 @@ def run_sweep(
     Raises:
       ConfigError: a bad option or config, before anything compiles.
       RunDirBusy: another run holds the directory.
-      checkpoint.Interrupted: stopped by SIGINT/SIGTERM/SIGUSR1 after a checkpoint (with
+      signals.Interrupted: stopped by SIGINT/SIGTERM/SIGUSR1 after a checkpoint (with
         `requeue`, its `.requeue` says what the requeue did); rerunning resumes.
     """
     from jaxcl.engine import sweep as sweep_mod

@@ -1,5 +1,5 @@
 """Blocks sized by wall time, so that a stop request waits for one short chunk, and the blocks a
-previous run checkpointed, resumed as they were (issue 23)."""
+previous run checkpointed, resumed as they were."""
 
 from __future__ import annotations
 
@@ -61,8 +61,9 @@ def blocks(
     block has run, gives its seconds per chunk (the same on every process), and the other
     blocks are sized so that a chunk takes about `seconds` (a power of two configs per device,
     so that at most a few block sizes compile). Each config's arrays are bitwise the same
-    whatever its block under sequential batching (`programs._sequential`), so none of this
-    changes a result; under vmap, where a block's size could, blocks are planned as before.
+    whatever its block under sequential batching (see `programs.resolve_batching`), so none of
+    this changes a result; under vmap, where a block's size could, blocks are `plan_blocks`'s
+    alone.
     """
     n_dev = sharding.mesh.size
     by_id = {c.config_id: c for c in group}

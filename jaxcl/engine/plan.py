@@ -22,6 +22,7 @@ from jaxcl.engine.programs import (
     resolve_batching,
     state_bytes,
 )
+from jaxcl.engine.status import format_duration
 from jaxcl.engine.sweep import group_by_static, shard_configs
 
 # Host work the calibration does not see, measured on whole runs (benchmarks/grid.py: rows,
@@ -162,7 +163,7 @@ def plan(
     out.update(est)
     log(
         f"  compiles: {est['compiles']} block sizes ({est['blocks']} blocks); estimated wall "
-        f"time on this machine: {_hms(est['seconds'])}"
+        f"time on this machine: {format_duration(est['seconds'])}"
     )
     if array:
         from jaxcl.engine.lock import Shard
@@ -180,7 +181,7 @@ def plan(
         ]
         out["array"] = {"tasks": array, "seconds_per_task": max(tasks)}
         line = (
-            f"  a job array of {array} tasks: up to {_hms(max(tasks))} per task "
+            f"  a job array of {array} tasks: up to {format_duration(max(tasks))} per task "
             f"(tasks of {len(shard_configs(configs, Shard(0, array)))} configs or fewer)"
         )
         if time_limit:
@@ -211,12 +212,3 @@ def _mib(n: float) -> str:
 
 def _gib(n: float) -> str:
     return f"{n / (1 << 30):,.1f} GiB"
-
-
-def _hms(s: float) -> str:
-    s = int(round(s))
-    return (
-        f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
-        if s >= 3600
-        else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s} s")
-    )

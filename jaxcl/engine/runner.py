@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from jaxcl.engine import checkpoint, pacing, protocol, slurm
+from jaxcl.engine.signals import Interrupted, StopSignal
 from jaxcl.engine.progress import Progress
 from jaxcl.engine.records import command, environment, environment_changes, invocation
 from jaxcl.engine.programs import (
@@ -37,7 +38,8 @@ from jaxcl.engine.rundir import (
 )
 from jaxcl.engine.sweep import Sweep, group_by_static, shard_configs
 from jaxcl.errors import ConfigError
-from jaxcl.fileio import to_json
+from jaxcl import fileio
+from jaxcl.fileio import format_bytes, to_json
 
 
 @dataclasses.dataclass
@@ -86,13 +88,13 @@ def run_block(
     progress: Progress,
     summary: Summary,
     ckpt: checkpoint.CheckpointOptions = checkpoint.CheckpointOptions(),
-    stop: checkpoint.StopSignal | None = None,
+    stop: StopSignal | None = None,
     batching: str = "auto",
 ) -> float:
     """Trains one block of same-shape configs to the end, writing what this process owns.
 
     Resumes from the block's latest good checkpoint if there is one, saves checkpoints at chunk
-    boundaries as `ckpt` says, and on a stop request saves and raises checkpoint.Interrupted.
+    boundaries as `ckpt` says, and on a stop request saves and raises Interrupted.
 
     Returns:
       The wall seconds of its slowest chunk but the first (which compiles), or of the first
@@ -160,7 +162,7 @@ def run_block(
             if stopping:
                 summary.checkpoint_seconds += store.seconds_saving
                 summary.checkpoints += store.n_saved
-                raise checkpoint.Interrupted(
+                raise Interrupted(
                     stop.signum,
                     f"at step {step} of {n_chunks * log_every} of a block "
                     f"of {n} configs; checkpoint saved in {store.dir}",
@@ -260,7 +262,7 @@ def _run(
       What was done, skipped and failed.
 
     Raises:
-      checkpoint.Interrupted: after SIGTERM/SIGINT, once a checkpoint is saved and the
+      Interrupted: after SIGTERM/SIGINT, once a checkpoint is saved and the
         results merged; running the same command again resumes.
     """
     t0 = time.perf_counter()
@@ -313,7 +315,7 @@ def _run(
             batching=batching,
             chunk_seconds=chunk_seconds,
         )
-    except checkpoint.Interrupted as e:
+    except Interrupted as e:
         if is_main:
             rec = invocation(started, t0, "interrupted", summary, shard, changed)
             rd.update_invocation(record, rec)
@@ -410,7 +412,7 @@ def _train(
     saved = pacing.saved_blocks(rd.path)  # resumed as they were, whatever the plan says now
     last = [0.0]  # seconds per chunk of the last block run
     try:
-        with checkpoint.StopSignal() as stop:
+        with StopSignal() as stop:
             for gi, ((name, static), group) in enumerate(groups.items()):
                 bar.group(
                     f"group {gi + 1}/{len(groups)} {name} "
@@ -428,13 +430,13 @@ def _train(
                     timing=lambda: _agree_max(last[0]),
                 ):
                     if _agree(stop.requested):  # between blocks: nothing to save
-                        raise checkpoint.Interrupted(stop.signum, "between blocks")
+                        raise Interrupted(stop.signum, "between blocks")
                     last[0] = run_block(
                         rd, static, block, n_pad, sharding, bar, summary, ckpt, stop, batching
                     )
                     if is_main and jax.process_count() == 1:  # a live view for the watcher
                         rd.write_manifest(sweep, configs)
-    except checkpoint.Interrupted:
+    except Interrupted:
         bar.close()
         _barrier("interrupted")
         if is_main:  # flush: results.jsonl reflects every finished chunk
@@ -484,17 +486,17 @@ def _after_run(rd: RunDir, configs: list, skip_empty: bool = False) -> None:
 def _warn_space(out: str, groups: dict, log) -> None:
     """Warns before training when the run directory's file system has less free space than one
     checkpoint of the largest group (as if run in one block) plus every final array to write."""
-    free = checkpoint._free_bytes(out)
+    free = fileio.free_bytes(out)
     if free is None or not groups:
         return
     per_group = [(state_bytes(g[0]), len(g)) for g in groups.values()]
-    ckpt = max(b * n for b, n in per_group) * checkpoint.SPACE_FACTOR + checkpoint.SPACE_SLACK
+    ckpt = checkpoint.disk_bytes(max(b * n for b, n in per_group))
     need = ckpt + sum(b * n for b, n in per_group)
     if free < need:
         log(
-            f"jaxcl: warning: {checkpoint._size(free)} free in {out}, less than one checkpoint "
-            f"(about {checkpoint._size(ckpt)}) plus the final arrays (about "
-            f"{checkpoint._size(need - ckpt)}); a checkpoint or a final may not fit"
+            f"jaxcl: warning: {format_bytes(free)} free in {out}, less than one checkpoint "
+            f"(about {format_bytes(ckpt)}) plus the final arrays (about "
+            f"{format_bytes(need - ckpt)}); a checkpoint or a final may not fit"
         )
 
 
