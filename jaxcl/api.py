@@ -4,7 +4,6 @@ directory as pandas tables, from a notebook or a script."""
 from __future__ import annotations
 
 import builtins
-import inspect
 import json
 import math
 import os
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxcl.engine.signals import Interrupted
 from jaxcl.errors import ConfigError
 
 
@@ -31,12 +31,13 @@ def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "
         ({"base": {...}, "grid": {...}} or "grid": [{...}, ...] for `[[grid]]`, optional
         "sweep": {...}); a dict is written to RUN_DIR/sweep.toml as TOML.
       out: the run directory.
-      **options: the options of `jaxcl run`, named as its flags with underscores: `set` (a
-        dict {field: value} or a list of "field=value"), `max_parallel`, `batching`,
-        `force_new`, `shard` ("I/N" or "auto"), `progress` (default: on in a notebook or a
-        terminal), `lock` (False is `--no-lock`), `compile_cache`, `cpu_devices`,
-        `checkpoint_every_steps`, `checkpoint_every_seconds`, `keep_checkpoints`,
-        `coordinator`, `num_processes`, `process_id`, `distributed`.
+      **options: `set` (a dict {field: value} or a list of "field=value"), and the options of
+        `jaxcl run`, named as its flags with underscores (`jaxcl.engine.options.RunOptions`):
+        `max_parallel`, `batching`, `force_new`, `shard` ("I/N" or "auto"), `progress`
+        (default: on in a notebook or a terminal), `lock` (False is `--no-lock`),
+        `compile_cache`, `cpu_devices`, `checkpoint_every_steps`, `checkpoint_every_seconds`,
+        `keep_checkpoints`, `chunk_seconds`, `requeue`, `coordinator`, `num_processes`,
+        `process_id`, `distributed`.
 
     Returns:
       The run directory as a `Run`; its `summary` says what was done, skipped and failed.
@@ -44,24 +45,29 @@ def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "
     Raises:
       ConfigError: bad sweep or option (naming the field and value), before anything compiles.
       RunDirBusy: another run holds the directory's lock.
+      DiskFullError: no space left to write a checkpoint or a result (what was written is
+        intact; calling it again with space continues).
+      Interrupted: stopped by SIGTERM or Slurm's SIGUSR1, after saving a checkpoint.
       KeyboardInterrupt: stopped by SIGINT, after saving a checkpoint.
       TypeError: an unknown option.
     """
     from jaxcl.engine import launch
-    from jaxcl.engine.signals import Interrupted
+    from jaxcl.engine.options import RunOptions
 
-    known = [p for p in inspect.signature(launch.run_sweep).parameters if p not in ("sw", "out")]
+    known = RunOptions.names()
     unknown = sorted(set(options) - set(known) - {"set"})
     if unknown:
         raise TypeError(
             f"jaxcl.run: unknown option(s) {', '.join(map(repr, unknown))}; "
             f"options: set, {', '.join(known)}"
         )
-    sw = load_sweep(sweep, options.pop("set", None))
+    sets = options.pop("set", None)
     if options.get("progress") is None:
         options["progress"] = _interactive()
+    opts = RunOptions(**options)  # refused before the sweep is read, as on the command line
+    sw = load_sweep(sweep, sets)
     try:
-        summary = launch.run_sweep(sw, os.fspath(out), **options)
+        summary = launch.run_sweep(sw, os.fspath(out), opts)
     except Interrupted as e:
         if e.signum == signal.SIGINT:
             raise KeyboardInterrupt(

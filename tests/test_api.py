@@ -137,6 +137,16 @@ def test_bad_input_is_refused_naming_it(tmp_path):
         jaxcl.run(SWEEP, tmp_path / "r", max_paralel=2)
     with pytest.raises(jaxcl.ConfigError, match="--max-parallel = 0"):
         jaxcl.run(SWEEP, tmp_path / "r", max_parallel=0)
+    with pytest.raises(jaxcl.ConfigError, match="--chunk-seconds = 'ten'"):
+        jaxcl.run(SWEEP, tmp_path / "r", chunk_seconds="ten")
+    with pytest.raises(jaxcl.ConfigError, match="--shard = '3/2'"):
+        jaxcl.run(SWEEP, tmp_path / "r", shard="3/2")
+    with pytest.raises(jaxcl.ConfigError, match="--batching = 'fast'"):
+        jaxcl.run(SWEEP, tmp_path / "r", batching="fast")
+    with pytest.raises(jaxcl.ConfigError, match="option lock = 'no'"):
+        jaxcl.run(SWEEP, tmp_path / "r", lock="no")
+    with pytest.raises(jaxcl.ConfigError, match=r"\[sweep\] option 'keep_checkpoints' = 0"):
+        jaxcl.run({**SWEEP, "sweep": {"keep_checkpoints": 0}}, tmp_path / "r")
     assert not (tmp_path / "r").exists()  # refused before anything was written
     with pytest.raises(jaxcl.ConfigError, match="no manifest.json"):
         jaxcl.open(tmp_path)

@@ -318,7 +318,8 @@ def test_warns_before_training_when_space_is_short(sweep_file, tmp_path, monkeyp
                 loads(SWEEP),
                 str(tmp_path / "out"),
                 progress=False,
-                checkpoints=checkpoint.CheckpointOptions(every_steps=10, every_seconds=0),
+                checkpoint_every_steps=10,
+                checkpoint_every_seconds=0,
             )
     out = capsys.readouterr().out
     assert "warning: 2.0 KB free" in out and "less than one checkpoint" in out

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from jaxcl.engine import runner
+from jaxcl.engine import block
 from jaxcl.engine.cli import main
 from jaxcl.experiments.liao.config import Config, ConfigError
 from jaxcl.engine.sweep import loads
@@ -18,7 +18,7 @@ def no_compile(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("compiled before the bad input was refused")
 
-    monkeypatch.setattr(runner, "compiled", boom)
+    monkeypatch.setattr(block, "compiled", boom)
 
 
 BAD = [  # (sweep text, words the error must contain)
@@ -88,6 +88,21 @@ def test_out_naming_a_file_refused_in_one_line(tmp_path, capsys, no_compile):
     assert out.read_text() == "mine"
     assert main(["report", str(tmp_path), "--out", str(out)]) == 2
     assert "is a file" in capsys.readouterr().err and out.read_text() == "mine"
+
+
+def test_out_that_cannot_be_created_refused_in_one_line(tmp_path, capsys, no_compile):
+    """`--out` where no directory can be made (under /proc, under a file): one line naming
+    `--out` and the path, exit 2, no traceback."""
+    path = tmp_path / "ok.toml"
+    path.write_text("[base]\nd = 5\nm = 6\nL = 3\nK = 8\nsteps = 20\nlog_every = 10\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    for out in ("/proc/jaxcl-run", str(blocker / "run")):
+        assert main(["run", str(path), "--out", out, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith(f"jaxcl: error: --out = {out!r}: the run directory cannot be")
+    assert blocker.read_text() == "mine"
 
 
 def test_different_sweep_in_run_dir_refused_and_untouched(tmp_path, capsys, no_compile, tiny):

@@ -110,11 +110,11 @@ def test_saved_block_resumes_as_saved_under_another_plan(reference, tmp_path, mo
         raise Crash
 
     out = str(tmp_path / "out")
-    every = checkpoint.CheckpointOptions(every_steps=20, every_seconds=0)
+    every = dict(checkpoint_every_steps=20, checkpoint_every_seconds=0)
     with monkeypatch.context() as m:
         m.setattr(checkpoint.BlockCheckpoints, "save", save)
         with pytest.raises(Crash):
-            runner.run(loads(SWEEP), out, progress=False, checkpoints=every, chunk_seconds=0)
+            runner.run(loads(SWEEP), out, progress=False, chunk_seconds=0, **every)
     ((ids, n_rows),) = pacing.saved_blocks(out)
     assert len(ids) == 10 and n_rows % 2 == 0
     monkeypatch.setattr(pacing, "PROBE_PER_DEVICE", 1)

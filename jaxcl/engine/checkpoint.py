@@ -14,7 +14,6 @@ complete; a damaged committed one is detected on restore and the previous one is
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import hashlib
 import json
@@ -31,32 +30,10 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxcl import fileio
+from jaxcl.engine.options import CheckpointOptions
 from jaxcl.fileio import DiskFullError, format_bytes
 
 SUBDIR = "checkpoints"
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointOptions:
-    """When to checkpoint; run options, not science config (they never change config ids).
-
-    A checkpoint is saved at the first chunk boundary at or past every `every_steps` steps
-    and/or once `every_seconds` of wall time have passed since the last one (0 turns either
-    off), always on SIGTERM/SIGINT, and the last `keep` are kept.
-    """
-
-    every_steps: int = 0
-    every_seconds: float = 300.0
-    keep: int = 3
-
-    def __post_init__(self):
-        from jaxcl.errors import ConfigError
-
-        for name in ("every_steps", "every_seconds"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"checkpoint {name} = {getattr(self, name)!r}: must be >= 0")
-        if self.keep < 1:
-            raise ConfigError(f"checkpoint keep = {self.keep!r}: must be >= 1")
 
 
 def block_id(config_ids: list[str]) -> str:

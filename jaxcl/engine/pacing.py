@@ -12,10 +12,6 @@ from jax.sharding import NamedSharding
 from jaxcl.engine import checkpoint
 from jaxcl.engine.programs import plan_blocks, resolve_batching
 
-# A stop request (SIGTERM, Slurm's warning signal) is honoured at the end of the running chunk,
-# so the time a chunk of a block takes is the stop's latency. By default blocks are sized for
-# chunks of about this many seconds (`--chunk-seconds`).
-CHUNK_SECONDS = 10.0
 # The first block of a large group: this many configs per device, timed to size the others.
 PROBE_PER_DEVICE = 64
 

@@ -4,13 +4,15 @@ array's tasks under a time limit). Writes nothing: no run directory, no compile 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
 import jax
 import numpy as np
 
-from jaxcl.engine import pacing, protocol
+from jaxcl.engine import protocol
+from jaxcl.engine.options import RunOptions
 from jaxcl.engine.programs import (
     block_hparams,
     compiled,
@@ -93,27 +95,29 @@ def estimate(
 
 def plan(
     sweep,
+    options: RunOptions | None = None,
     *,
-    max_parallel: int | None = None,
-    batching: str | None = None,
-    chunk_seconds: float = pacing.CHUNK_SECONDS,
     array: int | None = None,
     time_limit: float | None = None,
     signal_seconds: float = 120.0,
     calibrate_time: bool = True,
     log=print,
+    **fields,
 ) -> dict:
     """Prints (through `log`) and returns what running `sweep` will take on this machine.
 
     Args:
+      options: the run's options (`max_parallel`, `batching`, `chunk_seconds` matter here);
+        the sweep's [sweep] table fills those not given. `**fields` is a shorthand for them.
       array: also the time per task of a job array of this many tasks (`--shard I/N`).
       time_limit: minutes per leg (sbatch --time): the legs per task, each leg using
         the limit less `signal_seconds` (the warning's offset).
       calibrate_time: compile and time each group's programs (off: no time estimate).
     """
+    options = dataclasses.replace(options or RunOptions(), **fields).with_sweep(sweep.options)
     configs = sweep.configs()
-    batching = resolve_batching(batching or sweep.options.get("batching", "auto"))
-    max_parallel = max_parallel or sweep.options.get("max_parallel")
+    batching = resolve_batching(options.batching)
+    max_parallel, chunk_seconds = options.max_parallel, options.chunk_seconds
     sharding = config_mesh()
     n_dev = sharding.mesh.size
     limit, what = memory_limit()
