@@ -1,4 +1,4 @@
-"""What every experiment's config shares: type checks by annotation, `_require`, the readable
+"""What every experiment's config shares: type checks by annotation, `require`, the readable
 and stable config id, construction from a dict that names unknown fields, and stacking of the
 traced hyperparameters over a grid (STYLE §3: frozen, validated, derived values as properties)."""
 

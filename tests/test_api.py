@@ -124,6 +124,26 @@ def test_sweep_toml_round_trips_awkward_values():
     assert math.isnan(tomllib.loads(sweep_toml({"base": {"v": math.nan}}))["base"]["v"])
 
 
+def test_dict_sweeps_keep_their_fingerprints_and_ids():
+    """A dict sweep written as TOML (by tomli_w) parses to the sweep of the same file: the
+    fingerprints of the test's dicts are the literal ones they had when hand-written."""
+    grids = {
+        "base": {"d": 5, "m": 6},
+        "sweep": {"max_parallel": 2},
+        "grid": [
+            {"seed": [0, 1]},
+            {"loss": [{"loss": "infonce"}, {"loss": "balanced", "loss_beta": 0.5}], "seed": [2]},
+        ],
+    }
+    assert load_sweep(SWEEP).fingerprint_hash() == "461453088a33e66f"
+    assert load_sweep(grids).fingerprint_hash() == "ae6abe0bdb96f545"
+    assert load_sweep(SWEEP, {"eta": 0.5, "dictionary": "identity"}).fingerprint_hash() == (
+        "938f519d70cb3b91"
+    )
+    assert _ids(load_sweep(SWEEP)) == _ids(sweep_mod.loads(TOML))
+    assert tomllib.loads(sweep_toml(grids)) == grids
+
+
 def test_bad_input_is_refused_naming_it(tmp_path):
     with pytest.raises(jaxcl.ConfigError, match=r"\[base\] d = None"):
         load_sweep({"base": {"d": None}, "grid": {"seed": [0]}})

@@ -19,7 +19,6 @@ from jaxcl.engine.rundir import (
     load_sweep,
 )
 from jaxcl.engine.sweep import group_by_static, shard_configs
-from jaxcl.fileio import read_jsonl
 
 
 def status(run_dir: str, now: float | None = None) -> dict:
@@ -49,7 +48,7 @@ def status(run_dir: str, now: float | None = None) -> dict:
             if state == FAILED:
                 failed[c.config_id] = st.get("reason", "")
             g[state] += 1
-            rows = read_jsonl(rd.p("rows", c.config_id + ".jsonl"))
+            rows = rd.rows(c.config_id)
             done = c.n_steps if state == DONE else (rows[-1]["step"] if rows else 0)
             g["steps_done"] += min(done, c.n_steps)
             g["steps_total"] += c.n_steps
