@@ -1,5 +1,6 @@
-"""The Python API (`jaxcl.run`, `jaxcl.open`): run a sweep as `jaxcl run` does, read a run
-directory as pandas tables, from a notebook or a script."""
+"""The Python API (`jaxcl.run`, `jaxcl.open`, `jaxcl.experiment`): run a sweep as `jaxcl run`
+does, read a run directory as pandas tables, and look up a registered experiment, from a
+notebook or a script."""
 
 from __future__ import annotations
 
@@ -84,6 +85,29 @@ def open(run_dir: str | os.PathLike) -> "Run":
       ConfigError: `run_dir` has no manifest.json (not a jaxcl run directory).
     """
     return Run(run_dir)
+
+
+def experiment(name: str):
+    """The registered experiment of that name (a `jaxcl.engine.protocol.Experiment`): its
+    `Config` class and the pure functions the engine runs (`init`, `run_chunk`, ...).
+
+    Raises:
+      ConfigError: an unknown name, naming it and the registered names.
+    """
+    from jaxcl.engine import protocol
+
+    if not isinstance(name, str) or name not in protocol.names():
+        raise ConfigError(
+            f"experiment {name!r}: not registered; the experiments: {', '.join(protocol.names())}"
+        )
+    return protocol.get(name)
+
+
+def experiment_names() -> list[str]:
+    """The names of the registered experiments, sorted (`jaxcl.experiment(name)` takes them)."""
+    from jaxcl.engine import protocol
+
+    return protocol.names()
 
 
 class Run:

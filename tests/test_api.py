@@ -327,3 +327,33 @@ def test_interrupt_leaves_a_partial_run_that_a_second_call_resumes(done, tmp_pat
     assert again.rows().drop(columns=drop).to_dict("records") == done.rows().drop(
         columns=drop
     ).to_dict("records")
+
+
+def test_public_surface_is_what_users_meet():
+    """The errors jaxcl.run raises, the registry and each experiment's public pieces are
+    importable from jaxcl, and the top-level Config/encode/info_nce stay liao's."""
+    from jaxcl.engine import lock, protocol, signals
+    from jaxcl.experiments.geometry import optimal
+    from jaxcl.experiments.liao import config, loss, model
+
+    assert jaxcl.RunDirBusy is lock.RunDirBusy and jaxcl.Interrupted is signals.Interrupted
+    assert issubclass(jaxcl.DiskFullError, OSError) and issubclass(jaxcl.ConfigError, ValueError)
+    assert jaxcl.experiment_names() == ["geometry", "liao"] == protocol.names()
+    liao = jaxcl.experiment("liao")
+    assert liao is protocol.get("liao") and liao.Config is config.Config
+    assert jaxcl.experiment("geometry").Config is jaxcl.geometry.Config
+    with pytest.raises(jaxcl.ConfigError, match="'nope'.*geometry, liao"):
+        jaxcl.experiment("nope")
+    assert (jaxcl.liao.Config, jaxcl.liao.encode, jaxcl.liao.info_nce) == (
+        config.Config,
+        model.encode,
+        loss.info_nce,
+    )
+    assert (jaxcl.Config, jaxcl.encode, jaxcl.info_nce) == (
+        jaxcl.liao.Config,
+        jaxcl.liao.encode,
+        jaxcl.liao.info_nce,
+    )
+    assert jaxcl.geometry.optimal_gram is optimal.optimal_gram
+    for name in jaxcl.__all__:
+        assert getattr(jaxcl, name) is not None, name
