@@ -7,6 +7,7 @@ import pytest
 
 from jaxcl.engine import block
 from jaxcl.engine.cli import main
+from jaxcl.engine.options import CheckpointOptions, RunOptions
 from jaxcl.experiments.liao.config import Config, ConfigError
 from jaxcl.engine.sweep import loads
 
@@ -120,6 +121,24 @@ def test_different_sweep_in_run_dir_refused_and_untouched(tmp_path, capsys, no_c
     assert "different sweep" in err and "grid.seed" in err
     after = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_run_options_flag_beats_sweep_table_then_defaults():
+    """RunOptions.with_sweep: a given flag wins, the [sweep] table fills the rest of its
+    options, then the defaults (batching auto, 10 s chunks, CheckpointOptions())."""
+    table = {"max_parallel": 2, "batching": "vmap", "keep_checkpoints": 5, "name": "x"}
+    got = RunOptions(max_parallel=3, chunk_seconds=0).with_sweep(table)
+    assert (got.max_parallel, got.batching, got.chunk_seconds) == (3, "vmap", 0)
+    assert got.checkpoints == CheckpointOptions(every_steps=0, every_seconds=300.0, keep=5)
+    plain = RunOptions().with_sweep({})
+    assert (plain.max_parallel, plain.batching, plain.chunk_seconds) == (None, "auto", 10.0)
+    assert plain.checkpoints == CheckpointOptions(every_steps=0, every_seconds=300.0, keep=3)
+    assert plain.with_sweep(table) == dataclasses.replace(plain, max_parallel=2)
+    assert RunOptions(shard="1/4").shard == (1, 4)
+    with pytest.raises(ConfigError, match="--cpu-devices = 0: must be >= 1"):
+        RunOptions(cpu_devices=0)
+    with pytest.raises(ConfigError, match="--requeue = 1.5: expected int"):
+        RunOptions(requeue=1.5)
 
 
 def test_defaults_resolve_to_conventions():

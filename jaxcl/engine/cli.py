@@ -16,7 +16,7 @@ from jaxcl.engine.options import RunOptions, parse_shard  # noqa: F401
 def _parser() -> argparse.ArgumentParser:
     # jax may be imported here, but no backend starts before XLA_FLAGS is set in _run.
     from jaxcl.engine import protocol
-    from jaxcl.engine.sweep import BATCHINGS
+    from jaxcl.engine.options import BATCHINGS
 
     ap = argparse.ArgumentParser(prog="jaxcl", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -17,14 +17,17 @@ from jaxcl.errors import ConfigError
 # chunks of about this many seconds (`--chunk-seconds`).
 CHUNK_SECONDS = 10.0
 
-# The run options a sweep file's [sweep] table may set (where no flag is given).
-SWEEP_TABLE = (
-    "max_parallel",
-    "batching",
-    "checkpoint_every_steps",
-    "checkpoint_every_seconds",
-    "keep_checkpoints",
-)
+# How a device runs its configs (`programs.resolve_batching`).
+BATCHINGS = ("auto", "sequential", "vmap")
+# The run options a sweep file's [sweep] table may set (where no flag is given), and the TOML
+# type each takes there.
+SWEEP_TABLE = {
+    "max_parallel": int,
+    "batching": str,
+    "checkpoint_every_steps": int,
+    "checkpoint_every_seconds": int,
+    "keep_checkpoints": int,
+}
 # Each option's type and least value, checked by `RunOptions` (None: any value of the type).
 _KINDS = {
     "compile_cache": (str, None),
@@ -118,26 +121,18 @@ class RunOptions:
                 raise ConfigError(f"option {name} = {value!r}: expected True or False")
         for name, (kind, low) in _KINDS.items():
             _check("--" + name.replace("_", "-"), getattr(self, name), kind, low)
-        if self.batching is not None:
-            from jaxcl.engine.sweep import BATCHINGS
-
-            if self.batching not in BATCHINGS:
-                raise ConfigError(
-                    f"--batching = {self.batching!r}: expected one of {', '.join(BATCHINGS)}"
-                )
+        if self.batching is not None and self.batching not in BATCHINGS:
+            raise ConfigError(
+                f"--batching = {self.batching!r}: expected one of {', '.join(BATCHINGS)}"
+            )
 
     def with_sweep(self, table: dict) -> "RunOptions":
-        """These options with the sweep file's [sweep] run options (`SWEEP_TABLE`) where no flag
-        was given (a flag beats the file), and every default filled in: `batching` "auto",
-        `chunk_seconds` CHUNK_SECONDS, the checkpoint options CheckpointOptions()'s.
-
-        Raises:
-          ConfigError: a bad [sweep] value, naming it.
+        """These options with the sweep file's [sweep] run options (`SWEEP_TABLE`, checked by
+        `check_sweep_table` when the sweep was read) where no flag was given (a flag beats the
+        file), and every default filled in: `batching` "auto", `chunk_seconds` CHUNK_SECONDS,
+        the checkpoint options CheckpointOptions()'s.
         """
         filled = {n: table[n] for n in SWEEP_TABLE if getattr(self, n) is None and n in table}
-        for name, value in filled.items():
-            if name in _KINDS:
-                _check(f"[sweep] option {name!r}", value, *_KINDS[name])
         defaults = CheckpointOptions()
         merged = dataclasses.replace(self, **filled)
         return dataclasses.replace(
@@ -184,6 +179,33 @@ def _check(label: str, value: Any, kind: type, low: float | None) -> None:
         )
     if low is not None and value < low:
         raise ConfigError(f"{label} = {value!r}: must be >= {low:g}")
+
+
+def check_sweep_table(table: dict, source: str) -> None:
+    """A sweep file's [sweep] table: its `name`, and run options of `SWEEP_TABLE`, each of its
+    type and in range.
+
+    Raises:
+      ConfigError: naming the file, the option and the value.
+    """
+    known = {"name": str, **SWEEP_TABLE}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(
+                f"{source}: [sweep] unknown option {key!r} (value {value!r}); "
+                f"known: {', '.join(known)}"
+            )
+        if not isinstance(value, known[key]) or isinstance(value, bool):
+            raise ConfigError(
+                f"{source}: [sweep] option {key!r} = {value!r}: expected {known[key].__name__}"
+            )
+        if key in _KINDS:
+            _check(f"{source}: [sweep] option {key!r}", value, *_KINDS[key])
+    if table.get("batching", "auto") not in BATCHINGS:
+        raise ConfigError(
+            f"{source}: [sweep] option 'batching' = {table['batching']!r}: "
+            f"expected one of {', '.join(BATCHINGS)}"
+        )
 
 
 def parse_shard(text: str, env: dict | None = None) -> Shard:

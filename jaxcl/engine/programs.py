@@ -14,7 +14,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxcl.configbase import stack_hparams
 from jaxcl.engine import protocol
-from jaxcl.engine.sweep import BATCHINGS
+from jaxcl.engine.options import BATCHINGS
 from jaxcl.errors import ConfigError
 
 AXIS = "configs"

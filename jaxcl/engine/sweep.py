@@ -18,22 +18,10 @@ from collections import OrderedDict
 from typing import Any
 
 from jaxcl.engine import protocol
+from jaxcl.engine.options import check_sweep_table
 from jaxcl.errors import ConfigError
 
 _TABLES = ("base", "grid", "sweep")
-_SWEEP_OPTIONS = {
-    "name": str,
-    "max_parallel": int,  # run options, not in the fingerprint
-    "batching": str,
-    "checkpoint_every_steps": int,
-    "checkpoint_every_seconds": int,
-    "keep_checkpoints": int,
-}
-BATCHINGS = (
-    "auto",
-    "sequential",
-    "vmap",
-)  # how a device runs its configs: programs.resolve_batching
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,26 +131,7 @@ def loads(text: str, overrides: dict | None = None, source: str = "<sweep>") -> 
                 "of tables (bundles of fields set together), not both"
             )
     options = doc.get("sweep", {})
-    for key, value in options.items():
-        if key not in _SWEEP_OPTIONS:
-            raise ConfigError(
-                f"{source}: [sweep] unknown option {key!r} (value {value!r}); "
-                f"known: {', '.join(_SWEEP_OPTIONS)}"
-            )
-        if not isinstance(value, _SWEEP_OPTIONS[key]) or isinstance(value, bool):
-            raise ConfigError(
-                f"{source}: [sweep] option {key!r} = {value!r}: expected "
-                f"{_SWEEP_OPTIONS[key].__name__}"
-            )
-    if options.get("max_parallel", 1) < 1:
-        raise ConfigError(
-            f"{source}: [sweep] option 'max_parallel' = {options['max_parallel']!r}: must be >= 1"
-        )
-    if options.get("batching", "auto") not in BATCHINGS:
-        raise ConfigError(
-            f"{source}: [sweep] option 'batching' = {options['batching']!r}: "
-            f"expected one of {', '.join(BATCHINGS)}"
-        )
+    check_sweep_table(options, source)
     sweep = Sweep(
         base=doc.get("base", {}),
         grid=grid,
