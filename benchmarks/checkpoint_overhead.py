@@ -26,6 +26,16 @@ sys.path.insert(0, ROOT)
 from jaxcl.engine import runner, sweep as sweep_mod  # noqa: E402
 from jaxcl.engine.checkpoint import CheckpointOptions  # noqa: E402
 
+
+def _flags(c: CheckpointOptions) -> dict:
+    """The run options (`RunOptions` fields) of checkpoint options `c`."""
+    return {
+        "checkpoint_every_steps": c.every_steps,
+        "checkpoint_every_seconds": c.every_seconds,
+        "keep_checkpoints": c.keep,
+    }
+
+
 MODES = {"off": CheckpointOptions(every_steps=0, every_seconds=0), "default": CheckpointOptions()}
 
 
@@ -50,7 +60,7 @@ def main() -> None:
                 os.path.join(tmp, "warm"),
                 progress=False,
                 log=lambda *_: None,
-                checkpoints=MODES["off"],
+                **_flags(MODES["off"]),
             )  # compiles; later runs hit the jit cache
             for mode in args.modes:
                 opts = MODES.get(mode) or CheckpointOptions(every_steps=log_every, every_seconds=0)
@@ -60,7 +70,7 @@ def main() -> None:
                     os.path.join(tmp, mode),
                     progress=False,
                     log=lambda *_: None,
-                    checkpoints=opts,
+                    **_flags(opts),
                 )
                 wall = time.perf_counter() - t0
                 per = s.checkpoint_seconds / s.checkpoints if s.checkpoints else None

@@ -1,21 +1,20 @@
-"""The Python API (`jaxcl.run`, `jaxcl.open`): run a sweep as `jaxcl run` does, read a run
-directory as pandas tables, from a notebook or a script."""
+"""The Python API (`jaxcl.run`, `jaxcl.open`, `jaxcl.experiment`): run a sweep as `jaxcl run`
+does, read a run directory as pandas tables, and look up a registered experiment, from a
+notebook or a script."""
 
 from __future__ import annotations
 
-import builtins
-import inspect
-import json
-import math
 import os
-import re
 import signal
 import sys
 from typing import Any
 
 import numpy as np
 
+from jaxcl.engine.rundir import RunDir
+from jaxcl.engine.signals import Interrupted
 from jaxcl.errors import ConfigError
+from jaxcl.fileio import read_jsonl
 
 
 def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "Run":
@@ -31,12 +30,13 @@ def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "
         ({"base": {...}, "grid": {...}} or "grid": [{...}, ...] for `[[grid]]`, optional
         "sweep": {...}); a dict is written to RUN_DIR/sweep.toml as TOML.
       out: the run directory.
-      **options: the options of `jaxcl run`, named as its flags with underscores: `set` (a
-        dict {field: value} or a list of "field=value"), `max_parallel`, `batching`,
-        `force_new`, `shard` ("I/N" or "auto"), `progress` (default: on in a notebook or a
-        terminal), `lock` (False is `--no-lock`), `compile_cache`, `cpu_devices`,
-        `checkpoint_every_steps`, `checkpoint_every_seconds`, `keep_checkpoints`,
-        `coordinator`, `num_processes`, `process_id`, `distributed`.
+      **options: `set` (a dict {field: value} or a list of "field=value"), and the options of
+        `jaxcl run`, named as its flags with underscores (`jaxcl.engine.options.RunOptions`):
+        `max_parallel`, `batching`, `force_new`, `shard` ("I/N" or "auto"), `progress`
+        (default: on in a notebook or a terminal), `lock` (False is `--no-lock`),
+        `compile_cache`, `cpu_devices`, `checkpoint_every_steps`, `checkpoint_every_seconds`,
+        `keep_checkpoints`, `chunk_seconds`, `requeue`, `coordinator`, `num_processes`,
+        `process_id`, `distributed`.
 
     Returns:
       The run directory as a `Run`; its `summary` says what was done, skipped and failed.
@@ -44,24 +44,29 @@ def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "
     Raises:
       ConfigError: bad sweep or option (naming the field and value), before anything compiles.
       RunDirBusy: another run holds the directory's lock.
+      DiskFullError: no space left to write a checkpoint or a result (what was written is
+        intact; calling it again with space continues).
+      Interrupted: stopped by SIGTERM or Slurm's SIGUSR1, after saving a checkpoint.
       KeyboardInterrupt: stopped by SIGINT, after saving a checkpoint.
       TypeError: an unknown option.
     """
     from jaxcl.engine import launch
-    from jaxcl.engine.checkpoint import Interrupted
+    from jaxcl.engine.options import RunOptions
 
-    known = [p for p in inspect.signature(launch.run_sweep).parameters if p not in ("sw", "out")]
+    known = RunOptions.names()
     unknown = sorted(set(options) - set(known) - {"set"})
     if unknown:
         raise TypeError(
             f"jaxcl.run: unknown option(s) {', '.join(map(repr, unknown))}; "
             f"options: set, {', '.join(known)}"
         )
-    sw = load_sweep(sweep, options.pop("set", None))
+    sets = options.pop("set", None)
     if options.get("progress") is None:
         options["progress"] = _interactive()
+    opts = RunOptions(**options)  # refused before the sweep is read, as on the command line
+    sw = load_sweep(sweep, sets)
     try:
-        summary = launch.run_sweep(sw, os.fspath(out), **options)
+        summary = launch.run_sweep(sw, os.fspath(out), opts)
     except Interrupted as e:
         if e.signum == signal.SIGINT:
             raise KeyboardInterrupt(
@@ -82,6 +87,29 @@ def open(run_dir: str | os.PathLike) -> "Run":
     return Run(run_dir)
 
 
+def experiment(name: str):
+    """The registered experiment of that name (a `jaxcl.engine.protocol.Experiment`): its
+    `Config` class and the pure functions the engine runs (`init`, `run_chunk`, ...).
+
+    Raises:
+      ConfigError: an unknown name, naming it and the registered names.
+    """
+    from jaxcl.engine import protocol
+
+    if not isinstance(name, str) or name not in protocol.names():
+        raise ConfigError(
+            f"experiment {name!r}: not registered; the experiments: {', '.join(protocol.names())}"
+        )
+    return protocol.get(name)
+
+
+def experiment_names() -> list[str]:
+    """The names of the registered experiments, sorted (`jaxcl.experiment(name)` takes them)."""
+    from jaxcl.engine import protocol
+
+    return protocol.names()
+
+
 class Run:
     """A run directory, read from its plain files (docs/run-directory.md) without its lock.
 
@@ -93,7 +121,8 @@ class Run:
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         self.summary = None
-        if not os.path.exists(self._p("manifest.json")):
+        self._dir = RunDir(self.path)
+        if not os.path.exists(self._dir.p("manifest.json")):
             raise ConfigError(
                 f"run directory {self.path!r}: no manifest.json, not a jaxcl run "
                 "directory (or not started yet)"
@@ -102,14 +131,10 @@ class Run:
     def __repr__(self) -> str:
         return f"jaxcl.Run({self.path!r})"
 
-    def _p(self, *parts: str) -> str:
-        return os.path.join(self.path, *parts)
-
     @property
     def config_ids(self) -> list[str]:
         """Every config id of the sweep, in grid order (manifest.json)."""
-        with builtins.open(self._p("manifest.json")) as f:
-            return json.load(f)["config_ids"]
+        return self._dir.manifest()["config_ids"]
 
     def rows(self):
         """results.jsonl as a DataFrame: one row per config per logged chunk, every config field
@@ -122,9 +147,7 @@ class Run:
         """
         import pandas as pd
 
-        from jaxcl.fileio import read_jsonl
-
-        results, rows_dir = self._p("results.jsonl"), self._p("rows")
+        results, rows_dir = self._dir.p("results.jsonl"), self._dir.p("rows")
         fresh = os.path.exists(results)
         if fresh and os.path.isdir(rows_dir):
             newest = max(
@@ -135,11 +158,7 @@ class Run:
         if fresh:
             records = read_jsonl(results)
         else:
-            records = [
-                r
-                for cid in self.config_ids
-                for r in read_jsonl(os.path.join(rows_dir, cid + ".jsonl"))
-            ]
+            records = [r for cid in self.config_ids for r in self._dir.rows(cid)]
         return pd.DataFrame(records)
 
     def finals(self):
@@ -155,10 +174,9 @@ class Run:
 
         records = []
         for cid in self.config_ids:
-            if not self._finished(cid):
+            if not self._dir.has_final(cid):
                 continue
-            with builtins.open(self._p("final", cid + ".json")) as f:
-                info = json.load(f)
+            info = self._dir.load_info(cid)
             for k, v in (info.pop("observables", None) or {}).items():
                 info["observables." + k if k in info else k] = v
             info["config_id"] = cid
@@ -167,24 +185,20 @@ class Run:
             return pd.DataFrame(index=pd.Index([], name="config_id"))
         return pd.DataFrame(records).set_index("config_id")
 
-    def _finished(self, cid: str) -> bool:
-        return all(os.path.exists(self._p("final", cid + ext)) for ext in (".npz", ".json"))
-
     def arrays(self, config_id: str) -> dict[str, np.ndarray]:
         """A finished config's final arrays (final/<config_id>.npz), loaded into memory.
 
         Raises:
           KeyError: the config has no final arrays (not finished, failed, or not in the sweep).
         """
-        if not self._finished(config_id):
+        if not self._dir.has_final(config_id):
             known = config_id in self.config_ids
             raise KeyError(
                 f"config {config_id!r} has no final arrays in {self.path!r} ("
                 + ("not finished" if known else "not a config of this sweep")
                 + ")"
             )
-        with np.load(self._p("final", config_id + ".npz")) as z:
-            return {k: z[k] for k in z.files}
+        return self._dir.load_arrays(config_id)
 
     def status(self) -> dict:
         """What `jaxcl status RUN_DIR --json` prints (`jaxcl.engine.status.status`)."""
@@ -227,7 +241,7 @@ def load_sweep(sweep: str | os.PathLike | dict, sets: dict | list[str] | None = 
     from jaxcl.engine import sweep as sweep_mod
 
     if isinstance(sets, dict):
-        sets = [f"{k}={_value(v, f'set {k!r}')}" for k, v in sets.items()]
+        sets = [f"{k}={_toml_literal(v, f'set {k!r}')}" for k, v in sets.items()]
     sets = list(sets or [])
     if isinstance(sweep, dict):
         text, source = sweep_toml(sweep), "<sweep dict>"
@@ -239,58 +253,53 @@ def load_sweep(sweep: str | os.PathLike | dict, sets: dict | list[str] | None = 
 
 
 def sweep_toml(doc: dict) -> str:
-    """The TOML text of a sweep given as a dict (`tomllib.loads` of it gives the dict back).
+    """The TOML text of a sweep given as a dict (`tomllib.loads` of it gives the dict back, numpy
+    scalars and arrays and tuples as their Python numbers and lists), written by tomli_w.
 
     Raises:
-      ConfigError: a value TOML cannot hold (None, an object), naming where it is.
+      ConfigError: a value TOML cannot hold (None, an object) or a key that is not a string,
+        naming where it is.
     """
+    import tomli_w
 
-    def is_grids(k, v):
-        return k == "grid" and isinstance(v, (list, tuple)) and all(isinstance(g, dict) for g in v)
-
-    lines = [
-        f"{_key(k)} = {_value(v, k)}"
-        for k, v in doc.items()
-        if not isinstance(v, dict) and not (is_grids(k, v) and v)
-    ]
-    for k, v in doc.items():
-        tables = [v] if isinstance(v, dict) else list(v) if is_grids(k, v) and v else []
-        for t in tables:
-            lines += ["", f"[[{_key(k)}]]" if not isinstance(v, dict) else f"[{_key(k)}]"]
-            lines += [f"{_key(f)} = {_value(x, f'[{k}] {f}')}" for f, x in t.items()]
-    return "\n".join(lines) + "\n"
+    return tomli_w.dumps(_plain(doc, "sweep dict"))
 
 
-_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+def _plain(v: Any, where: str) -> Any:
+    """`v` with numpy scalars and arrays, tuples and ranges as the Python values TOML holds.
 
-
-def _key(k: Any) -> str:
-    if not isinstance(k, str):
-        raise ConfigError(f"sweep dict: key {k!r}: keys must be strings")
-    return k if _BARE.match(k) else json.dumps(k, ensure_ascii=False)
-
-
-def _value(v: Any, where: str) -> str:
-    """A TOML literal of a Python value (numpy scalars and arrays included)."""
-    if isinstance(v, (bool, np.bool_)):
-        return "true" if v else "false"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        return (
-            "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
-        )
-    if isinstance(v, str):  # json's escapes are TOML's; TOML also wants DEL escaped
-        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
-    if isinstance(v, (list, tuple, range, np.ndarray)):
-        return "[" + ", ".join(_value(x, where) for x in v) + "]"
+    Raises:
+      ConfigError: a value TOML cannot hold, or a key that is not a string.
+    """
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(x, where)}" for k, x in v.items()) + " }"
+        for k in v:
+            if not isinstance(k, str):
+                raise ConfigError(f"sweep dict: key {k!r}: keys must be strings")
+        return {
+            k: _plain(x, f"[{k}]" if where == "sweep dict" else f"{where} {k}")
+            for k, x in v.items()
+        }
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v)
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (list, tuple, range, np.ndarray)):
+        return [_plain(x, where) for x in v]
     raise ConfigError(
         f"sweep dict: {where} = {v!r}: a {type(v).__name__}, which a sweep "
         "cannot hold (numbers, strings, booleans, lists and tables)"
     )
+
+
+def _toml_literal(v: Any, where: str) -> str:
+    """A `--set` value as the TOML literal `sweep.parse_set` reads back."""
+    import tomli_w
+
+    return tomli_w.dumps({"v": _plain(v, where)}).split("=", 1)[1].strip()
 
 
 def _interactive() -> bool:

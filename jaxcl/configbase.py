@@ -1,4 +1,4 @@
-"""What every experiment's config shares: type checks by annotation, `_require`, the readable
+"""What every experiment's config shares: type checks by annotation, `require`, the readable
 and stable config id, construction from a dict that names unknown fields, and stacking of the
 traced hyperparameters over a grid (STYLE §3: frozen, validated, derived values as properties)."""
 
@@ -105,12 +105,14 @@ class BaseConfig:
         return cls(**values)
 
 
-def stack_hparams(hps: list) -> Any:
-    """Stacks per-config hyperparameter NamedTuples into (n, ...) numpy arrays.
+def stack_hparams(configs: list) -> Any:
+    """The configs' traced hyperparameters (`hparams()`, a NamedTuple) stacked over a leading
+    config axis as numpy arrays: the one place a grid's hyperparameters are stacked.
 
     Fields named in the NamedTuple's `INT_FIELDS` become int32, the rest float32 (scalars or
     arrays, e.g. the geometry experiment's predicted Gram matrix).
     """
+    hps = [c.hparams() for c in configs]
     cls = type(hps[0])
     ints = getattr(cls, "INT_FIELDS", ())
     return cls(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -64,6 +65,26 @@ def write_text(path: str, text: str) -> None:
 
 def write_json(path: str, obj: Any) -> None:
     write_text(path, dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def free_bytes(path: str) -> int | None:
+    """Free bytes for this user on the file system `path` is (or would be) on: the nearest
+    existing ancestor's; None where the file system cannot be asked."""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        return shutil.disk_usage(path or ".").free
+    except OSError:
+        return None
+
+
+def format_bytes(n: float) -> str:
+    """A byte count for people: `512 B`, `2.0 KB`, `3.5 MB`, `1.2 GB` (powers of 1024)."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 def read_jsonl(path: str) -> list[dict]:

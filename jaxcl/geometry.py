@@ -1,9 +1,10 @@
 """Public entry to the geometry experiment's convex program (SPEC §9–§10): the optimal Gram
 matrix of the class means, G* = argmin F(G) over Gram matrices of unit vectors (of rank ≤ p with
 `rank=p`; under hard negatives with `hard_beta`), the rest point of constant-weight hard-negative
-training, and the minority collapse threshold ρ*. See jaxcl/experiments/geometry/objective.py
-(F) and optimal.py (G*, ρ*)."""
+training, and the minority collapse threshold ρ*; and the experiment's validated config. See
+jaxcl/experiments/geometry/objective.py (F), optimal.py (G*, ρ*) and config.py."""
 
+from jaxcl.experiments.geometry.config import Config
 from jaxcl.experiments.geometry.optimal import (
     collapse_threshold,
     collapsed_objective,
@@ -14,6 +15,7 @@ from jaxcl.experiments.geometry.optimal import (
 )
 
 __all__ = [
+    "Config",
     "collapse_threshold",
     "collapsed_objective",
     "hard_equilibrium",

@@ -25,7 +25,7 @@ class LossError(ConfigError):
 
 def hard_off(hard_beta) -> bool:
     """Whether hard-negative weighting is off: hard_beta is None or a concrete 0 (SPEC §10: then
-    the unweighted code runs, bitwise as before). A traced value always takes the weighted path."""
+    the unweighted code runs, bitwise the loss without hard negatives). A traced value always takes the weighted path."""
     if hard_beta is None:
         return True
     if isinstance(hard_beta, (int, float, np.integer, np.floating)) and not isinstance(
@@ -121,7 +121,7 @@ def per_anchor(
         "softplus", φ(u) = e^{u/τ} or log(1 + e^{u/τ})).
       hard_beta: β ≥ 0 of SPEC §10's hard negatives: every sum over negatives becomes Σ_i v_i (·)
         with v_i = n e^{β s_i} / Σ_l e^{β s_l}, constants in the gradient. A concrete 0 (the
-        default) runs the unweighted code, bitwise as before.
+        default) runs the unweighted code, bitwise the loss without hard negatives.
     """
     if not hard_off(hard_beta):
         return _per_anchor_hard(s_pos_K, s_neg_KxN, tau, loss, alpha, beta, psi, phi, hard_beta)
@@ -256,7 +256,7 @@ def per_anchor_counts(
       s_vals_C: the similarity of a negative of each class, shape (C,).
       counts_NxC: how many negatives of each class, shape (N, C), integers ≥ 0 (any dtype).
       tau, loss, alpha, beta, psi, phi: as in `per_anchor`.
-      hard_beta: β ≥ 0; a concrete 0 (default) runs the unweighted code, bitwise as before.
+      hard_beta: β ≥ 0; a concrete 0 (default) runs the unweighted code (no weights at all).
       s_weight_C: similarities the weights are computed from, shape (C,); None: s_vals_C.
     """
     pos = jnp.asarray(s_pos) / tau

@@ -124,6 +124,26 @@ def test_sweep_toml_round_trips_awkward_values():
     assert math.isnan(tomllib.loads(sweep_toml({"base": {"v": math.nan}}))["base"]["v"])
 
 
+def test_dict_sweeps_keep_their_fingerprints_and_ids():
+    """A dict sweep written as TOML (by tomli_w) parses to the sweep of the same file: the
+    fingerprints of the test's dicts are the literal ones they had when hand-written."""
+    grids = {
+        "base": {"d": 5, "m": 6},
+        "sweep": {"max_parallel": 2},
+        "grid": [
+            {"seed": [0, 1]},
+            {"loss": [{"loss": "infonce"}, {"loss": "balanced", "loss_beta": 0.5}], "seed": [2]},
+        ],
+    }
+    assert load_sweep(SWEEP).fingerprint_hash() == "461453088a33e66f"
+    assert load_sweep(grids).fingerprint_hash() == "ae6abe0bdb96f545"
+    assert load_sweep(SWEEP, {"eta": 0.5, "dictionary": "identity"}).fingerprint_hash() == (
+        "938f519d70cb3b91"
+    )
+    assert _ids(load_sweep(SWEEP)) == _ids(sweep_mod.loads(TOML))
+    assert tomllib.loads(sweep_toml(grids)) == grids
+
+
 def test_bad_input_is_refused_naming_it(tmp_path):
     with pytest.raises(jaxcl.ConfigError, match=r"\[base\] d = None"):
         load_sweep({"base": {"d": None}, "grid": {"seed": [0]}})
@@ -137,6 +157,16 @@ def test_bad_input_is_refused_naming_it(tmp_path):
         jaxcl.run(SWEEP, tmp_path / "r", max_paralel=2)
     with pytest.raises(jaxcl.ConfigError, match="--max-parallel = 0"):
         jaxcl.run(SWEEP, tmp_path / "r", max_parallel=0)
+    with pytest.raises(jaxcl.ConfigError, match="--chunk-seconds = 'ten'"):
+        jaxcl.run(SWEEP, tmp_path / "r", chunk_seconds="ten")
+    with pytest.raises(jaxcl.ConfigError, match="--shard = '3/2'"):
+        jaxcl.run(SWEEP, tmp_path / "r", shard="3/2")
+    with pytest.raises(jaxcl.ConfigError, match="--batching = 'fast'"):
+        jaxcl.run(SWEEP, tmp_path / "r", batching="fast")
+    with pytest.raises(jaxcl.ConfigError, match="option lock = 'no'"):
+        jaxcl.run(SWEEP, tmp_path / "r", lock="no")
+    with pytest.raises(jaxcl.ConfigError, match=r"\[sweep\] option 'keep_checkpoints' = 0"):
+        jaxcl.run({**SWEEP, "sweep": {"keep_checkpoints": 0}}, tmp_path / "r")
     assert not (tmp_path / "r").exists()  # refused before anything was written
     with pytest.raises(jaxcl.ConfigError, match="no manifest.json"):
         jaxcl.open(tmp_path)
@@ -306,3 +336,33 @@ def test_interrupt_leaves_a_partial_run_that_a_second_call_resumes(done, tmp_pat
     assert again.rows().drop(columns=drop).to_dict("records") == done.rows().drop(
         columns=drop
     ).to_dict("records")
+
+
+def test_public_surface_is_what_users_meet():
+    """The errors jaxcl.run raises, the registry and each experiment's public pieces are
+    importable from jaxcl, and the top-level Config/encode/info_nce stay liao's."""
+    from jaxcl.engine import lock, protocol, signals
+    from jaxcl.experiments.geometry import optimal
+    from jaxcl.experiments.liao import config, loss, model
+
+    assert jaxcl.RunDirBusy is lock.RunDirBusy and jaxcl.Interrupted is signals.Interrupted
+    assert issubclass(jaxcl.DiskFullError, OSError) and issubclass(jaxcl.ConfigError, ValueError)
+    assert jaxcl.experiment_names() == ["geometry", "liao"] == protocol.names()
+    liao = jaxcl.experiment("liao")
+    assert liao is protocol.get("liao") and liao.Config is config.Config
+    assert jaxcl.experiment("geometry").Config is jaxcl.geometry.Config
+    with pytest.raises(jaxcl.ConfigError, match="'nope'.*geometry, liao"):
+        jaxcl.experiment("nope")
+    assert (jaxcl.liao.Config, jaxcl.liao.encode, jaxcl.liao.info_nce) == (
+        config.Config,
+        model.encode,
+        loss.info_nce,
+    )
+    assert (jaxcl.Config, jaxcl.encode, jaxcl.info_nce) == (
+        jaxcl.liao.Config,
+        jaxcl.liao.encode,
+        jaxcl.liao.info_nce,
+    )
+    assert jaxcl.geometry.optimal_gram is optimal.optimal_gram
+    for name in jaxcl.__all__:
+        assert getattr(jaxcl, name) is not None, name

@@ -18,7 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxcl.engine import checkpoint, programs
+from jaxcl import fileio
+from jaxcl.engine import checkpoint, programs, signals
 from jaxcl.experiments.liao import train
 from jaxcl.engine.cli import main
 from jaxcl.experiments.liao.config import stack_hparams
@@ -254,7 +255,7 @@ def test_full_disk_is_one_message_and_a_rerun_ends_bitwise_equal(
     exit 3, one message naming the last good checkpoint and the size one needs, nothing
     half-written; with space again, the rerun resumes and ends bitwise equal."""
     out = tmp_path / "out"
-    real = checkpoint._free_bytes
+    real = fileio.free_bytes
     calls = []
 
     def free(path):
@@ -262,7 +263,7 @@ def test_full_disk_is_one_message_and_a_rerun_ends_bitwise_equal(
         return 1000 if len(calls) >= 4 else real(path)  # 1: the run's warning, 2-3: saves
 
     with monkeypatch.context() as m:
-        m.setattr(checkpoint, "_free_bytes", free)
+        m.setattr(fileio, "free_bytes", free)
         assert main(_args(sweep_file, out, *EVERY_CHUNK)) == 3
     msg = _one_message(capsys.readouterr().err)
     assert "not enough space left on device to save the checkpoint at step 30" in msg
@@ -315,7 +316,7 @@ def test_enospc_inside_orbax_is_caught_and_the_partial_save_removed(
 @pytest.mark.slow
 def test_warns_before_training_when_space_is_short(sweep_file, tmp_path, monkeypatch, capsys):
     with monkeypatch.context() as m:
-        m.setattr(checkpoint, "_free_bytes", lambda path: 2048)
+        m.setattr(fileio, "free_bytes", lambda path: 2048)
         with pytest.raises(Exception):  # the first save is then refused too
             from jaxcl.engine import runner
 
@@ -323,7 +324,8 @@ def test_warns_before_training_when_space_is_short(sweep_file, tmp_path, monkeyp
                 loads(SWEEP),
                 str(tmp_path / "out"),
                 progress=False,
-                checkpoints=checkpoint.CheckpointOptions(every_steps=10, every_seconds=0),
+                checkpoint_every_steps=10,
+                checkpoint_every_seconds=0,
             )
     out = capsys.readouterr().out
     assert "warning: 2.0 KB free" in out and "less than one checkpoint" in out
@@ -415,7 +417,7 @@ def test_checkpoint_schedule_and_signal_handlers_restored():
 
     old = signal.signal(signal.SIGTERM, mine)
     try:
-        with checkpoint.StopSignal() as stop:
+        with signals.StopSignal() as stop:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)
             assert stop.requested and stop.signum == signal.SIGTERM

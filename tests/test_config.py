@@ -5,8 +5,9 @@ import dataclasses
 
 import pytest
 
-from jaxcl.engine import runner
+from jaxcl.engine import block
 from jaxcl.engine.cli import main
+from jaxcl.engine.options import CheckpointOptions, RunOptions
 from jaxcl.experiments.geometry.config import Config as GeoConfig
 from jaxcl.experiments.liao.config import Config, ConfigError
 from jaxcl.engine.sweep import loads
@@ -19,7 +20,7 @@ def no_compile(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("compiled before the bad input was refused")
 
-    monkeypatch.setattr(runner, "compiled", boom)
+    monkeypatch.setattr(block, "compiled", boom)
 
 
 BAD = [  # (sweep text, words the error must contain)
@@ -91,6 +92,21 @@ def test_out_naming_a_file_refused_in_one_line(tmp_path, capsys, no_compile):
     assert "is a file" in capsys.readouterr().err and out.read_text() == "mine"
 
 
+def test_out_that_cannot_be_created_refused_in_one_line(tmp_path, capsys, no_compile):
+    """`--out` where no directory can be made (under /proc, under a file): one line naming
+    `--out` and the path, exit 2, no traceback."""
+    path = tmp_path / "ok.toml"
+    path.write_text("[base]\nd = 5\nm = 6\nL = 3\nK = 8\nsteps = 20\nlog_every = 10\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    for out in ("/proc/jaxcl-run", str(blocker / "run")):
+        assert main(["run", str(path), "--out", out, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith(f"jaxcl: error: --out = {out!r}: the run directory cannot be")
+    assert blocker.read_text() == "mine"
+
+
 def test_different_sweep_in_run_dir_refused_and_untouched(tmp_path, capsys, no_compile, tiny):
     """A run dir made by another sweep is refused naming what differs; nothing is changed."""
     from jaxcl.engine.rundir import RunDir
@@ -106,6 +122,24 @@ def test_different_sweep_in_run_dir_refused_and_untouched(tmp_path, capsys, no_c
     assert "different sweep" in err and "grid.seed" in err
     after = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_run_options_flag_beats_sweep_table_then_defaults():
+    """RunOptions.with_sweep: a given flag wins, the [sweep] table fills the rest of its
+    options, then the defaults (batching auto, 10 s chunks, CheckpointOptions())."""
+    table = {"max_parallel": 2, "batching": "vmap", "keep_checkpoints": 5, "name": "x"}
+    got = RunOptions(max_parallel=3, chunk_seconds=0).with_sweep(table)
+    assert (got.max_parallel, got.batching, got.chunk_seconds) == (3, "vmap", 0)
+    assert got.checkpoints == CheckpointOptions(every_steps=0, every_seconds=300.0, keep=5)
+    plain = RunOptions().with_sweep({})
+    assert (plain.max_parallel, plain.batching, plain.chunk_seconds) == (None, "auto", 10.0)
+    assert plain.checkpoints == CheckpointOptions(every_steps=0, every_seconds=300.0, keep=3)
+    assert plain.with_sweep(table) == dataclasses.replace(plain, max_parallel=2)
+    assert RunOptions(shard="1/4").shard == (1, 4)
+    with pytest.raises(ConfigError, match="--cpu-devices = 0: must be >= 1"):
+        RunOptions(cpu_devices=0)
+    with pytest.raises(ConfigError, match="--requeue = 1.5: expected int"):
+        RunOptions(requeue=1.5)
 
 
 def test_defaults_resolve_to_conventions():

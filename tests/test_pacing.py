@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from jaxcl.engine import checkpoint, pacing, programs, runner
+from jaxcl.engine import checkpoint, pacing, programs, runner, signals
 from jaxcl.engine.sweep import loads
 from jaxcl.experiments.liao.config import Config
 from support import tiny_sweep
@@ -113,11 +113,11 @@ def test_saved_block_resumes_as_saved_under_another_plan(reference, tmp_path, mo
         raise Crash
 
     out = str(tmp_path / "out")
-    every = checkpoint.CheckpointOptions(every_steps=20, every_seconds=0)
+    every = dict(checkpoint_every_steps=20, checkpoint_every_seconds=0)
     with monkeypatch.context() as m:
         m.setattr(checkpoint.BlockCheckpoints, "save", save)
         with pytest.raises(Crash):
-            runner.run(loads(SWEEP), out, progress=False, checkpoints=every, chunk_seconds=0)
+            runner.run(loads(SWEEP), out, progress=False, chunk_seconds=0, **every)
     ((ids, n_rows),) = pacing.saved_blocks(out)
     assert len(ids) == 10 and n_rows % 2 == 0
     monkeypatch.setattr(pacing, "PROBE_PER_DEVICE", 1)
@@ -140,11 +140,11 @@ def test_signal_before_training_is_a_recorded_stop(tmp_path, monkeypatch):
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         before = signal.getsignal(sig)
         out = str(tmp_path / f"out{int(sig)}")
-        with checkpoint.StopSignal.early():
+        with signals.StopSignal.early():
             os.kill(os.getpid(), sig)
-            with pytest.raises(checkpoint.Interrupted, match="between blocks") as e:
+            with pytest.raises(signals.Interrupted, match="between blocks") as e:
                 runner.run(loads(SWEEP), out, progress=False, log=lambda m: None)
         assert e.value.signum == sig
-        assert signal.getsignal(sig) is before and not checkpoint.StopSignal._early
+        assert signal.getsignal(sig) is before and not signals.StopSignal._early
         (rec,) = [json.load(open(p)) for p in glob.glob(os.path.join(out, "invocations", "*"))]
         assert rec["outcome"] == "interrupted"

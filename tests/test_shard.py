@@ -17,7 +17,7 @@ import pytest
 
 from jaxcl.engine.cli import parse_shard
 from jaxcl.engine.rundir import RunDir, RunDirBusy, RunDirLock, Shard
-from jaxcl.engine.sweep import loads, shard_configs
+from jaxcl.engine.sweep import Work, loads, shard_configs
 from jaxcl.errors import ConfigError
 from support import ROOT, cli_env, tiny_sweep
 
@@ -29,6 +29,23 @@ def test_slices_cover_the_grid_once_in_contiguous_even_pieces():
         assert [c for p in parts for c in p] == configs  # each once, in grid order
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
     assert shard_configs(configs, Shard(1, 3)) == [4, 5, 6]
+
+
+def test_work_is_the_slice_grouped_by_shape_with_whole_group_sizes():
+    """sweep.Work: the slice of shard_configs, grouped by shape in grid order, and the size each
+    group has in the whole grid (which the size-1 padding rule follows)."""
+    sw = loads(tiny_sweep(20, "d = [5, 6]\nseed = [0, 1, 2]"))
+    work = Work.of(sw, Shard(1, 3))
+    grid = sw.configs()
+    assert work.configs == grid and work.mine == grid[2:4] == shard_configs(grid, Shard(1, 3))
+    assert [[c.d for c in g] for g in work.groups.values()] == [[5], [6]]
+    assert (
+        sorted(work.group_sizes.values()) == [3, 3]
+        and work.group_sizes.keys() == work.groups.keys()
+    )
+    assert Work.of(sw).mine == grid and len(Work.of(sw).groups) == 2
+    with pytest.raises(ConfigError, match="only 6 configs, fewer than 7 slices"):
+        Work.of(sw, Shard(0, 7))
 
 
 def test_parse_shard():

@@ -1,4 +1,4 @@
-"""Checkpoint-and-resume of a block's training state with orbax-checkpoint, and SIGTERM/SIGINT.
+"""Checkpoint-and-resume of a block's training state with orbax-checkpoint.
 
 A block (the configs of one vmapped program) checkpoints into `RUN_DIR/checkpoints/<block_id>/`,
 one orbax step directory per saved chunk boundary, named by the global step. Each step holds two
@@ -14,16 +14,13 @@ complete; a damaged committed one is detected on restore and the previous one is
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import hashlib
 import json
 import os
 import re
 import shutil
-import signal
 import sys
-import threading
 import time
 from typing import Any, Callable
 
@@ -32,41 +29,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxcl.fileio import DiskFullError
+from jaxcl import fileio
+from jaxcl.engine.options import CheckpointOptions
+from jaxcl.fileio import DiskFullError, format_bytes
 
 SUBDIR = "checkpoints"
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointOptions:
-    """When to checkpoint; run options, not science config (they never change config ids).
-
-    A checkpoint is saved at the first chunk boundary at or past every `every_steps` steps
-    and/or once `every_seconds` of wall time have passed since the last one (0 turns either
-    off), always on SIGTERM/SIGINT, and the last `keep` are kept.
-    """
-
-    every_steps: int = 0
-    every_seconds: float = 300.0
-    keep: int = 3
-
-    def __post_init__(self):
-        from jaxcl.errors import ConfigError
-
-        for name in ("every_steps", "every_seconds"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"checkpoint {name} = {getattr(self, name)!r}: must be >= 0")
-        if self.keep < 1:
-            raise ConfigError(f"checkpoint keep = {self.keep!r}: must be >= 1")
-
-
-class Interrupted(Exception):
-    """Raised by the driver after a SIGTERM/SIGINT, once the current chunk is saved."""
-
-    def __init__(self, signum: int, where: str):
-        self.signum = signum
-        self.where = where
-        super().__init__(f"interrupted by {signal.Signals(signum).name} {where}")
 
 
 def block_id(config_ids: list[str]) -> str:
@@ -210,16 +177,16 @@ class BlockCheckpoints:
             "time": time.time(),
         }
         flat = _flat(state)
-        need = sum(x.size * x.dtype.itemsize for x in flat.values())
+        need = disk_bytes(sum(x.size * x.dtype.itemsize for x in flat.values()))
         # Refused before orbax starts: its writer threads meet ENOSPC in parallel and print
         # pages of tracebacks (then "Event loop is closed") that no caller can catch.
-        free = _free_bytes(os.path.dirname(self.dir))
-        if free is not None and free < need * SPACE_FACTOR + SPACE_SLACK:
+        free = fileio.free_bytes(os.path.dirname(self.dir))
+        if free is not None and free < need:
             raise DiskFullError(
                 errno.ENOSPC,
                 f"not enough space left on device to save the checkpoint at step "
                 f"{step} in {self.dir}: one checkpoint of this block needs about "
-                f"{_size(need * SPACE_FACTOR + SPACE_SLACK)} and {_size(free)} is free; "
+                f"{format_bytes(need)} and {format_bytes(free)} is free; "
                 f"{self._last_good()}, and nothing was written",
             )
         try:
@@ -239,7 +206,7 @@ class BlockCheckpoints:
                     errno.ENOSPC,
                     f"no space left on device while saving the checkpoint at step "
                     f"{step} in {self.dir} (one checkpoint of this block needs about "
-                    f"{_size(need * SPACE_FACTOR + SPACE_SLACK)}); {self._last_good()}, and the "
+                    f"{format_bytes(need)}); {self._last_good()}, and the "
                     "partial save was removed",
                 ) from None
             raise
@@ -369,88 +336,10 @@ class BlockCheckpoints:
 SPACE_FACTOR, SPACE_SLACK = 1.1, 128 << 10
 
 
-def _free_bytes(path: str) -> int | None:
-    """Free bytes on `path`'s file system for this user (None where it cannot be asked)."""
-    while path and not os.path.exists(path):
-        path = os.path.dirname(path)
-    try:
-        return shutil.disk_usage(path or ".").free
-    except OSError:
-        return None
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
+def disk_bytes(array_bytes: int) -> float:
+    """The disk space to have free before saving a checkpoint of `array_bytes` of arrays."""
+    return array_bytes * SPACE_FACTOR + SPACE_SLACK
 
 
 def _global(x: np.ndarray, sharding: NamedSharding):
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-
-class StopSignal:
-    """While active, SIGTERM, SIGINT and SIGUSR1 (Slurm's warning, `--signal=B:USR1@S`) only set
-    a flag the driver checks between chunks; one that came since `early()` counts too.
-
-    A second signal restores the previous handlers and re-delivers itself, so a user who
-    insists stops at once. Handlers are restored on exit. Outside the main thread (where
-    Python forbids handlers) this is inert.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-    _early: list = []  # signals caught by `early` before training began
-
-    def __init__(self):
-        self.signum: int | None = StopSignal._early[0] if StopSignal._early else None
-        self._previous: dict[int, Any] = {}
-
-    @classmethod
-    @contextlib.contextmanager
-    def early(cls):
-        """While active (main thread), SIGTERM and SIGUSR1 outside training only mark a stop
-        request that a StopSignal within honours (before its first block), instead of killing
-        the process before it has recorded anything."""
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGUSR1):
-                previous[s] = signal.signal(s, lambda signum, frame: cls._early.append(signum))
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-            cls._early.clear()
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            self._restore()
-            signal.raise_signal(signum)
-            return
-        self.signum = signum
-        print(
-            f"jaxcl: received {signal.Signals(signum).name}: finishing the current chunk and "
-            "saving a checkpoint (send it again to stop at once, without saving)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def _restore(self):
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-        self._previous = {}
-
-    def __enter__(self) -> "StopSignal":
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._restore()

@@ -9,19 +9,14 @@ import shlex
 import sys
 
 # what `jaxcl run` calls once it has parsed its arguments; re-exported for scripts and tests
-from jaxcl.engine.launch import (  # noqa: F401
-    compile_cache,
-    parse_shard,
-    run_sweep,
-    split_cpu,
-    usable_cores,
-)
+from jaxcl.engine.launch import compile_cache, cpu_devices, run_sweep, split_cpu  # noqa: F401
+from jaxcl.engine.options import RunOptions, parse_shard  # noqa: F401
 
 
 def _parser() -> argparse.ArgumentParser:
     # jax may be imported here, but no backend starts before XLA_FLAGS is set in _run.
     from jaxcl.engine import protocol
-    from jaxcl.engine.sweep import BATCHINGS
+    from jaxcl.engine.options import BATCHINGS
 
     ap = argparse.ArgumentParser(prog="jaxcl", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -309,26 +304,23 @@ def _plan(args) -> int:
     from jaxcl.engine import sweep as sweep_mod
     from jaxcl.errors import ConfigError
 
-    for name in ("max_parallel", "cpu_devices", "array"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} = {getattr(args, name)}: must be >= 1")
-    for name in ("chunk_seconds", "time", "signal_seconds"):
+    options = _options(args)
+    if args.array is not None and args.array < 1:
+        raise ConfigError(f"--array = {args.array}: must be >= 1")
+    for name in ("time", "signal_seconds"):
         v = getattr(args, name)
         if v is not None and not (math.isfinite(v) and v >= 0):
             raise ConfigError(f"--{name.replace('_', '-')} = {v}: must be a finite number >= 0")
     sw = sweep_mod.load(args.sweep, args.set)
-    smallest = min(len(g) for g in sweep_mod.group_by_static(sw.configs()).values())
-    split_cpu(args.cpu_devices or min(usable_cores(), smallest))  # as `jaxcl run` would
+    split_cpu(cpu_devices(sweep_mod.Work.of(sw), options.cpu_devices))  # as `jaxcl run` would
     import jax
 
     jax.config.update("jax_enable_compilation_cache", False)  # the plan writes nothing
-    from jaxcl.engine import pacing, plan
+    from jaxcl.engine import plan
 
     plan.plan(
         sw,
-        max_parallel=args.max_parallel,
-        batching=args.batching,
-        chunk_seconds=pacing.CHUNK_SECONDS if args.chunk_seconds is None else args.chunk_seconds,
+        options,
         array=args.array,
         time_limit=args.time,
         signal_seconds=args.signal_seconds,
@@ -337,8 +329,19 @@ def _plan(args) -> int:
     return 0
 
 
+def _options(args) -> RunOptions:
+    """The RunOptions of the parsed flags (those of `jaxcl run`, or the subset `jaxcl plan`
+    takes), validated before any backend starts."""
+    given = {name: getattr(args, name) for name in RunOptions.names() if hasattr(args, name)}
+    if hasattr(args, "no_progress"):
+        given["progress"] = False if args.no_progress else None
+    if hasattr(args, "no_lock"):
+        given["lock"] = not args.no_lock
+    return RunOptions(**given)
+
+
 def _run(args) -> int:
-    from jaxcl.engine.checkpoint import StopSignal
+    from jaxcl.engine.signals import StopSignal
 
     with StopSignal.early():  # SIGTERM or Slurm's warning before training: a recorded stop
         return _run_sweep(args)
@@ -346,41 +349,21 @@ def _run(args) -> int:
 
 def _run_sweep(args) -> int:
     from jaxcl.engine import sweep as sweep_mod
-    from jaxcl.engine.checkpoint import Interrupted
+    from jaxcl.engine.signals import Interrupted
 
     import numpy as np
 
-    sw = sweep_mod.load(args.sweep, args.set)  # every config validated before jax starts
+    options = _options(args)  # every option and config validated before jax starts
+    sw = sweep_mod.load(args.sweep, args.set)
     try:
-        summary = run_sweep(
-            sw,
-            args.out,
-            shard=args.shard,
-            max_parallel=args.max_parallel,
-            batching=args.batching,
-            force_new=args.force_new,
-            progress=False if args.no_progress else None,
-            lock=not args.no_lock,
-            compile_cache=args.compile_cache,
-            cpu_devices=args.cpu_devices,
-            checkpoint_every_steps=args.checkpoint_every_steps,
-            checkpoint_every_seconds=args.checkpoint_every_seconds,
-            keep_checkpoints=args.keep_checkpoints,
-            chunk_seconds=args.chunk_seconds,
-            requeue=args.requeue,
-            coordinator=args.coordinator,
-            num_processes=args.num_processes,
-            process_id=args.process_id,
-            distributed=args.distributed,
-            log=lambda m: print(m, flush=True),
-        )
+        summary = run_sweep(sw, args.out, options, log=lambda m: print(m, flush=True))
     except Interrupted as e:
-        if getattr(e, "requeue", "").startswith("requeued"):
+        if (e.requeue or "").startswith("requeued"):
             print(f"jaxcl: {e}; {e.requeue}", file=sys.stderr, flush=True)
         else:
             print(
                 f"jaxcl: {e}."
-                + (f"\njaxcl: {e.requeue}" if hasattr(e, "requeue") else "")
+                + (f"\njaxcl: {e.requeue}" if e.requeue is not None else "")
                 + "\njaxcl: to resume, run the same command again:\n  "
                 f"{shlex.join(['jaxcl'] + list(args.argv))}",
                 file=sys.stderr,

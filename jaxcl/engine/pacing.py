@@ -1,5 +1,5 @@
 """Blocks sized by wall time, so that a stop request waits for one short chunk, and the blocks a
-previous run checkpointed, resumed as they were (issue 23)."""
+previous run checkpointed, resumed as they were."""
 
 from __future__ import annotations
 
@@ -12,10 +12,6 @@ from jax.sharding import NamedSharding
 from jaxcl.engine import checkpoint
 from jaxcl.engine.programs import plan_blocks, resolve_batching
 
-# A stop request (SIGTERM, Slurm's warning signal) is honoured at the end of the running chunk,
-# so the time a chunk of a block takes is the stop's latency. By default blocks are sized for
-# chunks of about this many seconds (`--chunk-seconds`).
-CHUNK_SECONDS = 10.0
 # The first block of a large group: this many configs per device, timed to size the others.
 PROBE_PER_DEVICE = 64
 
@@ -61,8 +57,9 @@ def blocks(
     block has run, gives its seconds per chunk (the same on every process), and the other
     blocks are sized so that a chunk takes about `seconds` (a power of two configs per device,
     so that at most a few block sizes compile). Each config's arrays are bitwise the same
-    whatever its block under sequential batching (`programs._sequential`), so none of this
-    changes a result; under vmap, where a block's size could, blocks are planned as before.
+    whatever its block under sequential batching (see `programs.resolve_batching`), so none of
+    this changes a result; under vmap, where a block's size could, blocks are `plan_blocks`'s
+    alone.
     """
     n_dev = sharding.mesh.size
     by_id = {c.config_id: c for c in group}

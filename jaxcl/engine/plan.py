@@ -4,13 +4,15 @@ array's tasks under a time limit). Writes nothing: no run directory, no compile 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
 import jax
 import numpy as np
 
-from jaxcl.engine import pacing, protocol
+from jaxcl.engine import protocol
+from jaxcl.engine.options import RunOptions
 from jaxcl.engine.programs import (
     block_hparams,
     compiled,
@@ -22,6 +24,7 @@ from jaxcl.engine.programs import (
     resolve_batching,
     state_bytes,
 )
+from jaxcl.engine.status import format_duration
 from jaxcl.engine.sweep import group_by_static, shard_configs
 
 # Host work the calibration does not see, measured on whole runs (benchmarks/grid.py: rows,
@@ -92,27 +95,29 @@ def estimate(
 
 def plan(
     sweep,
+    options: RunOptions | None = None,
     *,
-    max_parallel: int | None = None,
-    batching: str | None = None,
-    chunk_seconds: float = pacing.CHUNK_SECONDS,
     array: int | None = None,
     time_limit: float | None = None,
     signal_seconds: float = 120.0,
     calibrate_time: bool = True,
     log=print,
+    **fields,
 ) -> dict:
     """Prints (through `log`) and returns what running `sweep` will take on this machine.
 
     Args:
+      options: the run's options (`max_parallel`, `batching`, `chunk_seconds` matter here);
+        the sweep's [sweep] table fills those not given. `**fields` is a shorthand for them.
       array: also the time per task of a job array of this many tasks (`--shard I/N`).
       time_limit: minutes per leg (sbatch --time): the legs per task, each leg using
         the limit less `signal_seconds` (the warning's offset).
       calibrate_time: compile and time each group's programs (off: no time estimate).
     """
+    options = dataclasses.replace(options or RunOptions(), **fields).with_sweep(sweep.options)
     configs = sweep.configs()
-    batching = resolve_batching(batching or sweep.options.get("batching", "auto"))
-    max_parallel = max_parallel or sweep.options.get("max_parallel")
+    batching = resolve_batching(options.batching)
+    max_parallel, chunk_seconds = options.max_parallel, options.chunk_seconds
     sharding = config_mesh()
     n_dev = sharding.mesh.size
     limit, what = memory_limit()
@@ -162,7 +167,7 @@ def plan(
     out.update(est)
     log(
         f"  compiles: {est['compiles']} block sizes ({est['blocks']} blocks); estimated wall "
-        f"time on this machine: {_hms(est['seconds'])}"
+        f"time on this machine: {format_duration(est['seconds'])}"
     )
     if array:
         from jaxcl.engine.lock import Shard
@@ -180,7 +185,7 @@ def plan(
         ]
         out["array"] = {"tasks": array, "seconds_per_task": max(tasks)}
         line = (
-            f"  a job array of {array} tasks: up to {_hms(max(tasks))} per task "
+            f"  a job array of {array} tasks: up to {format_duration(max(tasks))} per task "
             f"(tasks of {len(shard_configs(configs, Shard(0, array)))} configs or fewer)"
         )
         if time_limit:
@@ -211,12 +216,3 @@ def _mib(n: float) -> str:
 
 def _gib(n: float) -> str:
     return f"{n / (1 << 30):,.1f} GiB"
-
-
-def _hms(s: float) -> str:
-    s = int(round(s))
-    return (
-        f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
-        if s >= 3600
-        else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s} s")
-    )

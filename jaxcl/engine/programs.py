@@ -12,9 +12,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxcl.configbase import stack_hparams as _stack
+from jaxcl.configbase import stack_hparams
 from jaxcl.engine import protocol
-from jaxcl.engine.sweep import BATCHINGS
+from jaxcl.engine.options import BATCHINGS
 from jaxcl.errors import ConfigError
 
 AXIS = "configs"
@@ -71,11 +71,6 @@ def resolve_batching(batching: str = "auto") -> str:
     if batching != "auto":
         return batching
     return "sequential" if jax.default_backend() == "cpu" else "vmap"
-
-
-def stack_hparams(cfgs: list):
-    """The configs' traced hyperparameters stacked over a leading config axis (numpy)."""
-    return _stack([c.hparams() for c in cfgs])
 
 
 def compiled(

@@ -43,8 +43,7 @@ def load_sweep(run_dir: str, what: str = "not a jaxcl run directory") -> tuple[d
 
     if not os.path.exists(os.path.join(run_dir, "manifest.json")):
         raise ConfigError(f"run directory {run_dir!r}: no manifest.json, {what}")
-    with open(os.path.join(run_dir, "manifest.json")) as f:
-        manifest = json.load(f)
+    manifest = RunDir(run_dir).manifest()
     with open(os.path.join(run_dir, "sweep.toml")) as f:
         sweep = loads(
             f.read(),
@@ -117,6 +116,11 @@ class RunDir:
         return rd
 
     moved_aside = False
+
+    def manifest(self) -> dict:
+        """manifest.json as written last (`write_manifest`)."""
+        with open(self.p("manifest.json")) as f:
+            return json.load(f)
 
     def _move_aside(self, is_main: bool) -> None:
         self.moved_aside = True
@@ -207,6 +211,10 @@ class RunDir:
         return all(os.path.exists(self.p("final", config_id + ext)) for ext in (".npz", ".json"))
 
     # ---- rows
+    def rows(self, config_id: str) -> list[dict]:
+        """rows/<id>.jsonl: one config's logged chunks so far (a torn last line dropped)."""
+        return read_jsonl(self.p("rows", config_id + ".jsonl"))
+
     def reset_rows(self, config_id: str, keep_until_step: int = -1) -> None:
         """Drops rows past `keep_until_step` (all rows for -1), e.g. when a config restarts."""
         path = self.p("rows", config_id + ".jsonl")
@@ -236,8 +244,7 @@ class RunDir:
         """Concatenates every config's rows, in grid order, into results.jsonl (atomically)."""
         parts = []
         for c in configs:
-            path = self.p("rows", c.config_id + ".jsonl")
-            parts.extend(dumps(r) + "\n" for r in read_jsonl(path))
+            parts.extend(dumps(r) + "\n" for r in self.rows(c.config_id))
         write_text(self.p("results.jsonl"), "".join(parts))
         return len(parts)
 
@@ -256,11 +263,13 @@ class RunDir:
         with open(self.p("final", config_id + ".json")) as f:
             return json.load(f)
 
-    def load_final(self, config_id: str) -> tuple[dict[str, np.ndarray], dict]:
+    def load_arrays(self, config_id: str) -> dict[str, np.ndarray]:
+        """final/<id>.npz, loaded into memory."""
         with np.load(self.p("final", config_id + ".npz")) as z:
-            arrays = {k: z[k] for k in z.files}
-        with open(self.p("final", config_id + ".json")) as f:
-            return arrays, json.load(f)
+            return {k: z[k] for k in z.files}
+
+    def load_final(self, config_id: str) -> tuple[dict[str, np.ndarray], dict]:
+        return self.load_arrays(config_id), self.load_info(config_id)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -1,5 +1,5 @@
 """Requeue of a Slurm batch job (or one task of a job array) that was asked to stop before its
-time limit, so a long run goes on leg after leg with no one resubmitting it (issue 23)."""
+time limit, so a long run goes on leg after leg with no one resubmitting it."""
 
 from __future__ import annotations
 

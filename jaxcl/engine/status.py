@@ -19,7 +19,6 @@ from jaxcl.engine.rundir import (
     load_sweep,
 )
 from jaxcl.engine.sweep import group_by_static, shard_configs
-from jaxcl.fileio import read_jsonl
 
 
 def status(run_dir: str, now: float | None = None) -> dict:
@@ -49,7 +48,7 @@ def status(run_dir: str, now: float | None = None) -> dict:
             if state == FAILED:
                 failed[c.config_id] = st.get("reason", "")
             g[state] += 1
-            rows = read_jsonl(rd.p("rows", c.config_id + ".jsonl"))
+            rows = rd.rows(c.config_id)
             done = c.n_steps if state == DONE else (rows[-1]["step"] if rows else 0)
             g["steps_done"] += min(done, c.n_steps)
             g["steps_total"] += c.n_steps
@@ -104,7 +103,7 @@ def _live_configs(rd: RunDir, lock: RunDirLock, configs: list) -> set:
         shard = Shard(*map(int, r["shard"].split("/")))
         if lock.active(shard):
             live |= {c.config_id for c in shard_configs(configs, shard)}
-    if not rd.invocations():  # a directory written before invocation records: the old rule
+    if not rd.invocations():  # no invocation records (an older directory): the lock alone
         return {c.config_id for c in configs}
     return live
 
@@ -153,10 +152,10 @@ def format_status(s: dict) -> str:
         f"total: {t['configs']} configs: {counts(t)}; steps {t['steps_done']:,} of "
         f"{t['steps_total']:,} ({100 * t['steps_done'] / max(t['steps_total'], 1):.1f}%)"
         + (f"; {t['rate']:,.0f} config-steps/s" if t["rate"] else "")
-        + (f"; ETA {_duration(t['eta_s'])}" if t["eta_s"] else ""),
+        + (f"; ETA {format_duration(t['eta_s'])}" if t["eta_s"] else ""),
     ]
     if s["last_checkpoint_age_s"] is not None:
-        lines.append(f"last checkpoint: {_duration(s['last_checkpoint_age_s'])} ago")
+        lines.append(f"last checkpoint: {format_duration(s['last_checkpoint_age_s'])} ago")
     for g in s["groups"]:
         lines.append(
             f"  {g['experiment']} {g['group']}: {g['configs']} configs: {counts(g)}; "
@@ -172,8 +171,10 @@ def format_status(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """A duration for people, to the second: `1h02m03s`, `2m05s`, `7s` (`jaxcl status`'s ETA,
+    `jaxcl plan`'s estimates)."""
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"

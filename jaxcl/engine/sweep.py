@@ -18,22 +18,10 @@ from collections import OrderedDict
 from typing import Any
 
 from jaxcl.engine import protocol
+from jaxcl.engine.options import check_sweep_table
 from jaxcl.errors import ConfigError
 
 _TABLES = ("base", "grid", "sweep")
-_SWEEP_OPTIONS = {
-    "name": str,
-    "max_parallel": int,  # run options, not in the fingerprint
-    "batching": str,
-    "checkpoint_every_steps": int,
-    "checkpoint_every_seconds": int,
-    "keep_checkpoints": int,
-}
-BATCHINGS = (
-    "auto",
-    "sequential",
-    "vmap",
-)  # how a device runs its configs: programs.resolve_batching
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,26 +131,7 @@ def loads(text: str, overrides: dict | None = None, source: str = "<sweep>") -> 
                 "of tables (bundles of fields set together), not both"
             )
     options = doc.get("sweep", {})
-    for key, value in options.items():
-        if key not in _SWEEP_OPTIONS:
-            raise ConfigError(
-                f"{source}: [sweep] unknown option {key!r} (value {value!r}); "
-                f"known: {', '.join(_SWEEP_OPTIONS)}"
-            )
-        if not isinstance(value, _SWEEP_OPTIONS[key]) or isinstance(value, bool):
-            raise ConfigError(
-                f"{source}: [sweep] option {key!r} = {value!r}: expected "
-                f"{_SWEEP_OPTIONS[key].__name__}"
-            )
-    if options.get("max_parallel", 1) < 1:
-        raise ConfigError(
-            f"{source}: [sweep] option 'max_parallel' = {options['max_parallel']!r}: must be >= 1"
-        )
-    if options.get("batching", "auto") not in BATCHINGS:
-        raise ConfigError(
-            f"{source}: [sweep] option 'batching' = {options['batching']!r}: "
-            f"expected one of {', '.join(BATCHINGS)}"
-        )
+    check_sweep_table(options, source)
     sweep = Sweep(
         base=doc.get("base", {}),
         grid=grid,
@@ -199,3 +168,46 @@ def shard_configs(configs: list, shard) -> list:
     slices cover the grid exactly once."""
     n = len(configs)
     return [c for k, c in enumerate(configs) if k * shard.count // n == shard.index]
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """What one `jaxcl run` trains: the grid, this task's slice of it (`shard`; the whole grid
+    without one), and that slice grouped by shape. Sliced and grouped once (`of`) and passed
+    along: the launcher sizes the CPU devices from it, the runner trains its groups.
+
+    Attributes:
+      sweep: the parsed sweep.
+      shard: the job-array slice (`rundir.Shard`), or None for the whole grid.
+      configs: every config of the grid, in grid order.
+      mine: the configs of this slice, in grid order.
+      groups: `group_by_static(mine)`: {(experiment, static part): configs}.
+      group_sizes: {(experiment, static part): configs of the whole grid in that group}.
+    """
+
+    sweep: Sweep
+    shard: Any
+    configs: list
+    mine: list
+    groups: "OrderedDict[tuple[str, Any], list]"
+    group_sizes: dict
+
+    @classmethod
+    def of(cls, sweep: Sweep, shard=None) -> "Work":
+        """Slices and groups `sweep` for the task `shard` (None: the whole grid).
+
+        Raises:
+          ConfigError: more slices than the grid has configs.
+        """
+        configs = sweep.configs()
+        if shard is not None and shard.count > len(configs):
+            raise ConfigError(
+                f"--shard {shard}: the grid has only {len(configs)} configs, "
+                f"fewer than {shard.count} slices"
+            )
+        mine = shard_configs(configs, shard) if shard is not None else configs
+        sizes: dict = {}
+        for cfg in configs:
+            key = (cfg.experiment, cfg.static())
+            sizes[key] = sizes.get(key, 0) + 1
+        return cls(sweep, shard, configs, mine, group_by_static(mine), sizes)

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from jaxcl import losses
 from jaxcl.configbase import BaseConfig, check_types, require as _require
+from jaxcl.configbase import stack_hparams  # noqa: F401  (re-exported: tests, benchmarks)
 from jaxcl.errors import ConfigError  # noqa: F401  (re-exported)
 
 _STEPS_RE = re.compile(r"^\s*(?:(\d+(?:\.\d*)?)\s*\*\s*)?(T3|T4)\s*$")
@@ -357,10 +358,3 @@ class HParams(NamedTuple):
     hard_beta: Any = 0.0  # SPEC §10's β (read only where Static.hard)
 
     INT_FIELDS = ("seed", "n_major", "steps", "stage1_steps", "n_prune", "prune_stage")
-
-
-def stack_hparams(configs: list[Config]):
-    """Stack per-config hyperparameters into (n,) numpy arrays (int32 / float32)."""
-    from jaxcl.configbase import stack_hparams as stack
-
-    return stack([c.hparams() for c in configs])
