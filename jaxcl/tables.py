@@ -44,6 +44,18 @@ def mean_ci(v, z: float = 1.96) -> tuple[float, float, float]:
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
+def mean_diff_ci(a, b) -> tuple[float, float, float]:
+    """(mean of a − mean of b, lo, hi): the difference of two groups' means over their finite
+    values and its normal 95% interval (independent seeds); NaN with fewer than two in either."""
+    a = np.asarray([x for x in a if x is not None and math.isfinite(x)], float)
+    b = np.asarray([x for x in b if x is not None and math.isfinite(x)], float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan, math.nan
+    d = a.mean() - b.mean()
+    half = 1.96 * math.hypot(a.std(ddof=1) / math.sqrt(len(a)), b.std(ddof=1) / math.sqrt(len(b)))
+    return float(d), float(d - half), float(d + half)
+
+
 def clopper_pearson(x: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """The exact (Clopper–Pearson) interval of a binomial share x/n.
 

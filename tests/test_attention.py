@@ -97,7 +97,7 @@ def test_off_means_no_attention_state(tiny):
 
 
 def test_report_puts_frozen_and_trained_side_by_side():
-    from jaxcl.experiments.liao.report import attention_section
+    from jaxcl.experiments.liao.report.attention import attention_section
 
     def final(on, seed, cov):
         obs = {
@@ -119,8 +119,7 @@ def test_report_puts_frozen_and_trained_side_by_side():
 
     finals = [final(False, s, 0.1) for s in range(2)] + [final(True, s, 0.3) for s in range(2)]
     finals.append({**final(True, 0, 0.3), "d": 5})  # d = 5 trained only: no row
-    lines = []
-    attention_section(finals, lines)
+    lines = attention_section(finals).lines
     rows = [x for x in lines if x.startswith("| 4 |")]
     assert rows == [
         "| 4 | 0.5 | 0 | 2 / 2 | 0.9 [0.9, 0.9] → 0.9 [0.9, 0.9] | "

@@ -6,8 +6,10 @@ import math
 
 import pytest
 
-from jaxcl.experiments.liao import claims, report_eta, theory, verdicts
-from jaxcl.experiments.liao.verdicts import CONTRADICTS, SUPPORTS, UNDECIDED
+from jaxcl.experiments.liao import theory
+from jaxcl.experiments.liao.report import claims, verdicts
+from jaxcl.experiments.liao.report import eta as report_eta
+from jaxcl.experiments.liao.report.verdicts import CONTRADICTS, SUPPORTS, UNDECIDED
 
 DS = (8, 16, 32, 64, 128)
 
@@ -170,8 +172,8 @@ def test_claims_section_reads_each_verdict_from_its_numbers():
     ordinary count's O(d^ω2) (ω2 ≈ 0.5) is contradicted, N_i(0) ≤ 2 is O(1), the window's max
     |N_i| (from `windows`) decides the Theorem 3.3 bound, 45 of 200 lucky neurons per d … ."""
     finals = [_final(d, s) for d in (8, 16, 32, 64) for s in range(4)]
-    lines = []
-    rows = {r["claim"]: r for r in claims.claims_section(finals, lines)}
+    sec = claims.claims_section(finals)
+    rows, lines = {r["claim"]: r for r in sec.summary["claims"]}, sec.lines
     assert rows["lucky_min"]["verdict"] == SUPPORTS
     assert abs(rows["lucky_min"]["tail_slope"] - 1) < 1e-6
     assert rows["pure_min"]["verdict"] == SUPPORTS
@@ -179,7 +181,9 @@ def test_claims_section_reads_each_verdict_from_its_numbers():
     assert rows["N0_max"]["verdict"] == SUPPORTS
     assert rows["N_max"]["verdict"] == SUPPORTS
     windows = {f["config_id"]: {"N_max": f["d"] ** 0.8, "T3_before_T2": True} for f in finals}
-    n_rows = {r["claim"]: r for r in claims.claims_section(finals, [], windows=windows)}
+    n_rows = {
+        r["claim"]: r for r in claims.claims_section(finals, windows=windows).summary["claims"]
+    }
     assert n_rows["N_max"]["verdict"] == CONTRADICTS  # d^0.8 outgrows O(d^0.0005) at ratio 1
     assert "T_3 < T_2" in n_rows["N_max"]["why"]
     assert rows["T2"]["verdict"] == UNDECIDED and "never reached" in rows["T2"]["why"]
@@ -222,7 +226,7 @@ def test_claims_section_ratio_and_init_stats():
     finals = [
         _final(d, s, ratio=r, N=1.0) for r in (0.5, 1.0) for d in (8, 16, 32) for s in range(4)
     ]
-    rows = claims.claims_section(finals, [])
+    rows = claims.claims_section(finals).summary["claims"]
     ratio_rows = [r for r in rows if r["claim"] == "ratio_N"]
     assert len(ratio_rows) == 1 and ratio_rows[0]["verdict"] == CONTRADICTS
     stats = {
@@ -255,7 +259,7 @@ def test_claims_section_ratio_and_init_stats():
         ],
         "expected": [],
     }
-    rows = claims.claims_section(finals, [], init_stats=[stats])
+    rows = claims.claims_section(finals, init_stats=[stats]).summary["claims"]
     lucky = [r for r in rows if r["claim"] == "lucky_min" and r["ratio"] == 1.0][0]
     assert lucky["d"] == [8, 16, 32, 64, 128, 256] and lucky["trained_d"] == [8, 16, 32]
     n0 = [r for r in rows if r["claim"] == "N0_max" and r["ratio"] == 1.0][0]
@@ -286,7 +290,6 @@ def test_eta_section_table_and_verdict():
                 "alive_frac": 1.0,
             }
             finals.append(f)
-    lines = []
-    rows = report_eta.eta_section(finals, lines)
-    assert [round(r["share"], 3) for r in rows] == [0.915, 0.865, 0.615, 0.315]
-    assert "stops holding between η = 1 and 2" in "\n".join(lines)
+    sec = report_eta.eta_section(finals)
+    assert [round(r["share"], 3) for r in sec.summary["eta"]] == [0.915, 0.865, 0.615, 0.315]
+    assert "stops holding between η = 1 and 2" in "\n".join(sec.lines)

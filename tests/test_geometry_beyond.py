@@ -10,9 +10,11 @@ import pytest
 from scipy import stats
 
 from jaxcl.engine import sweep
-from jaxcl.experiments.geometry import report_beyond, report_stats, report_training
 from jaxcl.experiments.geometry.observables import effective_rank
-from jaxcl.experiments.geometry.report import loss_label
+from jaxcl.experiments.geometry.report import beyond as report_beyond
+from jaxcl.experiments.geometry.report import stats as report_stats
+from jaxcl.experiments.geometry.report import training as report_training
+from jaxcl.experiments.geometry.report.stats import loss_label
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,9 +119,15 @@ def _final(
     }
 
 
+def _beyond(finals):
+    """(answer lines, section lines, report.json `beyond`) of the SPEC §10 answers."""
+    answers, details = report_beyond.report(None, finals, loss_label)
+    return list(answers.lines), list(details.lines), details.summary.get("beyond", {})
+
+
 def test_reach_answer_all_within():
     finals = [_final(s, 0.01) for s in range(4)] + [_final(s, 0.005, steps=400) for s in range(4)]
-    ans, lines, summary = report_beyond.report(None, finals, loss_label)
+    ans, lines, summary = _beyond(finals)
     assert summary["reach"] == [
         {
             "loss": "infonce",
@@ -145,7 +153,7 @@ def test_reach_answer_slow_stationary_converging():
     finals = [_final(s, d) for s, d in enumerate(short)] + [
         _final(s, d, steps=400) for s, d in enumerate(longer)
     ]
-    ans, _, summary = report_beyond.report(None, finals, loss_label)
+    ans, _, summary = _beyond(finals)
     row = summary["reach"][0]
     assert (row["within"], row["slow"], row["stationary"], row["converging"]) == (2, 1, 1, 1)
     lo, hi = stats.beta.ppf(0.025, 2, 4), stats.beta.ppf(0.975, 3, 3)
@@ -188,7 +196,7 @@ def test_rank_answer_says_where_p_ge_C_stops(monkeypatch):
     finals = [
         _final(s, 0.0, p=p, G=G_2 if p == 2 else G_full) for p in (2, 3, 4, 5) for s in range(3)
     ]
-    ans, _, summary = report_beyond.report(None, finals, loss_label)
+    ans, _, summary = _beyond(finals)
     text = "\n".join(ans)
     assert "2+2 at ratio 0.1 (rank G* = 3): holds for p ≥ 3, stops at p = 2" in text
     assert "within 0.02 of G*_p in 3/3" in text
@@ -208,7 +216,7 @@ def test_counts_answer(monkeypatch):
         + [_final(s, 0.0, C=(3, 2), ratio=0.0025, cos=0.5) for s in range(3)]
         + [_final(s, 0.0, C=(2, 2), cos=0.3) for s in range(3)]
     )
-    ans, _, summary = report_beyond.report(None, finals, loss_label)
+    ans, _, summary = _beyond(finals)
     text = "\n".join(ans)
     assert "ρ* > 0 for 1+2, 1+3, 1+4, 2+2, 2+3, 2+4; ρ* = 0" in text
     assert "1 majority: 2, 3, 4; 2 majority: 2, 3, 4; 3 majority: none" in text
@@ -231,7 +239,7 @@ def test_main_geometry_study_gets_no_new_sections():
         }
         for c in configs
     ]
-    assert report_beyond.report(None, finals, loss_label) == ([], [], {})
+    assert _beyond(finals) == ([], [], {})
 
 
 def test_readme_quotes_the_committed_report():

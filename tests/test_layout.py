@@ -89,3 +89,113 @@ def test_no_import_cycles():
     for m in sorted(edges):
         if m not in state:
             visit(m, [])
+
+
+# The fields BaseConfig requires of every experiment's config: the engine reads them by name.
+ENGINE_FIELDS = {"experiment", "seed", "steps", "log_every"}
+
+
+def experiment_words() -> tuple[set[str], set[str]]:
+    """(the registered experiments' names, every name that is one experiment's own: a config
+    field that is not ENGINE_FIELDS, a `jaxcl report` flag's dest, an id field)."""
+    import argparse
+    import dataclasses
+
+    import jaxcl  # noqa: F401  (registers the experiments)
+    from jaxcl.engine import compare, protocol
+
+    own = set()
+    for name in protocol.names():
+        exp = protocol.get(name)
+        own |= {f.name for f in dataclasses.fields(exp.Config)} - ENGINE_FIELDS
+        parser = argparse.ArgumentParser()
+        exp.report_arguments(parser)
+        own |= {a.dest for a in parser._actions} - {"help"}
+        own |= set(exp.id_fields) - set(compare.ENGINE_ID_FIELDS)
+    return set(protocol.names()), own - ENGINE_FIELDS
+
+
+def test_experiment_words_cover_what_the_engine_must_not_name():
+    """The forbidden list is read from the registry: it holds what the engine once named."""
+    names, own = experiment_words()
+    assert names >= {"liao", "geometry"}
+    assert own >= {"C_m", "eta", "prune_fraction", "n_minor_classes", "init_stats", "trend"}
+    assert own >= {"claim", "theta", "p", "d"}
+    assert not own & ENGINE_FIELDS
+
+
+def engine_naming(names: set[str], own: set[str]) -> list[str]:
+    """Where jaxcl/engine/ names an experiment or a name of one: an experiment's name as a word
+    anywhere (code, comments, docstrings), an own name with an underscore (an identifier no
+    English sentence holds) as a word anywhere, and any own name as a whole string literal (one
+    letter: a subscript, e.g. row["d"]; f-string text is text), an attribute or a keyword
+    argument that the engine does not define itself."""
+    import re
+
+    found = []
+    paths = sorted(glob.glob(os.path.join(PKG, "engine", "*.py")))
+    trees = {p: ast.parse(open(p).read()) for p in paths}
+    defined = set()  # names the engine gives its own functions, classes, attributes, arguments
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, ast.arg):
+                defined.add(node.arg)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                defined.add(node.attr)
+    words = names | {w for w in own if "_" in w}
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, sorted(words))) + r")(?![\w])")
+    for path, tree in trees.items():
+        rel = os.path.relpath(path, ROOT)
+        text = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
+        keys = {id(n.slice) for n in ast.walk(tree) if isinstance(n, ast.Subscript)}
+        for i, line in enumerate(open(path).read().splitlines(), 1):
+            for m in pattern.finditer(line):
+                if m.group(1) in own or m.group(1).lower() in names:
+                    found.append(f"{rel}:{i}: {m.group(1)!r}")
+        for node in ast.walk(tree):
+            hit = None
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named = node.value in own | names and id(node) not in text
+                hit = node.value if named and (len(node.value) > 1 or id(node) in keys) else None
+            elif isinstance(node, ast.Attribute) and node.attr not in defined:
+                hit = node.attr if node.attr in own else None
+            elif isinstance(node, ast.keyword) and node.arg not in defined:
+                hit = node.arg if node.arg in own else None
+            if hit is not None:
+                found.append(f"{rel}:{node.lineno}: {hit!r}")
+    return found
+
+
+def test_engine_names_no_experiment_and_none_of_its_fields():
+    """The engine learns of experiments through the protocol only: no experiment's name, config
+    field, report flag or identifying field appears in jaxcl/engine/ (a new experiment's fields
+    are covered as soon as it registers)."""
+    names, own = experiment_words()
+    assert engine_naming(names, own) == []
+
+
+def test_engine_naming_finds_what_it_looks_for(tmp_path, monkeypatch):
+    """The check itself: a field read as a string, an attribute, a keyword and in a comment, and
+    an experiment named in a docstring, are each found."""
+    engine = tmp_path / "jaxcl" / "engine"
+    engine.mkdir(parents=True)
+    (engine / "bad.py").write_text(
+        '"""Knows the toy experiment."""\n'
+        "def f(cfg, row, g):\n"
+        "    g(scale_factor=1)  # reads scale_factor\n"
+        '    return cfg.width, row["width"], row["w"], f"{g}w", "w"\n'
+    )
+    monkeypatch.setattr(__import__(__name__), "PKG", str(tmp_path / "jaxcl"))
+    monkeypatch.setattr(__import__(__name__), "ROOT", str(tmp_path))
+    found = engine_naming({"toy"}, {"width", "scale_factor", "w"})
+    assert sorted(found) == [
+        "jaxcl/engine/bad.py:1: 'toy'",
+        "jaxcl/engine/bad.py:3: 'scale_factor'",
+        "jaxcl/engine/bad.py:3: 'scale_factor'",
+        "jaxcl/engine/bad.py:3: 'scale_factor'",
+        "jaxcl/engine/bad.py:4: 'w'",
+        "jaxcl/engine/bad.py:4: 'width'",
+        "jaxcl/engine/bad.py:4: 'width'",
+    ]

@@ -4,7 +4,7 @@ as numbers with a verdict word in report.json (what `jaxcl compare` reads)."""
 import numpy as np
 import pytest
 
-from jaxcl.experiments.liao.report_losses import loss_section, verdict_word
+from jaxcl.experiments.liao.report.losses import loss_section, verdict_word
 
 
 def test_verdict_words():
@@ -38,8 +38,10 @@ def test_changes_against_infonce_by_hand(tmp_path):
     finals = [final("infonce", c) for c in base] + [
         final("balanced", c, loss_alpha=1.0, loss_beta=2.5) for c in (0.31, 0.32, 0.33)
     ]
-    lines = []
-    rows = loss_section(finals, str(tmp_path), lines)
+    sec = loss_section(finals)
+    rows, lines = sec.summary["losses"], sec.lines
+    for name, write in sec.files:
+        write(str(tmp_path / name))
     assert [r["loss"] for r in rows] == ["infonce", "balanced(α=1, β=2.5)"]
     assert "vs_infonce" not in rows[0]
     ch = rows[1]["vs_infonce"]["cov_minor"]
@@ -53,7 +55,7 @@ def test_changes_against_infonce_by_hand(tmp_path):
 
 
 @pytest.mark.slow
-def test_step_control_matches_beta_over_alpha(tmp_path):
+def test_step_control_matches_beta_over_alpha():
     """balanced(1, 2.5) at η = 1 against InfoNCE at η = 2.5: a gain over InfoNCE that the larger
     step alone gives does not survive; one it does not give survives."""
 
@@ -84,9 +86,8 @@ def test_step_control_matches_beta_over_alpha(tmp_path):
             ]
             + [final("infonce", c, eta=2.5) for c in ctrl_cov]
         )
-        lines = []
-        rows = {r["loss"]: r for r in loss_section(finals, str(tmp_path), lines)}
-        return rows, "\n".join(lines)
+        sec = loss_section(finals)
+        return {r["loss"]: r for r in sec.summary["losses"]}, "\n".join(sec.lines)
 
     rows, text = run((0.30, 0.33, 0.32, 0.31))  # the bigger step alone gives the gain
     ctl = rows["balanced(α=1, β=2.5)"]["vs_step_control"]

@@ -1,4 +1,4 @@
-"""The pruning report's verdict per mode (report_pruning.py), fed made-up finals with known
+"""The pruning report's verdict per mode (report/pruning.py), fed made-up finals with known
 answers: a change counts only when its 95% interval over seeds excludes 0."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxcl.experiments.liao import report_pruning as rp
+from jaxcl.experiments.liao.report import pruning as rp
 
 JITTER = np.array([0.0, 0.01, -0.01, 0.0])  # sd 0.0082, 95% half-width 0.008 with 4 seeds
 
@@ -96,9 +96,10 @@ def test_mode_verdicts_on_made_up_finals():
 
 @pytest.mark.slow
 def test_section_states_each_mode(tmp_path):
-    lines = []
-    summary = rp.pruning_section(_finals(), str(tmp_path), lines)
-    text = "\n".join(lines)
+    sec = rp.pruning_section(_finals())
+    summary, text = sec.summary["pruning"], "\n".join(sec.lines)
+    for name, write in sec.files:
+        write(str(tmp_path / name))
     assert "ratio 0.5, d 8, weights: **yes** (at α = 0.3" in text
     assert "raises minority coverage (kept neurons) by 0.5" in text
     assert "ratio 0.5, d 8, neurons: **no**" in text

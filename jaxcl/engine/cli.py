@@ -1,5 +1,5 @@
 """Command line: `jaxcl run SWEEP.toml --out RUN_DIR [--set field=value]...`,
-`jaxcl report RUN_DIR`, and the subcommands experiments add (liao: `jaxcl init-stats`)."""
+`jaxcl report RUN_DIR`, and the subcommands each experiment adds (listed below)."""
 
 from __future__ import annotations
 
@@ -185,7 +185,9 @@ def _parser() -> argparse.ArgumentParser:
     sta.add_argument("run_dir")
     sta.add_argument("--json", action="store_true", help="print the status as JSON")
     rep = sub.add_parser("report", help="write RUN_DIR/report.md and its PNG plots")
-    rep.add_argument("run_dir", help="a run directory (and/or one holding init_stats.json)")
+    rep.add_argument(
+        "run_dir", help="a run directory, or a directory of other files an experiment reports on"
+    )
     rep.add_argument(
         "--out",
         default=None,
@@ -193,22 +195,8 @@ def _parser() -> argparse.ArgumentParser:
         help="write report.md, report.json, the PNGs and a copy of sweep.toml "
         "here instead of RUN_DIR (e.g. results/<study>/)",
     )
-    rep.add_argument(
-        "--init-stats",
-        default=None,
-        metavar="PATH",
-        nargs="+",
-        help="liao: init_stats.json file(s) to include (default: "
-        "RUN_DIR/init_stats.json); their counts and expectations extend Lemma "
-        "C.1's claims past a sweep's d",
-    )
-    rep.add_argument(
-        "--trend",
-        default=None,
-        metavar="REPORT_JSON",
-        help="liao: the report.json of a sweep over d (e.g. "
-        "results/theorem33-cpu/report.json) to set a long run's final values beside",
-    )
+    for name in protocol.names():  # each experiment's own flags, named in their help
+        protocol.get(name).report_arguments(rep)
     cmp = sub.add_parser(
         "compare",
         help="two reports of one study side by side (e.g. "
@@ -255,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "report":
             from jaxcl.engine import report
 
-            path = report.write_report(
-                args.run_dir, {"init_stats": args.init_stats, "trend": args.trend}, out=args.out
-            )
+            engine = ("cmd", "argv", "run_dir", "out")  # the rest are experiments' flags
+            options = {k: v for k, v in vars(args).items() if k not in engine}
+            path = report.write_report(args.run_dir, options, out=args.out)
             print(f"jaxcl: report -> {path}", flush=True)
         elif args.cmd == "compare":
             return _compare(args)

@@ -1,9 +1,10 @@
 """`jaxcl compare A B`: two reports of one study side by side (e.g. a committed results/<study>/
 and its rerun on another machine): every verdict, and every interval with whether they overlap.
 
-Knows no experiment: it walks the two report.json `results` trees. A list's rows are matched by
-their identifying fields (ID_FIELDS); a dict with mean/lo/hi is an interval; a `verdict` (or
-`word`) string is a verdict, which must be equal in both.
+Knows no experiment: it walks the two report.json `results` trees, one entry per experiment. A
+list's rows are matched by their identifying fields (`id_fields`: the experiment's own, declared
+in its `Experiment.id_fields`); a dict with mean/lo/hi is an interval; a `verdict` (or `word`)
+string is a verdict, which must be equal in both.
 """
 
 from __future__ import annotations
@@ -12,31 +13,24 @@ import json
 import math
 import os
 
+from jaxcl.engine import protocol
 from jaxcl.errors import ConfigError
 
-# Fields that name a row (a point of the grid, a claim) rather than measure something.
-ID_FIELDS = (
-    "experiment",
-    "claim",
-    "bound",
-    "source",
-    "mode",
-    "loss",
-    "d",
-    "ratio",
-    "C_m",
-    "eta",
-    "prune_fraction",
-    "p",
-    "tau",
-    "negatives",
-    "n_major_classes",
-    "n_minor_classes",
-    "seeds",
-    "steps",
-    "theta",
-)
+# Report.json conventions of every experiment, not fields of one: a row's experiment (a config
+# field every experiment has) names it; a `verdict` or `word` string is a verdict.
+ENGINE_ID_FIELDS = ("experiment",)
 VERDICT_FIELDS = ("verdict", "word")
+
+
+def id_fields(experiment: str | None = None) -> tuple[str, ...]:
+    """The fields that name a row (a point of the grid, a claim) rather than measure something:
+    the engine's, then the experiment's `id_fields` (every registered experiment's, in name
+    order, for a tree that is not one experiment's entry)."""
+    names = [experiment] if experiment in protocol.names() else protocol.names()
+    out = list(ENGINE_ID_FIELDS)
+    for name in names:
+        out += [f for f in protocol.get(name).id_fields if f not in out]
+    return tuple(out)
 
 
 def load(path: str) -> dict:
@@ -58,16 +52,18 @@ def compare(a: dict, b: dict) -> list[dict]:
       for a verdict, overlap for two 95% intervals, False where one side lacks the entry.
     """
     out: list[dict] = []
-    _walk(a, b, "", out)
+    for k in a:  # each experiment's entry, matched by its own fields
+        if k in b:
+            _walk(a[k], b[k], k, out, id_fields(k))
     return out
 
 
-def _row_key(row: dict) -> tuple:
-    return tuple((k, json.dumps(row[k], sort_keys=True)) for k in ID_FIELDS if k in row)
+def _row_key(row: dict, fields: tuple[str, ...]) -> tuple:
+    return tuple((k, json.dumps(row[k], sort_keys=True)) for k in fields if k in row)
 
 
-def _name(row: dict) -> str:
-    return ", ".join(f"{k}={row[k]}" for k in ID_FIELDS if k in row)
+def _name(row: dict, fields: tuple[str, ...]) -> str:
+    return ", ".join(f"{k}={row[k]}" for k in fields if k in row)
 
 
 def _interval(x) -> tuple[float, float, float] | None:
@@ -93,23 +89,23 @@ def _overlap(x, y) -> bool:
     return lo1 <= hi2 and lo2 <= hi1
 
 
-def _walk(a, b, path: str, out: list) -> None:
+def _walk(a, b, path: str, out: list, fields: tuple[str, ...]) -> None:
     if isinstance(a, list) and isinstance(b, list):
         if all(isinstance(r, dict) for r in a + b):
-            index_b = {_row_key(r): r for r in b}
+            index_b = {_row_key(r, fields): r for r in b}
             for r in a:
-                other = index_b.pop(_row_key(r), None)
-                where = f"{path}[{_name(r)}]"
+                other = index_b.pop(_row_key(r, fields), None)
+                where = f"{path}[{_name(r, fields)}]"
                 if other is None:
                     out.append(
                         {"path": where, "kind": "missing", "a": "present", "b": "—", "agree": False}
                     )
                 else:
-                    _walk(r, other, where, out)
+                    _walk(r, other, where, out, fields)
             for r in index_b.values():
                 out.append(
                     {
-                        "path": f"{path}[{_name(r)}]",
+                        "path": f"{path}[{_name(r, fields)}]",
                         "kind": "missing",
                         "a": "—",
                         "b": "present",
@@ -156,7 +152,7 @@ def _walk(a, b, path: str, out: list) -> None:
             )
     for k in a:
         if k in b and k not in VERDICT_FIELDS and isinstance(a[k], (dict, list)):
-            _walk(a[k], b[k], f"{path}.{k}" if path else k, out)
+            _walk(a[k], b[k], f"{path}.{k}" if path else k, out, fields)
 
 
 def table(rows: list[dict], a_name: str, b_name: str) -> list[str]:

@@ -21,6 +21,9 @@ a block of configs and shards the block over devices):
   host-side `finalize(cfg, arrays)` first).
 - `final_scalars(state) -> dict` of scalars for the top level of `final/<config_id>.json`.
 - `final_observables(static, hp, state) -> dict` of arrays for its `observables` key.
+
+Its report is a last stage that reads the run directory and returns `Section`s; the engine
+assembles them into report.md and report.json and writes the files they name.
 """
 
 from __future__ import annotations
@@ -33,10 +36,32 @@ from jaxcl.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
+class Section:
+    """One part of a report, as an experiment's `report` returns it.
+
+    Attributes:
+      lines: its markdown lines, in the order report.md shows them.
+      summary: what it adds to the experiment's entry of report.json `results` (merged, in
+        order, with its other sections' summaries).
+      files: what it puts beside report.md (its PNG figures, a CSV): (file name, function that
+        writes that file to the path it is given). The engine calls them once every section of
+        every experiment is computed, so a report that fails writes nothing.
+    """
+
+    lines: tuple[str, ...] = ()
+    summary: dict = dataclasses.field(default_factory=dict)
+    files: tuple[tuple[str, Callable[[str], None]], ...] = ()
+
+    def __post_init__(self):  # lists in, tuples kept: a section is not appended to later
+        object.__setattr__(self, "lines", tuple(self.lines))
+        object.__setattr__(self, "files", tuple(self.files))
+
+
+@dataclasses.dataclass(frozen=True)
 class Command:
-    """A subcommand an experiment adds to `jaxcl` (e.g. liao's `init-stats`). `run` gets the
-    parsed arguments; `args.provenance()` gives the record of the invocation so far (command,
-    machine, commit, seconds, environment) for what it writes."""
+    """A subcommand an experiment adds to `jaxcl`. `run` gets the parsed arguments;
+    `args.provenance()` gives the record of the invocation so far (command, machine, commit,
+    seconds, environment) for what it writes."""
 
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
@@ -50,6 +75,9 @@ class Experiment:
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object  # a jaxcl.configbase.BaseConfig subclass
     sizing_hint: ClassVar[str] = ""  # what to try when a config cannot fit in memory
+    # the fields that name a row of its report.json `results` (a grid point, a claim) rather
+    # than measure something: `jaxcl compare` matches two reports' rows by them, in this order
+    id_fields: ClassVar[tuple[str, ...]] = ()
 
     # ---- pure functions (jit/vmap/scan-able), one config at a time
     def init(self, static, hp):
@@ -84,10 +112,25 @@ class Experiment:
         """Called once a sweep is finished (process 0), with the final json of every config of
         this experiment that finished: e.g. a figure in the run directory."""
 
-    def report(self, run_dir: str, finals: list[dict], lines: list[str], options: dict) -> bool:
-        """Appends this experiment's sections to report.md (and writes its PNGs into run_dir).
-        Returns whether it wrote anything."""
-        return False
+    def report(self, run_dir: str, finals: list[dict], options: dict) -> list[Section]:
+        """This experiment's sections of `jaxcl report`, computed from the run directory's plain
+        files; it changes nothing passed in and writes nothing (the engine writes `files`).
+
+        Args:
+          run_dir: the run directory.
+          finals: the final json of every config of this experiment that finished (maybe none).
+          options: the values of its `report_arguments` flags, by argparse dest (None where
+            not given); refused with ConfigError where invalid.
+
+        Returns:
+          Its sections in report order; an experiment that holds an entry in report.json even
+          when it has nothing to say returns one empty Section.
+        """
+        return []
+
+    def report_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Adds this experiment's flags to `jaxcl report` (their values reach `report`'s
+        `options`)."""
 
     def commands(self) -> dict[str, Command]:
         """Extra `jaxcl` subcommands."""
@@ -98,6 +141,7 @@ class Experiment:
 
 
 _REGISTRY: dict[str, Experiment] = {}
+_DEFAULT: str | None = None  # the name set_default chose
 
 
 def register(experiment: Experiment) -> Experiment:
@@ -106,6 +150,23 @@ def register(experiment: Experiment) -> Experiment:
         raise ValueError(f"experiment {experiment.name!r} registered twice")
     _REGISTRY[experiment.name] = experiment
     return experiment
+
+
+def set_default(name: str) -> None:
+    """Names the experiment of a config (or a final json) that has no `experiment` field; set
+    once, where the experiments register (jaxcl/experiments/__init__.py)."""
+    global _DEFAULT
+    get(name)
+    if _DEFAULT is not None and _DEFAULT != name:
+        raise ValueError(f"default experiment set twice: {_DEFAULT!r}, then {name!r}")
+    _DEFAULT = name
+
+
+def default() -> str:
+    """The name of the default experiment (see `set_default`)."""
+    if _DEFAULT is None:
+        raise ConfigError("no field 'experiment', and no default experiment is registered")
+    return _DEFAULT
 
 
 def get(name: Any) -> Experiment:
@@ -124,6 +185,3 @@ def names() -> list[str]:
 def of(cfg) -> Experiment:
     """The experiment a config belongs to."""
     return get(cfg.experiment)
-
-
-DEFAULT = "liao"

@@ -1,5 +1,6 @@
-"""`jaxcl report RUN_DIR`: assembles report.md from the sections of each experiment whose configs
-finished in the run directory (reading only its plain files)."""
+"""`jaxcl report RUN_DIR`: assembles report.md and report.json from the Sections every registered
+experiment's report returns for the run directory (each reads only its plain files), then writes
+them and the files the sections name."""
 
 from __future__ import annotations
 
@@ -25,11 +26,15 @@ def load_finals(run_dir: str) -> list[dict]:
 
 
 def write_report(run_dir: str, options: dict | None = None, out: str | None = None) -> str:
-    """Writes report.md, report.json and the experiments' PNGs; returns the report's path.
+    """Writes report.md, report.json and the files the experiments' sections name.
+
+    Every experiment's sections are computed first (an experiment refuses its own invalid
+    options there); nothing is written unless all of them are.
 
     Args:
       run_dir: a run directory.
-      options: passed to every experiment's `report` (e.g. liao's `init_stats` path).
+      options: the experiments' report options by name (their `report_arguments` flags);
+        each experiment gets its own copy.
       out: where to write them (default run_dir), e.g. results/<study>/ for a report that is
         committed without the run directory; the sweep file is copied there too.
 
@@ -37,29 +42,31 @@ def write_report(run_dir: str, options: dict | None = None, out: str | None = No
       Path of report.md.
 
     Raises:
-      ConfigError: `out` is a file; an `init_stats` path is not a file; no experiment found
+      ConfigError: `out` is a file; an experiment refused its options; no experiment found
         anything to report.
     """
     out = out or run_dir
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--out = {out!r}: is a file, not a directory")
-    given = (options or {}).get("init_stats")
-    for p in [given] if isinstance(given, str) else list(given or []):
-        if not os.path.isfile(p):
-            raise ConfigError(
-                f"--init-stats {p!r}: no such file (an init_stats.json written "
-                "by `jaxcl init-stats --out DIR`)"
-            )
-    os.makedirs(out, exist_ok=True)
     finals = load_finals(run_dir)
     by_exp: dict[str, list[dict]] = {}
-    for f in finals:  # run directories written before the protocol hold liao configs
-        by_exp.setdefault(f.get("experiment", protocol.DEFAULT), []).append(f)
+    for f in finals:  # a final json without the field is the default experiment's
+        name = f["experiment"] if "experiment" in f else protocol.default()
+        by_exp.setdefault(name, []).append(f)
     unknown = sorted(set(by_exp) - set(protocol.names()))
     if unknown:
         raise ConfigError(
             f"run directory {run_dir!r}: configs of unknown experiment(s) "
             f"{unknown}; known: {', '.join(protocol.names())}"
+        )
+    sections = {
+        name: protocol.get(name).report(run_dir, by_exp.get(name, []), dict(options or {}))
+        for name in protocol.names()
+    }
+    if not any(s.lines for secs in sections.values() for s in secs):
+        raise ConfigError(
+            f"run directory {run_dir!r}: nothing to report (no final/*.json with "
+            "observables, and none of the other files an experiment's report reads)"
         )
     manifest = {}
     if os.path.exists(os.path.join(run_dir, "manifest.json")):
@@ -67,16 +74,16 @@ def write_report(run_dir: str, options: dict | None = None, out: str | None = No
             manifest = json.load(f)
     lines = [f"# jaxcl report: {os.path.basename(os.path.abspath(run_dir))}", ""]
     lines += provenance(manifest)
-    opts = {**(options or {}), "out_dir": out, "summary": {}}
-    wrote = False
-    for name in protocol.names():
-        wrote |= bool(protocol.get(name).report(run_dir, by_exp.get(name, []), lines, opts))
-    if not wrote:
-        raise ConfigError(
-            f"run directory {run_dir!r}: nothing to report (no final/*.json with "
-            "observables, and nothing else an experiment reads, e.g. "
-            "init_stats.json)"
-        )
+    results: dict[str, dict] = {}
+    os.makedirs(out, exist_ok=True)
+    for name, secs in sections.items():
+        if secs:  # an experiment that returned sections has an entry in `results`
+            entry = results.setdefault(name, {})
+            for sec in secs:
+                lines += sec.lines
+                entry.update(sec.summary)
+                for file_name, write in sec.files:
+                    write(os.path.join(out, file_name))
     path = os.path.join(out, "report.md")
     write_text(path, "\n".join(lines) + "\n")
     write_json(
@@ -85,7 +92,7 @@ def write_report(run_dir: str, options: dict | None = None, out: str | None = No
             "run_dir": os.path.basename(os.path.abspath(run_dir)),
             "fingerprint_hash": manifest.get("fingerprint_hash"),
             "invocations": manifest.get("invocations", []),
-            "results": opts["summary"],
+            "results": results,
         },
     )
     sweep = os.path.join(run_dir, "sweep.toml")

@@ -8,7 +8,7 @@ RUN_DIR/
   final/<id>.npz|json   final arrays and fully resolved config (SPEC §7)
   results.jsonl         tidy table: one row per config per logged chunk
   checkpoints/          orbax checkpoints of unfinished blocks
-  *.png                 figures an experiment adds (liao: figure1.png)
+  *.png                 figures an experiment adds (its after_run hook)
 """
 
 from __future__ import annotations

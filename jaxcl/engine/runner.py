@@ -259,7 +259,7 @@ def merge(out: str, log=print) -> dict:
 
 
 def _after_run(rd: RunDir, configs: list, skip_empty: bool = False) -> None:
-    """Each experiment's after-run hook (liao: figure1.png) on its finished configs, grid order."""
+    """Each experiment's after-run hook (e.g. a figure) on its finished configs, grid order."""
     for name in dict.fromkeys(c.experiment for c in configs):
         finals = [
             rd.load_info(c.config_id)

@@ -1,10 +1,11 @@
 """Sweep files: a TOML `[base]` table of config fields and a `[grid]` table of lists, expanded
-to validated configs of the experiment each point names (`experiment`, default "liao") and
-grouped by experiment and everything that changes shapes (one compile per group).
+to validated configs of the experiment each point names (`experiment`, default: the one
+jaxcl/experiments sets) and grouped by experiment and everything that changes shapes (one
+compile per group).
 
 A grid entry is a list of values of the field it names, or a list of inline tables: bundles of
-fields set together, for fields that only make sense jointly (e.g. a loss and its parameters:
-`loss = [{loss = "infonce"}, {loss = "balanced", loss_beta = 0.5}]`). Several `[[grid]]`
+fields set together, for fields that only make sense jointly (e.g. a choice and its parameters:
+`model = [{model = "small"}, {model = "large", width = 512}]`). Several `[[grid]]`
 tables instead of one `[grid]` join their products (e.g. more seeds for one part of a study)."""
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ class Sweep:
                     f" of [[grid]] {gi + 1}" if isinstance(self.grid, list) else ""
                 )
                 try:
-                    exp = protocol.get(fields.get("experiment", protocol.DEFAULT))
+                    exp = protocol.get(
+                        fields["experiment"] if "experiment" in fields else protocol.default()
+                    )
                     cfg = exp.Config.from_dict(fields)
                 except ConfigError as e:
                     raise ConfigError(f"{where}: {e}") from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxcl.engine.protocol import Experiment, register
+from jaxcl.engine.protocol import Experiment, Section, register
 from jaxcl.experiments.geometry import observables, train
 from jaxcl.experiments.geometry.config import Config, HParams, Static
 
@@ -14,6 +14,18 @@ from jaxcl.experiments.geometry.config import Config, HParams, Static
 class Geometry(Experiment):
     name = "geometry"
     Config = Config
+    # what names a row of its report.json: a family (classes, p, loss, k, τ, steps) and a ratio
+    id_fields = (
+        "loss",
+        "ratio",
+        "p",
+        "tau",
+        "negatives",
+        "n_major_classes",
+        "n_minor_classes",
+        "seeds",
+        "steps",
+    )
 
     def init(self, static: Static, hp: HParams):
         return train.init(static, hp)
@@ -53,15 +65,12 @@ class Geometry(Experiment):
     def config_bytes(self, static: Static) -> int:
         return 4 * (4 * static.n_rows * static.p + static.batch * (static.negatives + 2) * static.p)
 
-    def report(self, run_dir: str, finals: list[dict], lines: list[str], options: dict) -> bool:
+    def report(self, run_dir: str, finals: list[dict], options: dict) -> list[Section]:
         if not finals:
-            return False
-        from jaxcl.experiments.geometry import report
+            return []
+        from jaxcl.experiments.geometry.report import sections
 
-        options.setdefault("summary", {})["geometry"] = report.report(
-            run_dir, finals, lines, options.get("out_dir")
-        )
-        return True
+        return sections.report(run_dir, finals)
 
 
 EXPERIMENT = register(Geometry())

@@ -41,7 +41,7 @@ class Config(BaseConfig):
     loss_beta: float = 1.0
     loss_psi: str = "log1p"
     loss_phi: str = "exp"
-    hard_beta: float = 0.0  # SPEC §10: negatives weighted ∝ e^{β s} (0: uniform, as before)
+    hard_beta: float = 0.0  # SPEC §10: negatives weighted ∝ e^{β s} (0: uniform negatives)
     # --- optimizer (optax), learning rate with a cosine decay to 0 over `steps` (convention)
     optimizer: str = "adam"
     lr: float = 0.05

@@ -53,13 +53,14 @@ def _check_pi(pi) -> np.ndarray | None:
     return arr / arr.sum()
 
 
-def _check_int(name: str, v, lo: int) -> int:
+def check_int(name: str, v, lo: int) -> int:
+    """An integer ≥ lo (a bool is refused), as int; else ConfigError naming the field."""
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
         raise ConfigError(f"field {name!r} = {v!r}: expected an integer >= {lo}")
     return int(v)
 
 
-def _check_positive(name: str, v):
+def check_positive(name: str, v):
     """A finite number > 0; a tracer passes unchecked."""
     arr = _concrete(v)
     if arr is not None and (arr.ndim != 0 or not np.isfinite(arr) or not arr > 0):
@@ -67,15 +68,15 @@ def _check_positive(name: str, v):
     return v
 
 
-def _check_solver_inputs(
+def check_solver_inputs(
     pi, k, tau, loss, alpha, beta, psi, phi, hard_beta=0.0
 ) -> tuple[np.ndarray, int]:
     """Everything optimal_gram / kkt_residuals need, refused before any compile."""
     pi = _check_pi(pi)
     if pi is None:
         raise ConfigError("field 'pi': must be concrete numbers here, not traced")
-    k = _check_int("k", k, 1)
-    _check_positive("tau", tau)
+    k = check_int("k", k, 1)
+    check_positive("tau", tau)
     losses.check(loss, alpha, beta, psi, phi)
     losses.check_hard_beta(hard_beta)
     if loss == "balanced" and beta == 0:
@@ -99,7 +100,7 @@ def simplex_etf(C: int) -> np.ndarray:
     Returns:
       A float64 (C, C) numpy array.
     """
-    C = _check_int("C", C, 2)
+    C = check_int("C", C, 2)
     return np.full((C, C), -1.0 / (C - 1)) + np.eye(C) * (1.0 + 1.0 / (C - 1))
 
 
@@ -144,8 +145,8 @@ def multinomial_counts(k: int, C: int) -> tuple[np.ndarray, np.ndarray]:
       log(k! / Π_c n_c!) (N,) float64, so that P(n) = exp(log_coef + n · log π) under Mult(k, π).
       Read-only, cached.
     """
-    k = _check_int("k", k, 1)
-    C = _check_int("C", C, 1)
+    k = check_int("k", k, 1)
+    C = check_int("C", C, 1)
     return _compositions(k, C)
 
 
@@ -167,7 +168,7 @@ def negative_counts(
     Returns:
       (counts (N, C), weights (N,), method) with method "enumeration" or "monte-carlo".
     """
-    k = _check_int("k", k, 1)
+    k = check_int("k", k, 1)
     pi_np = _concrete(pi)
     C = jnp.shape(pi)[0]
     if n_count_vectors(k, C) <= max_enumerate:
@@ -188,7 +189,7 @@ def negative_counts(
 # the collapsed objective F(G) of SPEC §9
 
 
-def _objective(
+def objective_from_counts(
     G_CxC,
     pi_C,
     counts_NxC,
@@ -258,7 +259,7 @@ def collapsed_objective(
       loss, alpha, beta, psi, phi: the loss of SPEC §8 (see `jaxcl.losses.contrastive_loss`).
       hard_beta: β ≥ 0 of SPEC §10: in the anchor of class c's draw n, a negative of class c'
         weighs k e^{β G_cc'} / Σ_c'' n_c'' e^{β G_cc''}; the weights follow G, so F is a function
-        of G alone (and need not be convex). 0: uniform negatives, F as before.
+        of G alone (and need not be convex). 0: uniform negatives, the F of SPEC §9.
 
     Returns:
       The scalar F(G), a jnp array.
@@ -267,8 +268,8 @@ def collapsed_objective(
       ConfigError: a bad π ('pi'), k ('k'), τ ('tau'), hard_beta or loss field, naming it.
     """
     _check_pi(pi)
-    k = _check_int("k", k, 1)
-    _check_positive("tau", tau)
+    k = check_int("k", k, 1)
+    check_positive("tau", tau)
     losses.check(loss, alpha, beta, psi, phi)
     losses.check_hard_beta(hard_beta)
     G = jnp.asarray(G)
@@ -276,4 +277,6 @@ def collapsed_objective(
     if G.shape != (pi.shape[0], pi.shape[0]):
         raise ConfigError(f"field 'G' of shape {G.shape}: expected ({pi.shape[0]}, {pi.shape[0]})")
     counts, weights, _ = negative_counts(pi, k)
-    return _objective(G, pi, counts, weights, tau, loss, alpha, beta, psi, phi, hard_beta)
+    return objective_from_counts(
+        G, pi, counts, weights, tau, loss, alpha, beta, psi, phi, hard_beta
+    )

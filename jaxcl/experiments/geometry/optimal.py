@@ -16,10 +16,10 @@ from jaxcl.errors import ConfigError
 from jaxcl.experiments.geometry.bfgs import bfgs
 from jaxcl.losses import hard_off
 from jaxcl.experiments.geometry.objective import (
-    _check_int,
-    _check_positive,
-    _check_solver_inputs,
-    _objective,
+    check_int,
+    check_positive,
+    check_solver_inputs,
+    objective_from_counts,
     negative_counts,
 )
 
@@ -81,7 +81,7 @@ def _F(prob: _Problem, loss, psi, phi, hard, frozen):
     weights come from prob.G_weight_CxC, not from G (the field that training follows)."""
 
     def F(G):
-        return _objective(
+        return objective_from_counts(
             G,
             prob.pi_C,
             prob.counts_NxC,
@@ -184,7 +184,7 @@ def kkt_residuals(
     Raises:
       ConfigError: bad input, naming the field.
     """
-    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
+    pi, k = check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
     G = np.asarray(G, dtype=np.float64)
     if G.shape != (pi.shape[0],) * 2:
         raise ConfigError(f"field 'G' of shape {G.shape}: expected {(pi.shape[0],) * 2}")
@@ -268,11 +268,11 @@ def optimal_gram(
       ConfigError: bad input, naming the field ('pi', 'k', 'tau', 'n_starts', 'rank',
         'hard_beta', a loss field).
     """
-    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
-    n_starts = _check_int("n_starts", n_starts, 1)
-    seed = _check_int("seed", seed, 0)
+    pi, k = check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
+    n_starts = check_int("n_starts", n_starts, 1)
+    seed = check_int("seed", seed, 0)
     C = pi.shape[0]
-    p = C if rank is None else _check_int("rank", rank, 1)
+    p = C if rank is None else check_int("rank", rank, 1)
     if p == 1 and C > 20:
         raise ConfigError(
             f"field 'rank' = 1: solved by enumerating 2^(C-1) sign patterns, "
@@ -374,9 +374,9 @@ def hard_equilibrium(
     G_min = optimal_gram(
         pi, k, tau, loss, alpha, beta, psi, phi, n_starts, seed, hard_beta=hard_beta
     )
-    max_iter = _check_int("max_iter", max_iter, 1)
-    _check_positive("tol", tol)
-    pi, k = _check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
+    max_iter = check_int("max_iter", max_iter, 1)
+    check_positive("tol", tol)
+    pi, k = check_solver_inputs(pi, k, tau, loss, alpha, beta, psi, phi, hard_beta)
     G, it, resid, eta = G_min, 0, 0.0, 1.0
     if not hard_off(hard_beta):
         with jax.enable_x64(True):
@@ -470,9 +470,9 @@ def collapse_threshold(
             f"field 'hard_target' = {hard_target!r}: expected 'minimizer' or "
             "'rest' (the latter without rank)"
         )
-    n_major = _check_int("n_major", n_major, 1)
-    n_minor = _check_int("n_minor", n_minor, 2)
-    _check_positive("tol", tol)
+    n_major = check_int("n_major", n_major, 1)
+    n_minor = check_int("n_minor", n_minor, 2)
+    check_positive("tol", tol)
     C = n_major + n_minor
 
     def collapsed(rho: float) -> bool:
@@ -497,7 +497,7 @@ def collapse_threshold(
             )
         return _minority_cos(G, n_major) >= 1.0 - COLLAPSE_TOL
 
-    _check_solver_inputs(np.full(C, 1.0 / C), k, tau, loss, alpha, beta, psi, phi, hard_beta)
+    check_solver_inputs(np.full(C, 1.0 / C), k, tau, loss, alpha, beta, psi, phi, hard_beta)
     lo, hi = 1e-6, 1.0
     if not collapsed(lo):
         return 0.0

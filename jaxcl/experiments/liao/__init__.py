@@ -4,14 +4,32 @@ paper's staged bias schedule (SPEC §1–6); its observables, theory, report and
 
 from __future__ import annotations
 
-from jaxcl.engine.protocol import Command, Experiment, register
-from jaxcl.experiments.liao import observables, train
+import argparse
+
+from jaxcl.engine.protocol import Command, Experiment, Section, register
+from jaxcl.experiments.liao import observables, report, train
 from jaxcl.experiments.liao.config import Config, HParams, Static
 
 
 class Liao(Experiment):
     name = "liao"
     Config = Config
+    # what names a row of its report.json: a grid point, a claim and its bound, a pruning mode
+    id_fields = (
+        "claim",
+        "bound",
+        "source",
+        "mode",
+        "loss",
+        "d",
+        "ratio",
+        "C_m",
+        "eta",
+        "prune_fraction",
+        "seeds",
+        "steps",
+        "theta",
+    )
     sizing_hint = (
         "For the init-only set sizes of Theorem 3.3 at that size, `jaxcl init-stats "
         "--d ... --C_m ...` counts them without training, in bounded memory"
@@ -76,14 +94,17 @@ class Liao(Experiment):
         return 4 * (3 * K * L * m + 4 * m * d1 + 2 * K * L * d1)
 
     def after_run(self, run_dir: str, finals: list[dict]) -> None:
-        from jaxcl.experiments.liao import figures
+        from jaxcl.experiments.liao.report import figures
 
         figures.figure1_for_run(run_dir, finals)
 
-    def report(self, run_dir: str, finals: list[dict], lines: list[str], options: dict) -> bool:
-        from jaxcl.experiments.liao import report
+    def report(self, run_dir: str, finals: list[dict], options: dict) -> list[Section]:
+        from jaxcl.experiments.liao.report import sections
 
-        return report.report(run_dir, finals, lines, options)
+        return sections.report(run_dir, finals, options)
+
+    def report_arguments(self, parser: argparse.ArgumentParser) -> None:
+        report.add_arguments(parser)
 
     def commands(self) -> dict[str, Command]:
         from jaxcl.experiments.liao import initstats

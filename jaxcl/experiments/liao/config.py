@@ -75,7 +75,7 @@ class Config(BaseConfig):
     loss_beta: float = 1.0
     loss_psi: str = "log1p"
     loss_phi: str = "exp"
-    hard_beta: float = 0.0  # SPEC §10: negatives weighted ∝ e^{β s} (0: uniform, as before)
+    hard_beta: float = 0.0  # SPEC §10: negatives weighted ∝ e^{β s} (0: uniform negatives)
 
     ID_SKIP_IF_DEFAULT = (
         ("experiment",)
@@ -327,7 +327,7 @@ class Static(NamedTuple):
     loss_phi: str = "exp"
     prune_mode: str = "neurons"  # which mask (SPEC §4 and its variants; Config.prune_mode)
     train_attention: bool = False  # W_Q, W_K, W_V in the state and the gradient (SPEC §2)
-    hard: bool = False  # hard_beta > 0: SPEC §10's weighted negatives (off: bitwise as before)
+    hard: bool = False  # hard_beta > 0: SPEC §10's weighted negatives (off: no weights computed)
     snapshot_sets: bool = False  # N_i(t) per neuron near T_2 and 2 T_2 in the state
 
 

@@ -102,7 +102,7 @@ def loss_and_grad_by_neuron(
 
     InfoNCE takes the written-out gradient of `nce_and_grad_by_neuron`; the other losses are
     differentiated by autodiff through this cheap part (the embeddings' K × K similarities).
-    hard_beta: SPEC §10's hard-negative weights (a concrete 0: uniform, the code as before).
+    hard_beta: SPEC §10's hard-negative weights (a concrete 0: uniform, no weights computed).
     Returns (loss, top-1 accuracy, ∂loss/∂fa of shape (m, K)).
     """
     if loss == "infonce":

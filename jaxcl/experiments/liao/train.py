@@ -248,7 +248,7 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
         # the step that starts stage prune_stage (T_1 or T_2) removes the n_prune smallest
         # ‖w_i‖ of its new weights; the mask never changes again (no neuron is revived)
         now = (state.stage < hp.prune_stage) & (stage >= hp.prune_stage)
-        # ranked only at that step (a cond; under vmap it becomes a select, as before)
+        # ranked only at that step (a cond; under vmap a select, which evaluates both branches)
         changed["keep"] = jax.lax.cond(
             now, lambda: prune_mask(w_new, hp.n_prune), lambda: state.keep
         )
@@ -265,8 +265,8 @@ def step(static: Static, hp: HParams, state: State) -> tuple[State, StepMetrics]
 
 
 def _hard_beta(static: Static, hp: HParams):
-    """SPEC §10's β where the config has one, else the concrete 0 that keeps the unweighted
-    code (bitwise as before)."""
+    """SPEC §10's β where the config has one, else the concrete 0 that compiles the unweighted
+    loss (no weights computed)."""
     return hp.hard_beta if static.hard else 0.0
 
 

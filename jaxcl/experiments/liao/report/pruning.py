@@ -4,15 +4,16 @@ per mode a verdict on whether minority-feature learning is restored (95% interva
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 from collections import defaultdict
 
 import numpy as np
 
-from jaxcl.experiments.liao import report_plots
-from jaxcl.experiments.liao.report_losses import NEGLIGIBLE, _diff, verdict
-from jaxcl.tables import mean_sd as _ms, md_row as _md_row
+from jaxcl.engine.protocol import Section
+from jaxcl.experiments.liao.report import plots
+from jaxcl.experiments.liao.report.losses import NEGLIGIBLE, verdict
+from jaxcl.tables import mean_diff_ci, mean_sd as _ms, md_row as _md_row
 
 RESTORED_COVERAGE = 0.5  # some neuron has cos² > 0.5 on the average minority feature
 BASELINE = "off"  # the mode label of α = 0: no mask, whatever prune_mode says
@@ -95,7 +96,7 @@ def mode_verdicts(finals: list[dict]) -> list[dict]:
             for a in sorted(k[3] for k in groups if k[:3] == (ratio, d, mode)):
                 cur = groups[(ratio, d, mode, a)]
                 diffs = {
-                    k: _diff([_value(f, k) for f in cur], [_value(f, k) for f in base])
+                    k: mean_diff_ci([_value(f, k) for f in cur], [_value(f, k) for f in base])
                     for k, _, _ in VERDICT_METRICS
                 }
                 entry["by_alpha"][a] = diffs
@@ -146,11 +147,11 @@ def _statement(v: dict) -> str:
     return f"{where}: {head}. " + " — ".join(parts) + "."
 
 
-def pruning_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dict]:
-    """Table per (ratio, d, mode, α), a plot, and per mode a plain verdict; returns the verdicts
-    (for report.json)."""
+def pruning_section(finals: list[dict]) -> Section:
+    """Table per (ratio, d, mode, α), a plot (pruning.png), and per mode a plain verdict; the
+    verdicts are its summary, report.json `pruning`."""
     groups = _groups(finals)
-    lines += [
+    lines = [
         "## Pruning (SPEC §4)",
         "",
         "Seed mean ± sd. Modes: `neurons` masks the α smallest-‖w_i‖ neurons in the "
@@ -238,7 +239,6 @@ def pruning_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[
             )
     verdicts = mode_verdicts(finals)
     lines.append("")
-    report_plots.pruning(os.path.join(out_dir, "pruning.png"), list(panels.values()))
     lines += [
         "![pruning](pruning.png)",
         "",
@@ -251,7 +251,9 @@ def pruning_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[
         "",
     ]
     lines += [f"- {_statement(v)}" for v in verdicts] + [""]
-    return [
+    summary = [
         {k: v[k] for k in ("ratio", "d", "mode", "word")} | {"best_alpha": v.get("best_alpha")}
         for v in verdicts
     ]
+    plot = functools.partial(plots.pruning, panels=list(panels.values()))
+    return Section(lines, {"pruning": summary}, [("pruning.png", plot)])

@@ -1,4 +1,6 @@
-"""The geometry report's answers past the paper's assumptions (SPEC §10) and their assembly."""
+"""The geometry report's answers past the paper's assumptions (SPEC §10): the answers that open the
+report and the sections they come from (p < C here, with where minority collapse exists; hard
+negatives and whether training reaches G* in training.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from jaxcl.experiments.geometry import report_training
-from jaxcl.experiments.geometry.report_stats import (
+from jaxcl.engine.protocol import Section
+from jaxcl.experiments.geometry.report import training
+from jaxcl.experiments.geometry.report.stats import (
     MATCH,
     WITHIN,
     cos_of,
@@ -47,20 +50,21 @@ def _kw_infonce():
     return tuple(dict(loss="infonce", alpha=1.0, beta=1.0, psi="log1p", phi="exp").items())
 
 
-def report(run_dir, finals, label) -> tuple[list, list, dict]:
+def report(run_dir, finals, label) -> tuple[Section, Section]:
     """The four questions, each only where the finals hold its data.
 
     Args:
       run_dir: the run directory (final/<id>.npz read for the effective rank of Z), or None.
       finals: the geometry final jsons.
-      label: the main report's loss_label (loss with its fields and hard β).
+      label: the loss label of a final (stats.loss_label: loss with its fields and hard β).
 
     Returns:
-      (answer lines for the top of the report, section lines, summary dict for report.json).
+      (the answers, for the top of the report; the sections they come from, for its end, with
+      their numbers as report.json `beyond`). Both empty where no question has its data.
     """
     erank = effective_ranks(run_dir, finals)
     answers, lines, summary = [], [], {}
-    for part in (_rank_part, report_training.hard_part, report_training.reach_part, _counts_part):
+    for part in (_rank_part, training.hard_part, training.reach_part, _counts_part):
         res = part(finals, label, erank)
         if res is not None:
             a, sec, key, data = res
@@ -79,7 +83,7 @@ def report(run_dir, finals, label) -> tuple[list, list, dict]:
             + [f"- {a}" for a in answers]
             + [""]
         )
-    return answers, lines, summary
+    return Section(answers), Section(lines, {"beyond": summary} if summary else {})
 
 
 # ------------------------------------------------------------------ 1. p < C

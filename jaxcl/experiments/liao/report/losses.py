@@ -3,14 +3,16 @@ and the alive fraction of each loss against InfoNCE, with 95% intervals over see
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 import re
 from collections import defaultdict
 
 import numpy as np
 
-from jaxcl.tables import ci_cell, mean_ci, md_row
+from jaxcl.engine.protocol import Section
+from jaxcl.experiments.liao.report.plots import COLORS, MARKERS, plt, styled
+from jaxcl.tables import ci_cell, mean_ci, mean_diff_ci, md_row
 
 # (observable key, label, which direction is "better for the minority")
 METRICS = (
@@ -30,17 +32,6 @@ def loss_label(f: dict) -> str:
     if loss == "generalized":
         return f"generalized(ψ={f['loss_psi']}, φ={f['loss_phi']})"
     return loss
-
-
-def _diff(a: list, b: list) -> tuple[float, float, float]:
-    """Mean of a − mean of b and its normal 95% interval (independent seeds)."""
-    a = np.asarray([x for x in a if x is not None and math.isfinite(x)], float)
-    b = np.asarray([x for x in b if x is not None and math.isfinite(x)], float)
-    if len(a) < 2 or len(b) < 2:
-        return math.nan, math.nan, math.nan
-    d = a.mean() - b.mean()
-    half = 1.96 * math.hypot(a.std(ddof=1) / math.sqrt(len(a)), b.std(ddof=1) / math.sqrt(len(b)))
-    return float(d), float(d - half), float(d + half)
 
 
 NEGLIGIBLE = 0.01  # a change in a share (coverage, accuracy, alive) this small is no finding
@@ -75,10 +66,10 @@ def verdict(name: str, direction: int, d: tuple[float, float, float]) -> str:
     return f"no detectable change in {name} ({mid:+.3g} [{lo:+.3g}, {hi:+.3g}])"
 
 
-def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dict]:
-    """Table per (d, ratio, loss), a plot, and one plain statement per loss and ratio.
-    Returns the table's rows (for report.json), each loss's with its change against InfoNCE
-    (`vs_infonce`: mean, lo, hi and `verdict_word` per observable)."""
+def loss_section(finals: list[dict]) -> Section:
+    """Table per (d, ratio, loss), a plot (losses.png), and one plain statement per loss and
+    ratio. Its summary, report.json `losses`, holds the table's rows, each loss's with its
+    change against InfoNCE (`vs_infonce`: mean, lo, hi and `verdict_word` per observable)."""
     groups = defaultdict(list)
     etas = [f.get("eta", 1.0) for f in finals]
     eta_ref = max(set(etas), key=lambda e: (etas.count(e), -e))  # the losses' common step
@@ -87,7 +78,7 @@ def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dic
         lab = loss_label(f) + ("" if eta == eta_ref else f" at η={eta:g}")
         groups[(f["d"], f["ratio"], f["prune_fraction"], lab)].append(f["observables"])
     labels = sorted({k[3] for k in groups}, key=lambda s: (s != "infonce", s))
-    lines += [
+    lines = [
         "## The loss family (SPEC §8)",
         "",
         "Seed mean [95% interval over seeds] of the final observables, per loss. "
@@ -140,7 +131,10 @@ def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dic
             obs = groups.get((d, ratio, a, lab))
             if obs is None:
                 continue
-            diffs = {k: _diff([o[k] for o in obs], [o[k] for o in base]) for k, _, _ in METRICS[:3]}
+            diffs = {
+                k: mean_diff_ci([o[k] for o in obs], [o[k] for o in base])
+                for k, _, _ in METRICS[:3]
+            }
             rows[(d, ratio, a, lab)]["vs_infonce"] = {
                 k: {**dict(zip(("mean", "lo", "hi"), x)), "verdict": verdict_word(x)}
                 for k, x in diffs.items()
@@ -154,16 +148,17 @@ def loss_section(finals: list[dict], out_dir: str, lines: list[str]) -> list[dic
                 + "."
             )
     lines.append("")
-    _step_control(groups, rows, eta_ref, lines)
-    _plot(os.path.join(out_dir, "losses.png"), groups, labels)
+    lines += _step_control(groups, rows, eta_ref)
     lines += ["![losses](losses.png)", ""]
-    return table
+    plot = functools.partial(_plot, groups=groups, labels=labels)
+    return Section(lines, {"losses": table}, [("losses.png", plot)])
 
 
-def _step_control(groups: dict, rows: dict, eta_ref: float, lines: list[str]) -> None:
+def _step_control(groups: dict, rows: dict, eta_ref: float) -> list[str]:
     """balanced(α, β) with β > α against InfoNCE at η·β/α: β scales the repulsive gradient, so
     part of a balanced loss's effect may be a larger step. Each such loss's change in minority
-    coverage against that step-matched InfoNCE (`vs_step_control` in report.json)."""
+    coverage against that step-matched InfoNCE, as lines, and in `rows` (this section's own
+    table) as `vs_step_control`."""
     found = []
     for (d, ratio, a, lab), obs in sorted(groups.items()):
         m = re.fullmatch(r"balanced\(α=([\d.e+-]+), β=([\d.e+-]+)\)", lab)
@@ -173,7 +168,9 @@ def _step_control(groups: dict, rows: dict, eta_ref: float, lines: list[str]) ->
         ctrl = groups.get((d, ratio, a, f"infonce at η={eta:g}"))
         if ctrl is None:
             continue
-        diffs = {k: _diff([o[k] for o in obs], [o[k] for o in ctrl]) for k, _, _ in METRICS[:3]}
+        diffs = {
+            k: mean_diff_ci([o[k] for o in obs], [o[k] for o in ctrl]) for k, _, _ in METRICS[:3]
+        }
         vs_base = rows[(d, ratio, a, lab)].get("vs_infonce", {}).get("cov_minor", {})
         rows[(d, ratio, a, lab)]["vs_step_control"] = {
             "eta": eta,
@@ -197,21 +194,21 @@ def _step_control(groups: dict, rows: dict, eta_ref: float, lines: list[str]) ->
             + "; ".join(verdict(name, sign, diffs[k]) for k, name, sign in METRICS[:3])
             + f": {tail}."
         )
-    if found:
-        lines += (
-            [
-                "**The step control** (β > α also scales the repulsive gradient by β/α: each "
-                "such balanced loss against InfoNCE trained with its step multiplied by β/α):",
-                "",
-            ]
-            + found
-            + [""]
-        )
+    if not found:
+        return []
+    return (
+        [
+            "**The step control** (β > α also scales the repulsive gradient by β/α: each "
+            "such balanced loss against InfoNCE trained with its step multiplied by β/α):",
+            "",
+        ]
+        + found
+        + [""]
+    )
 
 
+@styled
 def _plot(path: str, groups: dict, labels: list[str]) -> None:
-    from jaxcl.experiments.liao.report_plots import COLORS, MARKERS, plt
-
     keys = sorted({k[:3] for k in groups})
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), squeeze=False, constrained_layout=True)
     for ax, (k, name, _) in zip(axes[0], METRICS[:3]):

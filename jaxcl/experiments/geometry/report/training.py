@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from jaxcl.experiments.geometry.report_stats import (
+from jaxcl.experiments.geometry.report.stats import (
     WITHIN,
     cos_of,
     dev,

@@ -1,8 +1,10 @@
 """Report figures (PNG, readable in print): log–log scaling with fitted and theory slopes,
-coverage over training with T_1/T_2 marked, |N_i| histograms, and the pruning comparison."""
+coverage over training with T_1/T_2 marked, |N_i| histograms, and the pruning comparison; the
+style every figure of Liao's report is drawn in."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -13,11 +15,25 @@ if not os.environ.get("MPLBACKEND"):  # headless PNGs; a Jupyter kernel sets its
 import matplotlib.pyplot as plt
 import numpy as np
 
-plt.rcParams.update({"font.size": 10, "axes.grid": True, "grid.alpha": 0.3})
+# matplotlib settings of every figure of the report, applied while it is drawn (global settings
+# are left alone: other figures, e.g. another experiment's, look as they would without this)
+STYLE = {"font.size": 10, "axes.grid": True, "grid.alpha": 0.3}
 COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 
 
+def styled(fn):
+    """`fn`, drawing in STYLE (matplotlib's rc_context)."""
+
+    @functools.wraps(fn)
+    def draw(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return draw
+
+
+@styled
 def scaling(path: str, panels: list[dict]) -> None:
     """Log–log panels of Q vs d: seed means ± sd, fitted line, theory slope through the fit.
 
@@ -77,6 +93,7 @@ def scaling(path: str, panels: list[dict]) -> None:
     plt.close(fig)
 
 
+@styled
 def coverage(path: str, panels: list[dict]) -> None:
     """Coverage of majority (solid) and minority (dashed) features over training, per panel.
 
@@ -106,6 +123,7 @@ def coverage(path: str, panels: list[dict]) -> None:
     plt.close(fig)
 
 
+@styled
 def histograms(path: str, panels: list[dict]) -> None:
     """|N_i(0)| and |N_i(T)| histograms (pooled over seeds), one panel per ratio.
 
@@ -136,6 +154,7 @@ def histograms(path: str, panels: list[dict]) -> None:
     plt.close(fig)
 
 
+@styled
 def pruning(path: str, panels: list[dict]) -> None:
     """Quantities vs prune fraction α, one line per ratio (seed mean ± sd).
 

@@ -7,6 +7,7 @@ beside that sweep's fitted trend extrapolated to this d."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -14,7 +15,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from jaxcl.experiments.liao.claims import QUANTITIES
+from jaxcl.engine.protocol import Section
+from jaxcl.experiments.liao.report.claims import QUANTITIES
+from jaxcl.experiments.liao.report.plots import plt, styled
 from jaxcl.fileio import read_jsonl
 from jaxcl.tables import md as _md, mean_sd as _ms, num as _f
 
@@ -37,10 +40,15 @@ def is_long(finals: list[dict]) -> bool:
     return len({f["d"] for f in finals}) == 1 and all(f["steps"] >= f["T3"] for f in finals)
 
 
-def long_run_section(
-    run_dir: str, finals: list[dict], out_dir: str, lines: list[str], trend: str | None = None
-) -> dict:
-    """Appends the section and writes trajectory.png / trajectory.csv into out_dir."""
+def long_run_section(run_dir: str, finals: list[dict], trend: str | None = None) -> Section:
+    """The section, with trajectory.png and trajectory.csv; its summary is report.json
+    `long_run`.
+
+    Args:
+      run_dir: the run directory (results.jsonl, manifest.json).
+      finals: the final jsons of the run (one d).
+      trend: a report.json of a sweep over d whose trend the final values are set beside.
+    """
     d = finals[0]["d"]
     by_cid = {f["config_id"]: f for f in finals}
     rows = [
@@ -49,21 +57,17 @@ def long_run_section(
         if r.get("config_id") in by_cid
     ]
     rows.sort(key=lambda r: (r["seed"], r["step"]))
-    with open(os.path.join(out_dir, "trajectory.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["config_id", "seed", "ratio", "step"] + COLUMNS)
-        for r in rows:
-            w.writerow(
-                [r["config_id"], r["seed"], r["ratio"], r["step"]] + [r.get(c, "") for c in COLUMNS]
-            )
     marks = {
         "T1": [f["T1"] for f in finals if f["T1"] > 0],
         "T2": [f["T2"] for f in finals if f["T2"] > 0],
         "T3": [finals[0]["T3"]],
         "T4": [finals[0]["T4"]],
     }
-    _plot(os.path.join(out_dir, "trajectory.png"), rows, marks, finals[0])
-    lines += [
+    files = [
+        ("trajectory.png", functools.partial(_plot, rows=rows, marks=marks, f0=finals[0])),
+        ("trajectory.csv", functools.partial(_csv, rows=rows)),
+    ]
+    lines = [
         f"## The long run: d = {d} through T_3 and T_4",
         "",
         f"{len(finals)} config(s) (seeds {sorted(f['seed'] for f in finals)}), m = "
@@ -95,8 +99,20 @@ def long_run_section(
     lines.append("")
     out = {"d": d, "T": {k: v for k, v in marks.items()}, "history": hist["summary"]}
     if trend:
-        out["trend"] = _trend(trend, finals, lines)
-    return out
+        out["trend"], more = _trend(trend, finals)
+        lines += more
+    return Section(lines, {"long_run": out}, files)
+
+
+def _csv(path: str, rows: list[dict]) -> None:
+    """Every logged chunk of the run: its results.jsonl rows, COLUMNS of each."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["config_id", "seed", "ratio", "step"] + COLUMNS)
+        for r in rows:
+            w.writerow(
+                [r["config_id"], r["seed"], r["ratio"], r["step"]] + [r.get(c, "") for c in COLUMNS]
+            )
 
 
 def _list(v) -> str:
@@ -138,9 +154,9 @@ def _history(run_dir: str) -> dict:
     return {"lines": lines, "summary": summary}
 
 
-def _trend(path: str, finals: list[dict], lines: list[str]) -> list[dict]:
+def _trend(path: str, finals: list[dict]) -> tuple[list[dict], list[str]]:
     """The final values beside a d-sweep's trend (its report.json claims rows: seed means per
-    d and the fitted exponent) extrapolated from its largest d to this d."""
+    d and the fitted exponent) extrapolated from its largest d to this d: (rows, lines)."""
     with open(path) as f:
         rep = json.load(f)
     liao = rep.get("results", {}).get("liao", {})
@@ -148,7 +164,7 @@ def _trend(path: str, finals: list[dict], lines: list[str]) -> list[dict]:
     d = finals[0]["d"]
     key = (finals[0]["ratio"], finals[0]["C_m"])
     out = []
-    lines += [
+    lines = [
         f"Beside the trend of `{path}` (same ratio and C_m; its exponent fitted over its d, "
         f"extrapolated from its largest d to d = {d}):",
         "",
@@ -190,16 +206,11 @@ def _trend(path: str, finals: list[dict], lines: list[str]) -> list[dict]:
             f"{_f(r['hi'])}] | {_f(pred)} | {_f(here)} |"
         )
     lines.append("")
-    return out
+    return out, lines
 
 
+@styled
 def _plot(path: str, rows: list[dict], marks: dict, f0: dict) -> None:
-    import matplotlib
-
-    if not os.environ.get("MPLBACKEND"):  # headless PNGs; a Jupyter kernel sets its own
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [
         ("coverage", [("cov_major", "majority", "-"), ("cov_minor", "minority", "--")]),
         ("mean |N_i(t)|", [("N_mean", None, "-")]),

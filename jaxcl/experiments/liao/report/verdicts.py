@@ -1,7 +1,7 @@
-"""Verdict rules for asymptotic claims read at finite d (issue 25, argued in docs/liao.md: "How a
-claim is judged"): judged on the tail of the d range, against the exact expectation where one
-exists, with exact binomial intervals for shares. Pure functions of numbers, tested with known
-answers in tests/test_claims.py; `design` names what would decide an undecided claim."""
+"""Verdict rules for asymptotic claims read at finite d (argued in docs/liao.md: "How a claim is
+judged"): judged on the tail of the d range, against the exact expectation where one exists, with
+exact binomial intervals for shares. Pure functions of numbers, tested with known answers in
+tests/test_claims.py; `design` names what would decide an undecided claim, and what it costs."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ TOL = 0.1  # exponent tolerance: Θ/O/Ω hide constants; 0.1 moves Q/d^θ by 7% 
 MAX_WIDTH = 1.0  # a tail interval wider than this (in exponent units) decides no growth claim
 GROWTH = 2.0  # O(d^θ) contradicted only if Q/d^θ at the largest d is > GROWTH × its small-d max
 SHARE_SUPPORT, SHARE_CONTRADICT = 0.8, 0.5  # shares: supported / contradicted thresholds
+
+# The cost model of `design`'s estimates, which the report prints as CPU time: one config at
+# d = REF_D, C_m = REF_C_M trained to T_4 takes REF_MINUTES wall minutes on a 2-core CPU (the
+# theorem33 sweep of results/theorem33-cpu spent about 36 of its 46 minutes on its 16 such
+# configs); a config's cost grows as m·d1·T_4 ∝ d^C_m · d · d^1.99 = d^(C_m + COST_EXPONENT).
+REF_D, REF_C_M, REF_MINUTES = 128, 1.5, 2.3
+COST_EXPONENT = 2.99
 
 
 def tail_fit(by_d: dict[int, list[float]]) -> fit.Fit:
@@ -288,8 +295,8 @@ def share_sample(
 
 
 def design(row: dict) -> str:
-    """The cheapest design that would decide an undecided row, with its cost from this run's
-    per-config times where it has them."""
+    """The cheapest design that would decide an undecided row, with its cost in CPU minutes
+    (`cpu_minutes`) where it trains more configs."""
     if row["bound"] == "share" and not row.get("n"):
         return (
             "nothing at this ratio: the lucky sets are empty in expectation (see the lucky "
@@ -340,7 +347,6 @@ def design(row: dict) -> str:
 
 
 def cpu_minutes(d: int, C_m: float) -> float:
-    """Wall minutes per config on the 2-core CPU that ran theorem33 (2026-11-28): its 16 configs
-    at d = 128, C_m 1.5 took about 36 of its 46 min, 2.3 min each; cost ∝ m·d1·T_4 ∝
-    d^(C_m + 2.99)."""
-    return 2.3 * (d ** (C_m + 2.99)) / (128 ** (1.5 + 2.99))
+    """Wall minutes of one config at (d, C_m) trained to T_4 on a 2-core CPU, by the cost model
+    above (REF_MINUTES at REF_D, REF_C_M, scaled as d^(C_m + COST_EXPONENT))."""
+    return REF_MINUTES * (d ** (C_m + COST_EXPONENT)) / (REF_D ** (REF_C_M + COST_EXPONENT))

@@ -14,12 +14,12 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from jaxcl import fit
-from jaxcl.experiments.liao import theory, verdicts
-from jaxcl.experiments.liao.verdicts import CONTRADICTS, SUPPORTS, UNDECIDED
+from jaxcl.engine.protocol import Section
+from jaxcl.experiments.liao import theory
+from jaxcl.experiments.liao.report import claim_rows, verdicts
+from jaxcl.experiments.liao.report.verdicts import CONTRADICTS, SUPPORTS, UNDECIDED
 from jaxcl.fileio import read_jsonl
 from jaxcl.tables import num as _f
-
-NO_ENLARGEMENT = 0.1  # (ii): a difference in mean |N_i(T)| below 0.1 feature is no enlargement
 
 
 class Quantity(NamedTuple):
@@ -156,18 +156,6 @@ CLAIMS = [
         None,
     ),
 ]
-STAGES = [
-    (
-        "T1",
-        "stage 1 ends at T_1 = Θ(d log d/(η log log d))",
-        lambda d, eta, eps_max=1.0: theory.T1_scale(d, eta),
-    ),
-    (
-        "T2",
-        "stage 2 ends at T_2 = Θ(d log d/(ε_max η log log d))",
-        lambda d, eta, eps_max=1.0: theory.T2_scale(d, eta, eps_max),
-    ),
-]
 
 
 def _init_values(stats: list[dict], key: tuple) -> dict:
@@ -216,39 +204,25 @@ def windows(path: str, finals: list[dict]) -> dict:
     return out
 
 
-def _series(finals: list[dict]) -> dict:
-    base = [
-        f
-        for f in finals
-        if f["prune_fraction"] == 0 and f.get("loss", "infonce") in ("infonce", None)
-    ] or finals
-    series = defaultdict(list)
-    for f in base:
-        series[(f["ratio"], f["C_m"], f["gamma_c0"], f["eta"])].append(f)
-    return series
-
-
 def claims_section(
     finals: list[dict],
-    lines: list[str],
     *,
     windows: dict | None = None,
     init_stats: list[dict] = (),
-) -> list[dict]:
-    """Appends the claim-by-claim summary; returns its rows (report.json `claims`).
+) -> Section:
+    """The claim-by-claim summary, its rows in report.json `claims`.
 
     Args:
       finals: final jsons (configs without pruning, InfoNCE, are read; series over d per
         (ratio, C_m, γc0, η)).
-      lines: report.md so far.
       windows: {config_id: {"N_max": max over logged t ∈ [T_3, T_4], "T3_before_T2": bool}}
-        from results.jsonl (report.py); without it the final max is read.
+        from results.jsonl (`windows`); without it the final max is read.
       init_stats: parsed init_stats.json files: their counts extend the init claims (Lemma C.1)
         past the trained d, and their expectations to the largest d they computed.
     """
     windows = windows or {}
     rows = []
-    for (ratio, C_m, g, eta), fs in sorted(_series(finals).items()):
+    for (ratio, C_m, g, eta), fs in sorted(claim_rows.series(finals).items()):
         init_vals, init_exp = _init_values(list(init_stats), (ratio, C_m, g))
         m_of = {f["d"]: f["m"] for f in fs}
         e_at = {d: theory.expected_counts(d, m_of[d], ratio, g) for d in sorted(m_of)}
@@ -310,222 +284,17 @@ def claims_section(
                     "means": {str(d): float(np.mean(by_d[d])) for d in sorted(by_d)},
                 }
             )
-        rows += _stage_rows(fs, head)
-        rows += _proof_rows(fs, head)
-    rows += _ratio_rows(finals)
+        rows += claim_rows.stage_rows(fs, head)
+        rows += claim_rows.proof_rows(fs, head)
+    rows += claim_rows.ratio_rows(finals)
     for r in rows:
         if r["verdict"] == UNDECIDED:
             r["decide"] = verdicts.design(r)
-    _write(rows, lines)
-    return rows
+    return Section(_lines(rows), {"claims": rows})
 
 
-def _stage_rows(fs: list[dict], head: dict) -> list[dict]:
-    rows = []
-    for key, words, scale in STAGES:
-        by_d = defaultdict(list)
-        for f in fs:
-            if f[key] > 0:
-                by_d[f["d"]].append(float(f[key]))
-        tail_d = sorted(by_d)[-verdicts.TAIL_D :]
-        theta = (
-            fit.fit_curve(tail_d, [scale(d, head["eta"], fs[0]["eps_max"]) for d in tail_d])
-            if len(tail_d) >= 2
-            else math.nan
-        )
-        v, why = (
-            verdicts.equal(by_d, theta)
-            if len(tail_d) >= 2
-            else (
-                UNDECIDED,
-                f"{key} reached at {len(by_d)} d value(s) only" if by_d else f"{key} never reached",
-            )
-        )
-        whole = fit.fit_exponent(dict(by_d)) if len(by_d) >= 2 else None
-        tail = verdicts.tail_fit(by_d) if len(by_d) >= 2 else None
-        rows.append(
-            {
-                **head,
-                "claim": key,
-                "words": words,
-                "source": "Theorem 3.3",
-                "bound": "equal",
-                "theta": theta,
-                "d": sorted(by_d),
-                "slope": whole.slope if whole else math.nan,
-                "lo": whole.lo if whole else math.nan,
-                "hi": whole.hi if whole else math.nan,
-                "tail_slope": tail.slope if tail else math.nan,
-                "tail_lo": tail.lo if tail else math.nan,
-                "tail_hi": tail.hi if tail else math.nan,
-                "verdict": v,
-                "why": why,
-            }
-        )
-    return rows
-
-
-def _proof_rows(fs: list[dict], head: dict) -> list[dict]:
-    """Shares over neurons at the largest trained d, with exact binomial intervals."""
-    d_max = max(f["d"] for f in fs)
-    at = [f for f in fs if f["d"] == d_max]
-    obs = [f["observables"] for f in at]
-    n_lucky = int(sum(o.get("lucky_total", 0) for o in obs))
-    k_lucky = int(
-        round(
-            sum(o["lucky_kept_frac"] * o["lucky_total"] for o in obs if o.get("lucky_total", 0) > 0)
-        )
-    )
-    n_neur = int(sum(f["m"] for f in at))
-    k_sub = int(round(sum(o["N_subset_frac"] * f["m"] for o, f in zip(obs, at))))
-    k_full = int(sum(int(np.sum(np.asarray(o["N_sizes"]) > 0)) for o in obs))
-    n_full = int(sum(len(o["N_sizes"]) for o in obs))
-    rows = []
-    for key, words, source, k, n, what in (
-        (
-            "lucky_pure",
-            "lucky neurons stay pure: a lucky neuron of feature j ends with N_i(T) = {j}",
-            "Theorem 3.3 (proof)",
-            k_lucky,
-            n_lucky,
-            "lucky neurons end pure",
-        ),
-        (
-            "N_subset",
-            "neurons learn only features they started ordinary for: N_i(T) ⊆ N_i(0)",
-            "Lemma F.1(e), Theorem 3.3(i)",
-            k_sub,
-            n_neur,
-            "neurons have N_i(T) ⊆ N_i(0)",
-        ),
-    ):
-        v, why, lo, hi = verdicts.share(k, n, what)
-        rows.append(
-            {
-                **head,
-                "claim": key,
-                "words": words,
-                "source": source,
-                "bound": "share",
-                "theta": verdicts.SHARE_SUPPORT,
-                "d": [d_max],
-                "k": k,
-                "n": n,
-                "slope": k / n if n else math.nan,
-                "lo": lo,
-                "hi": hi,
-                "verdict": v,
-                "why": why,
-            }
-        )
-    # "at most o(m/d) neurons i with j ∈ N_i(T), for each j": Σ_j #{i : j ∈ N_i} = Σ_i |N_i|
-    # ≥ #{i : N_i ≠ ∅}, so max_j #{i : j ∈ N_i}/(m/d) ≥ the share of neurons with N_i ≠ ∅
-    lo, hi = verdicts.clopper_pearson(k_full, n_full)
-    ratio_md = float(np.mean([np.mean(o["N_sizes"]) for o in obs]))  # (Σ_i |N_i|/d)/(m/d)
-    if lo >= verdicts.SHARE_CONTRADICT:
-        v = CONTRADICTS
-        why = (
-            f"mean over j of #{{i : j ∈ N_i(T)}}/(m/d) is {ratio_md:.3g} at d = {d_max}; the "
-            f"max over j is at least the share of neurons with N_i(T) ≠ ∅, {k_full} of "
-            f"{n_full} (exact 95% interval [{100 * lo:.0f}%, {100 * hi:.0f}%]): it does not "
-            "tend to 0"
-        )
-    else:
-        v = UNDECIDED
-        why = (
-            f"{k_full} of {n_full} neurons have N_i(T) ≠ ∅ at d = {d_max}: the pigeonhole "
-            "bound does not exclude o(m/d)"
-        )
-    rows.append(
-        {
-            **head,
-            "claim": "o_md",
-            "words": "for each j, at most o(m/d) neurons have j ∈ N_i(T)",
-            "source": "Theorem 3.3 (proof)",
-            "bound": "share",
-            "theta": math.nan,
-            "d": [d_max],
-            "k": k_full,
-            "n": n_full,
-            "slope": ratio_md,
-            "lo": lo,
-            "hi": hi,
-            "verdict": v,
-            "why": why,
-        }
-    )
-    return rows
-
-
-def _ratio_rows(finals: list[dict]) -> list[dict]:
-    """(ii): a smaller ratio enlarges |N_i(T)|: mean |N_i(T)| at the smallest ratio minus at
-    the largest, per C_m, at the largest d both reach (normal 95% interval over seeds)."""
-    out = []
-    by = defaultdict(lambda: defaultdict(list))
-    for (ratio, C_m, g, eta), fs in _series(finals).items():
-        for f in fs:
-            by[(C_m, g, eta)][(f["d"], ratio)].append(float(np.mean(f["observables"]["N_sizes"])))
-    for (C_m, g, eta), cells in sorted(by.items()):
-        ratios = sorted({r for _, r in cells})
-        if len(ratios) < 2:
-            continue
-        lo_r, hi_r = ratios[0], ratios[-1]
-        ds = sorted({d for d, r in cells if (d, lo_r) in cells and (d, hi_r) in cells})
-        if not ds:
-            continue
-        diffs = {}
-        for d in ds:
-            a, b = np.asarray(cells[(d, lo_r)]), np.asarray(cells[(d, hi_r)])
-            se = (
-                math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-                if min(len(a), len(b)) > 1
-                else math.nan
-            )
-            diffs[d] = (float(a.mean() - b.mean()), se)
-        diff, se = diffs[ds[-1]]
-        lo, hi = diff - 1.96 * se, diff + 1.96 * se
-        cells_txt = ", ".join(f"d = {d}: {x:+.3g}" for d, (x, _) in diffs.items())
-        if lo > 0:
-            v, why = (
-                SUPPORTS,
-                f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, {hi:.3g}] > 0",
-            )
-        elif hi < NO_ENLARGEMENT:
-            v, why = (
-                CONTRADICTS,
-                (
-                    f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, "
-                    f"{hi:.3g}], below {NO_ENLARGEMENT:g} of a feature per neuron: "
-                    "the ratio does not enlarge |N_i(T)| here (the theorem's "
-                    "bound on it does grow)"
-                ),
-            )
-        else:
-            v, why = UNDECIDED, f"the difference at d = {ds[-1]} is {diff:.3g} [{lo:.3g}, {hi:.3g}]"
-        out.append(
-            {
-                "ratio": lo_r,
-                "C_m": C_m,
-                "eta": eta,
-                "claim": "ratio_N",
-                "words": f"(ii) a smaller ratio enlarges |N_i(T)|: mean |N_i(T)| at ratio "
-                f"{lo_r:g} minus at ratio {hi_r:g}",
-                "source": "Theorem 3.3(ii)",
-                "bound": "difference",
-                "theta": 0.0,
-                "d": ds,
-                "slope": diff,
-                "lo": lo,
-                "hi": hi,
-                "verdict": v,
-                "why": f"{why} (by d: {cells_txt})",
-            }
-        )
-    return out
-
-
-def _write(rows: list[dict], lines: list[str]) -> None:
-    lines += [
+def _lines(rows: list[dict]) -> list[str]:
+    lines = [
         "## Theorem 3.3 and Lemma C.1, claim by claim",
         "",
         'Each claim as the paper states it: "for each j" is the minimum (or maximum) '
@@ -568,3 +337,4 @@ def _write(rows: list[dict], lines: list[str]) -> None:
         f"{counts[UNDECIDED]} undecided.",
         "",
     ]
+    return lines

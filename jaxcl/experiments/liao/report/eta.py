@@ -7,21 +7,21 @@ from collections import defaultdict
 
 import numpy as np
 
-from jaxcl.experiments.liao.verdicts import SHARE_SUPPORT
-from jaxcl.tables import mean_ci
+from jaxcl.engine.protocol import Section
+from jaxcl.experiments.liao.report.verdicts import SHARE_SUPPORT
+from jaxcl.tables import ci_cell, mean_ci
 
 
-def eta_section(finals: list[dict], lines: list[str]) -> list[dict]:
+def eta_section(finals: list[dict]) -> Section:
     """The step-size study: per (d, ratio, C_m) and η, the share of lucky neurons that end pure,
     mean |N_i(T)| and P_j(T) (seed means with 95% intervals), and the η above which the share
-    falls below 80%, where the theorem's "lucky neurons stay pure" stops holding."""
-    from jaxcl.tables import ci_cell
-
+    falls below 80%, where the theorem's "lucky neurons stay pure" stops holding. Its rows are
+    report.json `eta`."""
     groups = defaultdict(list)
     for f in finals:
         if f["prune_fraction"] == 0:
             groups[(f["d"], f["ratio"], f["C_m"])].append(f)
-    lines += [
+    lines = [
         "## Step size: do lucky neurons stay pure?",
         "",
         "Seed mean [95% interval] at each config's T_4 = d^1.99/η. The theorem's proof "
@@ -72,7 +72,7 @@ def eta_section(finals: list[dict], lines: list[str]) -> list[dict]:
             )
         verdicts.append(_eta_words(d, ratio, C_m, holds))
     lines += [""] + [f"- {v}" for v in verdicts] + [""]
-    return rows
+    return Section(lines, {"eta": rows})
 
 
 def _eta_words(d: int, ratio: float, C_m: float, holds: dict) -> str:

@@ -1,4 +1,5 @@
-"""Shared pieces of the geometry report's SPEC §10 answers: share intervals, solves, cells."""
+"""Shared pieces of the geometry report: its bars (MATCH, WITHIN, COLLAPSED), loss labels, share
+intervals, solves of the convex program, table cells."""
 
 from __future__ import annotations
 
@@ -10,8 +11,19 @@ import numpy as np
 
 from jaxcl.tables import ci_cell, clopper_pearson, num
 
-WITHIN = 0.02  # max|G − G*| at which a trained run "reaches" its prediction (issue 27)
-MATCH = 0.05  # the main report's bar: p ≥ C's prediction holds at p while max|G − G*| ≤ this
+MATCH = 0.05  # max|G − G*| at or below which trained geometry "matches" its prediction
+WITHIN = 0.02  # the tighter bar at which a trained run "reaches" G* (or G*_p): SPEC §10's answers
+COLLAPSED = 0.99  # a minority cosine at or above this is read as collapsed
+
+
+def loss_label(f: dict) -> str:
+    """A final json's loss with its parameters, and its hard-negative β where it has one."""
+    hard = f", hard β={f['hard_beta']:g}" if f.get("hard_beta") else ""  # SPEC §10
+    if f["loss"] == "balanced":
+        return f"balanced(α={f['loss_alpha']:g}, β={f['loss_beta']:g}){hard}"
+    if f["loss"] == "generalized":
+        return f"generalized(ψ={f['loss_psi']}, φ={f['loss_phi']}){hard}"
+    return f["loss"] + hard
 
 
 def share_cell(x: int, n: int) -> str:
@@ -47,6 +59,11 @@ def minor_cos(G: np.ndarray, n_major: int) -> float:
     C = G.shape[0]
     v = [G[i, j] for i in range(n_major, C) for j in range(i + 1, C)]
     return float(np.mean(v)) if v else math.nan
+
+
+def pred_cos(f: dict) -> float:
+    """A final's predicted minority cosine: minor_cos of its G* (`G_opt`)."""
+    return minor_cos(np.asarray(f["observables"]["G_opt"], float), f["n_major_classes"])
 
 
 def effective_ranks(run_dir: str | None, finals) -> dict:
