@@ -14,6 +14,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxcl.configbase import stack_hparams as _stack
 from jaxcl.engine import protocol
+from jaxcl.engine.precision import pinned
 from jaxcl.engine.sweep import BATCHINGS
 from jaxcl.errors import ConfigError
 
@@ -84,14 +85,16 @@ def compiled(
     sharding: NamedSharding,
     tuned: bool = True,
     batching: str = "auto",
+    precision: str | None = None,
 ):
     """The jitted init and run_chunk of one shape group of an experiment over a sharded config
-    axis; compiled once per (experiment, shape, devices, batching), reused.
+    axis; compiled once per (experiment, shape, devices, batching, precision), reused.
 
     batching: see `resolve_batching`. tuned=False compiles without `compiler_options` (for
-    benchmarks: what they are worth).
+    benchmarks: what they are worth). precision: the float32 matmul precision every dot of
+    both programs is traced at (`jaxcl.engine.precision`; None: its DEFAULT).
     """
-    return _compiled(exp, static, sharding, tuned, resolve_batching(batching))
+    return _compiled(exp, static, sharding, tuned, resolve_batching(batching), precision)
 
 
 # What a program that runs once is compiled with on CPU, on top of `compiler_options`: LLVM's
@@ -103,22 +106,30 @@ CPU_ONCE_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
 @functools.lru_cache(maxsize=None)
-def final_observables(exp: protocol.Experiment, static, sharding: NamedSharding):
+def final_observables(
+    exp: protocol.Experiment, static, sharding: NamedSharding, precision: str | None = None
+):
     """exp.final_observables of one shape group, (hp, state) stacked over configs: each device
     maps it over its own configs one after another (the unbatched program compiles faster than
-    the vmapped one, and it runs once), compiled for compile time (CPU_ONCE_OPTIONS)."""
+    the vmapped one, and it runs once), compiled for compile time (CPU_ONCE_OPTIONS), its dots
+    at `precision` (as `compiled`)."""
     opts = compiler_options()
     if opts:  # CPU
         opts = {**opts, **CPU_ONCE_OPTIONS}
     return jax.jit(
-        _sequential(functools.partial(exp.final_observables, static), sharding),
+        pinned(_sequential(functools.partial(exp.final_observables, static), sharding), precision),
         compiler_options=opts,
     )
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled(
-    exp: protocol.Experiment, static, sharding: NamedSharding, tuned: bool, batching: str
+    exp: protocol.Experiment,
+    static,
+    sharding: NamedSharding,
+    tuned: bool,
+    batching: str,
+    precision: str | None,
 ):
     opts = compiler_options(tuned)
     if batching == "vmap":
@@ -126,10 +137,12 @@ def _compiled(
     else:
         wrap = functools.partial(_sequential, sharding=sharding)
     init_fn = jax.jit(
-        wrap(functools.partial(exp.init, static)), out_shardings=sharding, compiler_options=opts
+        pinned(wrap(functools.partial(exp.init, static)), precision),
+        out_shardings=sharding,
+        compiler_options=opts,
     )
     chunk_fn = jax.jit(
-        wrap(functools.partial(exp.run_chunk, static)),
+        pinned(wrap(functools.partial(exp.run_chunk, static)), precision),
         out_shardings=sharding,
         donate_argnums=(1,),
         compiler_options=opts,
