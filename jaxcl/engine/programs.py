@@ -203,22 +203,27 @@ def auto_max_parallel(
     limit = stats.get("bytes_limit")
     if not limit:
         return None
-    n = 2 * sharding.mesh.size
-    hp = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-        stack_hparams([cfg] * n),
-    )
-    init_fn, chunk_fn = compiled(protocol.of(cfg), static, sharding, batching=batching)
-    state = jax.eval_shape(init_fn, hp)
-    mem = chunk_fn.lower(hp, state).compile().memory_analysis()
-    per_device = (
-        mem.argument_size_in_bytes
-        + mem.output_size_in_bytes
-        + mem.temp_size_in_bytes
-        - mem.alias_size_in_bytes
-    )
-    per_config = max(1, per_device // 2)
-    return max(1, int(headroom * limit // per_config)) * sharding.mesh.size
+    key = (cfg.experiment, static, sharding, resolve_batching(batching))
+    if key not in _PER_CONFIG_BYTES:  # a compile: once per shape, however often it is planned
+        n = 2 * sharding.mesh.size
+        hp = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+            stack_hparams([cfg] * n),
+        )
+        init_fn, chunk_fn = compiled(protocol.of(cfg), static, sharding, batching=batching)
+        state = jax.eval_shape(init_fn, hp)
+        mem = chunk_fn.lower(hp, state).compile().memory_analysis()
+        per_device = (
+            mem.argument_size_in_bytes
+            + mem.output_size_in_bytes
+            + mem.temp_size_in_bytes
+            - mem.alias_size_in_bytes
+        )
+        _PER_CONFIG_BYTES[key] = max(1, per_device // 2)
+    return max(1, int(headroom * limit // _PER_CONFIG_BYTES[key])) * sharding.mesh.size
+
+
+_PER_CONFIG_BYTES: dict = {}  # auto_max_parallel's compiled footprints, by shape
 
 
 # vmap on CPU: the working set per device that keeps a block's intermediates near cache;
