@@ -91,12 +91,16 @@ def main() -> None:
 class Peer:
     """The model in PyTorch for a stack of B configs (B = 1: the per-config loop)."""
 
-    def __init__(self, torch, resolved, M, p, w, seed=0):
+    def __init__(self, torch, resolved, M, p, w, seed=0, device="cpu"):
         """resolved: each config's resolved fields (dicts); M (B, d1, d), p (B, d) presence
-        probabilities, w (B, m, d1) initial weights: numpy arrays."""
+        probabilities, w (B, m, d1) initial weights: numpy arrays; device: torch's name of
+        the device every tensor lives on ("cuda" on a GPU)."""
         self.t = torch
+        self.device = torch.device(device)
         r = resolved
-        f = lambda key: torch.tensor([x[key] for x in r], dtype=torch.float32)  # noqa: E731
+        f = lambda key: torch.tensor(  # noqa: E731
+            [x[key] for x in r], dtype=torch.float32, device=self.device
+        )
         self.B, self.K, self.L, self.d, self.d1, self.m = (
             len(r),
             r[0]["K"],
@@ -108,18 +112,21 @@ class Peer:
         self.tau, self.lam, self.eta = f("tau")[:, None, None], f("lam"), f("eta")
         self.sigma, self.scale = f("sigma_xi"), f("feature_scale")
         self.c_b, self.bias_rate = f("c_b"), f("bias_rate")
-        self.M = torch.as_tensor(M, dtype=torch.float32)  # (B, d1, d)
-        self.p = torch.as_tensor(p, dtype=torch.float32)  # (B, d)
-        self.w = torch.as_tensor(w, dtype=torch.float32)  # (B, m, d1)
+        on = dict(dtype=torch.float32, device=self.device)
+        self.M = torch.as_tensor(M, **on)  # (B, d1, d)
+        self.p = torch.as_tensor(p, **on)  # (B, d)
+        self.w = torch.as_tensor(w, **on)  # (B, m, d1)
         self.n2_0 = (self.w * self.w).sum(-1)
-        self.b = torch.zeros(self.B, self.m)
-        self.stage = torch.ones(self.B, dtype=torch.int32)
-        self.n2_T1 = torch.zeros(self.B, self.m)
-        self.g1 = torch.tensor([(1 + x["eps_min"] * x["C_z"] * math.log(x["d"])) ** 2 for x in r])
-        self.gen = torch.Generator().manual_seed(seed)
+        self.b = torch.zeros(self.B, self.m, **on)
+        self.stage = torch.ones(self.B, dtype=torch.int32, device=self.device)
+        self.n2_T1 = torch.zeros(self.B, self.m, **on)
+        self.g1 = torch.tensor(
+            [(1 + x["eps_min"] * x["C_z"] * math.log(x["d"])) ** 2 for x in r], **on
+        )
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
 
     @classmethod
-    def from_jaxcl(cls, torch, cfgs, states):
+    def from_jaxcl(cls, torch, cfgs, states, device="cpu"):
         """The peer started from jaxcl's own M, W(0) and p_j (for the step benchmark)."""
         import numpy as np
 
@@ -129,28 +136,28 @@ class Peer:
             np.stack([np.asarray(s.M) for s in states]),
             np.stack([np.asarray(_presence(c)) for c in cfgs]),
             np.stack([np.asarray(s.w) for s in states]),
+            device=device,
         )
 
     def batch(self):
         """K positive pairs per config: signed features, redrawn positions, fresh noise."""
         t, B, K, L, d, d1 = self.t, self.B, self.K, self.L, self.d, self.d1
-        u = t.rand(B, K, d, generator=self.gen)
+        on = dict(generator=self.gen, device=self.device)
+        u = t.rand(B, K, d, **on)
         coef = (
             t.where(
                 u < self.p[:, None, :],
-                t.where(t.rand(B, K, d, generator=self.gen) < 0.5, 1.0, -1.0),
+                t.where(t.rand(B, K, d, **on) < 0.5, 1.0, -1.0),
                 0.0,
             )
             * self.scale[:, None, None]
         )
         views = []
         for _ in range(2):
-            pos = t.randint(L, (B, K, d), generator=self.gen)
+            pos = t.randint(L, (B, K, d), **on)
             z = coef[:, :, None, :] * t.nn.functional.one_hot(pos, L).permute(0, 1, 3, 2)
             x = t.einsum("bkld,bed->bkle", z, self.M)
-            views.append(
-                x + self.sigma[:, None, None, None] * t.randn(B, K, L, d1, generator=self.gen)
-            )
+            views.append(x + self.sigma[:, None, None, None] * t.randn(B, K, L, d1, **on))
         return views
 
     def loss(self, w, b, xa, xb):
@@ -209,28 +216,30 @@ def _presence(cfg):
     )
 
 
-def check(torch, cfg, state, xa, xb) -> dict:
-    """A peer's loss and W-gradient against jaxcl's info_nce and jax.grad, on one jaxcl batch."""
+def check(torch, cfg, state, xa, xb, device="cpu") -> dict:
+    """A peer's loss and W-gradient against jaxcl's info_nce and jax.grad, on one jaxcl batch
+    (jax at jaxcl's matmul precision, torch at its default float32 matmuls)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     import jaxcl
+    from jaxcl.engine import precision
 
     r = cfg.resolved()
     w = state.w * 30.0  # grown weights and a positive bias: the BReLU's every branch is active
     b = jnp.full((r["m"],), 0.01)
-    lj, gj = jax.value_and_grad(lambda w_: jaxcl.info_nce(w_, b, xa, xb, r["tau"], 0.0))(w)
-    peer = Peer.from_jaxcl(torch, [cfg], [state])
-    wt = torch.tensor(np.asarray(w))[None].requires_grad_(True)
-    total, _ = peer.loss(
-        wt,
-        torch.tensor(np.asarray(b))[None],
-        torch.tensor(np.asarray(xa))[None],
-        torch.tensor(np.asarray(xb))[None],
-    )
+    with precision.scope():
+        lj, gj = jax.value_and_grad(lambda w_: jaxcl.info_nce(w_, b, xa, xb, r["tau"], 0.0))(w)
+    peer = Peer.from_jaxcl(torch, [cfg], [state], device=device)
+
+    def tensor(x):
+        return torch.tensor(np.asarray(x), device=peer.device)[None]
+
+    wt = tensor(w).requires_grad_(True)
+    total, _ = peer.loss(wt, tensor(b), tensor(xa), tensor(xb))
     (gt,) = torch.autograd.grad(total, wt)
-    gt = gt[0].numpy()
+    gt = gt[0].cpu().numpy()
     total = total.item()
     return {
         "loss_jaxcl": float(lj),

@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--src", default=ROOT, help="the jaxcl checkout to run")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--label", default="", help="added to the result file's name")
+    ap.add_argument("--batching", default=None, help="jaxcl run's --batching (default: auto)")
+    ap.add_argument("--chunk-seconds", type=float, default=None, help="jaxcl run's --chunk-seconds")
     ap.add_argument(
         "--when",
         choices=("rows", "start"),
@@ -95,7 +97,9 @@ def main() -> None:
             out,
             "--compile-cache",
             "off",
-        ],
+        ]
+        + (["--batching", args.batching] if args.batching else [])
+        + ([] if args.chunk_seconds is None else ["--chunk-seconds", str(args.chunk_seconds)]),
         cwd=args.src,
         env=env,
         stdout=subprocess.PIPE,
@@ -130,6 +134,8 @@ def main() -> None:
         "L": args.L,
         "steps": args.steps,
         "log_every": args.log_every,
+        "batching": args.batching or "auto",
+        "chunk_seconds": args.chunk_seconds,
         "src": args.src,
         "seconds_to_signal": round(t_signal - t0, 1),
         "seconds_to_stop": round(t_exit - t_signal, 1),

@@ -1,10 +1,12 @@
 """The layout's arrows, read from the source: the engine imports no experiment's module, an
-experiment imports nothing of the engine but its protocol, and no jaxcl modules import each
-other in a cycle (imports inside functions count)."""
+experiment imports nothing of the engine but its protocol, no jaxcl modules import each other in
+a cycle (imports inside functions count), and nothing reaches a private jax path."""
 
 import ast
 import glob
 import os
+
+import pytest
 
 from support import ROOT
 
@@ -199,3 +201,48 @@ def test_engine_naming_finds_what_it_looks_for(tmp_path, monkeypatch):
         "jaxcl/engine/bad.py:4: 'width'",
         "jaxcl/engine/bad.py:4: 'width'",
     ]
+
+
+def _private_jax(path: str) -> list[str]:
+    """The private jax paths a file reaches: an import of a module of jax or jaxlib with a
+    component that starts with an underscore (jax._src, jaxlib._jax, `from jax import _src`),
+    or an attribute of that kind read off the jax module (jax._src.config)."""
+    found = []
+    tree = ast.parse(open(path).read())
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            names = [f"{node.value.id}.{node.attr}"]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] in ("jax", "jaxlib") and any(p.startswith("_") for p in parts[1:]):
+                if not parts[-1].startswith("__"):  # jax.__version__ is public
+                    found.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}: {name}")
+    return found
+
+
+@pytest.mark.gpu_smoke
+def test_no_module_reaches_a_private_jax_path(tmp_path):
+    """jaxcl and benchmarks/ use jax's public API only, so that a new jax's changes come as
+    announced deprecations; the check itself finds each kind of private access."""
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "import jax._src.config\nfrom jax._src import core\nfrom jaxlib import _jax\n"
+        "import jax\nx = jax._src.dtypes\nimport jax.numpy as jnp\nv = jax.__version__\n"
+    )
+    assert [f.split(": ")[1] for f in _private_jax(str(planted))] == [
+        "jax._src.config",
+        "jax._src",
+        "jax._src.core",
+        "jaxlib._jax",
+        "jax._src",
+    ]
+    paths = glob.glob(os.path.join(PKG, "**", "*.py"), recursive=True) + glob.glob(
+        os.path.join(ROOT, "benchmarks", "*.py")
+    )
+    assert len(paths) > 50
+    assert [f for p in sorted(paths) for f in _private_jax(p)] == []

@@ -15,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxcl.configbase import stack_hparams
 from jaxcl.engine import protocol
 from jaxcl.engine.options import BATCHINGS
+from jaxcl.engine.precision import pinned
 from jaxcl.errors import ConfigError
 
 AXIS = "configs"
@@ -79,14 +80,16 @@ def compiled(
     sharding: NamedSharding,
     tuned: bool = True,
     batching: str = "auto",
+    precision: str | None = None,
 ):
     """The jitted init and run_chunk of one shape group of an experiment over a sharded config
-    axis; compiled once per (experiment, shape, devices, batching), reused.
+    axis; compiled once per (experiment, shape, devices, batching, precision), reused.
 
     batching: see `resolve_batching`. tuned=False compiles without `compiler_options` (for
-    benchmarks: what they are worth).
+    benchmarks: what they are worth). precision: the float32 matmul precision every dot of
+    both programs is traced at (`jaxcl.engine.precision`; None: its DEFAULT).
     """
-    return _compiled(exp, static, sharding, tuned, resolve_batching(batching))
+    return _compiled(exp, static, sharding, tuned, resolve_batching(batching), precision)
 
 
 # What a program that runs once is compiled with on CPU, on top of `compiler_options`: LLVM's
@@ -98,22 +101,30 @@ CPU_ONCE_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
 @functools.lru_cache(maxsize=None)
-def final_observables(exp: protocol.Experiment, static, sharding: NamedSharding):
+def final_observables(
+    exp: protocol.Experiment, static, sharding: NamedSharding, precision: str | None = None
+):
     """exp.final_observables of one shape group, (hp, state) stacked over configs: each device
     maps it over its own configs one after another (the unbatched program compiles faster than
-    the vmapped one, and it runs once), compiled for compile time (CPU_ONCE_OPTIONS)."""
+    the vmapped one, and it runs once), compiled for compile time (CPU_ONCE_OPTIONS), its dots
+    at `precision` (as `compiled`)."""
     opts = compiler_options()
     if opts:  # CPU
         opts = {**opts, **CPU_ONCE_OPTIONS}
     return jax.jit(
-        _sequential(functools.partial(exp.final_observables, static), sharding),
+        pinned(_sequential(functools.partial(exp.final_observables, static), sharding), precision),
         compiler_options=opts,
     )
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled(
-    exp: protocol.Experiment, static, sharding: NamedSharding, tuned: bool, batching: str
+    exp: protocol.Experiment,
+    static,
+    sharding: NamedSharding,
+    tuned: bool,
+    batching: str,
+    precision: str | None,
 ):
     opts = compiler_options(tuned)
     if batching == "vmap":
@@ -121,10 +132,12 @@ def _compiled(
     else:
         wrap = functools.partial(_sequential, sharding=sharding)
     init_fn = jax.jit(
-        wrap(functools.partial(exp.init, static)), out_shardings=sharding, compiler_options=opts
+        pinned(wrap(functools.partial(exp.init, static)), precision),
+        out_shardings=sharding,
+        compiler_options=opts,
     )
     chunk_fn = jax.jit(
-        wrap(functools.partial(exp.run_chunk, static)),
+        pinned(wrap(functools.partial(exp.run_chunk, static)), precision),
         out_shardings=sharding,
         donate_argnums=(1,),
         compiler_options=opts,
@@ -185,22 +198,27 @@ def auto_max_parallel(
     limit = stats.get("bytes_limit")
     if not limit:
         return None
-    n = 2 * sharding.mesh.size
-    hp = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-        stack_hparams([cfg] * n),
-    )
-    init_fn, chunk_fn = compiled(protocol.of(cfg), static, sharding, batching=batching)
-    state = jax.eval_shape(init_fn, hp)
-    mem = chunk_fn.lower(hp, state).compile().memory_analysis()
-    per_device = (
-        mem.argument_size_in_bytes
-        + mem.output_size_in_bytes
-        + mem.temp_size_in_bytes
-        - mem.alias_size_in_bytes
-    )
-    per_config = max(1, per_device // 2)
-    return max(1, int(headroom * limit // per_config)) * sharding.mesh.size
+    key = (cfg.experiment, static, sharding, resolve_batching(batching))
+    if key not in _PER_CONFIG_BYTES:  # a compile: once per shape, however often it is planned
+        n = 2 * sharding.mesh.size
+        hp = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+            stack_hparams([cfg] * n),
+        )
+        init_fn, chunk_fn = compiled(protocol.of(cfg), static, sharding, batching=batching)
+        state = jax.eval_shape(init_fn, hp)
+        mem = chunk_fn.lower(hp, state).compile().memory_analysis()
+        per_device = (
+            mem.argument_size_in_bytes
+            + mem.output_size_in_bytes
+            + mem.temp_size_in_bytes
+            - mem.alias_size_in_bytes
+        )
+        _PER_CONFIG_BYTES[key] = max(1, per_device // 2)
+    return max(1, int(headroom * limit // _PER_CONFIG_BYTES[key])) * sharding.mesh.size
+
+
+_PER_CONFIG_BYTES: dict = {}  # auto_max_parallel's compiled footprints, by shape
 
 
 # vmap on CPU: the working set per device that keeps a block's intermediates near cache;

@@ -77,7 +77,8 @@ BITWISE_KEYS = ("jax", "jaxlib", "backend", "cpu", "isa", "xla_flags")
 
 
 def environment() -> dict:
-    """The versions, CPU and compiler flags a run was compiled under."""
+    """The versions, CPU and compiler flags a run was compiled under, and which of the
+    packages that compute its numbers differ from requirements.lock (`lock_differences`)."""
     import platform
 
     import jaxlib
@@ -95,7 +96,49 @@ def environment() -> dict:
             for f in os.environ.get("XLA_FLAGS", "").split()
             if not f.startswith("--xla_force_host_platform_device_count")
         ),
+        "lock_differences": lock_differences(),
     }
+
+
+# requirements.lock of a source checkout (absent from an installed wheel): the exact versions
+# behind results/ and CI
+LOCK = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "requirements.lock"
+)
+# The packages whose version can change a result's numbers: the compiler and runtime, and what
+# computes inside the programs or writes their arrays
+NUMERIC_PACKAGES = ("jax", "jaxlib", "numpy", "ml_dtypes", "optax", "chex", "orbax-checkpoint")
+
+
+def locked_versions(path: str = LOCK) -> dict[str, str]:
+    """{package: version} pinned by a requirements.lock ({} if there is none)."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    pins = (line.split("#")[0].strip().split("==") for line in lines)
+    return {p[0].strip().lower().replace("_", "-"): p[1].strip() for p in pins if len(p) == 2}
+
+
+def lock_differences(packages=NUMERIC_PACKAGES, path: str = LOCK) -> list[str]:
+    """The installed packages among `packages` (None: every locked one) whose version is not
+    requirements.lock's, as "jax 0.11.2 (requirements.lock: 0.10.2)"; [] without a lock."""
+    from importlib import metadata
+
+    locked = locked_versions(path)
+    names = locked if packages is None else [p.lower().replace("_", "-") for p in packages]
+    out = []
+    for name in names:
+        if name not in locked:
+            continue
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if installed != locked[name]:
+            out.append(f"{name} {installed} (requirements.lock: {locked[name]})")
+    return out
 
 
 def environment_changes(previous: list[dict], now: dict) -> list[str]:

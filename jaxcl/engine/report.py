@@ -132,6 +132,8 @@ def provenance(manifest: dict) -> list[str]:
                     f"; jax {env.get('jax', '?')}, jaxlib {env.get('jaxlib', '?')}, "
                     f"{env.get('isa', '?')}{flags}"
                 )
+                if env.get("lock_differences"):
+                    extra += "; not the lock's versions: " + ", ".join(env["lock_differences"])
             if r.get("environment_changed"):
                 extra += (
                     "; **environment changed since the previous run** ("

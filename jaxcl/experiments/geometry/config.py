@@ -180,7 +180,16 @@ class Config(BaseConfig):
 
 
 @functools.lru_cache(maxsize=None)
-def _optimal(pi, k, tau, loss, alpha, beta, psi, phi, n_starts, hard_beta=0.0) -> np.ndarray:
+def _optimal(*args) -> np.ndarray:
+    # G* is the reference training is judged against, and cached across runs: always solved at
+    # full float32 matmul precision, whatever the run's (a GPU's default would be TF32)
+    import jax
+
+    with jax.default_matmul_precision("highest"):
+        return _solve_optimal(*args)
+
+
+def _solve_optimal(pi, k, tau, loss, alpha, beta, psi, phi, n_starts, hard_beta=0.0):
     from jaxcl.experiments.geometry.optimal import hard_equilibrium, optimal_gram
 
     if hard_beta:
