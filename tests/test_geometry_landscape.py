@@ -106,6 +106,7 @@ def test_global_minimum_is_named(rank2_optimum):
     r = landscape.classify_end_point(G, PI_001, K, TAU, 2, F_opt=F_opt)
     assert r["verdict"] == "global minimum"
     assert abs(r["F_gap"]) <= 1e-12 and r["moved"] <= 1e-6 and r["min_eig_scaled"] > 1e-3
+    assert r["newton_step"] <= 1e-9
 
 
 def test_strict_local_minimum_with_antipodal_minorities(rank2_optimum):
@@ -139,7 +140,7 @@ def test_constructed_saddle_is_named(sigma):
     s = np.asarray(sigma, float)
     r = landscape.classify_end_point(np.outer(s, s), PI_001, K, TAU, 2)
     assert r["verdict"] == "saddle"
-    assert r["grad_scaled"] <= 1e-12
+    assert r["grad_scaled"] <= 1e-12 and r["newton_step"] <= 1e-12
     th = np.where(s > 0, 0.0, np.pi)
     _, H = angle_derivatives(th, PI_001)
     eig = off_rotation(H, 1 / np.sqrt(PI_001))
@@ -152,7 +153,7 @@ def test_point_short_of_a_minimum_is_not_converged(rank2_optimum):
     th = np.arctan2(V[:, 1], V[:, 0]) + np.array([0.0, 0.1, -0.1, 0.2])
     r = landscape.classify_end_point(on_circle(th) @ on_circle(th).T, PI_001, K, TAU, 2)
     assert r["verdict"] == "not converged"
-    assert r["moved"] > 0.02 and r["F_drop"] > 0 and r["grad_scaled"] > 1e-2
+    assert r["moved"] > 0.02 and r["F_drop"] > 0 and r["newton_step"] > 0.02
     assert abs(r["end_F_gap"]) <= 1e-12  # the continuation reaches G*_2 from there
 
 
@@ -169,3 +170,29 @@ def test_bad_input_is_refused_naming_the_field():
         landscape.classify_end_point(np.eye(4), PI_001, K, TAU, 1)
     with pytest.raises(ConfigError, match="'V'"):
         landscape.manifold_derivatives(np.ones((3, 2)), PI_001, K, TAU)
+
+
+def test_relabelings_swap_only_classes_of_equal_size():
+    P = landscape.relabelings([0.3, 0.3, 0.2, 0.1, 0.1])
+    assert P.shape == (4, 5) and (P[0] == np.arange(5)).all()
+    assert {tuple(r) for r in P} == {
+        (0, 1, 2, 3, 4),
+        (1, 0, 2, 3, 4),
+        (0, 1, 2, 4, 3),
+        (1, 0, 2, 4, 3),
+    }
+    assert landscape.relabelings(np.full(4, 0.25)).shape == (24, 4)
+    with pytest.raises(ConfigError, match="'pi'"):
+        landscape.relabelings(np.full(4, 0.25), limit=10)
+
+
+def test_balanced_rank2_optima_are_relabelings_of_each_other():
+    # 2+2 balanced at p = 2: the square, any pair of classes opposite; all at the same F
+    pi = np.full(4, 0.25)
+    square = on_circle(np.array([0.0, np.pi / 2, np.pi, 3 * np.pi / 2]))
+    other = on_circle(np.array([0.0, np.pi, np.pi / 2, 3 * np.pi / 2]))
+    G, H = square @ square.T, other @ other.T
+    assert np.abs(G - H).max() == pytest.approx(1.0)
+    assert landscape.max_dev_relabeled(G, H, pi) == pytest.approx(0.0, abs=1e-12)
+    # classes of different sizes are not swapped
+    assert landscape.max_dev_relabeled(G, H, [0.3, 0.3, 0.2, 0.2]) == pytest.approx(1.0)
