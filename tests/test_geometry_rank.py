@@ -123,3 +123,51 @@ def test_rank1_enumerates_the_signs():
 def test_bad_rank_is_refused_naming_the_field(rank):
     with pytest.raises(ConfigError, match="'rank'"):
         geometry.optimal_gram([0.5, 0.5], 4, 0.5, rank=rank)
+
+
+# ---- ρ*_2 of 2+2 against a symmetry-reduced problem
+
+
+def _symmetric_gram(a, b):
+    """2+2 on a circle, symmetric under the reflection that swaps both pairs at once: majorities
+    at π ± a, minorities at ± b (minority cosine cos 2b). Complex a, b carry a complex step."""
+    theta = np.array([np.pi - a, np.pi + a, -b, b])
+    return np.cos(theta[:, None] - theta[None, :])
+
+
+def _family_derivative(i, a, b, pi, h=1e-30):
+    """∂F/∂a (i = 0) or ∂F/∂b (i = 1) on the family, by a complex step (exact to rounding)."""
+    x = [complex(a), complex(b)]
+    x[i] += 1j * h
+    return float(numpy_objective(_symmetric_gram(*x)[None], pi, 8, 0.5)[0].imag / h)
+
+
+def test_rank2_threshold_against_the_symmetric_family():
+    # Reduced problem: g(b) = min_a F(a, b). The minorities count as collapsed while
+    # cos 2b ≥ 1 − 1e-4, i.e. b ≤ b_c; g has one minimum in b (checked on a grid below), so ρ*
+    # is the ratio at which it sits at b_c: the root in ρ of ∂F/∂b(a*(b_c), b_c) (envelope
+    # theorem), with a*(b) the root of ∂F/∂a, both by brentq to 1e-15.
+    from scipy import optimize
+
+    def pi_of(rho):
+        w = np.array([1.0, 1.0, rho, rho])
+        return w / w.sum()
+
+    def a_star(b, pi):
+        return optimize.brentq(
+            lambda a: _family_derivative(0, a, b, pi), 1e-3, np.pi / 2 - 1e-9, xtol=1e-15
+        )
+
+    b_c = np.arccos(1 - 1e-4) / 2
+    slope = lambda rho: _family_derivative(1, a_star(b_c, pi_of(rho)), b_c, pi_of(rho))  # noqa: E731
+    rho_ref = optimize.brentq(slope, 0.1, 0.2, xtol=1e-15, rtol=1e-15)
+    # the family holds the rank-2 optimum: same F as the solver's 8 starts near ρ*
+    pi = pi_of(rho_ref * 1.001)
+    _, info = geometry.optimal_gram(pi, 8, 0.5, rank=2, n_starts=8, return_info=True)
+    g = lambda b: float(numpy_objective(_symmetric_gram(a_star(b, pi), b)[None], pi, 8, 0.5)[0])  # noqa: E731
+    values = [g(b) for b in np.linspace(0.0, np.pi / 2, 91)]
+    assert int(np.argmin(values)) <= 1 and np.all(np.diff(values[1:]) > 0)  # one minimum, b ≈ 0
+    best = optimize.minimize_scalar(g, bounds=(0.0, 0.1), method="bounded", options={"xatol": 1e-9})
+    assert best.fun == pytest.approx(info["F"], abs=1e-13)
+    rho = geometry.collapse_threshold(2, 2, 8, 0.5, rank=2, n_starts=4)
+    assert rho == pytest.approx(rho_ref, rel=1e-6)
