@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcl.experiments.liao import observables
+from jaxcl.experiments.liao import observables, snapshots
 from jaxcl.experiments.liao.config import HParams, Static
 from jaxcl.experiments.liao.data import dictionary, fold, frequencies, presence_prob, sample_views
 from jaxcl.experiments.liao.loss import loss_and_grad_by_neuron
@@ -58,33 +58,6 @@ class State(NamedTuple):
     sets: Any = None
 
 
-class SetSnapshots(NamedTuple):
-    """N_i(t) = {j : A_ij(t)² ≥ c2 log d/d · S_i(t)} (eq. 16 at time t) for every neuron, taken
-    at the first chunk end at or after T_2 and at or after 2 T_2 (so up to `log_every` steps
-    late); `t` holds the steps at which they were taken, −1 until then."""
-
-    N_T2: Any  # (m, d) bool
-    N_2T2: Any  # (m, d) bool
-    t: Any  # (2,) int32
-
-
-def _take_snapshots(hp: HParams, state: State) -> SetSnapshots:
-    """The snapshots after a chunk: each taken once, at the first chunk end past its step."""
-    snap = state.sets
-    _, c2 = observables.thresholds(hp.eps_max, hp.eps_min, hp.gamma_c0)
-    w_MxD1 = effective_weights(state.w, state.attn)
-    n_MxD = observables.ordinary_mask(observables.alignment(w_MxD1, state.M), c2)
-    due_T2 = (state.T2 >= 0) & (snap.t[0] < 0)
-    due_2T2 = (state.T2 >= 0) & (state.t >= 2 * state.T2) & (snap.t[1] < 0)
-    return SetSnapshots(
-        N_T2=jnp.where(due_T2, n_MxD, snap.N_T2),
-        N_2T2=jnp.where(due_2T2, n_MxD, snap.N_2T2),
-        t=jnp.stack(
-            [jnp.where(due_T2, state.t, snap.t[0]), jnp.where(due_2T2, state.t, snap.t[1])]
-        ),
-    )
-
-
 class StepMetrics(NamedTuple):
     loss: Any  # L_aug (eq. 2) before the update
     nce: Any  # InfoNCE part only
@@ -120,13 +93,8 @@ def init(static: Static, hp: HParams) -> State:
         key=key,
         keep=jnp.ones(static.m) if static.prune_mode == "neurons_once" else None,
         attn=attn,
-        sets=_no_snapshots(static) if static.snapshot_sets else None,
+        sets=snapshots.empty(static) if static.snapshot_sets else None,
     )
-
-
-def _no_snapshots(static: Static) -> SetSnapshots:
-    empty_MxD = jnp.zeros((static.m, static.d), bool)
-    return SetSnapshots(N_T2=empty_MxD, N_2T2=empty_MxD, t=jnp.full((2,), -1, jnp.int32))
 
 
 def forward_mask(static: Static, hp: HParams, state: State):
@@ -386,7 +354,7 @@ def _chunk(static: Static, hp: HParams, state: State) -> tuple[State, dict]:
         length=static.log_every,
     )
     if static.snapshot_sets:
-        state = state._replace(sets=_take_snapshots(hp, state))
+        state = state._replace(sets=snapshots.take(hp, state))
     n = jnp.maximum(jnp.sum(active), 1.0)
     metrics = {
         "step": state.t,
