@@ -64,7 +64,9 @@ def run_block(
     exp = protocol.of(cfgs[0])
     log_every = cfgs[0].log_every  # a static field: the same for the whole group
     hp = jax.tree.map(lambda x: global_array(x, sharding), block_hparams(cfgs, n_pad))
-    init_fn, chunk_fn = compiled(exp, static, sharding, batching=options.batching)
+    init_fn, chunk_fn = compiled(
+        exp, static, sharding, batching=options.batching, precision=options.matmul_precision
+    )
     owned = [i for i in owned_indices(sharding, n_pad) if i < n]
     n_chunks = -(-max(c.n_steps for c in cfgs) // log_every)
     store = checkpoint.BlockCheckpoints(
@@ -134,7 +136,7 @@ def run_block(
     arrays = local_rows(exp.final_arrays(state))
     scalars = local_rows(exp.final_scalars(state))
     # the final json's observables
-    obs = local_rows(final_observables(exp, static, sharding)(hp, state))
+    obs = local_rows(final_observables(exp, static, sharding, options.matmul_precision)(hp, state))
     for i in owned:
         cid = cfgs[i].config_id
         if i in failed:

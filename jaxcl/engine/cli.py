@@ -15,8 +15,18 @@ from jaxcl.engine.options import RunOptions, parse_shard  # noqa: F401
 
 def _parser() -> argparse.ArgumentParser:
     # jax may be imported here, but no backend starts before XLA_FLAGS is set in _run.
-    from jaxcl.engine import protocol
+    from jaxcl.engine import precision, protocol
     from jaxcl.engine.options import BATCHINGS
+
+    matmul = dict(
+        default=None,
+        metavar="P",
+        help="the float32 matmul precision of every compiled program: "
+        + ", ".join(precision.CHOICES)
+        + ' (default: [sweep] matmul_precision, else "highest"; "tensorfloat32" or "default" '
+        "let a recent NVIDIA GPU use TF32, about 1e-3 relative). A run option: config ids "
+        "stay; each invocation records it",
+    )
 
     ap = argparse.ArgumentParser(prog="jaxcl", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -91,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         "chunk (default 10; 0: blocks as large as memory allows). Never changes a "
         "result",
     )
+    run.add_argument("--matmul-precision", **matmul)
     run.add_argument(
         "--requeue",
         type=int,
@@ -149,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     pla.add_argument("--batching", choices=BATCHINGS, default=None)
     pla.add_argument("--chunk-seconds", type=float, default=None, metavar="S")
     pla.add_argument("--cpu-devices", type=int, default=None, metavar="N")
+    pla.add_argument("--matmul-precision", **matmul)
     pla.add_argument(
         "--array",
         type=int,

@@ -33,14 +33,15 @@ from jaxcl.engine.sweep import group_by_static, shard_configs
 HOST_PER_CONFIG, HOST_PER_CHUNK, HOST_PER_RUN = 0.004, 0.0001, 6.0
 
 
-def calibrate(group: list, sharding, batching: str) -> dict:
-    """Compiles one shape group's programs for one config per device and times them: the
-    compile (init, chunk, final observables) and one chunk of one config per device."""
+def calibrate(group: list, sharding, batching: str, precision: str | None = None) -> dict:
+    """Compiles one shape group's programs for one config per device (their dots at
+    `precision`, as the run's) and times them: the compile (init, chunk, final observables)
+    and one chunk of one config per device."""
     exp, static, n_dev = protocol.of(group[0]), group[0].static(), sharding.mesh.size
     hp_np = block_hparams(group[:n_dev], n_dev)
     hp_np = hp_np._replace(steps=np.full_like(hp_np.steps, 1 << 30))  # never an idle chunk
     hp = jax.tree.map(lambda x: global_array(x, sharding), hp_np)
-    init_fn, chunk_fn = compiled(exp, static, sharding, batching=batching)
+    init_fn, chunk_fn = compiled(exp, static, sharding, batching=batching, precision=precision)
     t0 = time.perf_counter()
     state = jax.block_until_ready(init_fn(hp))
     t1 = time.perf_counter()
@@ -52,7 +53,7 @@ def calibrate(group: list, sharding, batching: str) -> dict:
         state, m = jax.block_until_ready(chunk_fn(hp, state))
         runs.append(time.perf_counter() - t)
     t3 = time.perf_counter()
-    jax.block_until_ready(final_observables(exp, static, sharding)(hp, state))
+    jax.block_until_ready(final_observables(exp, static, sharding, precision)(hp, state))
     t4 = time.perf_counter()
     chunk = min(runs)
     return {"chunk": chunk, "compile": (t1 - t0) + (t2 - t1 - chunk) + (t4 - t3)}
@@ -137,7 +138,7 @@ def plan(
         per_dev = max(n_pad for _, n_pad in plan_) // n_dev
         block_mem = per_dev * state + (step if batching == "sequential" else per_dev * step)
         if calibrate_time:
-            cal[(name, static)] = calibrate(group, sharding, batching)
+            cal[(name, static)] = calibrate(group, sharding, batching, options.matmul_precision)
         g = {
             "experiment": name,
             "shape": exp.describe(static),
