@@ -183,6 +183,14 @@ def _parser() -> argparse.ArgumentParser:
         help="with --time: the warning's offset (--signal=B:USR1@S; default 120)",
     )
     pla.add_argument("--no-calibrate", action="store_true", help="no compile, no time estimate")
+    pla.add_argument(
+        "--device-memory",
+        default=None,
+        metavar="SIZE|KIND",
+        help="plan for one device this machine does not have: its memory (80G) or a kind "
+        "(h100, h100-pcie, h200, a100); blocks and memory are sized against it, and the wall "
+        "time is an estimate from an assumed share of its float32 peak until calibrated on it",
+    )
     mer = sub.add_parser(
         "merge",
         help="write results.jsonl, the manifest and the figures from "
@@ -311,6 +319,10 @@ def _plan(args) -> int:
         v = getattr(args, name)
         if v is not None and not (math.isfinite(v) and v >= 0):
             raise ConfigError(f"--{name.replace('_', '-')} = {v}: must be a finite number >= 0")
+    if args.device_memory is not None:
+        from jaxcl.engine import devices
+
+        devices.target(args.device_memory)  # refused before the sweep is read
     sw = sweep_mod.load(args.sweep, args.set)
     split_cpu(cpu_devices(sweep_mod.Work.of(sw), options.cpu_devices))  # as `jaxcl run` would
     import jax
@@ -325,6 +337,7 @@ def _plan(args) -> int:
         time_limit=args.time,
         signal_seconds=args.signal_seconds,
         calibrate_time=not args.no_calibrate,
+        device=args.device_memory,
     )
     return 0
 
