@@ -35,8 +35,8 @@ def run(sweep: str | os.PathLike | dict, out: str | os.PathLike, **options) -> "
         `max_parallel`, `batching`, `force_new`, `shard` ("I/N" or "auto"), `progress`
         (default: on in a notebook or a terminal), `lock` (False is `--no-lock`),
         `compile_cache`, `cpu_devices`, `checkpoint_every_steps`, `checkpoint_every_seconds`,
-        `keep_checkpoints`, `chunk_seconds`, `requeue`, `coordinator`, `num_processes`,
-        `process_id`, `distributed`.
+        `keep_checkpoints`, `chunk_seconds`, `matmul_precision`, `requeue`, `coordinator`,
+        `num_processes`, `process_id`, `distributed`.
 
     Returns:
       The run directory as a `Run`; its `summary` says what was done, skipped and failed.

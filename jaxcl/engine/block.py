@@ -53,8 +53,8 @@ def run_block(
     """Trains one block of same-shape configs to the end, writing what this process owns.
 
     Resumes from the block's latest good checkpoint if there is one, saves checkpoints at chunk
-    boundaries as `options.checkpoints` says, and on a stop request saves and raises
-    Interrupted. `options` are the run's, resolved (`RunOptions.with_sweep`).
+    boundaries as `options.checkpoints` says, and on a stop request saves at the end of the
+    running chunk (the last one included) and raises Interrupted. `options` are the run's, resolved (`RunOptions.with_sweep`).
 
     Returns:
       The wall seconds of its slowest chunk but the first (which compiles), or of the first
@@ -64,7 +64,9 @@ def run_block(
     exp = protocol.of(cfgs[0])
     log_every = cfgs[0].log_every  # a static field: the same for the whole group
     hp = jax.tree.map(lambda x: global_array(x, sharding), block_hparams(cfgs, n_pad))
-    init_fn, chunk_fn = compiled(exp, static, sharding, batching=options.batching)
+    init_fn, chunk_fn = compiled(
+        exp, static, sharding, batching=options.batching, precision=options.matmul_precision
+    )
     owned = [i for i in owned_indices(sharding, n_pad) if i < n]
     n_chunks = -(-max(c.n_steps for c in cfgs) // log_every)
     store = checkpoint.BlockCheckpoints(
@@ -117,24 +119,25 @@ def run_block(
             rd.append_rows(cfgs[i].config_id, [row])
         progress.update(sum(min(log_every, max(0, c.n_steps - k * log_every)) for c in cfgs))
         step = (k + 1) * log_every
-        if k + 1 < n_chunks:
-            stopping = any_process(stop is not None and stop.requested)
-            if stopping or any_process(store.due(step)):
-                store.save(step, k + 1, state)
-            if stopping:
-                summary.checkpoint_seconds += store.seconds_saving
-                summary.checkpoints += store.n_saved
-                raise Interrupted(
-                    stop.signum,
-                    f"at step {step} of {n_chunks * log_every} of a block "
-                    f"of {n} configs; checkpoint saved in {store.dir}",
-                )
+        # After the last chunk too: finishing the block would compile and run its final
+        # observables first (minutes on a loaded CPU), while the resume only computes them.
+        stopping = any_process(stop is not None and stop.requested)
+        if stopping or (k + 1 < n_chunks and any_process(store.due(step))):
+            store.save(step, k + 1, state)
+        if stopping:
+            summary.checkpoint_seconds += store.seconds_saving
+            summary.checkpoints += store.n_saved
+            raise Interrupted(
+                stop.signum,
+                f"at step {step} of {n_chunks * log_every} of a block "
+                f"of {n} configs; checkpoint saved in {store.dir}",
+            )
     summary.checkpoint_seconds += store.seconds_saving
     summary.checkpoints += store.n_saved
     arrays = local_rows(exp.final_arrays(state))
     scalars = local_rows(exp.final_scalars(state))
     # the final json's observables
-    obs = local_rows(final_observables(exp, static, sharding)(hp, state))
+    obs = local_rows(final_observables(exp, static, sharding, options.matmul_precision)(hp, state))
     for i in owned:
         cid = cfgs[i].config_id
         if i in failed:

@@ -15,8 +15,18 @@ from jaxcl.engine.options import RunOptions, parse_shard  # noqa: F401
 
 def _parser() -> argparse.ArgumentParser:
     # jax may be imported here, but no backend starts before XLA_FLAGS is set in _run.
-    from jaxcl.engine import protocol
+    from jaxcl.engine import precision, protocol
     from jaxcl.engine.options import BATCHINGS
+
+    matmul = dict(
+        default=None,
+        metavar="P",
+        help="the float32 matmul precision of every compiled program: "
+        + ", ".join(precision.CHOICES)
+        + ' (default: [sweep] matmul_precision, else "highest"; "tensorfloat32" or "default" '
+        "let a recent NVIDIA GPU use TF32, about 1e-3 relative). A run option: config ids "
+        "stay; each invocation records it",
+    )
 
     ap = argparse.ArgumentParser(prog="jaxcl", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -91,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         "chunk (default 10; 0: blocks as large as memory allows). Never changes a "
         "result",
     )
+    run.add_argument("--matmul-precision", **matmul)
     run.add_argument(
         "--requeue",
         type=int,
@@ -149,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     pla.add_argument("--batching", choices=BATCHINGS, default=None)
     pla.add_argument("--chunk-seconds", type=float, default=None, metavar="S")
     pla.add_argument("--cpu-devices", type=int, default=None, metavar="N")
+    pla.add_argument("--matmul-precision", **matmul)
     pla.add_argument(
         "--array",
         type=int,
@@ -171,6 +183,14 @@ def _parser() -> argparse.ArgumentParser:
         help="with --time: the warning's offset (--signal=B:USR1@S; default 120)",
     )
     pla.add_argument("--no-calibrate", action="store_true", help="no compile, no time estimate")
+    pla.add_argument(
+        "--device-memory",
+        default=None,
+        metavar="SIZE|KIND",
+        help="plan for one device this machine does not have: its memory (80G) or a kind "
+        "(h100, h100-pcie, h200, a100); blocks and memory are sized against it, and the wall "
+        "time is an estimate from an assumed share of its float32 peak until calibrated on it",
+    )
     mer = sub.add_parser(
         "merge",
         help="write results.jsonl, the manifest and the figures from "
@@ -299,6 +319,10 @@ def _plan(args) -> int:
         v = getattr(args, name)
         if v is not None and not (math.isfinite(v) and v >= 0):
             raise ConfigError(f"--{name.replace('_', '-')} = {v}: must be a finite number >= 0")
+    if args.device_memory is not None:
+        from jaxcl.engine import devices
+
+        devices.target(args.device_memory)  # refused before the sweep is read
     sw = sweep_mod.load(args.sweep, args.set)
     split_cpu(cpu_devices(sweep_mod.Work.of(sw), options.cpu_devices))  # as `jaxcl run` would
     import jax
@@ -313,6 +337,7 @@ def _plan(args) -> int:
         time_limit=args.time,
         signal_seconds=args.signal_seconds,
         calibrate_time=not args.no_calibrate,
+        device=args.device_memory,
     )
     return 0
 

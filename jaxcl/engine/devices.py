@@ -49,3 +49,37 @@ def detect(device_kind: str) -> DeviceKind | None:
     text = device_kind.lower().replace("-", " ")
     matches = [k for k in KINDS.values() for n in k.names if n in text]
     return max(matches, key=lambda k: max(len(n) for n in k.names), default=None)
+
+
+# What jax's GPU client takes of a card's memory by default (XLA_PYTHON_CLIENT_MEM_FRACTION):
+# a device's `bytes_limit`, which blocks are sized against on the device itself.
+JAX_MEMORY_FRACTION = 0.75
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": GIB, "T": 1 << 40}
+
+
+def target(text: str) -> tuple[str, int, DeviceKind | None]:
+    """The device `jaxcl plan --device-memory` names: a known kind (`KINDS`, e.g. "h100") or a
+    memory size ("80G", "80GiB", "81559M", "1.5T": binary units; a bare number is bytes).
+
+    Returns:
+      (label, the card's memory in bytes, its DeviceKind or None for a bare size).
+
+    Raises:
+      ConfigError: neither, naming the option and the value.
+    """
+    import re
+
+    from jaxcl.errors import ConfigError
+
+    key = text.strip().lower()
+    if key in KINDS:
+        k = KINDS[key]
+        return k.label, k.memory_bytes, k
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", key)
+    size = float(m.group(1)) * _UNITS[m.group(2).upper()] if m else 0.0
+    if size < 1 << 20:
+        raise ConfigError(
+            f"--device-memory = {text!r}: expected a memory size such as 80G (at least 1M) "
+            f"or a device kind: {', '.join(KINDS)}"
+        )
+    return f"a device of {size / GIB:,.1f} GiB", int(size), None

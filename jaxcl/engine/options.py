@@ -9,6 +9,7 @@ import math
 import os
 from typing import Any
 
+from jaxcl.engine import precision
 from jaxcl.engine.lock import Shard
 from jaxcl.errors import ConfigError
 
@@ -27,6 +28,7 @@ SWEEP_TABLE = {
     "checkpoint_every_steps": int,
     "checkpoint_every_seconds": int,
     "keep_checkpoints": int,
+    "matmul_precision": str,
 }
 # Each option's type and least value, checked by `RunOptions` (None: any value of the type).
 _KINDS = {
@@ -84,6 +86,8 @@ class RunOptions:
       cpu_devices: on CPU, split the host into this many JAX devices.
       checkpoint_every_steps, checkpoint_every_seconds, keep_checkpoints: `CheckpointOptions`.
       chunk_seconds: size blocks so that a chunk takes about this long (0: as memory allows).
+      matmul_precision: the float32 matmul precision of every compiled program
+        (`jaxcl.engine.precision`: "highest" by default); recorded in each invocation record.
       requeue: under Slurm, once stopped and saved, requeue the job unless it was requeued
         this many times.
       coordinator, num_processes, process_id, distributed: jax.distributed.initialize's.
@@ -104,6 +108,7 @@ class RunOptions:
     checkpoint_every_seconds: float | None = None
     keep_checkpoints: int | None = None
     chunk_seconds: float | None = None
+    matmul_precision: str | None = None
     requeue: int | None = None
     coordinator: str | None = None
     num_processes: int | None = None
@@ -125,12 +130,14 @@ class RunOptions:
             raise ConfigError(
                 f"--batching = {self.batching!r}: expected one of {', '.join(BATCHINGS)}"
             )
+        if self.matmul_precision is not None:
+            _precision("--matmul-precision", self.matmul_precision)
 
     def with_sweep(self, table: dict) -> "RunOptions":
         """These options with the sweep file's [sweep] run options (`SWEEP_TABLE`, checked by
         `check_sweep_table` when the sweep was read) where no flag was given (a flag beats the
         file), and every default filled in: `batching` "auto", `chunk_seconds` CHUNK_SECONDS,
-        the checkpoint options CheckpointOptions()'s.
+        `matmul_precision` precision.DEFAULT, the checkpoint options CheckpointOptions()'s.
         """
         filled = {n: table[n] for n in SWEEP_TABLE if getattr(self, n) is None and n in table}
         defaults = CheckpointOptions()
@@ -139,6 +146,7 @@ class RunOptions:
             merged,
             batching=merged.batching or "auto",
             chunk_seconds=CHUNK_SECONDS if merged.chunk_seconds is None else merged.chunk_seconds,
+            matmul_precision=merged.matmul_precision or precision.DEFAULT,
             checkpoint_every_steps=_given(merged.checkpoint_every_steps, defaults.every_steps),
             checkpoint_every_seconds=_given(
                 merged.checkpoint_every_seconds, defaults.every_seconds
@@ -181,6 +189,14 @@ def _check(label: str, value: Any, kind: type, low: float | None) -> None:
         raise ConfigError(f"{label} = {value!r}: must be >= {low:g}")
 
 
+def _precision(label: str, value: Any) -> None:
+    if value not in precision.CHOICES:
+        raise ConfigError(
+            f"{label} = {value!r}: expected one of {', '.join(precision.CHOICES)} "
+            "(the float32 matmul precision)"
+        )
+
+
 def check_sweep_table(table: dict, source: str) -> None:
     """A sweep file's [sweep] table: its `name`, and run options of `SWEEP_TABLE`, each of its
     type and in range.
@@ -201,6 +217,8 @@ def check_sweep_table(table: dict, source: str) -> None:
             )
         if key in _KINDS:
             _check(f"{source}: [sweep] option {key!r}", value, *_KINDS[key])
+    if "matmul_precision" in table:
+        _precision(f"{source}: [sweep] option 'matmul_precision'", table["matmul_precision"])
     if table.get("batching", "auto") not in BATCHINGS:
         raise ConfigError(
             f"{source}: [sweep] option 'batching' = {table['batching']!r}: "

@@ -52,14 +52,17 @@ def blocks(
 
     First the blocks of `saved` (`saved_blocks`) whose configs are all in `group`, exactly as
     they were checkpointed (their rows resume there), then the rest as `plan_blocks` cuts it.
-    Under sequential batching with no `max_parallel`, a group larger than `PROBE_PER_DEVICE`
-    configs per device runs them first as a probe block; `timing()`, called once the probe
-    block has run, gives its seconds per chunk (the same on every process), and the other
-    blocks are sized so that a chunk takes about `seconds` (a power of two configs per device,
-    so that at most a few block sizes compile). Each config's arrays are bitwise the same
-    whatever its block under sequential batching (see `programs.resolve_batching`), so none of
-    this changes a result; under vmap, where a block's size could, blocks are `plan_blocks`'s
-    alone.
+    With no `max_parallel`, a group larger than `PROBE_PER_DEVICE` configs per device runs them
+    first as a probe block; `timing()`, called once the probe block has run, gives its seconds
+    per chunk (the same on every process), and the other blocks are sized so that a chunk takes
+    about `seconds` (a power of two configs per device, so that at most a few block sizes
+    compile; under vmap at least two, `plan_blocks`'s least), never more than memory allows.
+    Both batchings are sized alike, as if a chunk's time grew linearly with its configs: so it
+    does one after another (sequential); vmapped, it grows about as fast on a CPU (its blocks
+    are cache-sized) and slower on an accelerator that runs them in parallel, where a block may
+    come out smaller than the device could take (`--chunk-seconds 0` sizes by memory alone). None of this changes a result beyond what the batching allows for
+    any chunking (`programs.plan_blocks`): bitwise under sequential batching, and under vmap
+    bitwise too on two or more devices (round-off on one, see docs/engine.md).
     """
     n_dev = sharding.mesh.size
     by_id = {c.config_id: c for c in group}
@@ -79,12 +82,7 @@ def blocks(
         return
     plan = plan_blocks(rest, sharding, max_parallel, batching, group_size=group_size)
     probe = PROBE_PER_DEVICE * n_dev
-    if (
-        max_parallel
-        or seconds <= 0
-        or resolve_batching(batching) != "sequential"
-        or max(len(b) for b, _ in plan) <= probe
-    ):
+    if max_parallel or seconds <= 0 or max(len(b) for b, _ in plan) <= probe:
         yield from plan
         return
     cap = max(len(b) for b, _ in plan)  # what memory allows
@@ -95,6 +93,8 @@ def blocks(
         PROBE_PER_DEVICE if not per_chunk else max(1, int(PROBE_PER_DEVICE * seconds / per_chunk))
     )
     per_device = 1 << (per_device.bit_length() - 1)  # a power of two
+    if resolve_batching(batching) == "vmap":
+        per_device = max(2, per_device)  # plan_blocks would pad a block of one per device to two
     yield from plan_blocks(
         rest[probe:], sharding, min(cap, per_device * n_dev), batching, group_size=group_size
     )

@@ -19,10 +19,13 @@ def invocation(
     summary,
     shard: Shard | None = None,
     env_changed: list[str] | None = None,
+    matmul_precision: str | None = None,
 ) -> dict:
     """One `jaxcl run` for the manifest's history: when, what, where, how long, how it ended,
-    and the environment that decides its last bits (`environment`); `env_changed` lists how
-    that differs from the run directory's previous invocation (`environment_changes`)."""
+    and what decides its last bits: the environment (`environment`) and the float32 matmul
+    precision its programs were compiled at (None: `precision.DEFAULT`); `env_changed` lists
+    how these differ from the run directory's previous invocation (`environment_changes`)."""
+    from jaxcl.engine import precision
     from jaxcl.engine import slurm
 
     leg = slurm.leg()  # the job and leg under Slurm
@@ -37,6 +40,7 @@ def invocation(
         "checkpoints": summary.checkpoints,
         "checkpoint_seconds": round(summary.checkpoint_seconds, 2),
         "environment_changed": env_changed or [],
+        "matmul_precision": precision.check(matmul_precision),
     }
 
 
@@ -141,17 +145,22 @@ def lock_differences(packages=NUMERIC_PACKAGES, path: str = LOCK) -> list[str]:
     return out
 
 
-def environment_changes(previous: list[dict], now: dict) -> list[str]:
-    """How `now` differs from the last recorded environment of `previous` invocation records
-    (oldest first; records from before environments were recorded are skipped)."""
+def environment_changes(
+    previous: list[dict], now: dict, matmul_precision: str | None = None
+) -> list[str]:
+    """How `now` (and, if given, the run's `matmul_precision`) differs from the last recorded
+    environment (and precision) of `previous` invocation records, oldest first; records from
+    before either was recorded are skipped."""
     before = next((r["environment"] for r in reversed(previous) if r.get("environment")), None)
-    if before is None:
-        return []
-    return [
+    changed = [
         f"{k}: {before.get(k, '?')!r} -> {now.get(k, '?')!r}"
         for k in BITWISE_KEYS
-        if before.get(k) != now.get(k)
+        if before is not None and before.get(k) != now.get(k)
     ]
+    was = next((r["matmul_precision"] for r in reversed(previous) if "matmul_precision" in r), None)
+    if matmul_precision is not None and was is not None and was != matmul_precision:
+        changed.append(f"matmul_precision: {was!r} -> {matmul_precision!r}")
+    return changed
 
 
 def command() -> str:

@@ -132,6 +132,8 @@ def provenance(manifest: dict) -> list[str]:
                     f"; jax {env.get('jax', '?')}, jaxlib {env.get('jaxlib', '?')}, "
                     f"{env.get('isa', '?')}{flags}"
                 )
+                if r.get("matmul_precision"):
+                    extra += f", float32 matmuls at {r['matmul_precision']!r}"
                 if env.get("lock_differences"):
                     extra += "; not the lock's versions: " + ", ".join(env["lock_differences"])
             if r.get("environment_changed"):

@@ -119,7 +119,7 @@ def _run(work: Work, out: str, held, options: RunOptions, log) -> Summary:
     if is_main:
         if held is not None:
             rd.close_stale(shard)  # the lock proves their processes dead
-        changed = environment_changes(rd.invocations(), environment())
+        changed = environment_changes(rd.invocations(), environment(), options.matmul_precision)
         if not any(rd.status(c.config_id)["state"] != DONE for c in work.mine):
             changed = []  # nothing to train: nothing mixes
         if changed:  # said once per invocation, and kept in its record
@@ -130,10 +130,12 @@ def _run(work: Work, out: str, held, options: RunOptions, log) -> Summary:
                 "not be bitwise those of one uninterrupted run, only statistically equal "
                 "(docs/engine.md, 'Reproducing across machines')"
             )
-        record = rd.start_invocation(invocation(started, t0, "running", summary, shard, changed))
+        record = rd.start_invocation(
+            invocation(started, t0, "running", summary, shard, changed, options.matmul_precision)
+        )
 
     def outcome(text: str) -> dict:
-        return invocation(started, t0, text, summary, shard, changed)
+        return invocation(started, t0, text, summary, shard, changed, options.matmul_precision)
 
     try:
         _train(rd, work, summary, options, log)
