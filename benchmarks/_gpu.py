@@ -50,6 +50,11 @@ IMAGE_PACKAGES = (
     "pytest",
     "torch",
 )
+# Packages jaxcl imports only inside the function that needs them, on a path the device run
+# does not take; the image lacks them (what would need them there, and why it is not taken)
+NOT_IN_IMAGE = {
+    "tomli-w": "jaxcl.run given a sweep as a dict writes it as TOML; this run passes files"
+}
 # The files the device run imports: the package, this run, and the gpu_smoke tests with the
 # test modules whose checks they reuse
 IMPORTED = (
