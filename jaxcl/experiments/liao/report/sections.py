@@ -89,7 +89,7 @@ def _trained(
         finals = [f for f in finals if not f.get("train_attention")]
     if len(ds) >= 2:
         windows = claims.windows(os.path.join(run_dir, "results.jsonl"), finals)
-        out.append(claims.claims_section(finals, windows=windows, init_stats=stats))
+        out.extend(claims.claims_section(finals, windows=windows, init_stats=stats))
     if every is not finals:
         out.append(attention.attention_section(every))
     if len({f["eta"] for f in finals}) >= 2:

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from jaxcl import fit
+from jaxcl import asymptotics, fit
 from jaxcl.tables import clopper_pearson
 
 SUPPORTS, CONTRADICTS, UNDECIDED = "supports", "contradicts", "cannot decide"
@@ -28,9 +28,11 @@ COST_EXPONENT = 2.99
 
 
 def tail_fit(by_d: dict[int, list[float]]) -> fit.Fit:
-    """The exponent over the last TAIL_D d with a positive mean (95% bootstrap over seeds)."""
-    ds = [d for d in sorted(by_d) if np.mean(by_d[d]) > 0][-TAIL_D:]
-    return fit.fit_exponent({d: by_d[d] for d in ds})
+    """The local exponent at the largest d with a positive mean (asymptotics.local_exponent: a
+    fit with a curvature term over four or more such d, a line over three; its 95% interval the
+    wider of a seed bootstrap and the fit's residual error)."""
+    loc = asymptotics.local_exponent({d: v for d, v in by_d.items() if np.mean(v) > 0})
+    return fit.Fit(loc.slope, math.nan, loc.lo, loc.hi, loc.d_used, [])
 
 
 def _moved(by_d: dict, theta: float, tail_start: int, up: bool) -> tuple[float, list]:
@@ -107,11 +109,17 @@ def upper(
         return SUPPORTS, f"zero at d = {tail_ds}: within any O(·){e_note}"
     t = tail_fit(by_d)
     if len(t.d_used) < TAIL_D or not t.ok:
-        return UNDECIDED, f"too few d with a positive value ({t.d_used}) for a tail slope{e_note}"
-    where = f"the tail slope over d = {t.d_used} is {t.slope:.3g} [{t.lo:.3g}, {t.hi:.3g}]"
+        return (
+            UNDECIDED,
+            f"too few d with a positive value ({t.d_used}) for a local exponent{e_note}",
+        )
+    where = (
+        f"the local exponent at d = {t.d_used[-1]} (fit over d = {t.d_used}) is {t.slope:.3g} "
+        f"[{t.lo:.3g}, {t.hi:.3g}]"
+    )
     if t.hi <= theta + TOL:
         return SUPPORTS, f"{where}, at most {theta:.3g} + {TOL:g}{e_note}"
-    excess, small = _moved(by_d, theta, t.d_used[0], up=True)
+    excess, small = _moved(by_d, theta, t.d_used[-TAIL_D], up=True)
     if t.lo > theta + TOL:
         if excess > GROWTH:
             return CONTRADICTS, (
@@ -183,14 +191,17 @@ def lower(
     if len(t.d_used) < TAIL_D or not t.ok:
         zeros = [d for d in tail_ds if np.mean(by_d[d]) <= 0]
         return UNDECIDED, (
-            f"zero at d = {zeros}: no tail slope"
+            f"zero at d = {zeros}: no local exponent"
             if zeros
-            else f"too few d ({t.d_used}) for a tail slope"
+            else f"too few d ({t.d_used}) for a local exponent"
         ) + e_note
-    where = f"the tail slope over d = {t.d_used} is {t.slope:.3g} [{t.lo:.3g}, {t.hi:.3g}]"
+    where = (
+        f"the local exponent at d = {t.d_used[-1]} (fit over d = {t.d_used}) is {t.slope:.3g} "
+        f"[{t.lo:.3g}, {t.hi:.3g}]"
+    )
     if t.lo > max(theta - TOL, 0.0):
         return SUPPORTS, f"{where}, above {theta:.3g} − {TOL:g} and 0{e_note}"
-    shortfall, small = _moved(by_d, theta, t.d_used[0], up=False)
+    shortfall, small = _moved(by_d, theta, t.d_used[-TAIL_D], up=False)
     if t.hi < theta - TOL:
         if shortfall < 1 / GROWTH:
             return CONTRADICTS, (
@@ -213,12 +224,15 @@ def equal(by_d: dict[int, list[float]], theta: float) -> tuple[str, str]:
     the largest d has moved past GROWTH× (or 1/GROWTH×) its small-d values."""
     t = tail_fit(by_d)
     if len(t.d_used) < TAIL_D or not t.ok:
-        return UNDECIDED, f"reached at {len(t.d_used)} d only: no tail slope"
-    where = f"the tail slope over d = {t.d_used} is {t.slope:.3g} [{t.lo:.3g}, {t.hi:.3g}]"
+        return UNDECIDED, f"reached at {len(t.d_used)} d only: no local exponent"
+    where = (
+        f"the local exponent at d = {t.d_used[-1]} (fit over d = {t.d_used}) is {t.slope:.3g} "
+        f"[{t.lo:.3g}, {t.hi:.3g}]"
+    )
     if t.hi < theta - TOL or t.lo > theta + TOL:
         above = t.lo > theta + TOL
         ds = sorted(by_d)
-        moved, _ = _moved(by_d, theta, t.d_used[0], up=above)
+        moved, _ = _moved(by_d, theta, t.d_used[-TAIL_D], up=above)
         side = "above" if above else "below"
         if (above and moved > GROWTH) or (not above and moved < 1 / GROWTH):
             return CONTRADICTS, (
