@@ -28,8 +28,8 @@ FAMILIES = {
     "F1e": ("set_dynamics", "the proof's sets: a neuron learns what its init set holds"),
     "empty_stays": ("set_dynamics", "the proof's sets: a neuron learns what its init set holds"),
     "o_md": ("set_dynamics", "the proof's sets: a neuron learns what its init set holds"),
-    "T1": ("stages", "Theorem 3.3: the stage times scale as d log d/(η log log d)"),
-    "T2": ("stages", "Theorem 3.3: the stage times scale as d log d/(η log log d)"),
+    "T1": ("stage1", "Theorem 3.3: stage 1 ends at T_1 = Θ(d log d/(η log log d))"),
+    "T2": ("stage2", "Theorem 3.3: stage 2 ends at T_2 = Θ(d log d/(ε_max η log log d))"),
     "ratio_N": ("ratio", "Theorem 3.3(ii): a smaller ratio enlarges |N_i|"),
 }
 

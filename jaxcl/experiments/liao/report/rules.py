@@ -48,7 +48,7 @@ def maximum(
     Each observed maximum is divided by the median maximum of n_objects[d] Poisson counts of the
     claimed size mean0·(d/d0)^θ (asymptotics.max_excess). Supported when that excess is at most
     GROWTH in every seed at the last three d (the growth is what extreme values of an O(d^θ)
-    count give); contradicted when its seed mean exceeds GROWTH at the last two d and its local
+    count give) and its local exponent's interval does not lie above 0; contradicted when its seed mean exceeds GROWTH at the last two d and its local
     exponent's interval lies above 0 (the per-object count itself outgrows d^θ); else undecided.
 
     Returns:
@@ -72,7 +72,16 @@ def maximum(
     if len(tail) < 3:
         return UNDECIDED, f"{where}: fewer than three d", info
     if all(max(ex[d]) <= GROWTH for d in tail):
-        return SUPPORTS, f"{where}: within {GROWTH:g}× in every seed", info
+        if loc is not None and math.isfinite(loc.lo) and loc.lo > 0:
+            return (
+                UNDECIDED,
+                (
+                    f"{where}: within {GROWTH:g}× in every seed, but the excess rises (local "
+                    f"exponent {loc.slope:.3g} [{loc.lo:.3g}, {loc.hi:.3g}]): larger d decide"
+                ),
+                info,
+            )
+        return SUPPORTS, f"{where}: within {GROWTH:g}× in every seed, not rising", info
     rising = all(mean_ex[a] < mean_ex[b] for a, b in zip(tail, tail[1:]))
     if all(mean_ex[d] > GROWTH for d in tail[-2:]) and rising:
         return (
