@@ -65,3 +65,74 @@ def test_step_control_differences_are_the_reports(beta):
     mean = f"{sign}{_fmt(c['mean'])}" if beta == 2.5 else _fmt(c["mean"])
     cell = f"{mean} [{_fmt(c['lo'])}, {_fmt(c['hi'])}]"
     assert any(cell in t for t in DOCS.values()), cell
+
+
+# ---- results/theorem33-findings.md: each number from the regime report or from theory
+
+FINDINGS_TEXT = (ROOT / "results" / "theorem33-findings.md").read_text()
+FINDINGS = " ".join(FINDINGS_TEXT.split())  # line breaks as spaces
+
+
+def _regime_claim(claim: str, arm: str | None = "λ set") -> dict:
+    rows = _report("theorem33-regime")["liao"]["claims"]
+    return next(r for r in rows if r["claim"] == claim and r.get("lam_arm") == arm)
+
+
+@pytest.mark.parametrize("claim", ["lucky_pure", "F1e", "empty_stays"])
+def test_findings_failure_shares_are_the_reports(claim):
+    r = _regime_claim(claim)
+    cells = " | ".join(f"{k}/{n}" for k, n in (r["by_d"][str(d)] for d in (32, 64, 128)))
+    cells = cells.replace(" | ", " fail | ", 1)
+    row = next((line for line in FINDINGS_TEXT.splitlines() if cells in line), None)
+    assert row is not None, cells
+    assert f"{r['slope']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}]" in row
+    assert r["verdict"] == "contradicts"
+
+
+def test_findings_hypotheses_numbers_are_the_reports_and_theorys():
+    from jaxcl.experiments.liao import theory
+    from jaxcl.experiments.liao.config import Config
+
+    panel = _report("theorem33-regime")["liao"]["hypotheses"]
+    cell = {(h["lam_arm"], h["d"]): h for h in panel}
+    assert f"{cell[('λ set', 32)]['all_lucky']['value']:.3g} at d = 32" in FINDINGS
+    assert all(cell[("λ set", d)]["lam"]["value"] == pytest.approx(0.246, abs=5e-4) for d in
+               (32, 64, 128))  # fmt: skip
+    ctrl = ", ".join(f"{cell[('λ default', d)]['lam']['value']:.3g}" for d in (32, 64))
+    assert (
+        ctrl in FINDINGS and f"{cell[('λ default', 128)]['lam']['value']:.3g} at C_m 2" in FINDINGS
+    )
+    ratio = ", ".join(f"{cell[('λ set', d)]['window']['value']:.3g}" for d in (32, 64))
+    assert ratio in FINDINGS
+    for d, quoted in ((256, "4.16e-08"), (1024, "0.00289"), (4096, "0.79")):
+        m = round(d**1.5)
+        p = theory.all_atoms_lucky(d, m, theory.expected_counts(d, m, 1.0)["p_lucky"])
+        assert f"{p:.3g}" == quoted and f"{quoted} at d = {d}" in FINDINGS
+    lam = {r: [Config(d=d).LAM * d * theory.xi2(d, 1.5, r) for d in (8, 128)] for r in (1.0, 0.25)}
+    assert f"{lam[1.0][0]:.3g} to 2.78" in FINDINGS
+    assert (
+        f"{lam[1.0][1]:.3g}" == "2.78" and f"{lam[0.25][0]:.3g} to {lam[0.25][1]:.3g}" in FINDINGS
+    )
+
+
+def test_findings_derivation_numbers_are_theorys():
+    import math
+
+    from jaxcl.experiments.liao import theory
+
+    d, m = 4096, round(4096**1.5)
+    n0 = theory.n0_leading(d, 0.75)
+    assert f"E|N_i(0)| ≈ {n0:.3g} at ratio 0.75 (e^(−{n0:.3g}) = {math.exp(-n0):.3g}" in FINDINGS
+    assert f"E|M_j*| ≈ {theory.lucky_leading(d, m, 0.75):.3g}" in FINDINGS
+    assert f"d^ω1 = {d ** theory.omega1(1.5, 0.75):.3g}" in FINDINGS
+    assert f"and {theory.n0_leading(d, 0.5):.3g} at ratio 0.5" in FINDINGS
+
+
+def test_findings_stage_times_and_maxima_are_the_reports():
+    t2 = _regime_claim("T2")
+    best, mine = t2["scales"][0], next(s for s in t2["scales"] if s["name"].endswith("log log d)"))
+    assert best["name"] == "d log d/η" and f"by ΔAIC {mine['delta']:.3g}" in FINDINGS
+    late = _regime_claim("N_t_late")["max_law"]["excess"]
+    assert ", ".join(f"{late[str(d)]:.3g}" for d in (32, 64, 128)) in FINDINGS
+    tally = _report("theorem33-regime")["liao"]["tally"]
+    assert tally["fails"] >= 2 and tally["outside the hypotheses"] == 1
