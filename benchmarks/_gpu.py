@@ -708,7 +708,8 @@ def science_plan_stage(work: str, sizes: Sizes, deadline: float) -> dict:
     """
     import jax
 
-    from jaxcl.engine import pacing, plan, programs, protocol
+    from jaxcl.engine import plan, programs, protocol
+    from jaxcl.engine.options import CHUNK_SECONDS
     from jaxcl.engine.sweep import group_by_static, loads
 
     sharding = programs.config_mesh()
@@ -724,9 +725,7 @@ def science_plan_stage(work: str, sizes: Sizes, deadline: float) -> dict:
         }
         calibration_s = time.perf_counter() - t
         for (seeds, control), text in zip(cands, texts):
-            est = plan.estimate(
-                loads(text).configs(), sharding, batching, None, pacing.CHUNK_SECONDS, cal
-            )
+            est = plan.estimate(loads(text).configs(), sharding, batching, None, CHUNK_SECONDS, cal)
             left = deadline - time.time() - STARTUP_SECONDS
             entry = {
                 "d": d,
