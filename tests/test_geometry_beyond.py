@@ -1,7 +1,6 @@
 """The geometry report past the paper's assumptions (SPEC §10): effective rank, Clopper–Pearson
 share intervals, and the report's sentence answers on made-up finals whose answers are known."""
 
-import json
 import math
 import os
 
@@ -12,6 +11,7 @@ from scipy import stats
 from jaxcl.engine import sweep
 from jaxcl.experiments.geometry.observables import effective_rank
 from jaxcl.experiments.geometry.report import beyond as report_beyond
+from jaxcl.experiments.geometry.report import rank as report_rank
 from jaxcl.experiments.geometry.report import stats as report_stats
 from jaxcl.experiments.geometry.report import training as report_training
 from jaxcl.experiments.geometry.report.stats import loss_label
@@ -137,7 +137,7 @@ def test_reach_answer_all_within():
             "runs": 4,
             "within": 4,
             "slow": 0,
-            "stationary": 0,
+            "stalled": 0,
             "converging": 0,
         }
     ]
@@ -147,22 +147,23 @@ def test_reach_answer_all_within():
     assert "rerun" not in text  # nothing needed the longer run
 
 
-def test_reach_answer_slow_stationary_converging():
+def test_reach_answer_slow_stalled_converging():
     short = [0.01, 0.015, 0.05, 0.06, 0.08]
-    longer = [0.005, 0.005, 0.01, 0.055, 0.03]  # seed 2 slow, 3 stationary, 4 converging
+    longer = [0.005, 0.005, 0.01, 0.055, 0.03]  # seed 2 slow, 3 stalled, 4 converging
     finals = [_final(s, d) for s, d in enumerate(short)] + [
         _final(s, d, steps=400) for s, d in enumerate(longer)
     ]
     ans, _, summary = _beyond(finals)
     row = summary["reach"][0]
-    assert (row["within"], row["slow"], row["stationary"], row["converging"]) == (2, 1, 1, 1)
+    assert (row["within"], row["slow"], row["stalled"], row["converging"]) == (2, 1, 1, 1)
     lo, hi = stats.beta.ppf(0.025, 2, 4), stats.beta.ppf(0.975, 3, 3)
     text = "\n".join(ans)
     assert f"2/5 [{lo:.2f}, {hi:.2f}] runs end within 0.02" in text
     one = report_stats.share_cell(1, 3)
     assert (
         f"Of the 3 runs not within that were rerun 4× longer, {one} reach G* (slow "
-        f"convergence), {one} stay put (another stationary point), {one} are still "
+        f"convergence), {one} stay put (they did not converge further; with p ≥ C the program has no "
+        f"spurious minima), {one} are still "
         "converging"
     ) in text
     assert text.index("## Answers") == 0
@@ -182,31 +183,55 @@ def test_hard_claim_yes_and_no():
     assert not no
 
 
-def test_rank_answer_says_where_p_ge_C_stops(monkeypatch):
-    # G*_p known by construction: p = 2 differs from G* (made up), p ≥ 3 is G*
-    G_full = np.full((4, 4), -1 / 3) + np.eye(4) * (4 / 3)
-    G_2 = G_full.copy()
-    G_2[0, 1] = G_2[1, 0] = 0.2
-    monkeypatch.setattr(
-        report_beyond, "gram", lambda pi, k, tau, rank, hb, kw: (G_2 if rank == 2 else G_full, 3)
+@pytest.mark.parametrize("n", [4, 6, 9, 12])
+def test_decided_against_one_half_matches_the_interval(n):
+    rng = np.random.default_rng(n)
+    for _ in range(8):
+        ok = [bool(x) for x in rng.random(n) < rng.random()]
+        verdict, need = report_rank.decided(ok)
+        lo, hi = report_stats.clopper_pearson(sum(ok), n)
+        want = "reaches" if lo > 0.5 else "does not" if hi < 0.5 else "undecided"
+        assert verdict == want
+        if need is None:
+            assert verdict == "undecided"
+            continue
+        # every prefix from `need` seeds on is on the same side; the one before it is not
+        side = [report_stats.clopper_pearson(sum(ok[:m]), m) for m in range(1, n + 1)]
+        same = [(a > 0.5) if verdict == "reaches" else (b < 0.5) for a, b in side]
+        assert all(same[need - 1 :]) and (need == 1 or not same[need - 2])
+
+
+def test_rank_answer_separates_rank_from_C_minus_1(monkeypatch):
+    # rank G* = 2 < C − 1 = 3 by construction: G*_2 = G*, the runs at p = 2 reach it up to a
+    # swap of the two minority classes (equal size) or end at a made-up miss
+    G_full = np.array(
+        [[1, -1, 0.5, 0.4], [-1, 1, -0.5, -0.4], [0.5, -0.5, 1, 0.9], [0.4, -0.4, 0.9, 1]]
     )
-    monkeypatch.setattr(
-        report_beyond, "_rho", lambda a, b, k, tau, rank, kw: 0.1 if rank == 2 else 0.0132
-    )
-    finals = [
-        _final(s, 0.0, p=p, G=G_2 if p == 2 else G_full) for p in (2, 3, 4, 5) for s in range(3)
-    ]
-    ans, _, summary = _beyond(finals)
+    swapped = G_full[[0, 1, 3, 2]][:, [0, 1, 3, 2]]
+    far = G_full.copy()
+    far[2, 3] = far[3, 2] = -1.0
+    monkeypatch.setattr(report_rank, "gram", lambda pi, k, tau, rank, hb, kw: (G_full, 2))
+    monkeypatch.setattr(report_rank, "rho_star", lambda a, b, k, tau, rank, kw: 0.1)
+    miss = dict(verdict="local minimum", grad_scaled=1e-3, newton_step=1e-3, min_eig_scaled=0.16)
+    miss.update(F_gap=5e-4, moved=1e-3)
+    monkeypatch.setattr(report_rank, "_miss", lambda *a: dict(miss))
+    finals = [_final(s, 0.0, p=2, G=swapped) for s in range(11)] + [_final(11, 0.0, p=2, G=far)]
+    finals += [_final(s, 0.0, p=p, G=G_full) for p in (3, 4) for s in range(12)]
+    ans, lines, summary = _beyond(finals)
+    cells = {c["p"]: c for c in summary["rank"] if "p" in c}
+    assert [cells[p]["within"] for p in (2, 3, 4)] == [11, 12, 12]
+    assert cells[2]["verdict"] == "reaches" and cells[2]["seeds_to_decide"] == 6
+    assert cells[2]["misses"] == [dict(seed=11, max_dev=1.9, minority_cos=0.3, **miss)]
     text = "\n".join(ans)
-    assert "2+2 at ratio 0.1 (rank G* = 3): holds for p ≥ 3, stops at p = 2" in text
-    assert "within 0.02 of G*_p in 3/3" in text
-    assert "it moves at p = 2" in text
-    assert summary["rank"][-1]["rho_star_p"] == {"2": 0.1, "3": 0.0132, "4": 0.0132, "5": 0.0132}
+    assert "every one reaches G*_p from p = rank G* on: the rule is p ≥ rank G*" in text
+    assert "1 local minimum" in text
+    row = "| 2+2 ratio 0.1 p 2 s11 | 1.9 | 0.3 | 0.001 | 0.001 | 0.16 | 5.00e-04 | 0.001 |"
+    assert row + " local minimum |" in "\n".join(lines)
 
 
 def test_counts_answer(monkeypatch):
     monkeypatch.setattr(
-        report_beyond, "_rho", lambda a, b, k, tau, rank, kw: 0.01 / a if a <= 2 else 0.0
+        report_beyond, "rho_star", lambda a, b, k, tau, rank, kw: 0.01 / a if a <= 2 else 0.0
     )
     monkeypatch.setattr(report_beyond, "_floor_cos", lambda a, b: 1.0 if a <= 2 else 0.5)
     G = np.eye(3)
@@ -240,19 +265,3 @@ def test_main_geometry_study_gets_no_new_sections():
         for c in configs
     ]
     assert _beyond(finals) == ([], [], {})
-
-
-def test_readme_quotes_the_committed_report():
-    # README's line on results/geometry-beyond quotes the report's own numbers
-    beyond = json.loads(
-        open(os.path.join(ROOT, "results", "geometry-beyond", "report.json")).read()
-    )["results"]["geometry"]["beyond"]
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    within = sum(r["within"] for r in beyond["reach"])
-    runs = sum(r["runs"] for r in beyond["reach"])
-    slow = sum(r["slow"] for r in beyond["reach"])
-    rerun = sum(r["slow"] + r["stationary"] + r["converging"] for r in beyond["reach"])
-    er = {h["hard_beta"]: np.mean(h["effective_rank"]) for h in beyond["hard"] if h["ratio"] == 0.1}
-    assert f"{within}/{runs} runs end within 0.02" in readme
-    assert f"{slow} of {rerun} misses do at 4× the steps" in readme
-    assert f"effective rank of Z {er[0.0]:.3g} → {er[4.0]:.3g} from β = 0 to 4" in readme

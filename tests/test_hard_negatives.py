@@ -176,9 +176,9 @@ def test_rest_point_of_constant_weight_training():
         E = np.zeros((4, 4))
         E[i, j] = 1e-6
         grad[i, j] = (frozen(G + E) - frozen(G - E)) / 2e-6
-    from jaxcl.experiments.geometry.optimal import _kkt
+    from jaxcl.experiments.geometry.minimizer import kkt_certificate
 
-    kkt = _kkt(grad, G, pi)
+    kkt = kkt_certificate(grad, G, pi)
     assert kkt["min_eig_Z"] >= -1e-7 and kkt["ZG_max"] <= 1e-6
     rng = np.random.default_rng(5)
     base = frozen(G)

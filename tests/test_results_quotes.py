@@ -136,3 +136,51 @@ def test_findings_stage_times_and_maxima_are_the_reports():
     assert ", ".join(f"{late[str(d)]:.3g}" for d in (32, 64, 128)) in FINDINGS
     tally = _report("theorem33-regime")["liao"]["tally"]
     assert tally["fails"] >= 2 and tally["outside the hypotheses"] == 1
+
+
+def _beyond() -> dict:
+    return _report("geometry-beyond")["geometry"]["beyond"]
+
+
+def _share(x: int, n: int) -> str:
+    from jaxcl.tables import clopper_pearson
+
+    lo, hi = clopper_pearson(x, n)
+    return f"{x}/{n} [{lo:.2f}, {hi:.2f}]"
+
+
+def _rank_cell(ratio: float, p: int) -> dict:
+    return next(
+        c
+        for c in _beyond()["rank"]
+        if c.get("p") == p and c["ratio"] == ratio and c["classes"] == [2, 2]
+    )
+
+
+def test_geometry_beyond_rank_quotes_are_the_reports():
+    text = DOCS["docs/results.md"]
+    dev = _rank_cell(0.1, 2)["G_max_dev_full"]
+    assert f"max|G − G*| {min(dev):.3g}–{max(dev):.3g} over seeds at p = 2" in text
+    rho = next(c for c in _beyond()["rank"] if "rho_star_p" in c)
+    assert f"0.146 at\n  p = 2 against {rho['rho_star']:.3g}" in text
+    assert f"{rho['rho_star_p']['2']:.3g}" == "0.146"
+    # the separating case at p = 2: seeds within 0.02 of G*_2 (= G*: rank 2)
+    d = _rank_cell(0.01, 2)["G_max_dev_p"]
+    assert f"undecided at p = 2 ({_share(sum(x <= 0.02 for x in d), len(d))} seeds reach G*_2)" in (
+        " ".join(text.split())
+    )
+
+
+def test_geometry_beyond_reach_and_hard_quotes_are_the_reports():
+    text = " ".join(DOCS["docs/results.md"].split())
+    reach = _beyond()["reach"]
+    within, runs = sum(r["within"] for r in reach), sum(r["runs"] for r in reach)
+    slow = sum(r["slow"] for r in reach)
+    stalled = sum(r.get("stalled", r.get("stationary", 0)) for r in reach)
+    rerun = slow + stalled + sum(r["converging"] for r in reach)
+    assert f"{within}/{runs} runs of the loss × k × τ grid end within 0.02 of G*" in text
+    assert f"{slow} of the {rerun} misses rerun 4× longer get there" in text
+    assert f"{stalled} (one seed, ratio 0.03) stay" in text
+    hard = {h["hard_beta"]: h for h in _beyond()["hard"] if h["ratio"] == 0.1}
+    er = {b: sum(h["effective_rank"]) / len(h["effective_rank"]) for b, h in hard.items()}
+    assert f"effective rank of Z rises {er[0.0]:.3g} → {er[4.0]:.3g}" in text

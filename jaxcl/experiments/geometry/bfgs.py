@@ -1,5 +1,5 @@
 """A dense BFGS in a single while_loop, for the small factorized programs of the geometry
-experiment (`optimal.py`): F(V̂ V̂ᵀ) over unit-row factors V."""
+experiment (`factored.py`): F(V̂ V̂ᵀ) over unit-row factors V."""
 
 from __future__ import annotations
 

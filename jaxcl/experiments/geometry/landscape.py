@@ -15,8 +15,9 @@ import numpy as np
 
 from jaxcl.errors import ConfigError
 from jaxcl.experiments.geometry.bfgs import bfgs
+from jaxcl.experiments.geometry.factored import STATIC, gram, objective, problem, tidy
 from jaxcl.experiments.geometry.objective import check_int, check_solver_inputs, negative_counts
-from jaxcl.experiments.geometry.optimal import _F, _STATIC, _gram, _problem, _tidy, optimal_gram
+from jaxcl.experiments.geometry.minimizer import optimal_gram
 
 VERDICTS = ("global minimum", "local minimum", "saddle", "not converged", "undecided")
 EIG_TOL = 1e-6  # smallest scaled Hessian eigenvalue off the gauge above this: positive definite
@@ -97,25 +98,25 @@ def max_dev_relabeled(G, G_ref, pi) -> float:
     return float(np.abs(G[None] - G_ref[P[:, :, None], P[:, None, :]]).max(axis=(1, 2)).min())
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=STATIC)
 def _derivatives(V_CxP, prob, *, loss, psi, phi, hard=False, frozen=False):
     """F, ∇ and ∇² of f(V) = F(V̂ V̂ᵀ) (rows normalized) at V, flattened row by row."""
-    F = _F(prob, loss, psi, phi, hard, frozen)
+    F = objective(prob, loss, psi, phi, hard, frozen)
 
     def f(x):
-        return F(_gram(x.reshape(V_CxP.shape)))
+        return F(gram(x.reshape(V_CxP.shape)))
 
     x = V_CxP.reshape(-1)
     value, grad = jax.value_and_grad(f)(x)
     return value, grad, jax.hessian(f)(x)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=STATIC)
 def _continue(V_CxP, prob, *, loss, psi, phi, hard=False, frozen=False):
     """BFGS on f from V (rows scaled as in optimal_gram's solve): (V, F, accepted steps)."""
-    F = _F(prob, loss, psi, phi, hard, frozen)
+    F = objective(prob, loss, psi, phi, hard, frozen)
     scale = jnp.sqrt(prob.pi_C / jnp.max(prob.pi_C))[:, None]
-    V, value, steps = bfgs(lambda V: F(_gram(V)), V_CxP * scale)
+    V, value, steps = bfgs(lambda V: F(gram(V)), V_CxP * scale)
     return V / jnp.linalg.norm(V, axis=1, keepdims=True), value, steps
 
 
@@ -191,7 +192,7 @@ def manifold_derivatives(
     C, p = V.shape
     with jax.enable_x64(True):
         counts, weights, _ = negative_counts(pi, k)
-        prob = _problem(pi, counts, weights, tau, alpha, beta)
+        prob = problem(pi, counts, weights, tau, alpha, beta)
         value, grad, hess = (
             np.asarray(a, np.float64)
             for a in _derivatives(V, prob, loss=loss, psi=psi, phi=phi, hard=False)
@@ -291,7 +292,7 @@ def classify_end_point(
     at = manifold_derivatives(V0, pi, k, tau, **kw)
     with jax.enable_x64(True):
         counts, weights, _ = negative_counts(pi, k)
-        prob = _problem(pi, counts, weights, tau, alpha, beta)
+        prob = problem(pi, counts, weights, tau, alpha, beta)
         V1, _, steps = _continue(V0, prob, loss=loss, psi=psi, phi=phi)
         V1 = np.asarray(V1, np.float64)
     end = manifold_derivatives(V1, pi, k, tau, **kw)
@@ -323,5 +324,5 @@ def classify_end_point(
         "end_min_eig_scaled": lam1,
         "end_F_gap": gap1,
         "continuation_steps": int(steps),
-        "G_end": _tidy(V1 @ V1.T),
+        "G_end": tidy(V1 @ V1.T),
     }

@@ -54,6 +54,17 @@ def gram(pi, k, tau, rank, hard_beta, kw) -> tuple[np.ndarray, int]:
     return G, int(np.sum(np.linalg.eigvalsh(G) > 1e-6))
 
 
+@functools.lru_cache(maxsize=None)
+def rho_star(n_major, n_minor, k, tau, rank, kw) -> float:
+    """ρ* (rank None) or ρ*_p of jaxcl.geometry.collapse_threshold at its default 1e-7 relative
+    tolerance (4 starts per solve with a rank bound, where the program is not convex)."""
+    from jaxcl.experiments.geometry.optimal import collapse_threshold
+
+    return collapse_threshold(
+        n_major, n_minor, k, tau, **dict(kw), rank=rank, n_starts=2 if rank is None else 4
+    )
+
+
 def minor_cos(G: np.ndarray, n_major: int) -> float:
     """Mean G_cc' over pairs of minority classes (NaN with fewer than two)."""
     C = G.shape[0]

@@ -19,7 +19,7 @@ from jaxcl.experiments.geometry.report.stats import (
 )
 from jaxcl.tables import md_row, mean_ci, num
 
-LONGER = 4  # the factor of the longer runs that tell slow convergence from a stationary point
+LONGER = 4  # the factor of the longer runs that tell slow convergence from a stall
 
 
 # ------------------------------------------------------------------ 2. hard negatives
@@ -206,8 +206,9 @@ def reach_part(finals, label, erank):
         f"Per loss, k and τ (every class count, ratio and seed at that training length): "
         f"seeds with max|G − G*| ≤ {WITHIN}. A run not within was rerun {LONGER}× longer "
         f"where the sweep has it: slow convergence when the longer run is within {WITHIN}, "
-        "another stationary point when its max|G − G*| stays above half the short run's, "
-        "still converging otherwise.",
+        "stalled when its max|G − G*| stays above half the short run's (it did not converge "
+        "further; stationarity is not checked, and with p ≥ C the convex program has no "
+        "spurious minima), still converging otherwise.",
         "",
         md_row(
             "loss",
@@ -217,7 +218,7 @@ def reach_part(finals, label, erank):
             "runs",
             f"within {WITHIN}",
             "not within: ratios",
-            f"{LONGER}× longer: slow / stationary / still converging",
+            f"{LONGER}× longer: slow / stalled / still converging",
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -245,7 +246,7 @@ def reach_part(finals, label, erank):
                 str(len(fs)),
                 share_cell(n_in, len(fs)),
                 ", ".join(f"{r:g}" for r in sorted({f["ratio"] for f in out})) or "—",
-                f"{cls['slow']} / {cls['stationary']} / {cls['converging']}",
+                f"{cls['slow']} / {cls['stalled']} / {cls['converging']}",
             )
         )
         data.append(
@@ -257,7 +258,7 @@ def reach_part(finals, label, erank):
                 "runs": len(fs),
                 "within": n_in,
                 "slow": cls["slow"],
-                "stationary": cls["stationary"],
+                "stalled": cls["stalled"],
                 "converging": cls["converging"],
             }
         )
@@ -267,7 +268,7 @@ def reach_part(finals, label, erank):
             md_row("run (not within)", "ratio", "max|G−G*|", f"{LONGER}× longer", "verdict"),
             "|---|---|---|---|---|",
         ]
-        for c in ("slow", "stationary", "converging"):
+        for c in ("slow", "stalled", "converging"):
             for f, lf in kinds[c]:
                 lines.append(
                     md_row(
@@ -293,8 +294,8 @@ def reach_part(finals, label, erank):
         + (
             f". Of the {n_long} runs not within that were rerun {LONGER}× longer, "
             f"{share_cell(len(kinds['slow']), n_long)} reach G* (slow convergence), "
-            f"{share_cell(len(kinds['stationary']), n_long)} stay put (another stationary "
-            f"point), {share_cell(len(kinds['converging']), n_long)} are still converging; "
+            f"{share_cell(len(kinds['stalled']), n_long)} stay put (they did not converge "
+            f"further; with p ≥ C the program has no spurious minima), {share_cell(len(kinds['converging']), n_long)} are still converging; "
             f"longer/short max|G − G*| {mean_cell(ratio_dev)}"
             if n_long
             else ""
@@ -309,5 +310,5 @@ def _classify(short: float, long: float) -> str:
     if long <= WITHIN:
         return "slow"
     if long > 0.5 * short:
-        return "stationary"
+        return "stalled"
     return "converging"

@@ -1,0 +1,315 @@
+"""The geometry report's p < C answer (SPEC §10): per class count, ratio and p the share of seeds
+that reach G*_p (up to relabeling equal classes) with its interval and the seeds it took to decide,
+the end point of every run that misses (landscape.py), and the rule on rank G* against C − 1."""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+
+import numpy as np
+
+from jaxcl.experiments.geometry.report.stats import (
+    WITHIN,
+    cos_of,
+    gram,
+    loss_kwargs,
+    mean_cell,
+    minor_cos,
+    rho_star,
+    share_cell,
+)
+from jaxcl.tables import clopper_pearson, md_row, num
+
+HALF = 0.5  # a share decides when its interval lies wholly above (reaches) or below this
+
+
+def decided(ok: list[bool]) -> tuple[str, int | None]:
+    """The verdict of a share against one half, and the seeds it took.
+
+    Args:
+      ok: per seed, in seed order, whether the run reached its target.
+
+    Returns:
+      ("reaches" | "does not" | "undecided", m): "reaches" when the Clopper–Pearson 95%
+      interval of the share lies above 1/2, "does not" when below, and m the fewest seeds (the
+      first m in seed order) from which on every longer prefix's interval stays on that side
+      (None when undecided).
+    """
+    lo, hi = clopper_pearson(sum(ok), len(ok))
+    side = 1 if lo > HALF else (-1 if hi < HALF else 0)
+    if side == 0:
+        return "undecided", None
+    need = len(ok)
+    for m in range(len(ok) - 1, 0, -1):
+        lo, hi = clopper_pearson(sum(ok[:m]), m)
+        if not ((side == 1 and lo > HALF) or (side == -1 and hi < HALF)):
+            break
+        need = m
+    return ("reaches" if side == 1 else "does not"), need
+
+
+@functools.lru_cache(maxsize=None)
+def _f_opt(pi, k, tau, p, kw) -> float:
+    """F(G*_p) from the same 8-start solve as stats.gram."""
+    from jaxcl.experiments.geometry.optimal import optimal_gram
+
+    _, info = optimal_gram(np.asarray(pi), k, tau, **dict(kw), n_starts=8, rank=p, return_info=True)
+    return info["F"]
+
+
+def _miss(f, pi, k, tau, p, kw) -> dict:
+    """landscape.classify_end_point of a run's trained G on the rank-p problem."""
+    from jaxcl.experiments.geometry.landscape import classify_end_point
+
+    c = classify_end_point(
+        f["observables"]["G"],
+        np.asarray(pi),
+        k,
+        tau,
+        p,
+        **dict(kw),
+        F_opt=_f_opt(pi, k, tau, p, kw),
+    )
+    c.pop("G_end")
+    return c
+
+
+def rank_part(finals, label, erank):
+    """The p < C table, the classified misses and the rule, where the finals hold a group
+    (classes, loss, k, τ, steps, ratio) trained at two p or more, one of them below C.
+
+    Args:
+      finals: the geometry final jsons.
+      label: the loss label of a final.
+      erank: config_id -> effective rank of its final Z.
+
+    Returns:
+      (answer, section lines, "rank", report.json data), or None.
+    """
+    from jaxcl.experiments.geometry.landscape import max_dev_relabeled
+
+    groups = defaultdict(lambda: defaultdict(list))
+    for f in finals:
+        if f.get("hard_beta"):
+            continue
+        key = (f["n_major_classes"], f["n_minor_classes"], label(f), f["negatives"], f["tau"])
+        groups[key + (f["steps"], f["ratio"])][f["p"]].append(f)
+    groups = {g: ps for g, ps in groups.items() if len(ps) >= 2 and min(ps) < g[0] + g[1]}
+    if not groups:
+        return None
+    lines = [
+        "## Representation dimension below the class count (p < C)",
+        "",
+        f"G*_p: the rank-≤ p optimum (jaxcl.geometry.optimal_gram(..., rank=p), 8 starts); G*: the "
+        f"unconstrained one, of rank r. A seed reaches G*_p when max|G − G*_p| ≤ {WITHIN} up to "
+        "relabeling classes of equal size (F is invariant to it). The share's Clopper–Pearson "
+        "95% interval decides against one half: reaches (above), does not (below), undecided "
+        "(straddles); in brackets the fewest seeds, in seed order, after which it stays decided.",
+        "",
+        md_row(
+            "classes",
+            "loss, k, τ",
+            "ratio",
+            "p",
+            "r",
+            "C",
+            "max|G*_p−G*|",
+            f"reach G*_p (≤ {WITHIN})",
+            "verdict (seeds)",
+            "minority cos",
+            "pred. cos G*_p (G*)",
+            "eff. rank Z",
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    data, misses, from_p = [], [], {}
+    for g in sorted(groups):
+        C1, C2, lab, k, tau, steps, ratio = g
+        C = C1 + C2
+        f0 = groups[g][min(groups[g])][0]
+        pi, kw = tuple(f0["pi"]), tuple(loss_kwargs(f0).items())
+        G_full, r = gram(pi, k, tau, None, 0.0, kw)
+        verdict_p = {}
+        for p in sorted(groups[g]):
+            fs = sorted(groups[g][p], key=lambda f: f["seed"])
+            Gp = gram(pi, k, tau, p, 0.0, kw)[0]
+            d = [max_dev_relabeled(f["observables"]["G"], Gp, pi) for f in fs]
+            ok = [x <= WITHIN for x in d]
+            verdict, need = decided(ok)
+            verdict_p[p] = verdict
+            lo, hi = clopper_pearson(sum(ok), len(ok))
+            gap = float(np.abs(Gp - G_full).max())
+            lines.append(
+                md_row(
+                    f"{C1}+{C2}",
+                    f"{lab}, {k}, {tau:g}",
+                    f"{ratio:g}",
+                    str(p),
+                    str(r),
+                    str(C),
+                    num(gap, 2),
+                    share_cell(sum(ok), len(ok)),
+                    verdict + (f" ({need})" if need else ""),
+                    mean_cell([cos_of(f) for f in fs]),
+                    f"{num(minor_cos(Gp, C1), 3)} ({num(minor_cos(G_full, C1), 3)})",
+                    mean_cell([erank[f["config_id"]] for f in fs]),
+                )
+            )
+            cell = {
+                "classes": [C1, C2],
+                "loss": lab,
+                "k": k,
+                "tau": tau,
+                "steps": steps,
+                "ratio": ratio,
+                "p": p,
+                "rank": r,
+                "C": C,
+                "seeds": [f["seed"] for f in fs],
+                "within": sum(ok),
+                "runs": len(ok),
+                "ci": [lo, hi],
+                "verdict": verdict,
+                "seeds_to_decide": need,
+                "Gp_max_dev_full": gap,
+                "G_max_dev_p": d,
+                "minority_cos": [cos_of(f) for f in fs],
+                "misses": [],
+            }
+            for f, x in zip(fs, d):
+                if x > WITHIN and p >= 2:
+                    m = {"seed": f["seed"], "max_dev": x, "minority_cos": cos_of(f)}
+                    m.update(_miss(f, pi, k, tau, p, kw))
+                    cell["misses"].append(m)
+                    misses.append((g, p, m))
+            data.append(cell)
+        above = [
+            p
+            for p in sorted(verdict_p)
+            if all(verdict_p[q] == "reaches" for q in verdict_p if q >= p)
+        ]
+        from_p[g] = (above[0] if above else None, r, C, verdict_p)
+    lines.append("")
+    lines += _miss_lines(misses)
+    rule = _rule(from_p)
+    rho_text, rho_data = _rho_p(groups)
+    lines += [rule, ""] + ([rho_text, ""] if rho_text else [])
+    data += rho_data
+    kinds = defaultdict(int)
+    for _, _, m in misses:
+        kinds[m["verdict"]] += 1
+    answer = (
+        f"**p < C**: {rule} The {len(misses)} runs that miss G*_p end at: "
+        + ", ".join(f"{kinds[v]} {v}" for v in sorted(kinds))
+        + " (landscape.classify_end_point; table below)."
+        + (" " + rho_text if rho_text else "")
+    )
+    return answer, lines, "rank", data
+
+
+def _miss_lines(misses) -> list[str]:
+    """The table of the runs that miss G*_p, with the numbers their verdict follows from."""
+    if not misses:
+        return []
+    out = [
+        "Every run that misses G*_p, its end point on the rank-p problem: the largest Newton "
+        "step of a row (radians; ≤ 0.02: near a critical point), the smallest Hessian eigenvalue "
+        "off the rotation gauge (rows scaled by π; p < C only), F − F(G*_p), and how far a BFGS "
+        "continuation with the solver's small steps moves G (max|ΔG|).",
+        "",
+        md_row(
+            "run",
+            "max|G−G*_p|",
+            "minority cos",
+            "grad (scaled)",
+            "Newton step",
+            "min Hessian eig.",
+            "F gap",
+            "continuation moves",
+            "verdict",
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g, p, m in misses:
+        out.append(
+            md_row(
+                f"{g[0]}+{g[1]} ratio {g[6]:g} p {p} s{m['seed']}",
+                num(m["max_dev"], 3),
+                num(m["minority_cos"], 3),
+                num(m["grad_scaled"], 2),
+                num(m["newton_step"], 2),
+                "—" if m["min_eig_scaled"] is None else num(m["min_eig_scaled"], 3),
+                num(m["F_gap"], 2),
+                num(m["moved"], 2),
+                m["verdict"],
+            )
+        )
+    return out + [""]
+
+
+def _rule(from_p) -> str:
+    """The rule the verdicts support: from which p trained G reaches G*_p, against rank G* and
+    C − 1, for the cases where rank G* < C − 1 (the ones that tell the two apart)."""
+    sep = {g: v for g, v in from_p.items() if v[1] < v[2] - 1}
+    if not sep:
+        return "No case has rank G* < C − 1, so the data cannot tell rank G* from C − 1."
+    parts, at_rank, at_c1, undecided = [], 0, 0, 0
+    for g, (p0, r, C, vp) in sorted(sep.items()):
+        words = ", ".join(f"p = {p}: {vp[p]}" for p in sorted(vp))
+        parts.append(f"{g[0]}+{g[1]} at ratio {g[6]:g} (rank G* = {r}, C − 1 = {C - 1}): {words}")
+        if p0 is not None and p0 <= max(r, min(vp)):  # p < 2 does not train
+            at_rank += 1
+        elif p0 is not None and p0 <= C - 1:
+            at_c1 += 1
+        else:
+            undecided += 1
+    n = len(sep)
+    if at_rank == n:
+        rule = "every one reaches G*_p from p = rank G* on: the rule is p ≥ rank G*"
+    elif at_rank == 0 and at_c1 == n:
+        rule = "none reaches G* from p = rank G* on, each from a p ≤ C − 1"
+    else:
+        rule = (
+            f"{at_rank} of {n} reach G*_p from p = rank G* on, {at_c1} only from a larger "
+            f"p ≤ C − 1, {undecided} at no p tried or undecided: neither p ≥ rank G* nor "
+            "p ≥ C − 1 holds in every case"
+        )
+    return f"In the {n} cases with rank G* < C − 1, " + rule + " (" + "; ".join(parts) + ")."
+
+
+def _rho_p(groups) -> tuple[str, list[dict]]:
+    """ρ*_p at every p tried against ρ*, per (classes, loss, k, τ) trained below ratio 1."""
+    parts, data = [], []
+    for C1, C2, lab, k, tau in sorted({g[:5] for g in groups}):
+        gs = [g for g in groups if g[:5] == (C1, C2, lab, k, tau)]
+        if C2 < 2 or not any(g[6] < 1 for g in gs):
+            continue
+        f0 = next(f for g in gs for fs in groups[g].values() for f in fs)
+        kw = tuple(loss_kwargs(f0).items())
+        ps = sorted({p for g in gs for p in groups[g]})
+        rhos = [rho_star(C1, C2, k, tau, p, kw) for p in ps]
+        full = rho_star(C1, C2, k, tau, None, kw)
+        moves = [p for p, r in zip(ps, rhos) if abs(r - full) > 0.01 * max(full, 1e-9)]
+        parts.append(
+            f"ρ*_p for {C1}+{C2}, {lab}, k = {k}, τ = {tau:g} is "
+            + ", ".join(f"{num(r, 7)} (p = {p})" for p, r in zip(ps, rhos))
+            + f" against ρ* = {num(full, 7)}: "
+            + (f"it moves at p = {', '.join(map(str, moves))}" if moves else "it does not move")
+        )
+        data.append(
+            {
+                "classes": [C1, C2],
+                "loss": lab,
+                "k": k,
+                "tau": tau,
+                "rho_star_p": dict(zip(map(str, ps), rhos)),
+                "rho_star": full,
+            }
+        )
+    if not parts:
+        return "", []
+    return (
+        "; ".join(parts) + " (jaxcl.geometry.collapse_threshold(..., rank=p), to 1e-7 relative).",
+        data,
+    )
