@@ -214,6 +214,7 @@ def test_what_the_gpu_run_imports_is_in_the_device_image():
     image = {p.lower().replace("_", "-") for p in _gpu.IMAGE_PACKAGES}
     local = {"jaxcl", "_bench", "_gpu", "peers", "support", "reference", "test_loss"}
     local |= {"test_geometry", "test_train", "conftest"}
+    local |= {"_gpu_env", "_gpu_stages", "_bench_tools", "_peers_torch"}
 
     lazy_ok = {p.lower().replace("_", "-") for p in _gpu.NOT_IN_IMAGE}
 
