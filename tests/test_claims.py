@@ -422,3 +422,17 @@ def test_findings_group_rows_by_cause_and_derive_the_lucky_factor():
     assert c["lucky_leading"] < 4096 ** c["omega1"]  # the dropped factor bites
     sec = findings.findings_section(rows)
     assert "Findings: 1 hold, 1 fail, 0 open" in "\n".join(sec.lines)
+
+
+@pytest.mark.slow
+def test_findings_draw_the_failure_shares(tmp_path):
+    """A failure-share row becomes a line of failure_shares.png, linked from the findings."""
+    row = {"claim": "F1e", "ratio": 1.0, "C_m": 2.0, "eta": 1.0, "lam_arm": "λ set",
+           "d": [32, 64], "verdict": CONTRADICTS, "why": "grows", "words": "w",
+           "by_d": {"32": [72, 848], "64": [854, 3123]}}  # fmt: skip
+    sec = findings.findings_section([row])
+    assert "![failure shares](failure_shares.png)" in sec.lines
+    ((name, write),) = sec.files
+    write(str(tmp_path / name))
+    assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert findings.findings_section([{**row, "by_d": {}}]).files == ()

@@ -4,11 +4,13 @@ lucky count's e^(−E|N_i(0)|) factor below ratio 1). The report's tally counts 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 
 from jaxcl.engine.protocol import Section
 from jaxcl.experiments.liao import theory
+from jaxcl.experiments.liao.report import plots
 from jaxcl.experiments.liao.report.rules import OUTSIDE, VACUOUS
 from jaxcl.experiments.liao.report.verdicts import CONTRADICTS, SUPPORTS, UNDECIDED
 
@@ -162,4 +164,18 @@ def findings_section(rows: list[dict]) -> Section:
         f"(from {len(rows)} rows).",
         "",
     ]
-    return Section(lines, {"findings": fs, "tally": tally})
+    shares = [
+        {
+            "label": f"{r['claim']}, {_series(r)}",
+            "d": [int(d) for d in sorted(r["by_d"], key=int)],
+            "k": [r["by_d"][d][0] for d in sorted(r["by_d"], key=int)],
+            "n": [r["by_d"][d][1] for d in sorted(r["by_d"], key=int)],
+        }
+        for r in rows
+        if r.get("by_d") and len(r["by_d"]) >= 2
+    ]
+    files = []
+    if shares:
+        lines += ["![failure shares](failure_shares.png)", ""]
+        files = [("failure_shares.png", functools.partial(plots.failure_shares, series=shares))]
+    return Section(lines, {"findings": fs, "tally": tally}, files)

@@ -180,3 +180,33 @@ def pruning(path: str, panels: list[dict]) -> None:
         ax.legend(fontsize=8)
     fig.savefig(path, dpi=150)
     plt.close(fig)
+
+
+@styled
+def failure_shares(path: str, series: list[dict]) -> None:
+    """The failure share of each "every … w.h.p." claim against d (log d), one line per claim and
+    series, with exact 95% intervals.
+
+    Args:
+      path: PNG to write.
+      series: each {"label", "d": [...], "k": [...], "n": [...]}.
+    """
+    from jaxcl.tables import clopper_pearson
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.2), constrained_layout=True)
+    for i, s in enumerate(series):
+        share = [k / n for k, n in zip(s["k"], s["n"])]
+        ci = [clopper_pearson(k, n) for k, n in zip(s["k"], s["n"])]
+        err = [[p - lo for p, (lo, _) in zip(share, ci)], [hi - p for p, (_, hi) in zip(share, ci)]]
+        ax.errorbar(
+            s["d"], share, yerr=err, color=COLORS[i % len(COLORS)],
+            marker=MARKERS[i % len(MARKERS)], capsize=3, label=s["label"],
+        )  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("d")
+    ax.set_ylabel("share that fails")
+    ax.set_title('"every … w.h.p.": the failure share must fall')
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
