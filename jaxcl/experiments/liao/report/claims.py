@@ -24,7 +24,7 @@ from jaxcl.tables import num as _f
 
 class Quantity(NamedTuple):
     """A per-config seed mean the scaling section fits over d (mean over atoms or neurons): the
-    context of the claims, and the trend a long run is set beside (report_long)."""
+    context of the claims, and the trend a long run is set beside (report/long_run.py)."""
 
     key: str
     label: str
