@@ -101,6 +101,7 @@ def rank2_optimum():
     return G, info["F"]
 
 
+@pytest.mark.slow
 def test_global_minimum_is_named(rank2_optimum):
     G, F_opt = rank2_optimum
     r = landscape.classify_end_point(G, PI_001, K, TAU, 2, F_opt=F_opt)
@@ -157,6 +158,7 @@ def test_point_short_of_a_minimum_is_not_converged(rank2_optimum):
     assert abs(r["end_F_gap"]) <= 1e-12  # the continuation reaches G*_2 from there
 
 
+@pytest.mark.slow
 def test_convex_rank_needs_no_hessian():
     pi = np.array([1.0, 1.0, 0.1, 0.1]) / 2.2
     G, info = optimal_gram(pi, K, TAU, return_info=True)  # rank 3 < p: G*_4 = G*

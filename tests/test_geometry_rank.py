@@ -142,6 +142,7 @@ def _family_derivative(i, a, b, pi, h=1e-30):
     return float(numpy_objective(_symmetric_gram(*x)[None], pi, 8, 0.5)[0].imag / h)
 
 
+@pytest.mark.slow
 def test_rank2_threshold_against_the_symmetric_family():
     # Reduced problem: g(b) = min_a F(a, b). The minorities count as collapsed while
     # cos 2b ≥ 1 − 1e-4, i.e. b ≤ b_c; g has one minimum in b (checked on a grid below), so ρ*

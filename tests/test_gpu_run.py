@@ -20,6 +20,9 @@ from jaxcl.engine import devices, records, report
 from jaxcl.engine.sweep import load, loads
 from support import ROOT
 
+# the dry run runs every stage as its own process (over a minute on 2 cores): not in the fast loop
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):

@@ -29,7 +29,12 @@ from test_loss import (
 )
 from test_train import test_step_is_gradient_descent_on_info_nce as _liao_step_against_autodiff
 
-pytestmark = [pytest.mark.gpu_smoke, pytest.mark.filterwarnings("error::DeprecationWarning")]
+# slow too: each trains through the engine (the fast loop leaves them to dev.py test)
+pytestmark = [
+    pytest.mark.gpu_smoke,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("error::DeprecationWarning"),
+]
 
 # 60 steps of each config of support.mixed_sweep (6 liao, 2 geometry), 6 chunks of 10
 SWEEP = mixed_sweep(60)

@@ -50,6 +50,7 @@ def test_expected_n0_against_simulated_inits(ratio):
     assert sim.mean() == pytest.approx(exact, abs=4 * sim.std() / math.sqrt(len(sim)))
 
 
+@pytest.mark.slow
 def test_leading_terms_approach_the_exact_expectations():
     for ratio in (0.75, 1.0):
         e = theory.expected_counts(4096, 4096**2, ratio)

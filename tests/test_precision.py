@@ -15,6 +15,9 @@ from jaxcl.errors import ConfigError
 from jaxcl.experiments.geometry.config import Config as GeometryConfig
 from jaxcl.experiments.liao.config import Config as LiaoConfig
 
+# each test lowers or runs both experiments' programs (10-25 s each on 2 cores): not in the fast loop
+pytestmark = pytest.mark.slow
+
 GEOMETRY = dict(samples_major=5, p=4, batch=16, negatives=3, ratio=0.4, steps=20, log_every=10)
 
 

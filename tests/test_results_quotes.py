@@ -89,6 +89,7 @@ def test_findings_failure_shares_are_the_reports(claim):
     assert r["verdict"] == "contradicts"
 
 
+@pytest.mark.slow
 def test_findings_hypotheses_numbers_are_the_reports_and_theorys():
     from jaxcl.experiments.liao import theory
     from jaxcl.experiments.liao.config import Config

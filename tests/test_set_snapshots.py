@@ -14,7 +14,7 @@ import reference
 from jaxcl.experiments.liao import EXPERIMENT, train
 from jaxcl.experiments.liao.config import Config
 
-pytestmark = pytest.mark.numerics
+pytestmark = [pytest.mark.numerics, pytest.mark.slow]  # trains a config (slow)
 
 CFG = Config(d=16, C_m=1.5, ratio=1.0, L=3, K=16, steps=300, log_every=25, snapshot_sets=True)
 
