@@ -139,6 +139,7 @@ def test_reach_answer_all_within():
             "slow": 0,
             "stalled": 0,
             "converging": 0,
+            "end_points": {},
         }
     ]
     lo = 0.025**0.25
@@ -162,10 +163,13 @@ def test_reach_answer_slow_stalled_converging():
     one = report_stats.share_cell(1, 3)
     assert (
         f"Of the 3 runs not within that were rerun 4× longer, {one} reach G* (slow "
-        f"convergence), {one} stay put (they did not converge further; with p ≥ C the program has no "
-        f"spurious minima), {one} are still "
-        "converging"
+        f"convergence), {one} stay put (max|G − G*| above half the short run's), {one} are "
+        "still converging"
     ) in text
+    # the two longer runs still not within end at G = I, far from G* of the imbalanced 2+2 (its
+    # minority cosine is > 0): the continuation moves G a lot, so neither is a critical point
+    assert row["end_points"] == {"not converged": 2}
+    assert "The 2 longer runs still not within end at: 2 not converged" in text
     assert text.index("## Answers") == 0
 
 
@@ -214,7 +218,7 @@ def test_rank_answer_separates_rank_from_C_minus_1(monkeypatch):
     monkeypatch.setattr(report_rank, "rho_star", lambda a, b, k, tau, rank, kw: 0.1)
     miss = dict(verdict="local minimum", grad_scaled=1e-3, newton_step=1e-3, min_eig_scaled=0.16)
     miss.update(F_gap=5e-4, moved=1e-3)
-    monkeypatch.setattr(report_rank, "_miss", lambda *a: dict(miss))
+    monkeypatch.setattr(report_rank, "classify_miss", lambda f: dict(miss))
     finals = [_final(s, 0.0, p=2, G=swapped) for s in range(11)] + [_final(11, 0.0, p=2, G=far)]
     finals += [_final(s, 0.0, p=p, G=G_full) for p in (3, 4) for s in range(12)]
     ans, lines, summary = _beyond(finals)
@@ -223,7 +227,10 @@ def test_rank_answer_separates_rank_from_C_minus_1(monkeypatch):
     assert cells[2]["verdict"] == "reaches" and cells[2]["seeds_to_decide"] == 6
     assert cells[2]["misses"] == [dict(seed=11, max_dev=1.9, minority_cos=0.3, **miss)]
     text = "\n".join(ans)
-    assert "every one reaches G*_p from p = rank G* on: the rule is p ≥ rank G*" in text
+    assert (
+        "every case reaches G*_p at every p ≥ rank G* tried, so the data support p ≥ rank G*"
+        in (text)
+    )
     assert "1 local minimum" in text
     row = "| 2+2 ratio 0.1 p 2 s11 | 1.9 | 0.3 | 0.001 | 0.001 | 0.16 | 5.00e-04 | 0.001 |"
     assert row + " local minimum |" in "\n".join(lines)
@@ -265,3 +272,49 @@ def test_main_geometry_study_gets_no_new_sections():
         for c in configs
     ]
     assert _beyond(finals) == ([], [], {})
+
+
+def _case(name, rank, C, verdicts, misses=None):
+    return {"name": name, "rank": rank, "C": C, "verdicts": verdicts, "misses": misses or {}}
+
+
+def test_rule_names_the_offset_the_verdicts_support_and_the_c_minus_1_counterexample():
+    r = report_rank.rule
+    assert "cannot tell" in r([])
+    # reaches from rank G* + 1 in both; 2+3 does so at p = 3 < C − 1 = 4
+    two = [
+        _case("A", 2, 5, {2: "does not", 3: "reaches", 4: "reaches"}, {2: {"local minimum": 9}}),
+        _case("B", 1, 4, {2: "reaches", 3: "reaches"}),
+    ]
+    text = r(two)
+    assert "The rule the data support is p ≥ rank G* + 1" in text
+    assert "at p = rank G* + 0: A does not (p = 1 does not train)" in text
+    assert "the threshold is not C − 1: A from p = 3 < C − 1 = 4, B from p = 2 < C − 1 = 3" in text
+    assert "At p = rank G* (1 case) the runs that miss end at 9 local minimum" in text
+    # one case reaching at p = rank G*: the offset is the largest over cases, still 1
+    assert "p ≥ rank G* + 1" in r(two + [_case("C", 2, 4, {2: "reaches", 3: "reaches"})])
+    # every case from rank G* itself
+    assert "support p ≥ rank G*" in r([_case("C", 2, 4, {2: "reaches", 3: "reaches"})])
+    # a later p that does not reach breaks "from p0 on": no rule
+    bad = r([_case("D", 2, 5, {2: "reaches", 3: "undecided"})])
+    assert "1 of 1 do not reach" in bad and "no rule" in bad
+    # reaching only from C − 1 = 3: the threshold may be C − 1, so no counterexample is named
+    assert "threshold is not" not in r([_case("E", 2, 4, {2: "does not", 3: "reaches"})])
+
+
+@pytest.mark.parametrize("x, n", [(82, 144), (5, 12), (7, 12), (30, 40)])
+def test_seeds_needed_is_where_the_exact_interval_first_leaves_one_half(x, n):
+    m = report_rank.seeds_needed(x, n)
+
+    def interval(m):  # Clopper–Pearson from scipy's beta quantiles, at the share x/n
+        k = round(m * x / n)
+        lo = stats.beta.ppf(0.025, k, m - k + 1) if k > 0 else 0.0
+        hi = stats.beta.ppf(0.975, k + 1, m - k) if k < m else 1.0
+        return lo, hi
+
+    lo, hi = interval(m)
+    assert lo > 0.5 or hi < 0.5
+    if m > n:  # not decided at m − 1 (the share's rounding keeps this monotone here)
+        lo, hi = interval(m - 1)
+        assert lo <= 0.5 <= hi
+    assert report_rank.seeds_needed(6, 12) is None  # exactly one half: no count decides it

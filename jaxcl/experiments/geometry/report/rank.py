@@ -49,6 +49,36 @@ def decided(ok: list[bool]) -> tuple[str, int | None]:
     return ("reaches" if side == 1 else "does not"), need
 
 
+def seeds_needed(x: int, n: int, limit: int = 100_000) -> int | None:
+    """How many seeds an undecided share would take to decide, were the share to stay at x/n:
+    the fewest m ≥ n whose Clopper–Pearson interval of round(m x/n)/m lies wholly on one side of
+    one half (doubling, then bisection).
+
+    Args:
+      x, n: the measured share x/n.
+      limit: give up above this many seeds.
+
+    Returns:
+      m, or None where x/n is one half to within 1/limit (no number of seeds decides it).
+    """
+    if abs(x / n - HALF) * limit <= 1:
+        return None
+
+    def side(m):
+        lo, hi = clopper_pearson(round(m * x / n), m)
+        return lo > HALF or hi < HALF
+
+    lo, hi = n, n
+    while not side(hi):
+        lo, hi = hi, 2 * hi
+        if hi > limit:
+            return None
+    while hi - lo > 1:  # side(lo) false (or lo = n), side(hi) true
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if side(mid) else (mid, hi)
+    return hi if not side(n) else n
+
+
 @functools.lru_cache(maxsize=None)
 def _f_opt(pi, k, tau, p, kw) -> float:
     """F(G*_p) from the same 8-start solve as stats.gram."""
@@ -58,10 +88,20 @@ def _f_opt(pi, k, tau, p, kw) -> float:
     return info["F"]
 
 
-def _miss(f, pi, k, tau, p, kw) -> dict:
-    """landscape.classify_end_point of a run's trained G on the rank-p problem."""
+def classify_miss(f) -> dict:
+    """landscape.classify_end_point of a final's trained G on its own rank-p problem (p ≥ C: the
+    convex one), without the end point's G.
+
+    Args:
+      f: a geometry final json (its `observables.G`, `pi`, `negatives`, `tau`, `p`, loss fields).
+
+    Returns:
+      The classification dict: verdict, grad_scaled, newton_step, min_eig_scaled, F_gap, moved, ….
+    """
     from jaxcl.experiments.geometry.landscape import classify_end_point
 
+    pi, kw = tuple(f["pi"]), tuple(loss_kwargs(f).items())
+    k, tau, p = f["negatives"], f["tau"], f["p"]
     c = classify_end_point(
         f["observables"]["G"],
         np.asarray(pi),
@@ -105,7 +145,9 @@ def rank_part(finals, label, erank):
         f"unconstrained one, of rank r. A seed reaches G*_p when max|G − G*_p| ≤ {WITHIN} up to "
         "relabeling classes of equal size (F is invariant to it). The share's Clopper–Pearson "
         "95% interval decides against one half: reaches (above), does not (below), undecided "
-        "(straddles); in brackets the fewest seeds, in seed order, after which it stays decided.",
+        "(straddles); in brackets the fewest seeds, in seed order, after which it stays decided, "
+        "or for an undecided share how many seeds would decide it were the share to stay "
+        "(seeds_needed).",
         "",
         md_row(
             "classes",
@@ -123,7 +165,7 @@ def rank_part(finals, label, erank):
         ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    data, misses, from_p = [], [], {}
+    data, misses, cases = [], [], []
     for g in sorted(groups):
         C1, C2, lab, k, tau, steps, ratio = g
         C = C1 + C2
@@ -137,6 +179,7 @@ def rank_part(finals, label, erank):
             d = [max_dev_relabeled(f["observables"]["G"], Gp, pi) for f in fs]
             ok = [x <= WITHIN for x in d]
             verdict, need = decided(ok)
+            more = seeds_needed(sum(ok), len(ok)) if verdict == "undecided" else None
             verdict_p[p] = verdict
             lo, hi = clopper_pearson(sum(ok), len(ok))
             gap = float(np.abs(Gp - G_full).max())
@@ -150,7 +193,9 @@ def rank_part(finals, label, erank):
                     str(C),
                     num(gap, 2),
                     share_cell(sum(ok), len(ok)),
-                    verdict + (f" ({need})" if need else ""),
+                    verdict
+                    + (f" ({need})" if need else "")
+                    + (f" (≥ {more} at this share)" if more else ""),
                     mean_cell([cos_of(f) for f in fs]),
                     f"{num(minor_cos(Gp, C1), 3)} ({num(minor_cos(G_full, C1), 3)})",
                     mean_cell([erank[f["config_id"]] for f in fs]),
@@ -172,6 +217,7 @@ def rank_part(finals, label, erank):
                 "ci": [lo, hi],
                 "verdict": verdict,
                 "seeds_to_decide": need,
+                "seeds_needed": more,
                 "Gp_max_dev_full": gap,
                 "G_max_dev_p": d,
                 "minority_cos": [cos_of(f) for f in fs],
@@ -180,32 +226,47 @@ def rank_part(finals, label, erank):
             for f, x in zip(fs, d):
                 if x > WITHIN and p >= 2:
                     m = {"seed": f["seed"], "max_dev": x, "minority_cos": cos_of(f)}
-                    m.update(_miss(f, pi, k, tau, p, kw))
+                    m.update(classify_miss(f))
                     cell["misses"].append(m)
                     misses.append((g, p, m))
             data.append(cell)
-        above = [
-            p
-            for p in sorted(verdict_p)
-            if all(verdict_p[q] == "reaches" for q in verdict_p if q >= p)
-        ]
-        from_p[g] = (above[0] if above else None, r, C, verdict_p)
+        if r < C - 1:
+            kinds = defaultdict(lambda: defaultdict(int))
+            for c in data:
+                if c.get("p") in verdict_p and _key(c) == g:
+                    for m in c["misses"]:
+                        kinds[c["p"]][m["verdict"]] += 1
+            cases.append(
+                {
+                    "name": f"{C1}+{C2} at ratio {ratio:g}"
+                    + (f" ({steps} steps)" if len({h[5] for h in groups}) > 1 else ""),
+                    "rank": r,
+                    "C": C,
+                    "verdicts": verdict_p,
+                    "misses": {p: dict(v) for p, v in kinds.items()},
+                }
+            )
     lines.append("")
     lines += _miss_lines(misses)
-    rule = _rule(from_p)
+    rule_text = rule(cases)
     rho_text, rho_data = _rho_p(groups)
-    lines += [rule, ""] + ([rho_text, ""] if rho_text else [])
+    lines += [rule_text, ""] + ([rho_text, ""] if rho_text else [])
     data += rho_data
     kinds = defaultdict(int)
     for _, _, m in misses:
         kinds[m["verdict"]] += 1
     answer = (
-        f"**p < C**: {rule} The {len(misses)} runs that miss G*_p end at: "
+        f"**p < C**: {rule_text} The {len(misses)} runs that miss G*_p end at: "
         + ", ".join(f"{kinds[v]} {v}" for v in sorted(kinds))
         + " (landscape.classify_end_point; table below)."
         + (" " + rho_text if rho_text else "")
     )
     return answer, lines, "rank", data
+
+
+def _key(cell) -> tuple:
+    """A cell's group key, as rank_part groups the finals."""
+    return (*cell["classes"], cell["loss"], cell["k"], cell["tau"], cell["steps"], cell["ratio"])
 
 
 def _miss_lines(misses) -> list[str]:
@@ -248,34 +309,68 @@ def _miss_lines(misses) -> list[str]:
     return out + [""]
 
 
-def _rule(from_p) -> str:
-    """The rule the verdicts support: from which p trained G reaches G*_p, against rank G* and
-    C − 1, for the cases where rank G* < C − 1 (the ones that tell the two apart)."""
-    sep = {g: v for g, v in from_p.items() if v[1] < v[2] - 1}
-    if not sep:
+def rule(cases) -> str:
+    """The rule the verdicts support, from the cases where rank G* < C − 1 (the ones that tell
+    "p ≥ rank G*" from "p ≥ C − 1" apart).
+
+    Args:
+      cases: per case, a dict with `name`, `rank` (of G*), `C`, `verdicts` ({p: "reaches" |
+        "does not" | "undecided"}) and `misses` ({p: {end-point verdict: count}}).
+
+    Returns:
+      One sentence: per case the smallest p from which every p tried reaches G*_p, and the
+      smallest offset k such that "p ≥ rank G* + k" holds in every case, where one does;
+      what stops training at p = rank G*; and whether that p is below C − 1 somewhere, which
+      "p ≥ C − 1" would not allow.
+    """
+    if not cases:
         return "No case has rank G* < C − 1, so the data cannot tell rank G* from C − 1."
-    parts, at_rank, at_c1, undecided = [], 0, 0, 0
-    for g, (p0, r, C, vp) in sorted(sep.items()):
+    parts, offsets, below_c1 = [], [], []
+    for c in cases:
+        vp, r = c["verdicts"], c["rank"]
+        ok = [p for p in sorted(vp) if all(vp[q] == "reaches" for q in vp if q >= p)]
+        p0 = ok[0] if ok else None
+        # p = 1 does not train (normalized 1-d features cannot move), so a rank-1 case tried from
+        # p = 2 on counts as reaching from rank G* + 1 only
+        offsets.append(None if p0 is None else p0 - r)
+        if p0 is not None and p0 < c["C"] - 1:
+            below_c1.append(f"{c['name']} from p = {p0} < C − 1 = {c['C'] - 1}")
         words = ", ".join(f"p = {p}: {vp[p]}" for p in sorted(vp))
-        parts.append(f"{g[0]}+{g[1]} at ratio {g[6]:g} (rank G* = {r}, C − 1 = {C - 1}): {words}")
-        if p0 is not None and p0 <= max(r, min(vp)):  # p < 2 does not train
-            at_rank += 1
-        elif p0 is not None and p0 <= C - 1:
-            at_c1 += 1
-        else:
-            undecided += 1
-    n = len(sep)
-    if at_rank == n:
-        rule = "every one reaches G*_p from p = rank G* on: the rule is p ≥ rank G*"
-    elif at_rank == 0 and at_c1 == n:
-        rule = "none reaches G* from p = rank G* on, each from a p ≤ C − 1"
-    else:
-        rule = (
-            f"{at_rank} of {n} reach G*_p from p = rank G* on, {at_c1} only from a larger "
-            f"p ≤ C − 1, {undecided} at no p tried or undecided: neither p ≥ rank G* nor "
-            "p ≥ C − 1 holds in every case"
+        parts.append(f"{c['name']} (rank G* = {r}, C − 1 = {c['C'] - 1}): {words}")
+    n = len(cases)
+    at_rank = {
+        v: sum(c["misses"].get(c["rank"], {}).get(v, 0) for c in cases)
+        for v in sorted({v for c in cases for v in c["misses"].get(c["rank"], {})})
+    }
+    tried = [c for c in cases if c["rank"] in c["verdicts"]]
+    if None in offsets:
+        head = (
+            f"{offsets.count(None)} of {n} do not reach G*_p (or are undecided) at the largest p "
+            "tried, so the data state no rule of the form p ≥ rank G* + k"
         )
-    return f"In the {n} cases with rank G* < C − 1, " + rule + " (" + "; ".join(parts) + ")."
+    else:
+        k = max(offsets)
+        short = [
+            f"{c['name']} {c['verdicts'][c['rank'] + k - 1]}"
+            for c, o in zip(cases, offsets)
+            if o == k and c["rank"] + k - 1 in c["verdicts"]
+        ]
+        head = f"every case reaches G*_p at every p ≥ rank G*{f' + {k}' if k else ''} tried" + (
+            ", so the data support p ≥ rank G*"
+            if k == 0
+            else f"; at p = rank G* + {k - 1}: "
+            + ", ".join(short)
+            + (" (p = 1 does not train)" if any(c["rank"] == 1 for c in cases) else "")
+            + f". The rule the data support is p ≥ rank G* + {k}"
+        )
+    if below_c1:
+        head += "; the threshold is not C − 1: " + ", ".join(below_c1)
+    if tried and at_rank:
+        head += (
+            f". At p = rank G* ({len(tried)} case{'s' * (len(tried) > 1)}) the runs that miss end at "
+            + ", ".join(f"{m} {v}" for v, m in at_rank.items())
+        )
+    return f"In the {n} cases with rank G* < C − 1, {head} (" + "; ".join(parts) + ")."
 
 
 def _rho_p(groups) -> tuple[str, list[dict]]:

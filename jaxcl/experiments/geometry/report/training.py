@@ -206,9 +206,8 @@ def reach_part(finals, label, erank):
         f"Per loss, k and τ (every class count, ratio and seed at that training length): "
         f"seeds with max|G − G*| ≤ {WITHIN}. A run not within was rerun {LONGER}× longer "
         f"where the sweep has it: slow convergence when the longer run is within {WITHIN}, "
-        "stalled when its max|G − G*| stays above half the short run's (it did not converge "
-        "further; stationarity is not checked, and with p ≥ C the convex program has no "
-        "spurious minima), still converging otherwise.",
+        "stalled when its max|G − G*| stays above half the short run's, still converging "
+        "otherwise; the end point of a longer run still not within is classified below.",
         "",
         md_row(
             "loss",
@@ -222,7 +221,10 @@ def reach_part(finals, label, erank):
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
-    data, tot_in, tot, kinds, worst = [], 0, 0, defaultdict(list), []
+    from jaxcl.experiments.geometry.report.rank import classify_miss
+
+    # the end point of every longer run still not within, on the (convex) program
+    data, tot_in, tot, kinds, worst, ends = [], 0, 0, defaultdict(list), [], {}
     for g in sorted(groups):
         fs = groups[g]
         n_in = sum(dev(f) <= WITHIN for f in fs)
@@ -237,6 +239,9 @@ def reach_part(finals, label, erank):
             c = _classify(dev(f), dev(lf))
             cls[c] += 1
             kinds[c].append((f, lf))
+            if dev(lf) > WITHIN:
+                ends[lf["config_id"]] = classify_miss(lf)
+                cls["end: " + ends[lf["config_id"]]["verdict"]] += 1
         lines.append(
             md_row(
                 g[0],
@@ -260,16 +265,33 @@ def reach_part(finals, label, erank):
                 "slow": cls["slow"],
                 "stalled": cls["stalled"],
                 "converging": cls["converging"],
+                "end_points": {k[5:]: v for k, v in sorted(cls.items()) if k.startswith("end: ")},
             }
         )
     lines.append("")
     if kinds:
         lines += [
-            md_row("run (not within)", "ratio", "max|G−G*|", f"{LONGER}× longer", "verdict"),
-            "|---|---|---|---|---|",
+            f"Every run not within {WITHIN}, and where its {LONGER}× longer run is still not "
+            "within, that run's end point (landscape.classify_end_point; p ≥ C, so no "
+            "Hessian: the largest scaled gradient, the F gap to G*, how far a BFGS "
+            "continuation moves G, and the verdict they give).",
+            "",
+            md_row(
+                "run (not within)",
+                "ratio",
+                "max|G−G*|",
+                f"{LONGER}× longer",
+                "verdict",
+                "longer: grad (scaled)",
+                "F gap",
+                "continuation moves",
+                "end point",
+            ),
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for c in ("slow", "stalled", "converging"):
             for f, lf in kinds[c]:
+                e = ends.get(lf["config_id"])
                 lines.append(
                     md_row(
                         f"{f['n_major_classes']}+{f['n_minor_classes']} {label(f)} "
@@ -278,6 +300,16 @@ def reach_part(finals, label, erank):
                         num(dev(f), 3),
                         num(dev(lf), 3),
                         c,
+                        *(
+                            ("—",) * 4
+                            if e is None
+                            else (
+                                num(e["grad_scaled"], 2),
+                                num(e["F_gap"], 2),
+                                num(e["moved"], 2),
+                                e["verdict"],
+                            )
+                        ),
                     )
                 )
         lines.append("")
@@ -287,6 +319,9 @@ def reach_part(finals, label, erank):
         f"{g[0]}, k = {g[1]}, τ = {g[2]:g}: {share_cell(x, n)}" for _, g, x, n in worst[:3] if x < n
     )
     ratio_dev = [dev(lf) / dev(f) for v in kinds.values() for f, lf in v]
+    end_kinds = defaultdict(int)
+    for e in ends.values():
+        end_kinds[e["verdict"]] += 1
     answer = (
         f"**Does training reach G\\*?** {share_cell(tot_in, tot)} runs end within {WITHIN} "
         f"of G* over {len(groups)} (loss, k, τ)"
@@ -294,9 +329,17 @@ def reach_part(finals, label, erank):
         + (
             f". Of the {n_long} runs not within that were rerun {LONGER}× longer, "
             f"{share_cell(len(kinds['slow']), n_long)} reach G* (slow convergence), "
-            f"{share_cell(len(kinds['stalled']), n_long)} stay put (they did not converge "
-            f"further; with p ≥ C the program has no spurious minima), {share_cell(len(kinds['converging']), n_long)} are still converging; "
-            f"longer/short max|G − G*| {mean_cell(ratio_dev)}"
+            f"{share_cell(len(kinds['stalled']), n_long)} stay put (max|G − G*| above half "
+            f"the short run's), {share_cell(len(kinds['converging']), n_long)} are still "
+            f"converging; longer/short max|G − G*| {mean_cell(ratio_dev)}"
+            + (
+                f". The {len(ends)} longer runs still not within end at: "
+                + ", ".join(f"{n} {v}" for v, n in sorted(end_kinds.items()))
+                + " (landscape.classify_end_point; with p ≥ C the program is convex and has "
+                "no spurious minima)"
+                if ends
+                else ""
+            )
             if n_long
             else ""
         )
