@@ -104,3 +104,16 @@ def ci_cell(v, nd=3) -> str:
     if not math.isfinite(lo):
         return num(m, nd)
     return f"{num(m, nd)} [{num(lo, nd)}, {num(hi, nd)}]"
+
+
+def int_runs(values) -> str:
+    """Integers as sorted runs: [0, 1, 2, 3, 7, 9, 10] -> "0–3, 7, 9, 10" (a run of three or more
+    as first–last)."""
+    xs, out, i = sorted(set(values)), [], 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out += [f"{xs[i]}–{xs[j]}"] if j - i >= 2 else [str(x) for x in xs[i : j + 1]]
+        i = j + 1
+    return ", ".join(out)

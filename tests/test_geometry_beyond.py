@@ -169,7 +169,7 @@ def test_reach_answer_slow_stalled_converging():
     # the two longer runs still not within end at G = I, far from G* of the imbalanced 2+2 (its
     # minority cosine is > 0): the continuation moves G a lot, so neither is a critical point
     assert row["end_points"] == {"not converged": 2}
-    assert "The 2 longer runs still not within end at: 2 not converged" in text
+    assert "The 2 longer runs still not within end at: not converged (2)" in text
     assert text.index("## Answers") == 0
 
 
@@ -231,7 +231,7 @@ def test_rank_answer_separates_rank_from_C_minus_1(monkeypatch):
         "every case reaches G*_p at every p ≥ rank G* tried, so the data support p ≥ rank G*"
         in (text)
     )
-    assert "1 local minimum" in text
+    assert "local minimum (1)" in text
     row = "| 2+2 ratio 0.1 p 2 s11 | 1.9 | 0.3 | 0.001 | 0.001 | 0.16 | 5.00e-04 | 0.001 |"
     assert row + " local minimum |" in "\n".join(lines)
 
@@ -288,9 +288,9 @@ def test_rule_names_the_offset_the_verdicts_support_and_the_c_minus_1_counterexa
     ]
     text = r(two)
     assert "The rule the data support is p ≥ rank G* + 1" in text
-    assert "at p = rank G* + 0: A does not (p = 1 does not train)" in text
-    assert "the threshold is not C − 1: A from p = 3 < C − 1 = 4, B from p = 2 < C − 1 = 3" in text
-    assert "At p = rank G* (1 case) the runs that miss end at 9 local minimum" in text
+    assert "At p = rank G*: A does not; B not trained there (p = 1 does not train" in text
+    assert "the threshold is not C − 1: A from p = 3 < C − 1 = 4; B from p = 2 < C − 1 = 3" in text
+    assert "At p = rank G* (1 case) the runs that miss G*_p end at local minimum (9)" in text
     # one case reaching at p = rank G*: the offset is the largest over cases, still 1
     assert "p ≥ rank G* + 1" in r(two + [_case("C", 2, 4, {2: "reaches", 3: "reaches"})])
     # every case from rank G* itself
@@ -318,3 +318,17 @@ def test_seeds_needed_is_where_the_exact_interval_first_leaves_one_half(x, n):
         lo, hi = interval(m - 1)
         assert lo <= 0.5 <= hi
     assert report_rank.seeds_needed(6, 12) is None  # exactly one half: no count decides it
+
+
+def test_int_runs_writes_runs_of_three_or_more_as_a_span():
+    from jaxcl.tables import int_runs
+
+    assert int_runs([9, 0, 1, 2, 3, 7, 10, 3]) == "0–3, 7, 9, 10"
+    assert int_runs(range(320)) == "0–319" and int_runs([]) == "" and int_runs([5]) == "5"
+    # every value is recovered from the text
+    xs = [0, 2, 3, 4, 6, 7, 11, 12, 13, 14]
+    back = []
+    for part in int_runs(xs).split(", "):
+        a, _, b = part.partition("–")
+        back += list(range(int(a), int(b or a) + 1))
+    assert back == xs

@@ -238,8 +238,8 @@ def rank_part(finals, label, erank):
                         kinds[c["p"]][m["verdict"]] += 1
             cases.append(
                 {
-                    "name": f"{C1}+{C2} at ratio {ratio:g}"
-                    + (f" ({steps} steps)" if len({h[5] for h in groups}) > 1 else ""),
+                    "name": f"{C1}+{C2} at ratio {ratio:g}",
+                    "steps": steps,
                     "rank": r,
                     "C": C,
                     "verdicts": verdict_p,
@@ -257,7 +257,7 @@ def rank_part(finals, label, erank):
         kinds[m["verdict"]] += 1
     answer = (
         f"**p < C**: {rule_text} The {len(misses)} runs that miss G*_p end at: "
-        + ", ".join(f"{kinds[v]} {v}" for v in sorted(kinds))
+        + ", ".join(f"{v} ({kinds[v]})" for v in sorted(kinds))
         + " (landscape.classify_end_point; table below)."
         + (" " + rho_text if rho_text else "")
     )
@@ -325,6 +325,8 @@ def rule(cases) -> str:
     """
     if not cases:
         return "No case has rank G* < C − 1, so the data cannot tell rank G* from C − 1."
+    if len({c.get("steps") for c in cases}) > 1:
+        cases = [dict(c, name=f"{c['name']} ({c['steps']} steps)") for c in cases]
     parts, offsets, below_c1 = [], [], []
     for c in cases:
         vp, r = c["verdicts"], c["rank"]
@@ -350,32 +352,49 @@ def rule(cases) -> str:
         )
     else:
         k = max(offsets)
+        at = "rank G*" + (f" + {k - 1}" if k > 1 else "")
+        last = [c for c, o in zip(cases, offsets) if o == k]
         short = [
             f"{c['name']} {c['verdicts'][c['rank'] + k - 1]}"
-            for c, o in zip(cases, offsets)
-            if o == k and c["rank"] + k - 1 in c["verdicts"]
+            for c in last
+            if c["rank"] + k - 1 in c["verdicts"]
         ]
+        untried = [c["name"] for c in last if c["rank"] + k - 1 not in c["verdicts"]]
         head = f"every case reaches G*_p at every p ≥ rank G*{f' + {k}' if k else ''} tried" + (
             ", so the data support p ≥ rank G*"
             if k == 0
-            else f"; at p = rank G* + {k - 1}: "
-            + ", ".join(short)
-            + (" (p = 1 does not train)" if any(c["rank"] == 1 for c in cases) else "")
+            else f". At p = {at}: "
+            + "; ".join(
+                (["; ".join(short)] if short else [])
+                + (
+                    [
+                        ", ".join(untried)
+                        + " not trained there"
+                        + (
+                            " (p = 1 does not train: normalized 1-d features cannot move)"
+                            if any(c["rank"] + k - 1 == 1 for c in last)
+                            else ""
+                        )
+                    ]
+                    if untried
+                    else []
+                )
+            )
             + f". The rule the data support is p ≥ rank G* + {k}"
         )
     if below_c1:
-        head += "; the threshold is not C − 1: " + ", ".join(below_c1)
+        head += ", and the threshold is not C − 1: " + "; ".join(below_c1)
     if tried and at_rank:
         head += (
-            f". At p = rank G* ({len(tried)} case{'s' * (len(tried) > 1)}) the runs that miss end at "
-            + ", ".join(f"{m} {v}" for v, m in at_rank.items())
+            f". At p = rank G* ({len(tried)} case{'s' * (len(tried) > 1)}) the runs that miss G*_p end at "
+            + ", ".join(f"{v} ({m})" for v, m in at_rank.items())
         )
-    return f"In the {n} cases with rank G* < C − 1, {head} (" + "; ".join(parts) + ")."
+    return f"In the {n} cases with rank G* < C − 1, {head}. Per case: " + "; ".join(parts) + "."
 
 
 def _rho_p(groups) -> tuple[str, list[dict]]:
     """ρ*_p at every p tried against ρ*, per (classes, loss, k, τ) trained below ratio 1."""
-    parts, data = [], []
+    parts, data, worst = [], [], 0.0
     for C1, C2, lab, k, tau in sorted({g[:5] for g in groups}):
         gs = [g for g in groups if g[:5] == (C1, C2, lab, k, tau)]
         if C2 < 2 or not any(g[6] < 1 for g in gs):
@@ -386,6 +405,10 @@ def _rho_p(groups) -> tuple[str, list[dict]]:
         rhos = [rho_star(C1, C2, k, tau, p, kw) for p in ps]
         full = rho_star(C1, C2, k, tau, None, kw)
         moves = [p for p, r in zip(ps, rhos) if abs(r - full) > 0.01 * max(full, 1e-9)]
+        # ρ*_p cannot rise with p: a collapsed G*_{p+1} (rank ≤ 2 ≤ p) is feasible at rank p
+        seq = rhos + [full]
+        rises = [(b - a) / b for a, b in zip(seq, seq[1:]) if b > 0]
+        worst = max([worst] + rises)
         parts.append(
             f"ρ*_p for {C1}+{C2}, {lab}, k = {k}, τ = {tau:g} is "
             + ", ".join(f"{num(r, 7)} (p = {p})" for p, r in zip(ps, rhos))
@@ -400,11 +423,17 @@ def _rho_p(groups) -> tuple[str, list[dict]]:
                 "tau": tau,
                 "rho_star_p": dict(zip(map(str, ps), rhos)),
                 "rho_star": full,
+                "largest_rise": max([0.0] + rises),
             }
         )
     if not parts:
         return "", []
     return (
-        "; ".join(parts) + " (jaxcl.geometry.collapse_threshold(..., rank=p), to 1e-7 relative).",
+        "; ".join(parts)
+        + " (jaxcl.geometry.collapse_threshold(..., rank=p): bisection to 1e-7 relative). ρ*_p "
+        "cannot rise with p (a collapsed G*_{p+1} is feasible at rank p); the largest rise "
+        f"measured is {num(worst, 2)} relative, the accuracy of the rank-p solves at the "
+        "threshold, so digits past the fourth are not significant (2+2's ρ*_2 is checked to "
+        "1e-6 against a symmetry-reduced problem in tests/test_geometry_rank.py).",
         data,
     )

@@ -12,7 +12,7 @@ import numpy as np
 from jaxcl.engine.protocol import Section
 from jaxcl.experiments.geometry.report import beyond, plots
 from jaxcl.experiments.geometry.report.stats import COLLAPSED, MATCH, loss_label, pred_cos
-from jaxcl.tables import ci_cell, md_row, num
+from jaxcl.tables import ci_cell, int_runs, md_row, num
 
 APART = 0.9  # a minority cosine at or below this is read as clearly not collapsed
 
@@ -78,7 +78,7 @@ def report(run_dir: str, finals: list[dict]) -> list[Section]:
         "",
         f"{len(finals)} finished configs in {len(fams)} (classes, p, loss, k, τ) families; "
         f"ratios {sorted({f['ratio'] for f in finals})}; seeds "
-        f"{sorted({f['seed'] for f in finals})}. G is the Gram matrix of the normalized "
+        f"{int_runs(f['seed'] for f in finals)}. G is the Gram matrix of the normalized "
         "class means of the trained z; G* minimizes the collapsed objective F(G) "
         "(jaxcl.geometry.optimal_gram, π from the class sizes); ρ* is the largest ratio "
         "at which the minority means coincide in G* (G*_cc' ≥ 1 − 1e-4; "
@@ -128,7 +128,7 @@ def _threshold_section(fams, rho) -> Section:
         md_row("classes", "loss", "k", "τ", "ρ*"),
         "|---|---|---|---|---|",
     ]
-    for fam in sorted({f[:6]: f for f in fams}.values()):
+    for fam in sorted({f[:2] + f[3:6]: f for f in fams}.values()):  # ρ* does not depend on p
         C1, C2, p, lab, k, tau, _ = fam
         lines.append(md_row(f"{C1}+{C2}", lab, str(k), f"{tau:g}", num(rho[fam], 4)))
     lines += ["", "How ρ* moves (same classes and loss):", ""]
@@ -237,8 +237,8 @@ def _statements(fams, by_fam, rho) -> Section:
         name = f"{C1}+{C2} classes, p = {p}, {lab}, k = {k}, τ = {tau:g}, {steps} steps"
         if p < C1 + C2:
             lines.append(
-                f"- {name}: p < C, so the convex program (rank up to C) does not "
-                "describe the reachable geometry; no comparison is made."
+                f"- {name}: p < C, so trained G is compared with the rank-p optimum G*_p "
+                "(the p < C section below, where the sweep has the data), not here."
             )
             continue
         ok, bad = [], []
@@ -261,10 +261,19 @@ def _statements(fams, by_fam, rho) -> Section:
             above = [f for ratio, fs in by_fam[fam].items() if ratio > 2 * r for f in fs]
             cb = sum((f["observables"]["minority_cos"] or -2) >= COLLAPSED for f in below)
             ca = sum((f["observables"]["minority_cos"] or 2) <= APART for f in above)
+            sides = (
+                [
+                    f"below ρ*/2 the minority means collapse (cos ≥ {COLLAPSED}) in "
+                    f"{cb}/{len(below)} configs"
+                ]
+                if below
+                else []
+            ) + (
+                [f"above 2ρ* they stay apart (cos ≤ {APART}) in {ca}/{len(above)}"] if above else []
+            )
             parts.append(
-                f"ρ* = {num(r, 3)}: below ρ*/2 the minority means collapse "
-                f"(cos ≥ {COLLAPSED}) in {cb}/{len(below)} configs, above 2ρ* they stay "
-                f"apart (cos ≤ {APART}) in {ca}/{len(above)}"
+                f"ρ* = {num(r, 3)}: "
+                + (", ".join(sides) if sides else "no ratio trained below ρ*/2 or above 2ρ*")
             )
         lines.append(f"- {name}: " + "; ".join(parts) + ".")
     lines.append("")

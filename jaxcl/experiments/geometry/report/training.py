@@ -334,7 +334,7 @@ def reach_part(finals, label, erank):
             f"converging; longer/short max|G − G*| {mean_cell(ratio_dev)}"
             + (
                 f". The {len(ends)} longer runs still not within end at: "
-                + ", ".join(f"{n} {v}" for v, n in sorted(end_kinds.items()))
+                + ", ".join(f"{v} ({n})" for v, n in sorted(end_kinds.items()))
                 + " (landscape.classify_end_point; with p ≥ C the program is convex and has "
                 "no spurious minima)"
                 if ends
