@@ -150,26 +150,90 @@ def _share(x: int, n: int) -> str:
     return f"{x}/{n} [{lo:.2f}, {hi:.2f}]"
 
 
-def _rank_cell(ratio: float, p: int) -> dict:
+def _rank_cell(classes: list[int], ratio: float, p: int) -> dict:
     return next(
         c
         for c in _beyond()["rank"]
-        if c.get("p") == p and c["ratio"] == ratio and c["classes"] == [2, 2]
+        if c.get("p") == p and c["ratio"] == ratio and c["classes"] == classes
     )
 
 
-def test_geometry_beyond_rank_quotes_are_the_reports():
-    text = DOCS["docs/results.md"]
-    dev = _rank_cell(0.1, 2)["G_max_dev_full"]
-    assert f"max|G − G*| {min(dev):.3g}–{max(dev):.3g} over seeds at p = 2" in text
-    rho = next(c for c in _beyond()["rank"] if "rho_star_p" in c)
-    assert f"0.146 at\n  p = 2 against {rho['rho_star']:.3g}" in text
-    assert f"{rho['rho_star_p']['2']:.3g}" == "0.146"
-    # the separating case at p = 2: seeds within 0.02 of G*_2 (= G*: rank 2)
-    d = _rank_cell(0.01, 2)["G_max_dev_p"]
-    assert f"undecided at p = 2 ({_share(sum(x <= 0.02 for x in d), len(d))} seeds reach G*_2)" in (
-        " ".join(text.split())
+def _sci(x: float) -> str:
+    """x as the docs write it: two digits, a short exponent (7.8e-5)."""
+    m, e = f"{x:.1e}".split("e")
+    return f"{m}e{int(e)}"
+
+
+def _flat(text: str) -> str:
+    """Markdown as one line: line breaks as spaces, escaped stars plain."""
+    return " ".join(text.replace("\\*", "*").split())
+
+
+GEOMETRY = _flat((ROOT / "docs" / "geometry.md").read_text())
+SEPARATING = [
+    ([1, 3], 0.0025),
+    ([1, 4], 0.0025),
+    ([2, 2], 0.01),
+    ([2, 3], 0.0025),
+    ([2, 4], 0.0025),
+]
+
+
+def test_geometry_beyond_rank_rule_is_the_reports():
+    text = {name: _flat(t) for name, t in DOCS.items()}
+    cells = [c for c in _beyond()["rank"] if "p" in c and c["rank"] < c["C"] - 1]
+    assert sorted({(tuple(c["classes"]), c["ratio"]) for c in cells}) == [
+        (tuple(c), r) for c, r in SEPARATING
+    ]
+    # every p >= rank G* + 1 reaches, in 12/12 seeds; below C - 1 in four cases
+    above = [c for c in cells if c["p"] >= c["rank"] + 1]
+    assert all(c["verdict"] == "reaches" and (c["within"], c["runs"]) == (12, 12) for c in above)
+    assert f"{_share(12, 12)} each" in text["docs/results.md"]
+    below = {tuple(c["classes"]) for c in above if c["p"] < c["C"] - 1}
+    assert len(below) == 4 and "below C − 1 in four of them" in text["docs/results.md"]
+    # at p = rank G*: the shares quoted, and the rule's sentence in the report's answer
+    at = {tuple(c["classes"]): c for c in cells if c["p"] == c["rank"]}
+    for c in at.values():
+        assert _share(c["within"], c["runs"]) in GEOMETRY
+        assert _share(c["within"], c["runs"]) in text["docs/results.md"]
+    assert f"it would take about {at[(2, 2)]['seeds_needed']:,} seeds" in GEOMETRY
+    verdicts = tuple(at[c]["verdict"] for c in ((2, 2), (2, 3), (2, 4)))
+    assert verdicts == ("undecided", "does not", "does not")
+    answer = (ROOT / "results/geometry-beyond/report.md").read_text()
+    assert "The rule the data support is p ≥ rank G* + 1" in answer
+    assert "p = rank G* + 1 on" in text["README.md"]
+    # the misses at p = rank G*: all strict local minima, with the quoted ranges
+    misses = [m for c in at.values() for m in c["misses"]]
+    assert {m["verdict"] for m in misses} == {"local minimum"}
+    assert f"All {len(misses)} runs that miss at p = rank G*" in GEOMETRY
+    assert (
+        f"all {len(misses)} misses there end at a strict local minimum" in (text["docs/results.md"])
     )
+    eig = [m["min_eig_scaled"] for m in misses]
+    gap = [m["F_gap"] for m in misses]
+    for t in (GEOMETRY, text["docs/results.md"]):
+        assert f"{_sci(min(gap))} to {_sci(max(gap))}" in t
+        assert f"{min(eig):.3g}–{max(eig):.3g}" in t
+    assert f"at most {max(m['newton_step'] for m in misses):.2g} rad" in GEOMETRY
+    assert f"moves G by at most {max(m['moved'] for m in misses):.2g}" in GEOMETRY
+
+
+def test_geometry_beyond_4_plus_4_and_rho_quotes_are_the_reports():
+    c6 = _rank_cell([4, 4], 1.0, 6)
+    assert f"in {_share(c6['within'], c6['runs'])} seeds" in GEOMETRY
+    assert {m["verdict"] for m in c6["misses"]} == {"not converged"}
+    assert f"Newton steps up to {max(m['newton_step'] for m in c6['misses']):.2g} rad" in GEOMETRY
+    assert f"moves G by up to {max(m['moved'] for m in c6['misses']):.2g}" in GEOMETRY
+    rho = {tuple(c["classes"]): c for c in _beyond()["rank"] if "rho_star_p" in c}
+    r22 = rho[(2, 2)]
+    assert f"{r22['rho_star_p']['2']:.7g}" == "0.1459193"
+    for t in (GEOMETRY, _flat(DOCS["docs/results.md"])):
+        assert "0.1459193" in t and f"{r22['rho_star']:.4g}" in t
+    for cls in ((2, 3), (2, 4)):
+        r = rho[cls]
+        assert f"{r['rho_star_p']['2']:.3g} against {r['rho_star']:.3g}" in GEOMETRY
+    rise = max(r["largest_rise"] for r in rho.values())
+    assert f"largest rise measured is {_sci(rise)} relative" in GEOMETRY
 
 
 def test_geometry_beyond_reach_and_hard_quotes_are_the_reports():
@@ -177,11 +241,16 @@ def test_geometry_beyond_reach_and_hard_quotes_are_the_reports():
     reach = _beyond()["reach"]
     within, runs = sum(r["within"] for r in reach), sum(r["runs"] for r in reach)
     slow = sum(r["slow"] for r in reach)
-    stalled = sum(r.get("stalled", r.get("stationary", 0)) for r in reach)
+    stalled = sum(r["stalled"] for r in reach)
     rerun = slow + stalled + sum(r["converging"] for r in reach)
     assert f"{within}/{runs} runs of the loss × k × τ grid end within 0.02 of G*" in text
     assert f"{slow} of the {rerun} misses rerun 4× longer get there" in text
     assert f"{stalled} (one seed, ratio 0.03) stay" in text
+    ends = Counter()
+    for r in reach:
+        ends.update(r["end_points"])
+    assert f"all {sum(ends.values())} longer runs still outside 0.02 are not converged" in text
+    assert set(ends) == {"not converged"}
     hard = {h["hard_beta"]: h for h in _beyond()["hard"] if h["ratio"] == 0.1}
     er = {b: sum(h["effective_rank"]) / len(h["effective_rank"]) for b, h in hard.items()}
     assert f"effective rank of Z rises {er[0.0]:.3g} → {er[4.0]:.3g}" in text
