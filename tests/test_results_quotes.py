@@ -218,6 +218,18 @@ def test_geometry_beyond_rank_rule_is_the_reports():
     assert f"moves G by at most {max(m['moved'] for m in misses):.2g}" in GEOMETRY
 
 
+def test_geometry_beyond_rank_c_minus_1_cases_reach_at_rank_g_star():
+    at_rank = [c for c in _beyond()["rank"] if "p" in c and c["p"] == c["rank"] == c["C"] - 1]
+    assert sorted((tuple(c["classes"]), c["ratio"]) for c in at_rank) == [
+        ((2, 2), 0.1),
+        ((2, 2), 1.0),
+        ((4, 4), 1.0),
+    ]
+    assert all((c["within"], c["runs"]) == (12, 12) for c in at_rank)
+    assert "training reaches G*_p = G* at p = rank G* itself" in GEOMETRY
+    assert "p = rank G* fails only where rank G* < C − 1" in GEOMETRY
+
+
 def test_geometry_beyond_4_plus_4_and_rho_quotes_are_the_reports():
     c6 = _rank_cell([4, 4], 1.0, 6)
     assert f"in {_share(c6['within'], c6['runs'])} seeds" in GEOMETRY
