@@ -14,6 +14,7 @@ from jaxcl.experiments.geometry.report import beyond as report_beyond
 from jaxcl.experiments.geometry.report import rank as report_rank
 from jaxcl.experiments.geometry.report import stats as report_stats
 from jaxcl.experiments.geometry.report import training as report_training
+from jaxcl.experiments.geometry.report import verdicts as report_verdicts
 from jaxcl.experiments.geometry.report.stats import loss_label
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -192,7 +193,7 @@ def test_decided_against_one_half_matches_the_interval(n):
     rng = np.random.default_rng(n)
     for _ in range(8):
         ok = [bool(x) for x in rng.random(n) < rng.random()]
-        verdict, need = report_rank.decided(ok)
+        verdict, need = report_verdicts.decided(ok)
         lo, hi = report_stats.clopper_pearson(sum(ok), n)
         want = "reaches" if lo > 0.5 else "does not" if hi < 0.5 else "undecided"
         assert verdict == want
@@ -279,7 +280,7 @@ def _case(name, rank, C, verdicts, misses=None):
 
 
 def test_rule_names_the_offset_the_verdicts_support_and_the_c_minus_1_counterexample():
-    r = report_rank.rule
+    r = report_verdicts.rule
     assert "cannot tell" in r([])
     # reaches from rank G* + 1 in both; 2+3 does so at p = 3 < C − 1 = 4
     two = [
@@ -304,7 +305,7 @@ def test_rule_names_the_offset_the_verdicts_support_and_the_c_minus_1_counterexa
 
 @pytest.mark.parametrize("x, n", [(82, 144), (5, 12), (7, 12), (30, 40)])
 def test_seeds_needed_is_where_the_exact_interval_first_leaves_one_half(x, n):
-    m = report_rank.seeds_needed(x, n)
+    m = report_verdicts.seeds_needed(x, n)
 
     def interval(m):  # Clopper–Pearson from scipy's beta quantiles, at the share x/n
         k = round(m * x / n)
@@ -317,7 +318,7 @@ def test_seeds_needed_is_where_the_exact_interval_first_leaves_one_half(x, n):
     if m > n:  # not decided at m − 1 (the share's rounding keeps this monotone here)
         lo, hi = interval(m - 1)
         assert lo <= 0.5 <= hi
-    assert report_rank.seeds_needed(6, 12) is None  # exactly one half: no count decides it
+    assert report_verdicts.seeds_needed(6, 12) is None  # exactly one half: no count decides it
 
 
 def test_int_runs_writes_runs_of_three_or_more_as_a_span():
